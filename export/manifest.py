@@ -1,0 +1,119 @@
+"""manifest.json: the one schema shared by export (writes it) and the service (reads it).
+
+Only pydantic here: the service imports this module without torch.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+Format = Literal["onnx", "torchscript", "pt2"]
+Rule = Literal["nonnegative", "positive", "monotone_nondecreasing", "sums_to_one"]
+Direction = Literal["increasing", "decreasing", "free"]
+EdgeMode = Literal["same", "causal", "valid"]
+
+# Default file name of each format inside a version directory.
+FORMAT_FILES: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt2"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TensorSpec(_Strict):
+    name: str
+    dtype: str  # numpy dtype name, e.g. "float32"
+    shape: list[int | str]  # a str is a named dynamic dimension ("batch", "channels", "length", ...)
+
+
+class FileEntry(_Strict):
+    path: str  # relative to the version directory
+    format: Format
+    sha256: str
+    size: int
+
+
+class ConstraintEntry(_Strict):
+    """A rule on one folded tensor, and where that tensor lives inside each artifact."""
+
+    tensor: str  # the model-level name (state_dict name after folding), e.g. "kernel", "layers.0.weight"
+    rule: Rule
+    tolerance: float = 0.0
+    axis: int = -1
+    columns: list[int] | None = None  # nonnegative/positive on these last-axis indices only
+    locations: dict[str, str] = Field(default_factory=dict)  # format -> tensor name in that artifact
+
+
+class FeatureSpec(_Strict):
+    name: str
+    direction: Direction = "increasing"
+
+
+class ClassifierInfo(_Strict):
+    features: list[FeatureSpec]
+    labels: list[str]
+    threshold: float = 0.5
+    scope: Literal["all", "final"]
+    method: Literal["reparam", "project"]
+    # Features whose monotonicity the service must certify from the graph (scope "all", not free).
+    monotone_features: list[str] = Field(default_factory=list)
+    output: Literal["probabilities"] = "probabilities"  # the graphs end in a sigmoid
+
+
+class SmootherInfo(_Strict):
+    kernel_size: int
+    param: Literal["exp-cumsum", "softmax"]
+    normalized: bool
+    edge_modes: list[EdgeMode] = Field(default_factory=lambda: ["same", "causal", "valid"])
+    default_mode: EdgeMode = "same"
+    # The graphs output the full correlation (L + K - 1 samples); each mode is a slice of it
+    # (models.modes.mode_slice).
+    output: Literal["full"] = "full"
+
+
+class Probe(_Strict):
+    """A small input and the output eager torch gave for it: checked again at load time."""
+
+    input: list  # nested lists, shaped as `inputs[0]`
+    expected: list  # nested lists, shaped as `outputs[0]`
+    atol: float
+    rtol: float = 0.0
+
+
+class Manifest(_Strict):
+    schema_version: int = MANIFEST_SCHEMA_VERSION
+    name: str
+    version: int
+    kind: Literal["smoother", "classifier"]
+    created: datetime
+    monoserve_version: str
+    source_checkpoint_sha256: str
+    source_checkpoint_name: str
+    training_metrics: dict = Field(default_factory=dict)
+    provenance: dict = Field(default_factory=dict)  # data file, sha256, columns, scaling ...
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    files: list[FileEntry]
+    constraints: list[ConstraintEntry]
+    classifier: ClassifierInfo | None = None
+    smoother: SmootherInfo | None = None
+    probe: Probe
+    parity: dict = Field(default_factory=dict)  # max abs error per format, measured at export
+    opset: int | None = None
+
+    def file_for(self, fmt: str) -> FileEntry | None:
+        return next((f for f in self.files if f.format == fmt), None)
+
+    @classmethod
+    def read(cls, version_dir: str | Path) -> "Manifest":
+        return cls.model_validate_json(Path(version_dir, MANIFEST_NAME).read_bytes())
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)

@@ -1,0 +1,1 @@
+"""Constrained models. Import submodules directly: `models.checks` and `models.modes` need no torch."""

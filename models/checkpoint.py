@@ -1,0 +1,101 @@
+"""Checkpoints: state_dict + config + metrics + provenance, rebuilt from the config (torch only)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.classifier import ClassifierConfig, MonotoneClassifier
+from models.smoother import MonotoneSmoother, SmootherConfig
+
+CHECKPOINT_FORMAT = 1
+KINDS = ("smoother", "classifier")
+
+
+class CheckpointError(ValueError):
+    """A file that is not a monoserve checkpoint we can read (missing, corrupt, unknown kind/format)."""
+
+
+def model_kind(model: nn.Module) -> str:
+    if isinstance(model, MonotoneSmoother):
+        return "smoother"
+    if isinstance(model, MonotoneClassifier):
+        return "classifier"
+    raise TypeError(f"not a monoserve model: {type(model).__name__}")
+
+
+def build_model(kind: str, config: dict[str, Any]) -> nn.Module:
+    """Rebuild an untrained model of `kind` from its config dict."""
+    if kind == "smoother":
+        return MonotoneSmoother(SmootherConfig(**config))
+    if kind == "classifier":
+        return MonotoneClassifier(ClassifierConfig(**config))
+    raise CheckpointError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    metrics: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Path:
+    """Write atomically (temp file + rename): an interrupted save leaves no half-written checkpoint."""
+    path = Path(path)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "kind": model_kind(model),
+        "config": dataclasses.asdict(model.config),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metrics": metrics or {},
+        "provenance": provenance or {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load and validate the payload (weights_only=True: no pickled code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise CheckpointError(f"{path} is not a readable torch checkpoint: {exc}") from exc
+    if not isinstance(payload, dict) or "format" not in payload or "kind" not in payload:
+        raise CheckpointError(f"{path} is not a monoserve checkpoint (no 'format'/'kind' entries)")
+    if payload["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint format {payload['format']!r}; this monoserve reads format {CHECKPOINT_FORMAT}"
+        )
+    if payload["kind"] not in KINDS:
+        raise CheckpointError(f"{path}: unknown model kind {payload['kind']!r}; expected one of {', '.join(KINDS)}")
+    for key in ("config", "state_dict"):
+        if not isinstance(payload.get(key), dict):
+            raise CheckpointError(f"{path}: checkpoint has no {key!r} dict")
+    return payload
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model from its config and load its weights; returns (model in eval mode, payload)."""
+    payload = read_checkpoint(path)
+    try:
+        model = build_model(payload["kind"], payload["config"])
+        model.load_state_dict(payload["state_dict"])
+    except (TypeError, AssertionError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild the {payload['kind']} from its config: {exc}") from exc
+    return model.eval(), payload

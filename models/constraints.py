@@ -1,0 +1,171 @@
+"""Weight constraints as small parametrization modules (torch.nn.utils.parametrize).
+
+Each module maps an unconstrained raw tensor to a tensor that obeys its rule, and each has a public
+helper that registers it on a module attribute. Because parametrize recomputes the constrained
+tensor from the raw one on every access, the rule holds on every forward and gradients reach the
+raw parameters (the classic bug of computing the weights once at construction cannot happen).
+
+`right_inverse` is provided where one exists, so registering keeps the tensor's current value.
+The projection alternative (Keras `NonNeg`) is `project_nonnegative_`, called after each step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+NonnegKind = Literal["softplus", "exp", "square"]
+NONNEG_KINDS: tuple[str, ...] = ("softplus", "exp", "square")
+
+# Smallest positive value right_inverse maps zeros to (log/softplus^-1 of 0 is -inf).
+_EPS = 1e-6
+
+
+def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
+    y = y.clamp_min(_EPS)
+    # softplus^-1(y) = log(expm1(y)); for large y it is y itself (avoids overflow).
+    return torch.where(y > 20.0, y, torch.log(torch.expm1(y)))
+
+
+class Nonnegative(nn.Module):
+    """raw -> softplus(raw) | exp(raw) | raw**2, optionally only on some last-axis columns."""
+
+    def __init__(self, kind: NonnegKind = "softplus", columns: list[int] | None = None, size: int | None = None):
+        super().__init__()
+        if kind not in NONNEG_KINDS:
+            raise ValueError(f"unknown nonnegative kind {kind!r}; expected one of {NONNEG_KINDS}")
+        self.kind = kind
+        self.columns = None if columns is None else list(columns)
+        if columns is not None:
+            if size is None:
+                raise ValueError("size (the last-axis length) is required with columns")
+            mask = torch.zeros(size, dtype=torch.bool)
+            mask[list(columns)] = True
+            self.register_buffer("mask", mask, persistent=False)
+        else:
+            self.mask = None
+
+    def _map(self, raw: torch.Tensor) -> torch.Tensor:
+        if self.kind == "softplus":
+            return F.softplus(raw)
+        if self.kind == "exp":
+            return torch.exp(raw)
+        return raw * raw
+
+    def _unmap(self, value: torch.Tensor) -> torch.Tensor:
+        if self.kind == "softplus":
+            return _inverse_softplus(value)
+        if self.kind == "exp":
+            return torch.log(value.clamp_min(_EPS))
+        return torch.sqrt(value.clamp_min(0.0))
+
+    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        if self.mask is None:
+            return self._map(raw)
+        return torch.where(self.mask, self._map(raw), raw)
+
+    def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
+        if self.mask is None:
+            return self._unmap(value)
+        return torch.where(self.mask, self._unmap(value), value)
+
+
+class ExpCumsumKernel(nn.Module):
+    """logits [K] -> exp(logits).cumsum(-1): positive and non-decreasing; optionally sums to 1."""
+
+    def __init__(self, normalize: bool = True):
+        super().__init__()
+        self.normalize = normalize
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        kernel = torch.exp(logits).cumsum(-1)  # [..., K], each step adds a positive amount
+        if self.normalize:
+            kernel = kernel / kernel.sum(-1, keepdim=True)
+        return kernel
+
+    def right_inverse(self, kernel: torch.Tensor) -> torch.Tensor:
+        # increments: k[0], k[1]-k[0], ...; they must be positive for a log to exist
+        steps = torch.diff(kernel, dim=-1, prepend=torch.zeros_like(kernel[..., :1]))
+        return torch.log(steps.clamp_min(_EPS))
+
+
+class SoftmaxKernel(nn.Module):
+    """raw alpha [1] -> softmax(lin * alpha) with lin = linspace(-1, 1, K) and alpha = softplus(raw).
+
+    alpha > 0 makes the kernel strictly increasing; softmax makes it positive and sum to 1. There
+    is no additive offset: softmax cancels any constant, so such a parameter would never learn.
+    """
+
+    def __init__(self, kernel_size: int):
+        super().__init__()
+        assert kernel_size >= 1, f"kernel_size must be >= 1, got {kernel_size}"
+        self.kernel_size = kernel_size
+        self.register_buffer("lin", torch.linspace(-1.0, 1.0, kernel_size), persistent=False)
+
+    def alpha(self, raw: torch.Tensor) -> torch.Tensor:
+        return F.softplus(raw)
+
+    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.lin * self.alpha(raw), dim=-1)  # [K]
+
+    def right_inverse(self, kernel: torch.Tensor) -> torch.Tensor:
+        # least-squares slope of log(kernel) against lin recovers alpha exactly for a softmax kernel
+        assert kernel.shape[-1] == self.kernel_size, (
+            f"expected a kernel of {self.kernel_size} taps, got shape {tuple(kernel.shape)}"
+        )
+        if self.kernel_size == 1:
+            return torch.ones(1, dtype=kernel.dtype)
+        log_k = torch.log(kernel.clamp_min(_EPS))
+        lin = self.lin.to(kernel.dtype)
+        centred = lin - lin.mean()
+        slope = (centred * (log_k - log_k.mean())).sum() / (centred * centred).sum()
+        return _inverse_softplus(slope.clamp_min(_EPS)).reshape(1)
+
+
+def nonnegative(
+    module: nn.Module, name: str = "weight", kind: NonnegKind = "softplus", columns: list[int] | None = None
+) -> nn.Module:
+    """Register `Nonnegative` on `module.<name>` (only on last-axis `columns` if given)."""
+    tensor = getattr(module, name)
+    size = tensor.shape[-1] if columns is not None else None
+    parametrize.register_parametrization(module, name, Nonnegative(kind, columns, size))
+    return module
+
+
+def monotone_kernel(module: nn.Module, name: str = "weight", normalize: bool = True) -> nn.Module:
+    """Register `ExpCumsumKernel` on `module.<name>` (a [K] kernel)."""
+    parametrize.register_parametrization(module, name, ExpCumsumKernel(normalize))
+    return module
+
+
+def softmax_kernel(module: nn.Module, name: str = "weight") -> nn.Module:
+    """Register `SoftmaxKernel` on `module.<name>`; the raw parameter becomes a single alpha."""
+    kernel_size = getattr(module, name).shape[-1]
+    # unsafe: the raw tensor ([1]) has another shape than the kernel ([K])
+    parametrize.register_parametrization(module, name, SoftmaxKernel(kernel_size), unsafe=True)
+    return module
+
+
+@torch.no_grad()
+def project_nonnegative_(tensor: torch.Tensor, columns: list[int] | None = None) -> None:
+    """Clamp to >= 0 in place (Keras `NonNeg`): call after every optimizer step."""
+    if columns is None:
+        tensor.clamp_(min=0.0)
+    else:
+        tensor[..., columns] = tensor[..., columns].clamp(min=0.0)
+
+
+def initial_increasing_kernel(kernel_size: int, decay: float = 0.1) -> torch.Tensor:
+    """A normalized, strictly increasing kernel to start training from (exponential weights)."""
+    taps = torch.arange(kernel_size, dtype=torch.float32)
+    kernel = torch.exp(decay * (taps - (kernel_size - 1)))
+    return kernel / kernel.sum()
+
+
+def logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
