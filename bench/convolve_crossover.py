@@ -1,0 +1,171 @@
+"""Measure direct (ONNX Runtime Conv, numpy) vs FFT overlap-add for the smoother's full correlation.
+
+For each kernel size K and signal length L (8 signals, float32, one CPU thread, the way one server
+worker runs), time service.convolve's three methods and record which is fastest. The crossover
+rule in service/convolve.py (FFT_ALWAYS_KERNEL, FFT_MIN_KERNEL, FFT_MIN_WORK) is fitted to this table.
+
+    .venv/bin/python bench/convolve_crossover.py [--quick] [--out bench/results]
+
+Timings are the minimum over repeats (the machine is shared; the minimum is the least disturbed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+
+from graphs import full_correlation_model, session_for  # noqa: E402
+
+from service.convolve import FFT_ALWAYS_KERNEL, FFT_MIN_KERNEL, FFT_MIN_WORK, choose_method, full_correlation  # noqa: E402
+
+log = logging.getLogger("bench.convolve_crossover")
+
+KERNELS = (3, 7, 15, 31, 63, 127, 255, 511, 1023)
+LENGTHS = (256, 1024, 4096, 16384, 65536, 262144, 1_000_000)
+QUICK_KERNELS = (7, 31, 63, 127, 255)
+QUICK_LENGTHS = (256, 4096, 65536, 1_000_000)
+N_SIGNALS = 8
+# Skip a method in a cell where its estimated cost (multiply-adds) would take many seconds.
+MAX_NUMPY_MACS = 3e9
+MAX_ORT_MACS = 4e10
+
+
+def best_time(fn: Callable[[], object], budget_s: float = 0.4, max_repeats: int = 7) -> float:
+    """Minimum wall time of `fn` over repeats that fit in about `budget_s` (after one warm-up)."""
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    repeats = int(max(1, min(max_repeats, budget_s / max(first, 1e-6))))
+    times = [first]
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def measure(kernels: tuple[int, ...], lengths: tuple[int, ...]) -> list[dict]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for kernel_size in kernels:
+        kernel = np.sort(rng.random(kernel_size).astype(np.float32))
+        kernel /= kernel.sum()
+        session = session_for(full_correlation_model(kernel), threads=1)
+        for length in lengths:
+            signals = rng.standard_normal((N_SIGNALS, length)).astype(np.float32)
+            macs = N_SIGNALS * (length + kernel_size - 1) * kernel_size
+            row: dict = {"kernel_size": kernel_size, "length": length, "signals": N_SIGNALS}
+            row["fft_ms"] = 1e3 * best_time(lambda: full_correlation(signals, kernel, method="fft"))
+            row["ort_direct_ms"] = (
+                1e3 * best_time(lambda: full_correlation(signals, kernel, session=session, method="direct"))
+                if macs <= MAX_ORT_MACS
+                else None
+            )
+            row["numpy_direct_ms"] = (
+                1e3 * best_time(lambda: full_correlation(signals, kernel, method="direct"))
+                if macs <= MAX_NUMPY_MACS
+                else None
+            )
+            timed = {m: row[f"{m}_ms"] for m in ("fft", "ort_direct", "numpy_direct") if row[f"{m}_ms"] is not None}
+            row["fastest"] = min(timed, key=timed.__getitem__)
+            direct = row["ort_direct_ms"]
+            row["fft_speedup_vs_ort"] = None if direct is None else direct / row["fft_ms"]
+            row["rule_choice"] = choose_method(kernel_size, length)
+            rows.append(row)
+            log.info("K=%d L=%d %s", kernel_size, length, {k: v for k, v in row.items() if k.endswith("_ms")})
+    return rows
+
+
+def rule_regret(rows: list[dict]) -> list[dict]:
+    """Cells where the rule's choice is more than 10% slower than the better of ORT direct / FFT."""
+    bad = []
+    for row in rows:
+        if row["ort_direct_ms"] is None:
+            continue
+        chosen = row["fft_ms"] if row["rule_choice"] == "fft" else row["ort_direct_ms"]
+        best = min(row["fft_ms"], row["ort_direct_ms"])
+        if chosen > 1.10 * best:
+            bad.append({"kernel_size": row["kernel_size"], "length": row["length"], "slowdown": chosen / best})
+    return bad
+
+
+def to_markdown(result: dict) -> str:
+    rows = result["rows"]
+    lines = [
+        "# Direct vs FFT crossover for the smoother's full correlation",
+        "",
+        f"Machine: {result['machine']}. {N_SIGNALS} float32 signals, 1 ORT intra-op thread, minimum of repeats.",
+        f"Rule in service/convolve.py: FFT when K >= {FFT_ALWAYS_KERNEL}, or K >= {FFT_MIN_KERNEL} and "
+        f"K * L >= {FFT_MIN_WORK}; else direct.",
+        "",
+        "Speed-up of FFT over ONNX Runtime direct (>1: FFT faster; `*` marks the rule's choice of FFT):",
+        "",
+    ]
+    kernels = sorted({r["kernel_size"] for r in rows})
+    lengths = sorted({r["length"] for r in rows})
+    by_cell = {(r["kernel_size"], r["length"]): r for r in rows}
+    lines.append("| K \\ L | " + " | ".join(str(n) for n in lengths) + " |")
+    lines.append("|---|" + "---|" * len(lengths))
+    for k in kernels:
+        cells = []
+        for n in lengths:
+            r = by_cell.get((k, n))
+            if r is None or r["fft_speedup_vs_ort"] is None:
+                cells.append("-" if r is None else f"FFT only{'*' if r['rule_choice'] == 'fft' else ''}")
+            else:
+                cells.append(f"{r['fft_speedup_vs_ort']:.2f}{'*' if r['rule_choice'] == 'fft' else ''}")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    lines += ["", "Times in ms (FFT / ORT direct / numpy direct):", ""]
+    lines.append("| K | L | FFT | ORT direct | numpy direct | fastest | rule |")
+    lines.append("|---|---|---|---|---|---|---|")
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for r in rows:
+        lines.append(
+            f"| {r['kernel_size']} | {r['length']} | {fmt(r['fft_ms'])} | {fmt(r['ort_direct_ms'])} | "
+            f"{fmt(r['numpy_direct_ms'])} | {r['fastest']} | {r['rule_choice']} |"
+        )
+    regret = result["rule_regret"]
+    lines += ["", f"Cells where the rule is >10% slower than the better method: {len(regret)}"]
+    for item in regret:
+        lines.append(f"- K={item['kernel_size']} L={item['length']}: {item['slowdown']:.2f}x")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller grid (about 20 s)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    kernels, lengths = (QUICK_KERNELS, QUICK_LENGTHS) if args.quick else (KERNELS, LENGTHS)
+    rows = measure(kernels, lengths)
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs visible, {platform.python_version()}",
+        "signals": N_SIGNALS,
+        "rule": {"fft_always_kernel": FFT_ALWAYS_KERNEL, "fft_min_kernel": FFT_MIN_KERNEL, "fft_min_work": FFT_MIN_WORK},
+        "rows": rows,
+    }
+    result["rule_regret"] = rule_regret(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "convolve_crossover_quick" if args.quick else "convolve_crossover"
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    (args.out / f"{stem}.md").write_text(to_markdown(result))
+    print(to_markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
