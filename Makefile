@@ -20,5 +20,9 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Benchmark (bench/run.py): `make bench` full (about 15 min), `make bench QUICK=1` (< 3 min).
+bench: $(STAMP)
+	$(PY) bench/run.py $(if $(QUICK),--quick) $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

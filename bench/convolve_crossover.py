@@ -18,8 +18,8 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -68,14 +68,14 @@ def measure(kernels: tuple[int, ...], lengths: tuple[int, ...]) -> list[dict]:
             signals = rng.standard_normal((N_SIGNALS, length)).astype(np.float32)
             macs = N_SIGNALS * (length + kernel_size - 1) * kernel_size
             row: dict = {"kernel_size": kernel_size, "length": length, "signals": N_SIGNALS}
-            row["fft_ms"] = 1e3 * best_time(lambda: full_correlation(signals, kernel, method="fft"))
+            row["fft_ms"] = 1e3 * best_time(lambda s=signals, k=kernel: full_correlation(s, k, method="fft"))
             row["ort_direct_ms"] = (
-                1e3 * best_time(lambda: full_correlation(signals, kernel, session=session, method="direct"))
+                1e3 * best_time(lambda s=signals, k=kernel, o=session: full_correlation(s, k, session=o, method="direct"))
                 if macs <= MAX_ORT_MACS
                 else None
             )
             row["numpy_direct_ms"] = (
-                1e3 * best_time(lambda: full_correlation(signals, kernel, method="direct"))
+                1e3 * best_time(lambda s=signals, k=kernel: full_correlation(s, k, method="direct"))
                 if macs <= MAX_NUMPY_MACS
                 else None
             )
