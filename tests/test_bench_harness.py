@@ -76,10 +76,10 @@ def test_cpu_seconds_reads_this_process_s_cpu_time() -> None:
 
 
 def synthetic_result() -> dict:
-    def run(server: str, workload: str, concurrency: int, req_per_s: float, samples: int) -> dict:
+    def run(server: str, workload: str, concurrency: int, req_per_s: float, samples: int, cpu: float = 50.0) -> dict:
         return {
             "server": server, "workload": workload, "concurrency": concurrency, "req_per_s": req_per_s,
-            "samples_per_s": req_per_s * samples, "p99_ms": 12.0,
+            "samples_per_s": req_per_s * samples, "p99_ms": 12.0, "server_cpu_percent": cpu,
         }  # fmt: skip
 
     large = 1_000_000
@@ -96,7 +96,7 @@ def synthetic_result() -> dict:
                 run("naive", "smooth_large_json", 1, 0.1, large),
                 run("naive", "classify_1_json", 64, 500.0, 1),
             ]},
-            {"name": "ceiling", "cold_start_s": [1.0], "runs": [run("ceiling", "classify_1_json", 64, 2500.0, 1)]},
+            {"name": "ceiling", "cold_start_s": [1.0], "runs": [run("ceiling", "classify_1_json", 64, 2500.0, 1, cpu=100.0)]},
         ],
         "inprocess": {"results": {
             "smooth_large_npy": {"samples_per_s": 50e6},
@@ -112,6 +112,8 @@ def test_summary_compares_the_best_run_of_each_server() -> None:
     assert targets["smooth_large_json_vs_naive"]["value"] == pytest.approx(20)
     # the classify target is at 64 connections, not the better 16-connection run
     assert targets["classify_1_c64_vs_ceiling"]["value"] == pytest.approx(3000 / 2500)
+    # per CPU-second received: monoserve got half a CPU, the ceiling all of it
+    assert targets["classify_1_c64_vs_ceiling"]["per_cpu_s"] == pytest.approx((3000 / 0.5) / (2500 / 1.0))
     assert targets["classify_1_c64_vs_naive"]["value"] == pytest.approx(6)
     assert targets["cold_start_s"]["value"] == 1.2
 
