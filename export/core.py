@@ -357,7 +357,7 @@ def export_checkpoint(
             cases = smoother_cases(folded.kernel_size, seed)
         else:
             cases = classifier_cases(folded.feature_mean.numpy(), folded.feature_scale.numpy(), seed)
-        parity = check_parity(kind, reference, wrapper, loaded, cases, atol, rtol)
+        parity = check_parity(kind, reference, loaded, cases, atol, rtol)
 
         # 7. card plot, files, manifest
         card.write_card_plot(staging / card.CARD_PNG, kind, {k: v.detach().cpu().numpy() for k, v in folded.state_dict().items()})

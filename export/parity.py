@@ -1,8 +1,8 @@
 """Parity: every written artifact against eager torch, on random and realistic inputs.
 
 The reference is the model as trained (parametrizations NOT folded), so a folding bug shows up
-here too. Smoothers: each artifact's full output is compared with the eager folded wrapper, and
-each edge mode's slice of it (models.modes.mode_slice) with the eager smoother's forward(x, mode).
+here too. Smoothers: each artifact's full output is compared with the full correlation computed
+from the unfolded kernel, and each edge mode's slice of it (models.modes.mode_slice) with the eager smoother's forward(x, mode).
 Classifiers: the artifact's scores against sigmoid(eager logits). Every mismatch is collected
 before anything is raised, so one report lists them all.
 """
@@ -15,6 +15,7 @@ from typing import Iterable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from export.artifacts import LoadedArtifact
@@ -131,10 +132,13 @@ def _run(artifact: LoadedArtifact, inputs: np.ndarray) -> tuple[np.ndarray | Non
         return None, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
 
 
-def _expected_smoother(reference: nn.Module, wrapper: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
+def _expected_smoother(reference: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
+    """The full correlation and every edge mode, from the unfolded model's kernel."""
     kernel_size = int(reference.kernel_size)
-    length = x.shape[-1]
-    expected = {"full": wrapper(x).numpy()}
+    batch, channels, length = x.shape
+    padded = F.pad(x.reshape(-1, 1, length), (kernel_size - 1, kernel_size - 1), mode="replicate")
+    full = F.conv1d(padded, reference.kernel.view(1, 1, -1))
+    expected = {"full": full.reshape(batch, channels, length + kernel_size - 1).numpy()}
     for mode in EDGE_MODES:
         if mode == "valid" and length < kernel_size:
             expected[mode] = np.zeros((*x.shape[:-1], 0), dtype=np.float32)  # no full window: empty
@@ -146,7 +150,6 @@ def _expected_smoother(reference: nn.Module, wrapper: nn.Module, x: torch.Tensor
 def check_parity(
     kind: str,
     reference: nn.Module,
-    wrapper: nn.Module,
     artifacts: Iterable[LoadedArtifact],
     cases: list[ParityCase],
     atol: float,
@@ -161,7 +164,7 @@ def check_parity(
         x = torch.from_numpy(case.inputs)
         with torch.no_grad():
             if kind == "smoother":
-                expected = _expected_smoother(reference, wrapper, x)
+                expected = _expected_smoother(reference, x)
             else:
                 expected = {"scores": torch.sigmoid(reference(x)).numpy()}
         for artifact in artifacts:

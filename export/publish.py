@@ -4,7 +4,7 @@ Everything is written into a staging directory inside ``REPO/NAME/`` (``.tmp-<uu
 service ignores because it is not an integer), then the staging directory is renamed to the next
 integer version. ``rename(2)`` refuses to replace a non-empty directory, so two exporters racing for
 the same number cannot both win: the loser re-numbers and tries again. A failed export removes its
-staging directory, and the ``NAME``/``REPO`` directories too when it created them and they are empty.
+staging directory, and the directories it created on the way (``NAME``, ``REPO``, ...) when empty.
 """
 
 from __future__ import annotations
@@ -90,8 +90,9 @@ def staging_directory(repo: Path, name: str) -> Iterator[Path]:
     """
     model_dir = repo / name
     created: list[Path] = []
+    missing = [d for d in (*reversed(model_dir.parents), model_dir) if not d.exists()]
     try:
-        for directory in (repo, model_dir):
+        for directory in missing:
             if not directory.exists():
                 try:
                     directory.mkdir()
