@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+sys.path.append(str(REPO_ROOT))  # after PYTHONPATH and the installed project
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 from prepare import DEFAULT_WORK, onnx_model_path  # noqa: E402

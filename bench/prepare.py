@@ -23,7 +23,7 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WORK = REPO_ROOT / "bench" / "work"
-sys.path.insert(0, str(REPO_ROOT))
+sys.path.append(str(REPO_ROOT))  # after PYTHONPATH and the installed project
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 log = logging.getLogger("bench.prepare")

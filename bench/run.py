@@ -42,7 +42,7 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO_ROOT / "bench"
-sys.path.insert(0, str(REPO_ROOT))
+sys.path.append(str(REPO_ROOT))  # after PYTHONPATH and the installed project
 sys.path.insert(0, str(BENCH_DIR))
 
 from prepare import DEFAULT_WORK, prepare  # noqa: E402
@@ -766,7 +766,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the < 3 minute variant")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="models, bodies and logs (default bench/work)")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
-    parser.add_argument("--servers", help="comma-separated subset of: monoserve,naive,ceiling")
+    parser.add_argument("--servers", help="comma-separated subset of the servers (monoserve,naive,ceiling,...)")
+    parser.add_argument("--workloads", help="comma-separated subset of the workloads (e.g. classify_1_json)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if shutil.which("wrk") is None:
@@ -794,6 +795,11 @@ def main(argv: list[str] | None = None) -> int:
         references = {name: reference_output(args.work, w) for name, w in WORKLOADS.items()}
         include = set(args.servers.split(",")) if args.servers else None
         specs = server_specs(plan, args.work, prepared["repo"], include)
+        if args.workloads:
+            chosen = set(args.workloads.split(","))
+            for spec in specs:
+                spec.workloads = {k: v for k, v in spec.workloads.items() if k in chosen}
+            specs = [spec for spec in specs if spec.workloads]
         running = [start_server(spec, plan, registry, logs) for spec in specs]
         for server in running:
             check_server(server, args.work, references)
