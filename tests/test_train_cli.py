@@ -140,3 +140,50 @@ def test_bad_input_exits_2_with_a_clear_message_and_writes_nothing(tmp_path, csv
         assert fragment in result.stderr, f"{fragment!r} not in: {result.stderr}"
     assert "Traceback" not in result.stderr
     assert not out.exists() and not out.parent.exists(), "a checkpoint (or its folder) was written on bad input"
+
+
+@pytest.mark.parametrize("mode", ["same", "causal", "valid"])
+def test_train_smoother_denoise_in_each_mode(tmp_path, mode):
+    """noisy -> clean with a known kernel, through the CLI entry point (in process: torch is loaded)."""
+    import numpy as np
+
+    from models.checkpoint import read_checkpoint
+    from models.modes import mode_pads
+    from monoserve.cli import main
+
+    rng = np.random.default_rng(0)
+    kernel = np.array([0.05, 0.1, 0.15, 0.3, 0.4])
+    noisy = rng.standard_normal(400).cumsum() + 3.0 * rng.standard_normal(400)
+    left, right = mode_pads("same", 5)
+    clean = np.correlate(np.pad(noisy, (left, right), mode="edge"), kernel, mode="valid")
+    rows = "".join(f"{t},{a:.6f},{b:.6f}\n" for t, (a, b) in enumerate(zip(noisy, clean)))
+    data = write_csv(tmp_path / "pairs.csv", "time,noisy,clean\n" + rows)
+    out = tmp_path / "denoise.ckpt"
+    code = main(["train", "smoother", "--data", str(data), "--objective", "denoise", "--target-column", "clean",
+                 "--kernel-size", "5", "--mode", mode, "--out", str(out)])
+    assert code == 0
+    payload = read_checkpoint(out)
+    assert payload["config"]["mode"] == mode
+    assert payload["provenance"]["columns"] == ["noisy"] and payload["provenance"]["target_column"] == "clean"
+    metrics = payload["metrics"]
+    assert metrics["heldout_mse"] < 0.5 * metrics["identity_mse"], metrics
+
+
+def test_forecast_shares_one_kernel_across_several_series(tmp_path, capsys):
+    import numpy as np
+
+    from models.checkpoint import load_checkpoint
+    from monoserve.cli import main
+
+    rng = np.random.default_rng(1)
+    level = rng.standard_normal((2, 300)).cumsum(-1) * 0.3
+    series = level + rng.standard_normal((2, 300)) * [[1.0], [50.0]] + [[0.0], [1000.0]]  # very different scales
+    rows = "".join(f"{t},{a:.5f},{b:.5f}\n" for t, (a, b) in enumerate(series.T))
+    data = write_csv(tmp_path / "two.csv", "year,north,south\n" + rows)
+    out = tmp_path / "two.ckpt"
+    assert main(["train", "smoother", "--data", str(data), "--kernel-size", "7", "--out", str(out)]) == 0
+    model, payload = load_checkpoint(out)
+    assert payload["provenance"]["columns"] == ["north", "south"]  # 'year' left out by default
+    assert payload["provenance"]["split"]["n_heldout_targets"] == 2 * 60
+    assert model.kernel.shape == (7,)
+    assert "[north, south]" in capsys.readouterr().out
