@@ -72,21 +72,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     smoother = kinds.add_parser(
         "smoother",
         help="a positive monotone smoothing kernel (forecast or denoise objective)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     smoother.add_argument("--data", required=True, type=Path, help="CSV file with a header row")
     smoother.add_argument(
-        "--column", action="append", default=None, metavar="NAME",
-        help="series column (repeat for several series sharing the kernel); "
+        "--column", action="extend", nargs="+", default=None, metavar="NAME",
+        help="series column(s); several series share the kernel; "
         "default: every column but time/date/year/index and the target",
     )
     smoother.add_argument("--kernel-size", type=_positive_int, default=SMOOTHER_DEFAULTS["kernel_size"],
-                          help="odd number of taps")
+                          help="odd number of taps (default: %(default)s)")
     smoother.add_argument("--param", choices=("exp-cumsum", "softmax"), default="exp-cumsum",
-                          help="kernel parametrization: exp(p).cumsum() or softmax(lin * alpha)")
+                          help="kernel parametrization: exp(p).cumsum() or softmax(lin * alpha) (default: %(default)s)")
     smoother.add_argument("--objective", choices=("forecast", "denoise"), default="forecast",
-                          help="forecast: the causal filter predicts x[t+h]; denoise: map --column to --target-column")
-    smoother.add_argument("--horizon", type=_positive_int, default=1, help="forecast steps ahead")
+                          help="forecast: the causal filter predicts x[t+h]; denoise: map --column to --target-column "
+                          "(default: %(default)s)")
+    smoother.add_argument("--horizon", type=_positive_int, default=1, help="forecast steps ahead (default: %(default)s)")
     smoother.add_argument("--target-column", default=None, metavar="NAME", help="clean column (denoise)")
     smoother.add_argument(
         "--mode", choices=("same", "causal", "valid"), default=None,
@@ -94,53 +94,57 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "default: causal for forecast, same for denoise",
     )
     smoother.add_argument("--epochs", type=_positive_int, default=SMOOTHER_DEFAULTS["epochs"],
-                          help="full-batch optimizer steps")
-    smoother.add_argument("--lr", type=_positive_float, default=SMOOTHER_DEFAULTS["lr"], help="Adam learning rate")
-    smoother.add_argument("--seed", type=int, default=0)
+                          help="full-batch Adam steps (default: %(default)s)")
+    smoother.add_argument("--lr", type=_positive_float, default=SMOOTHER_DEFAULTS["lr"], help="Adam learning rate (default: %(default)s)")
+    smoother.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     smoother.add_argument("--out", required=True, type=Path, help="checkpoint path to write")
     smoother.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                           help="progress bar (default: only on a terminal)")
-    smoother.add_argument("--threads", type=_positive_int, default=1, help="torch intra-op threads")
+    smoother.add_argument("--threads", type=_positive_int, default=1, help="torch intra-op threads (default: %(default)s)")
     smoother.set_defaults(func=run_train_smoother)
 
     classifier = kinds.add_parser(
         "classifier",
         help="an MLP whose scores are monotone in its features (nonnegative weights)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     classifier.add_argument("--data", required=True, type=Path, help="CSV file with a header row")
-    classifier.add_argument("--label", action="append", required=True, metavar="NAME",
-                            help="0/1 label column (repeat for a multi-label model)")
-    classifier.add_argument("--features", nargs="+", default=None, metavar="NAME",
+    classifier.add_argument("--label", action="extend", nargs="+", required=True, metavar="NAME",
+                            help="0/1 label column(s); several make a multi-label model")
+    classifier.add_argument("--features", action="extend", nargs="+", default=None, metavar="NAME",
                             help="feature columns (default: every column but the labels)")
     classifier.add_argument("--scope", choices=("all", "final"), default="all",
-                            help="all: every score is monotone in each feature; final: only the output layer is nonnegative")
+                            help="all: every score is monotone in each feature; final: only the output layer is nonnegative "
+                            "(default: %(default)s)")
     classifier.add_argument("--method", choices=("reparam", "project"), default="reparam",
-                            help="reparam: weights = nonneg(raw); project: clamp to >= 0 after every step")
+                            help="reparam: weights = nonneg(raw); project: clamp to >= 0 after every step (default: %(default)s)")
     classifier.add_argument("--nonneg", choices=("softplus", "exp", "square"), default="softplus",
-                            help="the reparam map")
-    classifier.add_argument("--decreasing", nargs="+", default=[], metavar="NAME",
+                            help="the reparam map (default: %(default)s)")
+    classifier.add_argument("--decreasing", action="extend", nargs="+", default=[], metavar="NAME",
                             help="features whose rise may only lower the scores (scope all)")
-    classifier.add_argument("--free", nargs="+", default=[], metavar="NAME",
+    classifier.add_argument("--free", action="extend", nargs="+", default=[], metavar="NAME",
                             help="features with unconstrained effect (scope all)")
     classifier.add_argument("--hidden", type=_hidden_sizes, default=CLASSIFIER_DEFAULTS["hidden"],
-                            help="hidden layer sizes, comma-separated")
-    classifier.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    classifier.add_argument("--weight-decay", type=_nonnegative_float, default=0.0)
+                            help="hidden layer sizes, comma-separated (default: %(default)s)")
+    classifier.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
+                            help="adam, or sgd with momentum 0.9 (default: %(default)s)")
+    classifier.add_argument("--weight-decay", type=_nonnegative_float, default=0.0,
+                            help="L2 penalty on the (raw) parameters (default: %(default)s)")
     classifier.add_argument("--pos-weight", choices=("auto", "none"), default="auto",
-                            help="auto: BCE positive weight = negatives/positives per label")
+                            help="auto: BCE positive weight = negatives/positives per label (default: %(default)s)")
     classifier.add_argument("--epochs", type=_positive_int, default=CLASSIFIER_DEFAULTS["epochs"],
-                            help="maximum epochs (early stopping on validation loss)")
+                            help="maximum epochs; early stopping on validation loss (default: %(default)s)")
     classifier.add_argument("--patience", type=_positive_int, default=15,
-                            help="epochs without a better validation loss before stopping")
-    classifier.add_argument("--batch-size", type=_positive_int, default=128)
-    classifier.add_argument("--lr", type=_positive_float, default=CLASSIFIER_DEFAULTS["lr"])
-    classifier.add_argument("--threshold", type=float, default=0.5, help="decision threshold on probabilities")
-    classifier.add_argument("--seed", type=int, default=0)
+                            help="epochs without a better validation loss before stopping (default: %(default)s)")
+    classifier.add_argument("--batch-size", type=_positive_int, default=128, help="(default: %(default)s)")
+    classifier.add_argument("--lr", type=_positive_float, default=CLASSIFIER_DEFAULTS["lr"],
+                            help="learning rate (default: %(default)s)")
+    classifier.add_argument("--threshold", type=float, default=0.5, help="decision threshold on probabilities (default: %(default)s)")
+    classifier.add_argument("--seed", type=int, default=0,
+                            help="seeds the split, the initial weights and the batch order (default: %(default)s)")
     classifier.add_argument("--out", required=True, type=Path, help="checkpoint path to write")
     classifier.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                             help="progress bar (default: only on a terminal)")
-    classifier.add_argument("--threads", type=_positive_int, default=1, help="torch intra-op threads")
+    classifier.add_argument("--threads", type=_positive_int, default=1, help="torch intra-op threads (default: %(default)s)")
     classifier.set_defaults(func=run_train_classifier)
 
 

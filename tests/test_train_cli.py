@@ -187,3 +187,29 @@ def test_forecast_shares_one_kernel_across_several_series(tmp_path, capsys):
     assert payload["provenance"]["split"]["n_heldout_targets"] == 2 * 60
     assert model.kernel.shape == (7,)
     assert "[north, south]" in capsys.readouterr().out
+
+
+def test_train_multilabel_classifier_with_directions(tmp_path, capsys):
+    import numpy as np
+
+    from models.checkpoint import load_checkpoint
+    from monoserve.cli import main
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(600, 3))
+    first = (x[:, 0] - x[:, 1] + 0.3 * rng.normal(size=600) > 0).astype(int)
+    second = (x[:, 0] + x[:, 2] ** 2 > 1).astype(int)
+    rows = "".join(f"{a:.4f},{b:.4f},{c:.4f},{p},{q}\n" for (a, b, c), p, q in zip(x, first, second))
+    data = write_csv(tmp_path / "multi.csv", "up,down,anyway,first,second\n" + rows)
+    out = tmp_path / "multi.ckpt"
+    code = main(["train", "classifier", "--data", str(data), "--label", "first", "second", "--decreasing", "down",
+                 "--free", "anyway", "--epochs", "30", "--hidden", "16", "--out", str(out)])
+    assert code == 0
+    model, payload = load_checkpoint(out)
+    assert payload["config"]["labels"] == ["first", "second"]
+    assert payload["config"]["feature_names"] == ["up", "down", "anyway"]
+    assert payload["config"]["directions"] == ["increasing", "decreasing", "free"]
+    assert payload["metrics"]["heldout_per_label"]["first"]["roc_auc"] > 0.9
+    assert payload["metrics"]["heldout_per_label"]["second"]["roc_auc"] > 0.6
+    printed = capsys.readouterr().out
+    assert "first: accuracy" in printed and "second: accuracy" in printed
