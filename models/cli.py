@@ -356,9 +356,13 @@ def _print_classifier_summary(args, config, metrics: dict, split: dict, path: Pa
     print(f"  split: {split['n_train']} train / {split['n_val']} validation / {split['n_test']} held-out rows "
           f"(seed {split['seed']}); best epoch {metrics['best_epoch']} of {metrics['epochs_run']}")
     print(f"  held-out loss {metrics['heldout_loss']:.4f}  accuracy {metrics['heldout_accuracy']:.4f}  "
-          f"ROC AUC {metrics['heldout_roc_auc']:.4f}")
+          f"ROC AUC {_format_auc(metrics['heldout_roc_auc'])}")
     if len(config.labels) > 1:
         for name, per_label in metrics["heldout_per_label"].items():
-            print(f"    {name}: accuracy {per_label['accuracy']:.4f}  ROC AUC {per_label['roc_auc']:.4f}")
+            print(f"    {name}: accuracy {per_label['accuracy']:.4f}  ROC AUC {_format_auc(per_label['roc_auc'])}")
     print(f"  final bias {', '.join(f'{b:+.3f}' for b in metrics['final_bias'])}")
     print(f"  checkpoint: {path}")
+
+
+def _format_auc(value: float | None) -> str:
+    return "n/a (one class in the held-out split)" if value is None else f"{value:.4f}"

@@ -92,15 +92,17 @@ def evaluate(
     predicted = probabilities >= model.config.threshold
     per_label = {}
     for index, name in enumerate(model.config.labels):
+        auc = roc_auc(labels[:, index], probabilities[:, index])
         per_label[name] = {
             "accuracy": float((predicted[:, index] == labels[:, index].astype(bool)).mean()),
-            "roc_auc": roc_auc(labels[:, index], probabilities[:, index]),
+            "roc_auc": None if np.isnan(auc) else auc,  # None: this split holds one class only (JSON-safe)
             "positives": int(labels[:, index].sum()),
         }
+    aucs = [m["roc_auc"] for m in per_label.values() if m["roc_auc"] is not None]
     return {
         "loss": loss,
         "accuracy": float(np.mean([m["accuracy"] for m in per_label.values()])),
-        "roc_auc": float(np.mean([m["roc_auc"] for m in per_label.values()])),
+        "roc_auc": float(np.mean(aucs)) if aucs else None,
         "per_label": per_label,
         "n_rows": int(labels.shape[0]),
     }
