@@ -19,6 +19,7 @@ EXIT_USAGE = 2
 
 SMOOTHER_DEFAULTS = {"kernel_size": 9, "epochs": 400, "lr": 0.05}
 CLASSIFIER_DEFAULTS = {"epochs": 150, "lr": 0.01, "hidden": "32,32"}
+MIN_CLASSIFIER_ROWS = 10  # 60/15/25 split: every part needs rows
 
 
 class UsageError(ValueError):
@@ -302,6 +303,11 @@ def _load_classifier_data(args: argparse.Namespace) -> tuple[Any, list[str], lis
     ]
     x = table.matrix(features)
     y = binary_labels(table, labels)
+    if table.n_rows < MIN_CLASSIFIER_ROWS:
+        raise UsageError(
+            f"{args.data}: {table.n_rows} rows are too few to split into training, validation and held-out "
+            f"rows (need at least {MIN_CLASSIFIER_ROWS})"
+        )
     return table, features, directions, x, y
 
 
@@ -329,10 +335,7 @@ def run_train_classifier(args: argparse.Namespace) -> int:
         pos_weight=args.pos_weight, batch_size=args.batch_size, patience=args.patience, seed=args.seed,
         progress=args.progress,
     )
-    try:
-        result = train_classifier(model, x.astype("float32"), y, options)
-    except AssertionError as exc:  # e.g. too few rows for the split
-        return _fail(f"{args.data}: {exc}")
+    result = train_classifier(model, x.astype("float32"), y, options)
     provenance = {
         **table.provenance(),
         "features": features,

@@ -108,6 +108,8 @@ BAD_INPUT = [
     ("even-kernel", None, ["train", "smoother", "--data", NILE, "--kernel-size", "8"], ["--kernel-size must be odd"]),
     ("one-class", "a,b,y\n1,2,1\n3,4,1\n5,6,1\n",
      ["train", "classifier", "--data", "{csv}", "--label", "y"], ["bad.csv", "label column 'y'", "single class"]),
+    ("too-few-rows", "a,b,y\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n",
+     ["train", "classifier", "--data", "{csv}", "--label", "y"], ["bad.csv", "4 rows are too few"]),
     ("label-not-binary", "a,b,y\n1,2,0\n3,4,2\n5,6,1\n",
      ["train", "classifier", "--data", "{csv}", "--label", "y"], ["label column 'y' must hold 0 or 1", "line 3 (2)"]),
     ("unknown-feature", None, ["train", "classifier", "--data", SPAM, "--label", "spam", "--features", "bang", "cash"],
