@@ -115,8 +115,20 @@ def run_export(args: argparse.Namespace) -> int:
     except (CheckpointError, ExportInputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (ConstraintRefusedError, ParityError) as exc:
-        print(f"refused: {exc}", file=sys.stderr)
+    except ConstraintRefusedError as exc:
+        # the exception's message is capped; the CLI lists every violation
+        print(f"refused: {exc.checkpoint}: {len(exc.violations)} constraint violation(s), nothing exported", file=sys.stderr)
+        for violation in exc.violations:
+            print(f"  {violation}", file=sys.stderr)
+        return EXIT_REFUSED
+    except ParityError as exc:
+        print(
+            f"refused: {len(exc.mismatches)} parity mismatch(es) against eager torch "
+            f"(atol {exc.atol:g}, rtol {exc.rtol:g}), nothing published",
+            file=sys.stderr,
+        )
+        for mismatch in exc.mismatches:
+            print(f"  {mismatch}", file=sys.stderr)
         return EXIT_REFUSED
     except ExportError as exc:
         print(f"export failed, nothing published: {exc}", file=sys.stderr)
