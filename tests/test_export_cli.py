@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -107,6 +109,26 @@ def test_concurrent_exports_get_distinct_versions_and_print_a_report(ckpts, tmp_
     report = outputs[0][0]
     for expected in ("model.ts", "kernel positive", "parity vs eager torch", "torchscript  max abs error"):
         assert expected in report
+
+
+def test_sigterm_during_export_leaves_the_repository_as_it_was(ckpts, tmp_path):
+    """Interrupt a real export while it is writing (its staging directory exists): nothing remains."""
+    repo = tmp_path / "repo"
+    command = [sys.executable, "-m", "export", str(ckpts["smoother"]), "--repo", str(repo), "--formats", "onnx"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(repo.glob("smoother/.tmp-*")):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the export never started writing"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert not repo.exists()  # staging, NAME and REPO directories were all created by this export
 
 
 def test_cli_modules_import_no_torch():
