@@ -40,8 +40,8 @@ from export.manifest import (
     SmootherInfo,
     TensorSpec,
 )
-from export.validation import KNOWN_FORMATS, normalize_formats, validate_name, validate_opset, validate_tolerance
 from export.parity import DEFAULT_ATOL, DEFAULT_RTOL, ParityReport, check_parity, classifier_cases, smoother_cases
+from export.validation import KNOWN_FORMATS, normalize_formats, validate_name, validate_opset, validate_tolerance
 from models.checks import ConstraintViolationError, Violation, check_all
 from models.checkpoint import build_model, load_checkpoint
 from models.classifier import MonotoneClassifier
