@@ -428,7 +428,7 @@ def measure_run(
 class Plan:
     quick: bool
     duration: float
-    heavy_duration: float  # naive server on large bodies: one request takes seconds
+    heavy_duration: float  # large bodies (tens of ms to seconds per request): longer runs
     timeout: float
     memory_run_s: float  # 0: skip the 60 s RSS run
     cold_starts: int
@@ -437,20 +437,45 @@ class Plan:
 
 def make_plan(quick: bool) -> Plan:
     if quick:
-        return Plan(quick=True, duration=2, heavy_duration=4, timeout=30, memory_run_s=0, cold_starts=1, rounds=1)
-    return Plan(quick=False, duration=4, heavy_duration=10, timeout=60, memory_run_s=60, cold_starts=3, rounds=2)
+        return Plan(quick=True, duration=2, heavy_duration=3, timeout=30, memory_run_s=0, cold_starts=1, rounds=1)
+    return Plan(quick=False, duration=4, heavy_duration=8, timeout=60, memory_run_s=60, cold_starts=3, rounds=2)
 
 
 def server_specs(plan: Plan, work: Path, repo: Path | None, include: set[str] | None) -> list[ServerSpec]:
     levels = [16] if plan.quick else [1, 16, 64]
-    smooth = ["smooth_small", "smooth_medium", "smooth_large"]
+    # Large bodies (4-20 MB, tens to hundreds of ms each): 64 connections would only queue 1 GB of
+    # bodies in front of one CPU, and wrk undercounts runs shorter than a few queue lengths; 1 to 16
+    # connections measure the server's throughput (it is busy from 2-4 connections on).
+    heavy_levels = [1, 4] if plan.quick else [1, 4, 16]
     specs: list[ServerSpec] = []
     if repo is not None:
-        mono = {f"{s}_{fmt}": levels for s in smooth for fmt in ("json", "npy")}
-        mono["smooth_long_npy"] = [1] if plan.quick else [1, 16]
+        mono = {f"{s}_{fmt}": levels for s in ("smooth_small", "smooth_medium") for fmt in ("json", "npy")}
+        mono.update({f"smooth_large_{fmt}": heavy_levels for fmt in ("json", "npy")})
+        mono["smooth_long_npy"] = heavy_levels
         mono["classify_1_json"] = [64] if plan.quick else [1, 16, 64]
         mono["classify_64_json"] = levels
-        specs.append(ServerSpec("monoserve", monoserve_argv(repo), mono))
+        specs.append(ServerSpec("monoserve", monoserve_argv(repo), mono, note="defaults as shipped"))
+        # Dynamic batching on and off (issue 6: report both, keep the better as the default).
+        classify = {"classify_1_json": [64] if plan.quick else [16, 64]}
+        if not plan.quick:
+            classify["classify_64_json"] = [16, 64]
+        for state in ("on", "off"):
+            env = {"MONOSERVE_BATCHING": "true" if state == "on" else "false"}
+            specs.append(ServerSpec(f"monoserve-batching-{state}", monoserve_argv(repo), dict(classify), env=env,
+                                    note=f"MONOSERVE_BATCHING={env['MONOSERVE_BATCHING']}"))  # fmt: skip
+        if not plan.quick:
+            # What the hot path (service.fastpath) buys: the same service through its FastAPI routes.
+            specs.append(ServerSpec("monoserve-routes", monoserve_argv(repo), {"classify_1_json": [64]},
+                                    env={"MONOSERVE_HOT_PATH": "false"}, note="MONOSERVE_HOT_PATH=false"))  # fmt: skip
+            # 1 vs 2 uvicorn workers. Two workers need both CPUs, so wrk shares CPU 1 with them here;
+            # compare these three with each other only.
+            both = {"classify_1_json": [64], "smooth_large_npy": [4]}
+            specs += [
+                ServerSpec("monoserve-w1-2cpu", monoserve_argv(repo, 1), both, cpus="0,1", note="1 worker on CPUs 0-1"),
+                ServerSpec("monoserve-w2-2cpu", monoserve_argv(repo, 2), both, cpus="0,1", note="2 workers on CPUs 0-1"),
+                ServerSpec("ceiling-w2-2cpu", uvicorn_argv("ceiling_server:app", "--no-access-log", "--workers", "2"),
+                           {"classify_1_json": [64]}, cpus="0,1", note="2 workers on CPUs 0-1"),
+            ]  # fmt: skip
     naive = {
         "smooth_small_json": levels,
         "smooth_medium_json": levels,
@@ -530,10 +555,12 @@ def check_server(server: RunningServer, work: Path, references: dict) -> None:
 def run_cell(server: RunningServer, workload: Workload, connections: int, plan: Plan, work: Path, round_: int) -> dict:
     spec, process, body_file = server.spec, server.process, workload.body_file(work)
     wait_idle(process.pid)
-    if spec.name == "naive" and workload.name == "smooth_large_json":
+    heavy = workload.name.startswith(("smooth_large", "smooth_long"))
+    if spec.name == "naive" and heavy:
         run = measure_sequential(spec, process, server.base_url, workload, body_file, plan.heavy_duration)
     else:
-        run = measure_run(spec, process, server.base_url, workload, body_file, connections, plan.duration, plan.timeout)
+        duration = plan.heavy_duration if heavy else plan.duration
+        run = measure_run(spec, process, server.base_url, workload, body_file, connections, duration, plan.timeout)
     record = {**dataclasses.asdict(run), "round": round_}
     log.info(
         "[%s] %-18s c=%-3d r%d %9.1f req/s %12.0f samples/s p50 %8.2f ms p99 %8.2f ms err %d cpu %3.0f%% rss %.0f MB",
@@ -662,6 +689,29 @@ def summarize(result: dict) -> dict:
     return targets  # fmt: skip
 
 
+def comparisons(result: dict) -> list[dict]:
+    """Variant against variant on the same cell: batching, hot path, workers."""
+    runs = [run for server in result["servers"] for run in server["runs"]]
+    rows = []
+    cells = [
+        ("dynamic batching", "classify_1_json", 64, ["monoserve-batching-on", "monoserve-batching-off"]),
+        ("dynamic batching", "classify_1_json", 16, ["monoserve-batching-on", "monoserve-batching-off"]),
+        ("dynamic batching", "classify_64_json", 64, ["monoserve-batching-on", "monoserve-batching-off"]),
+        ("hot path", "classify_1_json", 64, ["monoserve", "monoserve-routes", "ceiling"]),
+        ("workers (CPUs 0-1)", "classify_1_json", 64, ["monoserve-w1-2cpu", "monoserve-w2-2cpu", "ceiling-w2-2cpu"]),
+        ("workers (CPUs 0-1)", "smooth_large_npy", 4, ["monoserve-w1-2cpu", "monoserve-w2-2cpu"]),
+    ]
+    for topic, workload, concurrency, servers in cells:
+        for server in servers:
+            run = best(runs, server, workload, "req_per_s", concurrency)
+            if run is not None:
+                rows.append({"topic": topic, "workload": workload, "concurrency": concurrency, "server": server,
+                             "req_per_s": run["req_per_s"], "samples_per_s": run["samples_per_s"],
+                             "p50_ms": run["p50_ms"], "p99_ms": run["p99_ms"], "errors": run["errors"],
+                             "server_cpu_percent": run["server_cpu_percent"]})  # fmt: skip
+    return rows
+
+
 def fmt(value: Any, digits: int = 1) -> str:
     if value is None:
         return "-"
@@ -680,10 +730,11 @@ def to_markdown(result: dict) -> str:
         "",
         f"- Machine: {result['machine']}",
         f"- Pinning: server on CPU {SERVER_CPUS}, wrk on CPU {WRK_CPUS} (taskset), loopback only; "
-        f"wrk -t1, each run {result['plan']['duration']} s, servers interleaved, best of {result['plan']['rounds']} "
+        f"wrk -t1, each run {result['plan']['duration']} s ({result['plan']['heavy_duration']} s for large bodies), servers interleaved, best of {result['plan']['rounds']} "
         f"round(s) per cell (the 2 cores are shared with other work). The naive server's large JSON body takes seconds per "
         f"request: it is timed with back-to-back requests on one connection for at least "
-        f"{result['plan']['heavy_duration']} s (wrk would drop the unfinished one).",
+        f"{result['plan']['heavy_duration']} s (wrk would drop the unfinished one). "
+        "Large bodies run at 1, 4 and 16 connections (64 would only queue gigabytes of bodies).",
         f"- In-process compute: ONNX Runtime, {result['inprocess']['threads']} intra-op thread, pinned like the server.",
         "- CUDA: not measured (no GPU in this session).",
         f"- Started: {result['started']}; took {result['elapsed_s']:.0f} s.",
@@ -723,11 +774,22 @@ def to_markdown(result: dict) -> str:
                 f"{fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} | {r['errors']} | {r['server_cpu_percent']:.0f} | "
                 f"{fmt(per_cpu)} | {r['rss_mb_max']:.0f} |"
             )
+    if result.get("comparisons"):
+        lines += ["", "## Variants (same cell, same run)", "",
+                  "| topic | workload | conc | server | req/s | samples/s | p50 ms | p99 ms | errors | server CPU % |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for c in result["comparisons"]:
+            lines.append(
+                f"| {c['topic']} | {c['workload']} | {c['concurrency']} | {c['server']} | {fmt(c['req_per_s'])} | "
+                f"{fmt(c['samples_per_s'])} | {fmt(c['p50_ms'], 2)} | {fmt(c['p99_ms'], 2)} | {c['errors']} | "
+                f"{c['server_cpu_percent']:.0f} |"
+            )
     lines += ["", "## Servers", ""]
     for server in result["servers"]:
         bad = {k: v for k, v in server["checks"].items() if v["status"] != 200 or v.get("matches") is False}
         lines.append(
-            f"- **{server['name']}**: `{' '.join(server['argv'])}` {server['note']}; cold start to /readyz "
+            f"- **{server['name']}** (CPUs {server['cpus']}): `{' '.join(server['argv'])}` {server['note']}; "
+            f"env {server['env'] or '{}'}; cold start to /readyz "
             f"{', '.join(f'{s:.2f}' for s in server['cold_start_s'])} s; idle RSS {server['rss_mb_idle']:.0f} MB; "
             + (
                 "answers a constant (not checked)"
@@ -825,6 +887,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory": memory,
     }
     result["targets"] = summarize(result)
+    result["comparisons"] = comparisons(result)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "bench_quick" if plan.quick else "bench"
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str))
