@@ -54,6 +54,7 @@ class DynamicBatcher:
         max_queue_size: int = 1024,
         inline_max_rows: int = 1024,
         offload: OffloadFn | None = None,
+        on_batch: Callable[[int], None] | None = None,
     ):
         if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_us < 0:
             raise ValueError(
@@ -66,6 +67,7 @@ class DynamicBatcher:
         self.max_queue_size = max_queue_size
         self.inline_max_rows = inline_max_rows
         self.offload = offload
+        self.on_batch = on_batch  # called with the rows of each engine call (metrics)
         self._pending: deque[tuple[np.ndarray, asyncio.Future]] = deque()
         self._pending_rows = 0
         self._flush_handle: asyncio.Handle | None = None
@@ -145,13 +147,18 @@ class DynamicBatcher:
                 output: np.ndarray | BaseException = await self.offload(self.run, batch)
             except Exception as exc:  # delivered to every request of the batch
                 output = exc
-            self.batches += 1
-            self.rows += batch.shape[0]
+            self._count(batch.shape[0])
             self._deliver(taken, output)
         finally:
             self._busy = False
             if self._pending and self._flush_handle is None:
                 self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _count(self, rows: int) -> None:
+        self.batches += 1
+        self.rows += rows
+        if self.on_batch is not None:
+            self.on_batch(rows)
 
     def _call(self, batch: np.ndarray) -> np.ndarray | BaseException:
         try:
@@ -159,8 +166,7 @@ class DynamicBatcher:
         except Exception as exc:  # delivered to every request of the batch
             return exc
         finally:
-            self.batches += 1
-            self.rows += batch.shape[0]
+            self._count(batch.shape[0])
         return output
 
     @staticmethod
@@ -176,8 +182,7 @@ class DynamicBatcher:
             start = stop
 
     async def _run_alone(self, features: np.ndarray) -> np.ndarray:
-        self.batches += 1
-        self.rows += features.shape[0]
+        self._count(features.shape[0])
         if self.offload is None or features.shape[0] <= self.inline_max_rows:
             return self.run(features)
         return await self.offload(self.run, features)

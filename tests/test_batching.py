@@ -141,3 +141,16 @@ def test_large_batches_go_to_the_offload_and_later_arrivals_wait_for_it() -> Non
 def test_bad_settings_are_named() -> None:
     with pytest.raises(ValueError, match="max_batch_size >= 1"):
         DynamicBatcher(model, max_batch_size=0)
+
+
+def test_on_batch_reports_the_rows_of_every_engine_call() -> None:
+    seen: list[int] = []
+    batcher = DynamicBatcher(model, max_batch_size=4, on_batch=seen.append)
+    inputs = requests([1, 1, 1, 2, 6])
+
+    async def main():
+        return await asyncio.gather(*(batcher.submit(x) for x in inputs))
+
+    asyncio.run(main())
+    assert sum(seen) == 11 and max(seen) == 6  # the 6-row request ran alone
+    assert len(seen) == batcher.batches
