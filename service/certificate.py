@@ -504,11 +504,15 @@ class _Interpreter:
                         pulls.setdefault(-sign, j)
                         flipped = True
                 if len(pulls) == 2:
-                    j_up, j_down = pulls[PLUS], pulls[MINUS]
+                    parts = []
+                    for direction in (PLUS, MINUS):
+                        j = pulls[direction]
+                        parts.append(f"input column {j} ({SIGN_WORDS[rows[j]]}, weight {_entry(weight, j, k):.6g})")
+                    earlier = f"; directions were reversed earlier at {', '.join(flips)}" if flips else ""
                     return Unknown(
                         label,
-                        f"weight {right_name!r} sends input column(s) {j_up} and {j_down} into output column {k} "
-                        f"in opposite directions (entry [{j_down}, {k}] = {_entry(weight, j_down, k):.6g})",
+                        f"mixes opposite directions into output column {k} of {right_name!r}: "
+                        f"{parts[0]} vs {parts[1]}{earlier}",
                     )
                 if pulls:
                     out[k] = next(iter(pulls))

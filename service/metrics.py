@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 # Seconds: 50 us .. 10 s, dense where small requests live.
@@ -15,6 +15,7 @@ class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
+        disable_created_metrics()  # no *_created series: they double the output and nobody graphs them
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "monoserve_requests", "Requests answered, by route, model and HTTP status",

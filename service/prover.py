@@ -96,9 +96,12 @@ class VersionReport:
 
 
 def _detail_lines(step: StepReport) -> list[str]:
-    lines: list[str] = []
-    for item in step.details.get("problems", [])[:MAX_REPORTED]:
-        lines.append(f"- {item}")
+    problems = step.details.get("problems", [])
+    if len(problems) < 2:  # a single problem is the step's message already
+        return []
+    lines = [f"- {item}" for item in problems[:MAX_REPORTED]]
+    if len(problems) > MAX_REPORTED:
+        lines.append(f"... and {len(problems) - MAX_REPORTED} more")
     return lines
 
 
