@@ -64,7 +64,8 @@ def to_float32(data: Any, field: str) -> np.ndarray:
     if isinstance(data, (str, bytes, dict)) or data is None or isinstance(data, bool):
         raise BadRequestError(f"'{field}' must be a (nested) list of numbers, got {type(data).__name__}", field=field)
     try:
-        return np.asarray(data, dtype=np.float32)
+        with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused by check_finite
+            return np.asarray(data, dtype=np.float32)
     except ValueError as exc:
         message = str(exc)
         if "inhomogeneous" in message or "sequence" in message:
@@ -114,7 +115,8 @@ def decode_npy(body: bytes, field: str) -> np.ndarray:
             field=field)
     array = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
     array = array.reshape(shape, order="F" if fortran_order else "C")
-    return np.ascontiguousarray(array, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        return np.ascontiguousarray(array, dtype=np.float32)
 
 
 def encode_npy(array: np.ndarray) -> bytes:

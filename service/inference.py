@@ -173,12 +173,12 @@ def decode_classify(registry: ModelRegistry, body: bytes, content_type: str | No
     names = [f.name for f in info.features]
     if fmt == "json":
         features = _instances_to_array(raw, names)
+    if features.size == 0:
+        raise BadRequestError(f"'instances' is empty (shape {list(features.shape)})", field="instances")
     if features.ndim != 2:
         raise BadRequestError(
             f"'instances' must be a list of instances, each a list of {len(names)} numbers: got shape {list(features.shape)}",
             field="instances", shape=list(features.shape))
-    if features.shape[0] == 0:
-        raise BadRequestError("'instances' is empty", field="instances")
     if features.shape[1] != len(names):
         raise BadRequestError(
             f"each instance needs {len(names)} features {names}, got {features.shape[1]}",

@@ -224,7 +224,9 @@ def edit_initializer(version_dir: Path, name: str, change: Callable[[np.ndarray]
     def edit(model) -> None:
         for index, init in enumerate(model.graph.initializer):
             if init.name == name:
-                model.graph.initializer[index].CopyFrom(numpy_helper.from_array(change(numpy_helper.to_array(init).copy()), name))
+                original = numpy_helper.to_array(init)
+                changed = np.asarray(change(original.copy())).astype(original.dtype)  # keep the graph's dtype
+                model.graph.initializer[index].CopyFrom(numpy_helper.from_array(changed, name))
                 return
         raise KeyError(name)
 
