@@ -1,9 +1,10 @@
 """Model repositories for the service tests, in the artifact contract's exact layout.
 
-`reference_repo()` builds (once per test process, cached) a repository with
-- smoother/1:   MonotoneSmoother (K=9) folded, FullCorrelation exported by torch.onnx.export + TorchScript;
-- classifier/1: MonotoneClassifier (4 features: increasing, decreasing, increasing, free; one label)
-                with a sigmoid head, folded weights, standardization inside the graph;
+`reference_repo()` builds (once per test process, cached) a repository with export_checkpoint, the
+real export, from checkpoints made here:
+- smoother/1:   MonotoneSmoother (K=9), ONNX + TorchScript + pt2;
+- classifier/1: MonotoneClassifier (4 features: increasing, decreasing, increasing, free; one label),
+                standardization and biases set, ONNX + TorchScript;
 - multilabel/1: a classifier with two labels, all features increasing.
 Tests copy it (`fresh_repo`) before changing anything. The tamper helpers below edit a copied
 version and rewrite its manifest consistently, so exactly one proof step can catch the edit.
@@ -18,23 +19,12 @@ import functools
 import hashlib
 import shutil
 import tempfile
-import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from export.manifest import (
-    ClassifierInfo,
-    ConstraintEntry,
-    FeatureSpec,
-    FileEntry,
-    Manifest,
-    Probe,
-    SmootherInfo,
-    TensorSpec,
-)
+from export.manifest import FileEntry, Manifest
 
 KERNEL_SIZE = 9
 CLASSIFIER_FEATURES = ["clicks", "complaints", "visits", "region"]
@@ -53,71 +43,30 @@ def file_entries(version_dir: Path) -> list[FileEntry]:
             for name, fmt in formats.items() if (version_dir / name).exists()]
 
 
-def _export_onnx(module, example, path: Path, input_name: str, output_name: str, dynamic: dict[int, str]) -> None:
+def build_smoother(repo: Path, workdir: Path, name: str = "smoother", kernel_size: int = KERNEL_SIZE,
+                   formats: tuple[str, ...] = ("onnx", "torchscript")) -> Path:
+    """A trained-looking smoother checkpoint, exported by export_checkpoint (the real export)."""
     import torch
 
-    dims = {axis: torch.export.Dim(name) for axis, name in dynamic.items()}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), str(path), input_names=[input_name], output_names=[output_name],
-                          dynamic_shapes={input_name: dims}, verbose=False)
-
-
-def _export_torchscript(module, path: Path, example=None) -> None:
-    """script (keeps dynamic shapes) or, for modules script cannot compile, trace with `example`."""
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit is deprecated in torch 2.13; fine for fixtures
-        scripted = torch.jit.script(module) if example is None else torch.jit.trace(module, (example,))
-        torch.jit.save(scripted, str(path))
-
-
-def _manifest(name: str, kind: str, version_dir: Path, **fields) -> Manifest:
-    return Manifest(name=name, version=int(version_dir.name), kind=kind, created=datetime.now(timezone.utc),
-                    monoserve_version="test", source_checkpoint_sha256="0" * 64, source_checkpoint_name="fixture.ckpt",
-                    files=file_entries(version_dir), **fields)
-
-
-def build_smoother(repo: Path, name: str = "smoother", version: int = 1, kernel_size: int = KERNEL_SIZE) -> Path:
-    import torch
-
-    from models.smoother import FullCorrelation, MonotoneSmoother, SmootherConfig
+    from export.core import export_checkpoint
+    from models.checkpoint import save_checkpoint
+    from models.smoother import MonotoneSmoother, SmootherConfig
 
     torch.manual_seed(0)
     model = MonotoneSmoother(SmootherConfig(kernel_size=kernel_size, init_decay=0.3))
     with torch.no_grad():  # a kernel that is not the initial one, still positive/monotone/normalized
         model.parametrizations.kernel.original.add_(torch.rand(kernel_size) * 0.5)
-        kernel = model.kernel.detach().clone()
-    wrapper = FullCorrelation(kernel).eval()
-    version_dir = repo / name / str(version)
-    version_dir.mkdir(parents=True)
-    _export_onnx(wrapper, torch.randn(2, 3, 20), version_dir / "model.onnx", "signal", "full",
-                 {0: "batch", 1: "channels", 2: "length"})
-    _export_torchscript(wrapper, version_dir / "model.ts")
-    probe_input = torch.randn(1, 2, 12, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        expected = wrapper(probe_input)
-    constraints = [ConstraintEntry(**spec, locations={"onnx": "kernel", "torchscript": "kernel"})
-                   for spec in MonotoneSmoother.constraint_specs(normalize=True)]
-    manifest = _manifest(
-        name, "smoother", version_dir,
-        inputs=[TensorSpec(name="signal", dtype="float32", shape=["batch", "channels", "length"])],
-        outputs=[TensorSpec(name="full", dtype="float32", shape=["batch", "channels", f"length + {kernel_size - 1}"])],
-        constraints=constraints,
-        smoother=SmootherInfo(kernel_size=kernel_size, param="exp-cumsum", normalized=True),
-        probe=Probe(input=probe_input.tolist(), expected=expected.tolist(), atol=1e-5),
-    )
-    (version_dir / "manifest.json").write_text(manifest.to_json())
-    return version_dir
+    checkpoint = save_checkpoint(workdir / f"{name}.ckpt", model, metrics={"fixture": True})
+    return export_checkpoint(checkpoint, repo, name=name, formats=formats).version_dir
 
 
-def build_classifier(repo: Path, name: str, features: list[str], directions: list[str], labels: list[str],
-                     version: int = 1, seed: int = 0) -> Path:
+def build_classifier(repo: Path, workdir: Path, name: str, features: list[str], directions: list[str],
+                     labels: list[str], seed: int = 0) -> Path:
+    """A classifier checkpoint with fitted-looking standardization and biases, exported for real."""
     import torch
-    from torch import nn
-    from torch.nn.utils import parametrize
 
+    from export.core import export_checkpoint
+    from models.checkpoint import save_checkpoint
     from models.classifier import ClassifierConfig, MonotoneClassifier
 
     torch.manual_seed(seed)
@@ -129,41 +78,8 @@ def build_classifier(repo: Path, name: str, features: list[str], directions: lis
         model.feature_scale.copy_(torch.rand(len(features)) + 0.5)
         for layer in model.layers:
             layer.bias.copy_(torch.randn_like(layer.bias) * 0.1)
-    for layer in model.layers:
-        if parametrize.is_parametrized(layer, "weight"):
-            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
-    model.eval()
-
-    class Scores(nn.Module):  # the contract: raw features in, sigmoid probabilities out
-        def __init__(self, inner: nn.Module):
-            super().__init__()
-            self.model = inner
-
-        def forward(self, features: torch.Tensor) -> torch.Tensor:
-            return torch.sigmoid(self.model(features))
-
-    wrapper = Scores(model).eval()
-    version_dir = repo / name / str(version)
-    version_dir.mkdir(parents=True)
-    _export_onnx(wrapper, torch.randn(5, len(features)), version_dir / "model.onnx", "features", "scores", {0: "batch"})
-    _export_torchscript(wrapper, version_dir / "model.ts", example=torch.randn(5, len(features)))
-    probe_input = torch.randn(3, len(features), generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        expected = wrapper(probe_input)
-    constraints = [ConstraintEntry(**spec, locations={"onnx": f"model.{spec['tensor']}", "torchscript": f"model.{spec['tensor']}"})
-                   for spec in model.constraint_specs()]
-    monotone = [f for f, d in zip(features, directions) if d != "free"]
-    manifest = _manifest(
-        name, "classifier", version_dir,
-        inputs=[TensorSpec(name="features", dtype="float32", shape=["batch", len(features)])],
-        outputs=[TensorSpec(name="scores", dtype="float32", shape=["batch", len(labels)])],
-        constraints=constraints,
-        classifier=ClassifierInfo(features=[FeatureSpec(name=f, direction=d) for f, d in zip(features, directions)],
-                                  labels=labels, threshold=0.5, scope="all", method="reparam", monotone_features=monotone),
-        probe=Probe(input=probe_input.tolist(), expected=expected.tolist(), atol=1e-5),
-    )
-    (version_dir / "manifest.json").write_text(manifest.to_json())
-    return version_dir
+    checkpoint = save_checkpoint(workdir / f"{name}.ckpt", model, metrics={"fixture": True})
+    return export_checkpoint(checkpoint, repo, name=name, formats=("onnx", "torchscript")).version_dir
 
 
 @functools.lru_cache(maxsize=None)
@@ -172,9 +88,9 @@ def reference_repo() -> Path:
     root = Path(tempfile.mkdtemp(prefix="monoserve-test-repo-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     repo = root / "repo"
-    build_smoother(repo)
-    build_classifier(repo, "classifier", CLASSIFIER_FEATURES, CLASSIFIER_DIRECTIONS, ["spam"])
-    build_classifier(repo, "multilabel", MULTILABEL_FEATURES, ["increasing"] * 3, MULTILABEL_LABELS, seed=1)
+    build_smoother(repo, root, formats=("onnx", "torchscript", "pt2"))  # pt2 too: listed files the service only hashes
+    build_classifier(repo, root, "classifier", CLASSIFIER_FEATURES, CLASSIFIER_DIRECTIONS, ["spam"])
+    build_classifier(repo, root, "multilabel", MULTILABEL_FEATURES, ["increasing"] * 3, MULTILABEL_LABELS, seed=1)
     return repo
 
 
@@ -272,13 +188,20 @@ def numpy_smooth(signal: np.ndarray, kernel: np.ndarray, mode: str) -> np.ndarra
     return np.stack(out).reshape(*signal.shape[:-1], -1)
 
 
+def onnx_name(version_dir: Path, tensor: str) -> str:
+    """The initializer that holds a constrained tensor, from the manifest's locations."""
+    manifest = Manifest.read(version_dir)
+    return next(c.locations["onnx"] for c in manifest.constraints if c.tensor == tensor)
+
+
 def numpy_classify(features: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
-    h = (np.asarray(features, np.float64) - weights["model.feature_mean"]) / weights["model.feature_scale"]
-    h = h * weights["model.direction_sign"]
+    """The classifier's forward pass in numpy from the exported initializers (export's names)."""
+    h = (np.asarray(features, np.float64) - weights["feature_mean"]) / weights["feature_scale"]
+    h = h * weights["direction_sign"]
     index = 0
-    while f"model.layers.{index}.weight" in weights:
-        h = h @ weights[f"model.layers.{index}.weight"].astype(np.float64).T + weights[f"model.layers.{index}.bias"]
+    while f"layers.{index}.weight" in weights:
+        h = h @ weights[f"layers.{index}.weight"].astype(np.float64).T + weights[f"layers.{index}.bias"]
         index += 1
-        if f"model.layers.{index}.weight" in weights:
+        if f"layers.{index}.weight" in weights:
             h = np.maximum(h, 0.0)
     return 1.0 / (1.0 + np.exp(-h))

@@ -25,6 +25,7 @@ from service_fixtures import (
     numpy_classify,
     numpy_smooth,
     onnx_initializers,
+    onnx_name,
     reseal,
 )
 
@@ -51,7 +52,8 @@ def client(repo):
 
 @pytest.fixture(scope="module")
 def kernel(repo) -> np.ndarray:
-    return onnx_initializers(repo / "smoother" / "1")["kernel"]
+    version_dir = repo / "smoother" / "1"
+    return onnx_initializers(version_dir)[onnx_name(version_dir, "kernel")]
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -317,13 +319,13 @@ def test_docs_work_offline(client):
 def tampered_repo(tmp_path_factory):
     repo = fresh_repo(tmp_path_factory.mktemp("tampered"), models=("smoother", "classifier"))
     negative = copy_version(repo, "classifier", 1, 2)
-    edit_initializer(negative, "model.layers.0.weight", lambda w: w * np.where(np.arange(w.size).reshape(w.shape) == 0, -1, 1))
+    edit_initializer(negative, onnx_name(negative, "layers.0.weight"), lambda w: w * np.where(np.arange(w.size).reshape(w.shape) == 0, -1, 1))
     reseal(negative)
     sneaky = copy_version(repo, "classifier", 1, 3)
     insert_scaling_node(sneaky, "features", np.array([1.0, 1.0, -2.0, 1.0]), node_name="sneaky_flip")
     reseal(sneaky)
     non_monotone = copy_version(repo, "smoother", 1, 2)
-    edit_initializer(non_monotone, "kernel", lambda k: k[..., ::-1].copy())
+    edit_initializer(non_monotone, onnx_name(non_monotone, "kernel"), lambda k: k[..., ::-1].copy())
     reseal(non_monotone)
     changed = copy_version(repo, "smoother", 1, 3)
     data = bytearray((changed / "model.onnx").read_bytes())
@@ -340,7 +342,7 @@ def test_tampered_versions_are_refused_and_the_good_one_serves(tampered_repo):
         assert c.post("/smooth", json={"signal": [1.0, 2.0]}).json()["version"] == 1
         assert c.post("/classify", json={"instances": [[1, 2, 3, 4]]}).json()["version"] == 1
         expected = {
-            ("classifier", 2): ("constraints", "model.layers.0.weight[0, 0]"),
+            ("classifier", 2): ("constraints", "layers.0.weight[0, 0]"),
             ("classifier", 3): ("certificate", "sneaky_flip"),
             ("smoother", 2): ("constraints", "monotone_nondecreasing"),
             ("smoother", 3): ("checksums", "model.onnx: sha256"),
@@ -367,7 +369,7 @@ def test_tampered_versions_are_refused_and_the_good_one_serves(tampered_repo):
 def test_model_without_a_valid_version_answers_503_and_is_not_ready(tmp_path):
     repo = fresh_repo(tmp_path, models=("smoother", "classifier"))
     good = repo / "smoother" / "1"
-    edit_initializer(good, "kernel", lambda k: -k)
+    edit_initializer(good, onnx_name(good, "kernel"), lambda k: -k)
     reseal(good)
     with make_client(repo) as c:
         response = c.post("/smooth", json={"signal": [1.0, 2.0]})
