@@ -21,6 +21,7 @@ from service.engines import resolve_device
 from service.errors import ServiceError
 from service.metrics import UNKNOWN_MODEL, Metrics
 from service.registry import KINDS, ModelRegistry
+from service.routes.deps import Service
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("service")
@@ -32,7 +33,7 @@ def _route_label(request: Request) -> str:
 
 
 def _error_response(request: Request, status: int, body: dict, headers: dict[str, str] | None = None) -> Response:
-    metrics: Metrics = request.app.state.metrics
+    metrics: Metrics = request.app.state.service.metrics
     model = getattr(request.state, "model", None) or UNKNOWN_MODEL
     metrics.count_request(_route_label(request), model, status)
     return Response(codec.dumps(body), status_code=status, media_type=codec.JSON_MEDIA_TYPE, headers=headers)
@@ -63,8 +64,8 @@ def register_error_handlers(app: FastAPI) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    metrics: Metrics = app.state.metrics
+    service: Service = app.state.service
+    settings, metrics = service.settings, service.metrics
     try:
         device = resolve_device(settings.engine, settings.device)
     except Exception as exc:
@@ -82,8 +83,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await to_thread.run_sync(registry.load)
     for name, entry in registry.models.items():
         metrics.models_loaded.labels(name).set(len(entry.served))
-    app.state.inference_limiter = anyio.CapacityLimiter(max(1, threads))
-    app.state.registry = registry
+    service.limiter = anyio.CapacityLimiter(max(1, threads))
+    service.registry = registry
     if registry.ready:
         log.info("ready: %s", ", ".join(f"{n} v{e.latest.manifest.version}" for n, e in registry.models.items()))
     else:
@@ -91,7 +92,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        app.state.registry = None
+        service.registry = None
         registry.close()
 
 
@@ -110,10 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.state.settings = settings
-    app.state.metrics = Metrics()
-    app.state.registry = None
-    app.state.inference_limiter = None
+    app.state.service = Service(settings=settings, metrics=Metrics())
     register_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(models.router)

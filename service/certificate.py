@@ -243,8 +243,7 @@ class GraphInfo:
 
     def _fold_constants(self) -> None:
         """Evaluate every node whose inputs are all constants (Constant nodes, Transpose of weights...)."""
-        from onnx.reference import ReferenceEvaluator
-
+        evaluator = None  # onnx.reference takes ~0.5 s to import: only when a graph needs folding
         for node in self.model.graph.node:
             if node.domain not in ("", "ai.onnx") or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
                 continue
@@ -253,8 +252,10 @@ class GraphInfo:
             if not all(name == "" or name in self.constants for name in node.input):
                 continue
             try:
+                if evaluator is None:
+                    from onnx.reference import ReferenceEvaluator as evaluator
                 feeds = {name: self.constants[name] for name in node.input if name}
-                outputs = ReferenceEvaluator(node).run(None, feeds)
+                outputs = evaluator(node).run(None, feeds)
             except Exception as exc:  # an op the reference evaluator lacks: its outputs stay non-constant
                 log.debug("cannot fold %s: %s", node.op_type, exc)
                 continue

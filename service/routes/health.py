@@ -16,7 +16,7 @@ async def healthz() -> Response:
 
 @router.get("/readyz", responses={503: {"description": "not ready, with the reasons"}})
 async def readyz(request: Request) -> Response:
-    registry = request.app.state.registry
+    registry = request.app.state.service.registry
     if registry is not None and registry.ready:
         serving = {name: entry.latest.manifest.version for name, entry in registry.models.items()}
         return Response(codec.dumps({"status": "ready", "models": serving}), media_type=codec.JSON_MEDIA_TYPE)

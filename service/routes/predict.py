@@ -12,11 +12,11 @@ import time
 from typing import Any, Callable, Literal
 
 from anyio import to_thread
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from service import codec, inference
-from service.routes.deps import MetricsDep, RegistryDep, SettingsDep, TokenDep, read_body
+from service.routes.deps import Service, ServiceDep, read_body
 
 router = APIRouter(tags=["inference"])
 
@@ -53,11 +53,24 @@ class ClassifyResponse(BaseModel):
     threshold: float
 
 
-def _body_doc(schema: type[BaseModel], npy_note: str) -> dict[str, Any]:
+def _docs(schema: type[BaseModel], npy_note: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
+    """OpenAPI for a raw-body route: the JSON schema, the .npy alternative and the query parameters
+    (read from request.query_params by hand: FastAPI's per-parameter validation costs on every request)."""
     return {"requestBody": {"required": True, "content": {
         codec.JSON_MEDIA_TYPE: {"schema": schema.model_json_schema()},
         codec.NPY_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary", "description": npy_note}},
-    }}}
+    }}, "parameters": parameters}
+
+
+def _query_parameter(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+MODEL_PARAMETERS = [
+    _query_parameter("model", {"type": "string"}, "model name (for .npy bodies; JSON bodies may carry it)"),
+    _query_parameter("version", {"type": "integer", "minimum": 1}, "model version (default: the newest valid one)"),
+]
+MODE_PARAMETER = _query_parameter("mode", {"type": "string", "enum": ["same", "causal", "valid"]}, "edge mode")
 
 
 ERRORS = {400: {"description": "bad input"}, 401: {"description": "missing or wrong token"},
@@ -65,8 +78,9 @@ ERRORS = {400: {"description": "bad input"}, 401: {"description": "missing or wr
           415: {"description": "unsupported content type"}, 503: {"description": "no valid model version"}}
 
 
-async def _answer(request: Request, route: str, settings, metrics, decode: Callable[[bytes], Any],
+async def _answer(request: Request, route: str, service: Service, decode: Callable[[bytes], Any],
                   work: Callable[[Any], int], infer: Callable[[Any], Any], encode: Callable[[Any, Any, bool], inference.Encoded]) -> Response:
+    settings, metrics = service.settings, service.metrics
     body = await read_body(request, settings.max_body_bytes)
     npy_out = codec.wants_npy(request.headers.get("accept"))
 
@@ -93,7 +107,7 @@ async def _answer(request: Request, route: str, settings, metrics, decode: Calla
         call = decode_timed()
         return call, encode_timed(call, infer_timed(call))
 
-    limiter = request.app.state.inference_limiter
+    limiter = service.limiter
     if len(body) > settings.inline_max_body_bytes:
         call, encoded = await to_thread.run_sync(everything, limiter=limiter)
     else:
@@ -107,38 +121,34 @@ async def _answer(request: Request, route: str, settings, metrics, decode: Calla
     return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
 
 
-def _query(model: str | None, version: int | None, mode: str | None = None) -> dict[str, Any]:
-    return {k: v for k, v in (("model", model), ("version", version), ("mode", mode)) if v is not None}
+def _query(request: Request) -> dict[str, Any]:
+    query = request.scope.get("query_string")
+    return dict(request.query_params) if query else {}
 
 
 @router.post("/smooth", response_model=SmoothResponse, responses=ERRORS,
-             openapi_extra=_body_doc(SmoothRequest, ".npy of float32/float64, 1-3 dims; model/version/mode as query parameters"))
-async def smooth(
-    request: Request, registry: RegistryDep, settings: SettingsDep, metrics: MetricsDep, _token: TokenDep,
-    model: str | None = Query(None, description="model name (for .npy bodies)"),
-    version: int | None = Query(None, ge=1, description="model version (for .npy bodies)"),
-    mode: Literal["same", "causal", "valid"] | None = Query(None, description="edge mode (for .npy bodies)"),
-) -> Response:
+             openapi_extra=_docs(SmoothRequest, ".npy of float32/float64, 1-3 dims; model/version/mode as query parameters",
+                                 [*MODEL_PARAMETERS, MODE_PARAMETER]))
+async def smooth(request: Request, service: ServiceDep) -> Response:
     """Smooth a signal: [L], [C, L] or [B, C, L] -> the same nesting, per edge mode."""
-    query = _query(model, version, mode)
+    query = _query(request)
     content_type = request.headers.get("content-type")
+    registry, max_length = service.registry, service.settings.max_signal_length
     return await _answer(
-        request, "/smooth", settings, metrics,
-        lambda body: inference.decode_smooth(registry, body, content_type, query, settings.max_signal_length),
+        request, "/smooth", service,
+        lambda body: inference.decode_smooth(registry, body, content_type, query, max_length),
         inference.smooth_work, inference.infer_smooth, inference.encode_smooth)
 
 
 @router.post("/classify", response_model=ClassifyResponse, responses=ERRORS,
-             openapi_extra=_body_doc(ClassifyRequest, ".npy of float32/float64 [N, n_features]; model/version as query parameters"))
-async def classify(
-    request: Request, registry: RegistryDep, settings: SettingsDep, metrics: MetricsDep, _token: TokenDep,
-    model: str | None = Query(None, description="model name (for .npy bodies)"),
-    version: int | None = Query(None, ge=1, description="model version (for .npy bodies)"),
-) -> Response:
+             openapi_extra=_docs(ClassifyRequest, ".npy of float32/float64 [N, n_features]; model/version as query parameters",
+                                 MODEL_PARAMETERS))
+async def classify(request: Request, service: ServiceDep) -> Response:
     """Score instances: probabilities per label, with the labels and the decision threshold."""
-    query = _query(model, version)
+    query = _query(request)
     content_type = request.headers.get("content-type")
+    registry = service.registry
     return await _answer(
-        request, "/classify", settings, metrics,
+        request, "/classify", service,
         lambda body: inference.decode_classify(registry, body, content_type, query),
         inference.classify_work, inference.infer_classify, inference.encode_classify)
