@@ -104,9 +104,8 @@ def decode_smooth(
 
 
 def smooth_work(call: SmoothCall) -> int:
-    """Multiply-adds of the request: what decides whether it may run on the event loop."""
-    info = call.served.manifest.smoother
-    return int(call.signal.size) * (info.kernel_size if info else 1)
+    """Input elements: with the model's warm-up cost model, what decides whether it may run inline."""
+    return int(call.signal.size)
 
 
 def infer_smooth(call: SmoothCall) -> np.ndarray:

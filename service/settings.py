@@ -80,10 +80,10 @@ class Settings(BaseSettings):
     default_classifier: str | None = None
     # Small requests run inline on the event loop, where a worker-thread hop costs more than their
     # work (measured: docs/service.md). Bodies above inline_max_body_bytes are decoded, inferred and
-    # encoded in a worker thread; below it, inference still moves to a thread when its work
-    # (input elements x kernel taps) exceeds inline_max_work. 0 sends everything to threads.
-    inline_max_body_bytes: int = Field(16 * 1024, ge=0)
-    inline_max_work: int = Field(65_536, ge=0)
+    # encoded in a worker thread; below it, inference runs inline when the model's predicted time
+    # (fitted on its warm-up runs) is at most inline_max_inference_us. 0 sends everything to threads.
+    inline_max_body_bytes: int = Field(64 * 1024, ge=0)
+    inline_max_inference_us: float = Field(100.0, ge=0)
 
     @property
     def threads_per_worker(self) -> int:

@@ -39,6 +39,8 @@ def test_good_versions_pass_every_step(repo, name):
     assert proven is not None and proven.engine.ready
     checks = report.steps[STEPS.index("constraints")].details["checks"]
     assert checks and all(c["ok"] and c["format"] == "onnx" for c in checks)
+    # The warm-up fits a cost model that decides whether a request may run on the event loop.
+    assert proven.predicted_seconds(10**7) > proven.predicted_seconds(1) > 0
 
 
 def test_torchscript_engine_checks_the_torchscript_tensors_too(repo):

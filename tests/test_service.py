@@ -124,7 +124,7 @@ def test_inline_and_threaded_paths_answer_the_same(repo):
     instances = np.random.default_rng(6).standard_normal((5, 4)).tolist()
     answers = []
     for inline in (0, 10**9):
-        with make_client(repo, inline_max_body_bytes=inline, inline_max_work=inline) as c:
+        with make_client(repo, inline_max_body_bytes=inline, inline_max_inference_us=inline) as c:
             answers.append((c.post("/smooth", json={"signal": signal}).content,
                             c.post("/classify", json={"instances": instances}).content))
     assert answers[0] == answers[1]

@@ -112,7 +112,7 @@ async def _answer(request: Request, route: str, service: Service, decode: Callab
         call, encoded = await to_thread.run_sync(everything, limiter=limiter)
     else:
         call = decode_timed()
-        if work(call) <= settings.inline_max_work:
+        if call.served.predicted_seconds(work(call)) * 1e6 <= settings.inline_max_inference_us:
             output = infer_timed(call)
         else:
             output = await to_thread.run_sync(infer_timed, call, limiter=limiter)
