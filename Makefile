@@ -45,7 +45,7 @@ models: $(STAMP)
 	$(call ensure_model,classifier,data/spam7.csv,--label spam)
 
 serve: models
-	$(SERVE_ENV) $(MONOSERVE) serve --repo $(REPO) --host $(HOST) --port $(PORT)
+	exec env $(SERVE_ENV) $(MONOSERVE) serve --repo $(REPO) --host $(HOST) --port $(PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
