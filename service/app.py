@@ -102,6 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from service.routes.docs import mount_docs
 
     settings = settings or get_settings()
+    if not logging.getLogger().handlers:  # uvicorn worker processes start with no logging set up
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("service").setLevel(settings.log_level.upper())
     app = FastAPI(
         title="monoserve",

@@ -70,7 +70,9 @@ def apply_malloc_tuning() -> None:
 
 def serve_command(args: argparse.Namespace) -> int:
     overrides = {"MONOSERVE_REPO": args.repo, "MONOSERVE_DEVICE": args.device, "MONOSERVE_ENGINE": args.engine,
-                 "MONOSERVE_WORKERS": args.workers, "MONOSERVE_LOG_LEVEL": getattr(args, "log_level", None)}
+                 "MONOSERVE_WORKERS": args.workers}
+    if getattr(args, "log_level", None):  # `monoserve --log-level X serve`; an explicit MONOSERVE_LOG_LEVEL wins
+        os.environ.setdefault("MONOSERVE_LOG_LEVEL", args.log_level)
     if args.workers is not None and args.workers < 1:
         return _usage_error(f"--workers must be >= 1, got {args.workers}")
     if not 0 < args.port < 65536:
