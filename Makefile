@@ -22,6 +22,7 @@ test: $(STAMP)
 
 # -- serving ------------------------------------------------------------------------------------
 REPO     ?= model_repository
+CKPT_DIR ?= build/default
 HOST     ?= 127.0.0.1
 PORT     ?= 8000
 MONOSERVE := $(VENV)/bin/monoserve
@@ -34,8 +35,8 @@ define ensure_model
 		echo "$(REPO)/$(1) already has a version: not retraining (delete it to rebuild)"; \
 	else \
 		set -e; \
-		$(MONOSERVE) train $(1) --data $(2) $(3) --out build/default/$(1).ckpt; \
-		$(MONOSERVE) export build/default/$(1).ckpt --repo $(REPO) --name $(1); \
+		$(MONOSERVE) train $(1) --data $(2) $(3) --out $(CKPT_DIR)/$(1).ckpt; \
+		$(MONOSERVE) export $(CKPT_DIR)/$(1).ckpt --repo $(REPO) --name $(1); \
 	fi
 endef
 

@@ -113,3 +113,34 @@ def test_serve_refuses_cuda_without_cuda_and_a_missing_repo(repo, tmp_path):
     cuda = subprocess.run([sys.executable, "-m", "monoserve.cli", "serve", "--repo", str(repo), "--device", "cuda",
                            "--port", str(free_port())], capture_output=True, text=True, timeout=60)
     assert cuda.returncode == 2 and "--device cuda" in cuda.stderr and "CUDAExecutionProvider" in cuda.stderr
+
+
+@pytest.mark.slow
+def test_make_models_trains_exports_and_the_service_proves_them(tmp_path):
+    """`make models` on the bundled data (the default models of `make serve`), then the proof and a request."""
+    root = Path(__file__).resolve().parents[1]
+    repo, checkpoints = tmp_path / "repo", tmp_path / "ckpt"
+    command = ["make", "--no-print-directory", "-C", str(root), "models", f"REPO={repo}", f"CKPT_DIR={checkpoints}",
+               f"PYTHON={sys.executable}"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("not retraining") == 2
+    for name in ("smoother", "classifier"):
+        verify = subprocess.run([sys.executable, "-m", "monoserve.cli", "verify", str(repo / name / "1")],
+                                capture_output=True, text=True, timeout=120)
+        assert verify.returncode == 0 and "PASSED" in verify.stdout, verify.stdout + verify.stderr
+
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    with TestClient(create_app(Settings(repo=repo, device="cpu"))) as client:
+        assert client.get("/readyz").status_code == 200
+        features = client.get("/models/classifier").json()["versions"][0]["classifier"]["features"]
+        instance = {f["name"]: 0.5 for f in features}
+        body = client.post("/classify", json={"instances": [instance]}).json()
+        assert body["labels"] == ["spam"] and 0.0 <= body["scores"][0] <= 1.0
+        nile = client.post("/smooth", json={"signal": [1120.0, 1160.0, 963.0, 1210.0, 1160.0], "mode": "causal"}).json()
+        assert len(nile["smoothed"]) == 5
