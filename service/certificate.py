@@ -553,7 +553,7 @@ class _Interpreter:
         return join([product, bias], label, "adds (Gemm bias)")
 
     def _conv(self, node: onnx.NodeProto, label: str, inputs: list[Value]) -> Value:
-        x, w = inputs[0], inputs[1]
+        x = inputs[0]
         if any(not isinstance(v, Independent) for v in inputs[1:]):
             return Unknown(label, "Conv weights or bias depend on the input")
         weight = self.constant(node.input[1])
