@@ -14,6 +14,7 @@ import numpy as np
 
 from models.modes import EDGE_MODES, mode_slice
 from service import codec
+from service.convolve import choose_method, full_correlation
 from service.errors import BadRequestError, PayloadTooLargeError
 from service.prover import ProvenVersion
 from service.registry import ModelRegistry
@@ -108,13 +109,31 @@ def smooth_work(call: SmoothCall) -> int:
     return int(call.signal.size)
 
 
-def infer_smooth(call: SmoothCall) -> np.ndarray:
-    full = call.served.engine.run(call.signal)  # [B, C, L + K - 1]
+def infer_smooth(call: SmoothCall, method: str = "auto") -> np.ndarray:
+    """The smoothed signal, a view of the full correlation (rows contiguous; the encoders copy once).
+
+    `method`: "auto" chooses direct convolution (the engine) or FFT overlap-add with the proven
+    kernel from the kernel size and signal length (service.convolve's measured rule); "direct" and
+    "fft" force one. Both compute the graph's full correlation; FFT runs on the CPU only.
+    """
     info = call.served.manifest.smoother
     assert info is not None
-    out = full[..., mode_slice(call.mode, call.signal.shape[-1], info.kernel_size)]
-    out = out.reshape(out.shape[3 - call.rank:])
-    return np.ascontiguousarray(out)  # orjson and .npy both want C order
+    batch, channels, length = call.signal.shape
+    kernel = call.served.tensors.get("kernel")
+    use_fft = (
+        method != "direct"
+        and kernel is not None
+        and kernel.size == info.kernel_size
+        and call.served.engine.device == "cpu"
+        and (method == "fft" or choose_method(info.kernel_size, length) == "fft")
+    )
+    if use_fft:
+        flat = call.signal.reshape(batch * channels, length)
+        full = full_correlation(flat, kernel, method="fft").reshape(batch, channels, -1)
+    else:
+        full = call.served.engine.run(call.signal)  # [B, C, L + K - 1]
+    out = full[..., mode_slice(call.mode, length, info.kernel_size)]
+    return out.reshape(out.shape[3 - call.rank:])
 
 
 def encode_smooth(call: SmoothCall, smoothed: np.ndarray, npy: bool) -> Encoded:
@@ -123,7 +142,7 @@ def encode_smooth(call: SmoothCall, smoothed: np.ndarray, npy: bool) -> Encoded:
         return Encoded(codec.encode_npy(smoothed), codec.NPY_MEDIA_TYPE,
                        {"x-model": manifest.name, "x-model-version": str(manifest.version), "x-mode": call.mode})
     return Encoded(codec.dumps({"model": manifest.name, "version": manifest.version, "mode": call.mode,
-                                "smoothed": smoothed}), codec.JSON_MEDIA_TYPE)
+                                "smoothed": np.ascontiguousarray(smoothed)}), codec.JSON_MEDIA_TYPE)
 
 
 # -- /classify --------------------------------------------------------------------------------

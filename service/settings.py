@@ -84,6 +84,18 @@ class Settings(BaseSettings):
     # (fitted on its warm-up runs) is at most inline_max_inference_us. 0 sends everything to threads.
     inline_max_body_bytes: int = Field(64 * 1024, ge=0)
     inline_max_inference_us: float = Field(100.0, ge=0)
+    # /smooth: "auto" chooses direct convolution (the engine) or FFT overlap-add (the proven kernel)
+    # per request from kernel size and length, by measurement (service/convolve.py); or force one.
+    smooth_method: Literal["auto", "direct", "fft"] = "auto"
+    # POST /smooth and /classify answered by service.fastpath ahead of FastAPI's request handling
+    # (same code, same answers; docs/performance.md); false serves them through the FastAPI routes.
+    hot_path: bool = True
+    # Dynamic batching of /classify (service.batching): concurrent requests to one model version
+    # share one engine call. A full queue (max_queue_size rows waiting) answers 503 + Retry-After.
+    batching: bool = True
+    max_batch_size: int = Field(64, ge=1)
+    max_queue_delay_us: int = Field(0, ge=0)
+    max_queue_size: int = Field(1024, ge=1)
 
     @property
     def threads_per_worker(self) -> int:

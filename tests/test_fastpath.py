@@ -245,7 +245,7 @@ def test_batched_scores_equal_unbatched_scores(repo: Path, hot_path: bool) -> No
         assert len(a.json()["scores"]) == len(body["instances"])
         np.testing.assert_allclose(a.json()["scores"], b.json()["scores"], rtol=1e-5, atol=1e-7)
         assert {k: v for k, v in a.json().items() if k != "scores"} == {k: v for k, v in b.json().items() if k != "scores"}
-    (batcher,) = batched_app.state.batchers.values()
+    (batcher,) = batched_app.state.service.batchers.values()
     assert batcher.rows == sum(len(b["instances"]) for b in bodies)
     assert batcher.batches < len(bodies)  # requests did share engine calls
 
@@ -260,7 +260,7 @@ def test_full_batch_queue_answers_503_with_retry_after(repo: Path) -> None:
     for refused in (r for r in responses if r.status_code == 503):
         assert refused.headers["retry-after"] == "1"
         assert "queue is full" in refused.json()["error"]
-    metrics = app.state.metrics.render().decode()
+    metrics = app.state.service.metrics.render().decode()
     assert 'monoserve_requests_total{model="classifier",route="/classify",status="503"} 2.0' in metrics
 
 
