@@ -1,7 +1,10 @@
 """Request bodies to numpy and numpy to response bodies, without per-element validation.
 
 JSON: orjson parses the body once; nested lists become a float32 array with one np.asarray call
-and the shape is validated on the array. `.npy`: the header is parsed and the payload is viewed
+and the shape is validated on the array. Big bodies whose array is plain nested numbers take a
+faster road when pysimdjson is installed (`loads_with_array`): the numbers go straight from the
+text into a float64 buffer, with no Python float per value (about 2x faster than orjson + asarray
+on 1M values); anything unusual falls back to the orjson road, which gives every error message. `.npy`: the header is parsed and the payload is viewed
 in place (np.frombuffer, no copy for little-endian float32). Responses: orjson writes numpy
 arrays natively (OPT_SERIALIZE_NUMPY); `.npy` responses are a header plus the raw buffer.
 """
@@ -9,10 +12,17 @@ arrays natively (OPT_SERIALIZE_NUMPY); `.npy` responses are a header plus the ra
 from __future__ import annotations
 
 import io
+import math
+import threading
 from typing import Any
 
 import numpy as np
 import orjson
+
+try:  # optional accelerator for big numeric JSON arrays (the `serve` extra installs it)
+    import simdjson
+except ImportError:  # pragma: no cover - exercised where pysimdjson is not installed
+    simdjson = None
 
 from service.errors import BadRequestError, UnsupportedMediaTypeError
 
@@ -57,6 +67,80 @@ def loads_object(body: bytes) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise BadRequestError(f"expected a JSON object, got a JSON {type(payload).__name__}")
     return payload
+
+
+FAST_JSON_MIN_BYTES = 64 * 1024  # below this orjson alone is as fast
+MAX_FAST_JSON_DIMS = 3
+_parsers = threading.local()  # a simdjson.Parser is not thread-safe: one per thread
+
+
+def _array_shape(array: Any) -> tuple[int, ...] | None:
+    """The shape of a regular nested simdjson Array of at most 3 dims; None if ragged or deeper."""
+    shape: list[int] = []
+    node = array
+    while isinstance(node, simdjson.Array):
+        if len(shape) == MAX_FAST_JSON_DIMS:
+            return None
+        shape.append(len(node))
+        if not shape[-1]:
+            break
+        node = node[0]
+    level = [array]  # every array above the last dimension must have the length the shape says
+    for depth in range(len(shape) - 1):
+        below = []
+        for node in level:
+            for item in node:
+                if not isinstance(item, simdjson.Array) or len(item) != shape[depth + 1]:
+                    return None
+                below.append(item)
+        level = below
+    return tuple(shape)
+
+
+def loads_with_array(body: bytes, field: str) -> tuple[dict[str, Any], np.ndarray] | None:
+    """(the object's other fields, `field` as float32) for a big body whose `field` is a regular
+    nested array of plain numbers, parsed with pysimdjson; None whenever that does not hold (or
+    pysimdjson is missing, or the body is small): the caller then takes the orjson road, which
+    yields the same array and every error message."""
+    if simdjson is None or len(body) < FAST_JSON_MIN_BYTES:
+        return None
+    parser = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = simdjson.Parser()
+    try:
+        document = parser.parse(body)
+        if not isinstance(document, simdjson.Object) or field not in document:
+            return None
+        keys = list(document.keys())
+        if len(keys) != len(set(keys)):  # duplicate names: leave their resolution to orjson
+            return None
+        array = document[field]
+        if not isinstance(array, simdjson.Array):
+            return None
+        shape = _array_shape(array)
+        if shape is None:
+            return None
+        # as_buffer flattens nested arrays: [[1, [2]]] would pass as [[1, 2]]. Counting brackets
+        # proves there are no arrays but the shape's own (others send the body the orjson road).
+        expected_brackets = sum(math.prod(shape[:depth]) for depth in range(len(shape)))
+        if body.count(b"[") != expected_brackets:
+            return None
+        values = np.frombuffer(array.as_buffer(of_type="d"), dtype=np.float64)
+        if values.size != math.prod(shape):
+            return None
+        others = {}
+        for key in keys:
+            if key != field:
+                value = document[key]
+                if isinstance(value, simdjson.Array):
+                    value = value.as_list()
+                elif isinstance(value, simdjson.Object):
+                    value = value.as_dict()
+                others[key] = value
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError):  # malformed or unusual: orjson road
+        return None
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused by check_finite (as np.asarray)
+        return others, values.astype(np.float32).reshape(shape)
 
 
 def to_float32(data: Any, field: str) -> np.ndarray:

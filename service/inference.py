@@ -69,7 +69,12 @@ def decode_smooth(
 ) -> SmoothCall:
     fmt = codec.body_format(content_type)
     params = dict(query)
-    if fmt == "json":
+    fast = codec.loads_with_array(body, "signal") if fmt == "json" else None
+    if fast is not None:  # a big plain numeric array, parsed straight into numpy
+        others, signal = fast
+        _unknown_fields({**others, "signal": None}, SMOOTH_FIELDS)
+        params.update({k: v for k, v in others.items() if v is not None})
+    elif fmt == "json":
         payload = codec.loads_object(body)
         _unknown_fields(payload, SMOOTH_FIELDS)
         if "signal" not in payload:

@@ -324,3 +324,81 @@ def test_one_and_two_workers_answer_the_same(repo: Path, tmp_path: Path) -> None
             assert round_[0][1] == reference[0][1]  # .npy bytes identical
             assert orjson.loads(round_[1][1]) == orjson.loads(reference[1][1])
             assert orjson.loads(round_[2][1]) == orjson.loads(reference[2][1])
+
+
+# -- JSON: the pysimdjson road vs the orjson road -------------------------------------------------
+def orjson_road(body: bytes, field: str) -> tuple[dict, np.ndarray]:
+    from service import codec
+
+    payload = codec.loads_object(body)
+    return {k: v for k, v in payload.items() if k != field}, codec.to_float32(payload[field], field)
+
+
+@pytest.mark.parametrize(
+    ("payload", "fast_road"),
+    [
+        ({"signal": np.random.default_rng(1).standard_normal(40_000).tolist()}, True),
+        ({"signal": np.random.default_rng(2).standard_normal((3, 9000)).tolist(), "mode": "causal", "model": "s"}, True),
+        ({"model": "s", "signal": np.random.default_rng(3).standard_normal((2, 3, 2000)).tolist(), "version": 2}, True),
+        ({"signal": [[float(v) for v in range(5000)]] * 3, "version": None}, True),
+        ({"signal": [list(range(5000))] * 3}, True),  # integers
+        ({"signal": [[1e39] * 6000]}, True),  # beyond float32: inf, as np.asarray gives (check_finite refuses it)
+        ({"signal": [[]] * 3}, True),
+        ({"signal": [[1.0] * 5000] * 2, "extra": {"a": [1, 2]}}, False),  # other brackets: the orjson road
+    ],
+)
+def test_simdjson_road_gives_the_orjson_road_s_array(payload: dict, fast_road: bool, monkeypatch) -> None:
+    from service import codec
+
+    pytest.importorskip("simdjson")
+    monkeypatch.setattr(codec, "FAST_JSON_MIN_BYTES", 0)
+    body = orjson.dumps(payload)
+    fast = codec.loads_with_array(body, "signal")
+    if not fast_road:
+        assert fast is None
+        return
+    assert fast is not None
+    others, array = fast
+    expected_others, expected = orjson_road(body, "signal")
+    assert others == expected_others
+    assert array.dtype == np.float32 and array.shape == expected.shape
+    np.testing.assert_array_equal(array, expected)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"signal": [[1.0, [2.0]]]}',  # a nested list where a number belongs
+        b'{"signal": [[1.0, 2.0], [3.0, 4.0, 5.0], [6.0]]}',  # ragged with a regular count
+        b'{"signal": [[1.0, 2.0], [3.0]]}',
+        b'{"signal": [1.0, null]}',
+        b'{"signal": [1.0, true]}',
+        b'{"signal": [1.0, "2"]}',
+        b'{"signal": [[[[1.0]]]]}',  # 4 dims
+        b'{"signal": 3.0}',
+        b'{"signal": [1.0], "signal": [2.0]}',
+        b'{"signal": [1e400]}',
+        b'{"signal": [1.0, 2.0',
+        b'[1.0, 2.0]',
+        b'{"mode": "same"}',
+    ],
+)
+def test_unusual_json_takes_the_orjson_road(body: bytes, monkeypatch) -> None:
+    from service import codec
+
+    pytest.importorskip("simdjson")
+    monkeypatch.setattr(codec, "FAST_JSON_MIN_BYTES", 0)
+    assert codec.loads_with_array(body, "signal") is None
+
+
+def test_big_json_and_npy_bodies_give_the_same_smoothing(repo: Path) -> None:
+    """JSON vs .npy, on a body big enough for the pysimdjson road (when installed)."""
+    rng = np.random.default_rng(5)
+    signal = (rng.standard_normal((3, 20_000)).cumsum(-1)).astype(np.float32)
+    with TestClient(create_app(settings(repo))) as client:
+        for model in ("smoother", "smoother_long"):
+            as_json = client.post("/smooth", json={"signal": signal.tolist(), "model": model, "mode": "causal"})
+            as_npy = client.post("/smooth", content=npy_bytes(signal), headers=NPY,
+                                 params={"model": model, "mode": "causal"})  # fmt: skip
+            assert as_json.status_code == as_npy.status_code == 200
+            np.testing.assert_array_equal(np.asarray(as_json.json()["smoothed"], dtype=np.float32), load_npy(as_npy.content))
