@@ -117,26 +117,25 @@ def smooth_work(call: SmoothCall) -> int:
 def infer_smooth(call: SmoothCall, method: str = "auto") -> np.ndarray:
     """The smoothed signal, a view of the full correlation (rows contiguous; the encoders copy once).
 
-    `method`: "auto" chooses direct convolution (the engine) or FFT overlap-add with the proven
-    kernel from the kernel size and signal length (service.convolve's measured rule); "direct" and
-    "fft" force one. Both compute the graph's full correlation; FFT runs on the CPU only.
+    `method`: "auto" picks, from the kernel size and signal length (service.convolve's measured
+    rule), the engine (the exported graph), the blocked direct product or FFT overlap-add, the last
+    two with the kernel the proof read out of the artifact; "engine", "direct", "fft" force one.
+    All compute the graph's full correlation; direct and FFT run on the CPU (CUDA: the engine).
     """
     info = call.served.manifest.smoother
     assert info is not None
     batch, channels, length = call.signal.shape
     kernel = call.served.tensors.get("kernel")
-    use_fft = (
-        method != "direct"
-        and kernel is not None
-        and kernel.size == info.kernel_size
-        and call.served.engine.device == "cpu"
-        and (method == "fft" or choose_method(info.kernel_size, length) == "fft")
-    )
-    if use_fft:
-        flat = call.signal.reshape(batch * channels, length)
-        full = full_correlation(flat, kernel, method="fft").reshape(batch, channels, -1)
-    else:
+    on_cpu = call.served.engine.device == "cpu"
+    if method == "auto":
+        method = choose_method(info.kernel_size, length) if on_cpu else "engine"
+    if method != "engine" and (kernel is None or kernel.size != info.kernel_size or not on_cpu):
+        method = "engine"
+    if method == "engine":
         full = call.served.engine.run(call.signal)  # [B, C, L + K - 1]
+    else:
+        flat = call.signal.reshape(batch * channels, length)
+        full = full_correlation(flat, kernel, method=method).reshape(batch, channels, -1)
     out = full[..., mode_slice(call.mode, length, info.kernel_size)]
     return out.reshape(out.shape[3 - call.rank:])
 

@@ -84,9 +84,10 @@ class Settings(BaseSettings):
     # (fitted on its warm-up runs) is at most inline_max_inference_us. 0 sends everything to threads.
     inline_max_body_bytes: int = Field(64 * 1024, ge=0)
     inline_max_inference_us: float = Field(100.0, ge=0)
-    # /smooth: "auto" chooses direct convolution (the engine) or FFT overlap-add (the proven kernel)
-    # per request from kernel size and length, by measurement (service/convolve.py); or force one.
-    smooth_method: Literal["auto", "direct", "fft"] = "auto"
+    # /smooth: "auto" picks per request, from kernel size and length by measurement
+    # (service/convolve.py), the engine (the exported graph), a blocked direct product or FFT
+    # overlap-add (both with the proven kernel, on the CPU); "engine", "direct", "fft" force one.
+    smooth_method: Literal["auto", "engine", "direct", "fft"] = "auto"
     # POST /smooth and /classify answered by service.fastpath ahead of FastAPI's request handling
     # (same code, same answers; docs/performance.md); false serves them through the FastAPI routes.
     hot_path: bool = True

@@ -100,7 +100,7 @@ def synthetic_result() -> dict:
         ],
         "inprocess": {"results": {
             "smooth_large_npy": {"samples_per_s": 50e6},
-            "smooth_long_npy": {"fft_vs_oaconvolve": 1.1, "fft_vs_ort_max_abs_diff": 1e-3},
+            "smooth_long_npy": {"fft_vs_oaconvolve": 1.1, "service_method_max_rel_diff_vs_ort": 1e-7},
         }},
     }  # fmt: skip
 

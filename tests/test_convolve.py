@@ -1,4 +1,4 @@
-"""service.convolve: direct (ONNX Runtime / numpy) and FFT full correlation vs a float64 reference."""
+"""service.convolve: engine (ONNX Runtime), direct (blocked GEMM) and FFT full correlation vs a float64 reference."""
 
 from __future__ import annotations
 
@@ -68,16 +68,18 @@ def test_every_method_equals_the_float64_reference(sessions, kernel_size: int, l
     expected = reference_full(signals, kernel)
     outputs = {
         "fft": full_correlation(signals, kernel, method="fft"),
-        "numpy": full_correlation(signals, kernel, method="direct"),
-        "onnx": full_correlation(signals, kernel, method="direct", session=sessions[kernel_size]),
+        "direct": full_correlation(signals, kernel, method="direct"),
+        "engine": full_correlation(signals, kernel, method="engine", session=sessions[kernel_size]),
         "auto": full_correlation(signals, kernel, session=sessions[kernel_size]),
+        "auto without a session": full_correlation(signals, kernel),
     }
     for name, out in outputs.items():
         assert out.dtype == np.float32, name
         assert out.shape == (3, length + kernel_size - 1), name
         np.testing.assert_allclose(out, expected, rtol=0, atol=tolerance(signals), err_msg=name)
-    # the fast path and the plain path agree with each other within the export tolerance
-    np.testing.assert_allclose(outputs["fft"], outputs["onnx"], rtol=0, atol=tolerance(signals))
+    # the fast paths and the plain path (the exported graph) agree within the export tolerance
+    for name in ("fft", "direct"):
+        np.testing.assert_allclose(outputs[name], outputs["engine"], rtol=0, atol=tolerance(signals), err_msg=name)
 
 
 @pytest.mark.parametrize("mode", EDGE_MODES)
@@ -91,7 +93,7 @@ def test_mode_slices_of_both_methods_equal_each_mode_computed_on_its_own(
     expected = reference_mode(signals, kernel, mode)
     assert expected.shape[-1] == output_length(mode, length, kernel_size)
     window = mode_slice(mode, length, kernel_size)
-    for method in ("direct", "fft"):
+    for method in ("engine", "direct", "fft"):
         full = full_correlation(signals, kernel, method=method, session=sessions[kernel_size])
         np.testing.assert_allclose(full[:, window], expected, rtol=0, atol=tolerance(signals), err_msg=method)
 
@@ -112,7 +114,7 @@ def test_constant_signal_passes_unchanged_through_a_normalized_kernel(method: st
     rows=st.integers(1, 4),
     seed=st.integers(0, 2**31),
 )
-def test_fft_and_numpy_direct_agree_on_random_shapes(kernel_size: int, length: int, rows: int, seed: int) -> None:
+def test_fft_and_direct_agree_on_random_shapes(kernel_size: int, length: int, rows: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     kernel = rng.random(kernel_size).astype(np.float32)
     signals = rng.standard_normal((rows, length)).astype(np.float32)
@@ -134,16 +136,28 @@ def test_float64_and_non_contiguous_input_is_computed_as_float32() -> None:
 
 
 def test_auto_follows_the_measured_rule() -> None:
-    # The issue's long-kernel workload goes to FFT, the default 31-tap smoother stays direct; the
-    # rule is monotone: a longer kernel or a longer signal never switches FFT back to direct.
+    # The issue's long-kernel workload goes to FFT, the default 31-tap smoother on long signals to the
+    # blocked direct product, tiny problems to the engine.
     assert choose_method(255, 1_000_000) == "fft"
     assert choose_method(31, 125_000) == "direct"
-    for kernel_size in range(1, 600, 7):
-        methods = [choose_method(kernel_size, n) for n in (1, 16, 256, 4096, 65536, 10**6)]
-        assert methods == sorted(methods)  # "direct" < "fft": once fft, fft for every longer signal
-    for length in (1, 256, 4096, 10**6):
-        methods = [choose_method(k, length) for k in range(1, 600, 7)]
+    assert choose_method(31, 256) == "engine"
+    assert choose_method(3, 1_000_000) == "engine"
+    order = {"engine": 0, "direct": 1, "fft": 2}
+    for length in (1, 256, 4096, 10**6):  # a longer kernel never moves back to a cheaper-looking method
+        methods = [order[choose_method(k, length)] for k in range(12, 600, 7)]
         assert methods == sorted(methods)
+    for kernel_size in range(12, 192, 7):  # a longer signal never moves from direct back to the engine
+        methods = [order[choose_method(kernel_size, n)] for n in (1, 16, 256, 4096, 65536, 10**6)]
+        assert methods == sorted(methods)
+
+
+def test_direct_handles_many_short_rows_and_blocks_that_do_not_divide_the_length() -> None:
+    rng = np.random.default_rng(9)
+    kernel = increasing_kernel(31)
+    for rows, length in [(1000, 40), (2, 1), (3, 33), (1, 100_003)]:
+        signals = rng.standard_normal((rows, length)).astype(np.float32)
+        got = full_correlation(signals, kernel, method="direct")
+        np.testing.assert_allclose(got, reference_full(signals, kernel), rtol=0, atol=1e-4 * max(1.0, float(np.abs(signals).max())))
 
 
 @pytest.mark.parametrize(
@@ -153,6 +167,7 @@ def test_auto_follows_the_measured_rule() -> None:
         (np.zeros((2, 3, 5), np.float32), np.ones(3, np.float32), "auto", r"signals must have shape \[N, L\]"),
         (np.zeros((2, 0), np.float32), np.ones(3, np.float32), "auto", "at least one sample"),
         (np.zeros((2, 5), np.float32), np.ones(0, np.float32), "fft", "at least one tap"),
+        (np.zeros((2, 5), np.float32), np.ones(3, np.float32), "engine", "needs the ONNX Runtime session"),
     ],
 )
 def test_bad_arguments_are_named(signals, kernel, method, message) -> None:
