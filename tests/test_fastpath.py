@@ -412,3 +412,24 @@ def test_big_json_and_npy_bodies_give_the_same_smoothing(repo: Path) -> None:
                                  params={"model": model, "mode": "causal"})  # fmt: skip
             assert as_json.status_code == as_npy.status_code == 200
             np.testing.assert_array_equal(np.asarray(as_json.json()["smoothed"], dtype=np.float32), load_npy(as_npy.content))
+
+
+def test_serve_gives_blas_the_same_thread_budget_as_onnx_runtime(repo: Path, monkeypatch) -> None:
+    """threads per worker x workers <= usable CPUs, for numpy's BLAS (the direct method) as for ORT."""
+    import uvicorn
+
+    from monoserve.cli import main
+    from service.settings import get_settings
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "MONOSERVE_WORKERS",
+                     "MONOSERVE_REPO", "MONOSERVE_CPU_THREADS"):  # fmt: skip
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("MONOSERVE_CPU_THREADS", "4")
+    try:
+        assert main(["serve", "--repo", str(repo), "--workers", "2", "--device", "cpu"]) == 0
+    finally:
+        get_settings.cache_clear()  # the CLI cached settings built from this test's environment
+    assert calls and calls[0]["workers"] == 2
+    assert os.environ["OPENBLAS_NUM_THREADS"] == os.environ["OMP_NUM_THREADS"] == "2"  # 4 CPUs / 2 workers
