@@ -11,6 +11,7 @@ arrays natively (OPT_SERIALIZE_NUMPY); `.npy` responses are a header plus the ra
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import threading
@@ -173,24 +174,43 @@ def dumps(payload: dict[str, Any]) -> bytes:
 
 
 # -- .npy -------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=256)
+def _parse_npy_header(prefix: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran_order, dtype, payload offset) of a .npy file starting with `prefix`.
+
+    Cached: numpy parses the header dict with ast.literal_eval (tens of microseconds, as much as
+    a small request's inference), and clients send the same header again and again.
+    """
+    stream = io.BytesIO(prefix)
+    major, _minor = np.lib.format.read_magic(stream)
+    if major == 1:
+        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream, max_header_size=MAX_NPY_HEADER)
+    elif major in (2, 3):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream, max_header_size=MAX_NPY_HEADER)
+    else:
+        raise ValueError(f"unsupported .npy format version {major}")
+    return shape, fortran_order, dtype, stream.tell()
+
+
+def _npy_header_prefix(body: bytes) -> bytes:
+    """The magic, version, length field and header of a .npy body (the key of the header cache)."""
+    if len(body) >= 10 and body[6] == 1:
+        return body[: 10 + int.from_bytes(body[8:10], "little")]
+    if len(body) >= 12 and body[6] in (2, 3):
+        return body[: 12 + min(int.from_bytes(body[8:12], "little"), MAX_NPY_HEADER + 1)]
+    return body[:MAX_NPY_HEADER]  # unknown version: read_magic names the problem
+
+
 def decode_npy(body: bytes, field: str) -> np.ndarray:
     """A .npy body -> array (float32 or float64 in, float32 out), viewed in place where possible."""
     if not body.startswith(NPY_MAGIC):
         raise BadRequestError("body is not a .npy file (missing the \\x93NUMPY magic)", field=field)
-    stream = io.BytesIO(body)
     try:
-        major, _minor = np.lib.format.read_magic(stream)
-        if major == 1:
-            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream, max_header_size=MAX_NPY_HEADER)
-        elif major in (2, 3):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream, max_header_size=MAX_NPY_HEADER)
-        else:
-            raise ValueError(f"unsupported .npy format version {major}")
+        shape, fortran_order, dtype, offset = _parse_npy_header(_npy_header_prefix(body))
     except (ValueError, SyntaxError, TypeError, EOFError) as exc:
         raise BadRequestError(f"malformed .npy header: {exc}", field=field) from exc
     if dtype.hasobject or dtype.newbyteorder("=") not in ACCEPTED_DTYPES:
         raise BadRequestError(f".npy dtype must be float32 or float64, got {dtype}", field=field, dtype=str(dtype))
-    offset = stream.tell()
     count = int(np.prod(shape, dtype=np.int64))
     expected = count * dtype.itemsize
     if len(body) - offset != expected:
@@ -203,6 +223,14 @@ def decode_npy(body: bytes, field: str) -> np.ndarray:
         return np.ascontiguousarray(array, dtype=np.float32)
 
 
+@functools.lru_cache(maxsize=256)
+def _npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
+    """A C-order .npy header (cached: answers of one shape share it)."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False, "shape": shape})
+    return header.getvalue()
+
+
 MAX_JOINED_ROWS = 4096  # above this many rows, one contiguous copy is cheaper than joining rows
 
 
@@ -213,10 +241,7 @@ def encode_npy(array: np.ndarray) -> bytes:
     Joining the header and the rows builds the bytes in one pass, where ascontiguousarray +
     tobytes + concatenation would copy the data three times.
     """
-    header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(
-        header, {"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False, "shape": array.shape})
-    head = header.getvalue()
+    head = _npy_header(np.lib.format.dtype_to_descr(array.dtype), array.shape)
     if array.flags.c_contiguous:
         return b"".join((head, array.reshape(-1)))
     rows = array.reshape(-1, array.shape[-1])

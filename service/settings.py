@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     batching: bool = True
     max_batch_size: int = Field(64, ge=1)
     max_queue_delay_us: int = Field(0, ge=0)
-    max_queue_size: int = Field(1024, ge=1)
+    max_queue_size: int = Field(4096, ge=1)
 
     @property
     def threads_per_worker(self) -> int:

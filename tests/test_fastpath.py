@@ -274,6 +274,15 @@ def test_full_batch_queue_answers_503_with_retry_after(repo: Path) -> None:
     assert 'monoserve_requests_total{model="classifier",route="/classify",status="503"} 2.0' in metrics
 
 
+def test_requests_of_a_batch_or_more_bypass_the_queue(repo: Path) -> None:
+    # A one-row queue would refuse these if they were queued: requests as big as a batch are not.
+    app = create_app(settings(repo, batching=True, max_batch_size=4, max_queue_size=1, max_queue_delay_us=300_000))
+    bodies = [{"instances": [[0.5] * len(CLASSIFIER_FEATURES)] * 4}] * 3
+    responses = asyncio.run(classify_all(app, bodies))
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert app.state.service.batchers == {}
+
+
 # -- 1 and 2 workers ----------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as sock:

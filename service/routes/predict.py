@@ -88,8 +88,8 @@ async def answer(service: Service, route: str, body: bytes, accept: str | None, 
     shared by the FastAPI routes below and service.fastpath (which answers them ahead of FastAPI).
 
     Big bodies are decoded, inferred and encoded in a worker thread. Small ones are decoded inline;
-    their inference goes to the dynamic batcher (/classify, when enabled), or runs inline when it is
-    predicted to be short, or in a worker thread.
+    their inference goes to the dynamic batcher (/classify requests smaller than a batch, when
+    enabled), or runs inline when it is predicted to be short, or in a worker thread.
     """
     settings, metrics = service.settings, service.metrics
     npy_out = codec.wants_npy(accept)
@@ -122,7 +122,10 @@ async def answer(service: Service, route: str, body: bytes, accept: str | None, 
         call, encoded = await to_thread.run_sync(everything, limiter=limiter)
     else:
         call = decode_timed()
-        batcher = batcher_for(service, call) if route == "/classify" else None
+        # Only requests smaller than a batch are batched: a full-size request gains nothing from
+        # the queue, and 64 of them would fill it.
+        small = route == "/classify" and call.features.shape[0] < service.settings.max_batch_size
+        batcher = batcher_for(service, call) if small else None
         if batcher is not None:
             start = time.perf_counter()
             try:
