@@ -109,7 +109,9 @@ WORKDIR /srv
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "/usr/local/lib/monoserve/healthcheck.py"]
-CMD ["monoserve", "serve"]
+# Bind address and port are command-line options of `monoserve serve`; the image takes them from
+# MONOSERVE_HOST and MONOSERVE_PORT like every other setting (exec: the server is PID 1).
+CMD ["/bin/sh", "-c", "exec monoserve --log-level \"${MONOSERVE_LOG_LEVEL:-INFO}\" serve --host \"${MONOSERVE_HOST:-0.0.0.0}\" --port \"${MONOSERVE_PORT:-8000}\""]
 
 # ---------------------------------------------------------------------------------------------
 # runtime (the default target): Python, onnxruntime, FastAPI, uvicorn and the service. No torch,
@@ -143,4 +145,6 @@ WORKDIR /srv
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "/usr/local/lib/monoserve/healthcheck.py"]
-CMD ["monoserve", "serve"]
+# Bind address and port are command-line options of `monoserve serve`; the image takes them from
+# MONOSERVE_HOST and MONOSERVE_PORT like every other setting (exec: the server is PID 1).
+CMD ["/bin/sh", "-c", "exec monoserve --log-level \"${MONOSERVE_LOG_LEVEL:-INFO}\" serve --host \"${MONOSERVE_HOST:-0.0.0.0}\" --port \"${MONOSERVE_PORT:-8000}\""]
