@@ -1,0 +1,121 @@
+"""The model card: card.md (what the model is, its constraints, metrics, parity) and card.png.
+
+Plots use matplotlib's object API with the Agg canvas (no pyplot, no global backend, no display).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from export.manifest import Manifest
+
+CARD_MD = "card.md"
+CARD_PNG = "card.png"
+
+
+def write_card_plot(path: Path, kind: str, tensors: dict[str, np.ndarray]) -> None:
+    """The learned kernel (smoother) or the weight distribution of each layer (classifier)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if kind == "smoother":
+        kernel = np.asarray(tensors["kernel"]).ravel()
+        figure = Figure(figsize=(6, 3.2), dpi=100)
+        FigureCanvasAgg(figure)
+        axes = figure.add_subplot(1, 1, 1)
+        taps = np.arange(kernel.size)
+        axes.bar(taps, kernel, color="tab:blue", width=0.8)
+        axes.set_xlabel("tap (the last tap weighs the newest sample)")
+        axes.set_ylabel("weight")
+        axes.set_title(f"learned kernel: {kernel.size} taps, sum {kernel.sum():.4g}")
+    else:
+        layers = sorted((name for name in tensors if name.startswith("layers.") and name.endswith(".weight")),
+                        key=lambda name: int(name.split(".")[1]))
+        figure = Figure(figsize=(3.2 * max(len(layers), 1), 3.0), dpi=100)
+        FigureCanvasAgg(figure)
+        for position, name in enumerate(layers, start=1):
+            weights = np.asarray(tensors[name]).ravel()
+            axes = figure.add_subplot(1, len(layers), position)
+            axes.hist(weights, bins=30, color="tab:green")
+            axes.axvline(0.0, color="black", linewidth=0.8)
+            axes.set_title(f"{name}\nmin {weights.min():.3g}, max {weights.max():.3g}", fontsize=9)
+            axes.set_xlabel("weight")
+        figure.suptitle("weight distribution per layer (folded)", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return lines
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def render_card(manifest: Manifest) -> str:
+    m = manifest
+    lines = [f"# {m.name} version {m.version} ({m.kind})", ""]
+    lines += [
+        f"- created: {m.created.isoformat()}",
+        f"- source checkpoint: `{m.source_checkpoint_name}` (sha256 `{m.source_checkpoint_sha256}`)",
+        f"- monoserve {m.monoserve_version}, ONNX opset {m.opset if m.opset is not None else 'n/a'}",
+        "",
+        "## Model",
+        "",
+    ]
+    io_rows = [[spec.name, "input", spec.dtype, str(spec.shape)] for spec in m.inputs]
+    io_rows += [[spec.name, "output", spec.dtype, str(spec.shape)] for spec in m.outputs]
+    if m.smoother is not None:
+        s = m.smoother
+        lines += [
+            f"A monotone smoother: a {s.kernel_size}-tap kernel ({s.param}), positive and non-decreasing"
+            + (", summing to 1" if s.normalized else "")
+            + f". The graphs output the full correlation; edge modes {', '.join(s.edge_modes)} are slices of it"
+            f" (default {s.default_mode}).",
+            "",
+        ]
+    if m.classifier is not None:
+        c = m.classifier
+        lines += [
+            f"A nonnegative classifier ({c.method}, scope {c.scope}) giving probabilities for labels "
+            f"{', '.join(c.labels)} (threshold {c.threshold:g}).",
+            "",
+        ]
+        lines += _table(["feature", "direction"], [[f.name, f.direction] for f in c.features])
+        lines += ["", f"Certified monotone features: {', '.join(c.monotone_features) or 'none (scope final)'}", ""]
+    lines += _table(["tensor", "role", "dtype", "shape"], io_rows) + [""]
+    lines += ["## Constraints (checked on the folded tensors before export)", ""]
+    lines += _table(
+        ["tensor", "rule", "tolerance", "columns", "inside the artifacts"],
+        [
+            [c.tensor, c.rule, f"{c.tolerance:g}", _fmt(c.columns) if c.columns is not None else "all",
+             ", ".join(f"{fmt}: `{name}`" for fmt, name in c.locations.items())]
+            for c in m.constraints
+        ],
+    )
+    lines += ["", "## Training metrics", ""]
+    if m.training_metrics:
+        lines += _table(["metric", "value"], [[k, _fmt(v)] for k, v in sorted(m.training_metrics.items())])
+    else:
+        lines += ["(the checkpoint recorded none)"]
+    parity = m.parity
+    lines += ["", "## Parity with eager torch", ""]
+    if parity.get("max_abs_error"):
+        lines += [f"{parity.get('comparisons', 0)} comparisons, tolerance atol={parity.get('atol')}, rtol={parity.get('rtol')}.", ""]
+        lines += _table(["format", "max abs error"], [[f, _fmt(e)] for f, e in parity["max_abs_error"].items()])
+    lines += ["", "## Files", ""]
+    lines += _table(["file", "format", "bytes", "sha256"], [[f.path, f.format, str(f.size), f"`{f.sha256}`"] for f in m.files])
+    if m.provenance:
+        lines += ["", "## Provenance", "", "```json", json.dumps(m.provenance, indent=2, sort_keys=True, default=str), "```"]
+    lines += ["", f"![{'learned kernel' if m.kind == 'smoother' else 'weight distribution per layer'}]({CARD_PNG})", ""]
+    return "\n".join(lines)

@@ -1,0 +1,108 @@
+"""`monoserve export` / `python -m export`: publish a checkpoint as a verified model version.
+
+Only argparse and the stdlib at import time: `monoserve serve` builds this parser without torch.
+Exit codes: 0 published; 1 refused (constraint violations, parity mismatches, an artifact that
+could not be written); 2 bad input (missing or unreadable checkpoint, unknown kind or checkpoint
+format, unknown export format, bad name/opset/tolerance, unwritable repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator
+
+EXIT_OK, EXIT_REFUSED, EXIT_BAD_INPUT = 0, 1, 2
+KNOWN_FORMATS = ("onnx", "torchscript", "pt2")  # keys of export.manifest.FORMAT_FILES
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """argparse type for --formats: a comma-separated subset of the known formats."""
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in KNOWN_FORMATS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown format(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
+            f"choose from {', '.join(KNOWN_FORMATS)} (comma-separated)"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, help="checkpoint written by `monoserve train` (models.checkpoint)")
+    parser.add_argument("--repo", type=Path, required=True, help="model repository root (Triton layout REPO/NAME/VERSION)")
+    parser.add_argument("--name", default=None, help="model name in the repository (default: the checkpoint's kind)")
+    parser.add_argument(
+        "--formats",
+        type=parse_formats,
+        default=KNOWN_FORMATS,
+        help=f"comma-separated formats to write (default: {','.join(KNOWN_FORMATS)})",
+    )
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's, 18 or newer)")
+    parser.add_argument(
+        "--atol", type=float, default=None, help="parity tolerance: |artifact - eager| <= atol + rtol*|eager| (default 1e-5)"
+    )
+    parser.add_argument("--rtol", type=float, default=None, help="relative part of the parity tolerance (default 1e-5)")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="fold, check, write ONNX/TorchScript/pt2, verify parity and publish a model version",
+        description=__doc__.splitlines()[0],
+    )
+    add_export_arguments(parser)
+    parser.set_defaults(func=run_export)
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM raises SystemExit so the export's cleanup (staging directory) runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from export.errors import ExportError, ExportInputError, ParityError
+    from models.checkpoint import CheckpointError  # imports torch
+
+    from export.core import ConstraintRefusedError, export_checkpoint
+    from export.parity import DEFAULT_ATOL, DEFAULT_RTOL
+
+    try:
+        with _sigterm_as_exit():
+            result = export_checkpoint(
+                args.checkpoint,
+                args.repo,
+                name=args.name,
+                formats=args.formats,
+                opset=args.opset,
+                atol=DEFAULT_ATOL if args.atol is None else args.atol,
+                rtol=DEFAULT_RTOL if args.rtol is None else args.rtol,
+            )
+    except (CheckpointError, ExportInputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (ConstraintRefusedError, ParityError) as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except ExportError as exc:
+        print(f"export failed, nothing published: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(result.version_dir)
+    print(result.report.render())
+    return EXIT_OK

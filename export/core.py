@@ -1,0 +1,419 @@
+"""export_checkpoint: checkpoint -> folded, checked, written, parity-verified, atomically published version.
+
+Steps (nothing is written before step 3 passes, nothing is visible before step 8):
+1. load the checkpoint (weights_only) and rebuild the model;
+2. fold every parametrization into a plain tensor;
+3. check the folded tensors with the shared numpy checkers; refuse on any violation;
+4. write the requested formats into a staging directory inside REPO/NAME/;
+5. load every artifact back, find each constrained tensor inside it (-> manifest locations);
+6. parity: every artifact against eager torch, every mismatch reported at once;
+7. model card, manifest (checksums, io specs, constraints, probe, parity, metrics, provenance);
+8. rename the staging directory to the next integer version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from export import artifacts, card, publish
+from export.errors import ArtifactError, ExportInputError
+from export.manifest import (
+    FORMAT_FILES,
+    MANIFEST_NAME,
+    ClassifierInfo,
+    ConstraintEntry,
+    FeatureSpec,
+    FileEntry,
+    Manifest,
+    Probe,
+    SmootherInfo,
+    TensorSpec,
+)
+from export.parity import DEFAULT_ATOL, DEFAULT_RTOL, ParityReport, check_parity, classifier_cases, smoother_cases
+from models.checks import ConstraintViolationError, Violation, check_all
+from models.checkpoint import build_model, load_checkpoint
+from models.classifier import MonotoneClassifier
+from models.modes import EDGE_MODES
+from models.smoother import MonotoneSmoother
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FORMATS: tuple[str, ...] = ("onnx", "torchscript", "pt2")
+# The dynamo ONNX exporter emits opset 18 or newer.
+MIN_OPSET = 18
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class ConstraintRefusedError(ConstraintViolationError):
+    """The folded tensors break the model's declared rules: nothing was exported."""
+
+    def __init__(self, violations: Sequence[Violation], checkpoint: Path):
+        self.checkpoint = checkpoint
+        super().__init__(violations, context=f"refusing to export {checkpoint}: folded weights break their constraints")
+
+
+@dataclass(frozen=True)
+class ConstraintCheck:
+    tensor: str
+    rule: str
+    tolerance: float
+    columns: list[int] | None
+    locations: dict[str, str]
+
+
+@dataclass
+class ExportReport:
+    name: str
+    version: int
+    kind: str
+    version_dir: Path
+    files: list[FileEntry]
+    extra_files: dict[str, int]  # card files: name -> size
+    constraints: list[ConstraintCheck]
+    parity: ParityReport
+
+    def render(self) -> str:
+        lines = [f"exported {self.kind} {self.name!r} as version {self.version}: {self.version_dir}", "files:"]
+        for entry in self.files:
+            lines.append(f"  {entry.path:<14} {_human_size(entry.size):>10}  sha256 {entry.sha256[:16]}…")
+        for name, size in self.extra_files.items():
+            lines.append(f"  {name:<14} {_human_size(size):>10}")
+        lines.append("constraints (checked on the folded tensors, all passed):")
+        for check in self.constraints:
+            columns = "" if check.columns is None else f" columns {check.columns}"
+            where = ", ".join(f"{fmt}:{name}" for fmt, name in check.locations.items())
+            lines.append(f"  ok  {check.tensor} {check.rule} (tolerance {check.tolerance:g}){columns}  [{where}]")
+        p = self.parity
+        lines.append(f"parity vs eager torch: {p.comparisons} comparisons on {len(p.cases)} inputs, atol {p.atol:g}, rtol {p.rtol:g}")
+        for fmt, error in p.max_abs_error.items():
+            lines.append(f"  {fmt:<12} max abs error {error:.3g}")
+        return "\n".join(lines)
+
+
+@dataclass
+class ExportResult:
+    version_dir: Path
+    manifest: Manifest
+    report: ExportReport
+
+
+# -- argument validation ----------------------------------------------------------------------
+
+
+def normalize_formats(formats: Iterable[str] | str) -> tuple[str, ...]:
+    """A tuple of known, distinct format names in the given order; accepts "onnx,pt2" too."""
+    if isinstance(formats, str):
+        formats = [part for part in formats.split(",")]
+    names = [str(name).strip().lower() for name in formats]
+    unknown = [name for name in names if name not in FORMAT_FILES]
+    if unknown or not names:
+        raise ExportInputError(
+            f"unknown format(s) {', '.join(repr(n) for n in unknown) or '(none given)'}; "
+            f"expected a comma-separated subset of {', '.join(FORMAT_FILES)}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def validate_name(name: str) -> str:
+    if not _NAME_PATTERN.match(name) or name.isdigit():
+        raise ExportInputError(
+            f"invalid model name {name!r}: use letters, digits, '.', '_' or '-' (not starting with '.' or '-', "
+            "not all digits, at most 128 characters)"
+        )
+    return name
+
+
+def _validate_numbers(opset: int | None, atol: float, rtol: float) -> None:
+    if opset is not None:
+        import onnx.defs
+
+        newest = onnx.defs.onnx_opset_version()
+        if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+            raise ExportInputError(f"invalid opset {opset!r}: the dynamo ONNX exporter writes opsets {MIN_OPSET} to {newest}")
+    for label, value in (("atol", atol), ("rtol", rtol)):
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ExportInputError(f"invalid {label} {value!r}: expected a finite number >= 0")
+
+
+# -- folding and checking ---------------------------------------------------------------------
+
+
+def fold_parametrizations(model: nn.Module) -> nn.Module:
+    """Replace every parametrized tensor by its current value, in place (a plain Parameter)."""
+    for module in list(model.modules()):
+        if parametrize.is_parametrized(module):
+            for tensor_name in list(module.parametrizations.keys()):
+                parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=True)
+    return model
+
+
+def constraint_specs(kind: str, model: nn.Module) -> list[dict]:
+    if kind == "smoother":
+        assert isinstance(model, MonotoneSmoother)
+        return MonotoneSmoother.constraint_specs(model.config.normalize)
+    assert isinstance(model, MonotoneClassifier)
+    return model.constraint_specs()
+
+
+def folded_tensors(model: nn.Module, specs: list[dict]) -> dict[str, np.ndarray]:
+    state = model.state_dict()
+    missing = sorted({spec["tensor"] for spec in specs} - set(state))
+    if missing:
+        raise ArtifactError(f"constrained tensors {missing} not found after folding (have {sorted(state)})")
+    return {spec["tensor"]: state[spec["tensor"]].detach().cpu().float().numpy() for spec in specs}
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _human_size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024 or unit == "MiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"
+
+
+def _jsonable(value: Any) -> Any:
+    """Metrics/provenance from a checkpoint as plain JSON values (tensors and numpy scalars included)."""
+    if torch.is_tensor(value):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/Infinity
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _package_version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _probe(kind: str, reference: nn.Module, wrapper: nn.Module, atol: float, rtol: float) -> Probe:
+    """A small deterministic input and the eager output, rerun by the service at load time."""
+    generator = torch.Generator().manual_seed(1234)
+    if kind == "smoother":
+        length = 8
+        ramp = torch.linspace(0.0, 1.0, length)
+        noise = torch.randn(length, generator=generator)
+        probe_input = torch.stack([ramp, noise]).unsqueeze(0)  # [1, 2, 8]
+        with torch.no_grad():
+            expected = wrapper(probe_input)
+    else:
+        mean, scale = reference.feature_mean, reference.feature_scale
+        probe_input = torch.stack(
+            [mean, mean - scale, mean + scale, mean + 2.0 * scale * torch.randn(mean.shape, generator=generator)]
+        ).float()
+        with torch.no_grad():
+            expected = torch.sigmoid(reference(probe_input))
+    return Probe(input=probe_input.tolist(), expected=expected.tolist(), atol=atol, rtol=rtol)
+
+
+def _model_info(kind: str, model: nn.Module) -> dict[str, Any]:
+    if kind == "smoother":
+        config = model.config
+        return {
+            "smoother": SmootherInfo(
+                kernel_size=config.kernel_size,
+                param=config.param,
+                normalized=config.normalize,
+                edge_modes=list(EDGE_MODES),
+                default_mode=config.mode,
+            )
+        }
+    config = model.config
+    directions = list(config.directions or [])
+    monotone = (
+        [name for name, d in zip(config.feature_names, directions) if d != "free"] if config.scope == "all" else []
+    )
+    return {
+        "classifier": ClassifierInfo(
+            features=[FeatureSpec(name=n, direction=d) for n, d in zip(config.feature_names, directions)],
+            labels=list(config.labels),
+            threshold=config.threshold,
+            scope=config.scope,
+            method=config.method,
+            monotone_features=monotone,
+        )
+    }
+
+
+# -- the entry point --------------------------------------------------------------------------
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    repo: str | Path,
+    name: str | None = None,
+    formats: Iterable[str] | str = DEFAULT_FORMATS,
+    opset: int | None = None,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    *,
+    seed: int = 0,
+) -> ExportResult:
+    """Export `checkpoint` as the next version of REPO/NAME (NAME defaults to the model kind).
+
+    Raises CheckpointError / ExportInputError for bad input, ConstraintRefusedError when the folded
+    weights break their rules (nothing written), ParityError when an artifact disagrees with eager
+    torch and ArtifactError when an artifact cannot be written (nothing published in every case).
+    Tolerance: |artifact - eager| <= atol + rtol * |eager|, element-wise.
+    """
+    checkpoint, repo = Path(checkpoint), Path(repo)
+    formats = normalize_formats(formats)
+    _validate_numbers(opset, atol, rtol)
+    if name is not None:
+        validate_name(name)
+    publish.check_repository_writable(repo)
+
+    # 1. load (weights_only); keep an unfolded copy as the parity reference
+    checkpoint_sha256 = sha256_file(checkpoint) if checkpoint.is_file() else ""
+    model, payload = load_checkpoint(checkpoint)
+    kind: str = payload["kind"]
+    name = validate_name(name or kind)
+    reference = build_model(kind, payload["config"])
+    reference.load_state_dict(payload["state_dict"])
+    reference.eval()
+
+    # 2-3. fold, then check the folded tensors before anything is written
+    folded = fold_parametrizations(model).eval()
+    specs = constraint_specs(kind, folded)
+    tensors = folded_tensors(folded, specs)
+    violations = check_all((spec, tensors[spec["tensor"]]) for spec in specs)
+    if violations:
+        raise ConstraintRefusedError(violations, checkpoint)
+    logger.info("%s: %d constraint(s) hold on the folded tensors", checkpoint.name, len(specs))
+
+    wrapper, signature = artifacts.build_wrapper(kind, folded)
+    with publish.staging_directory(repo, name) as staging:
+        # 4. write every format
+        opset_used: int | None = None
+        for fmt in formats:
+            written = artifacts.write_artifact(fmt, wrapper, signature, staging / FORMAT_FILES[fmt], opset)
+            if fmt == "onnx":
+                opset_used = written
+            logger.info("wrote %s", FORMAT_FILES[fmt])
+
+        # 5. load each artifact back; find every constrained tensor inside it
+        loaded = [artifacts.load_artifact(fmt, staging / FORMAT_FILES[fmt], signature) for fmt in formats]
+        entries: list[ConstraintEntry] = []
+        missing: list[str] = []
+        for spec in specs:
+            locations: dict[str, str] = {}
+            for artifact in loaded:
+                found = artifacts.locate_tensor(spec["tensor"], tensors[spec["tensor"]], artifact.tensors)
+                if found is None:
+                    missing.append(f"{spec['tensor']} in {artifact.path.name}")
+                else:
+                    locations[artifact.format] = found
+            entries.append(
+                ConstraintEntry(
+                    tensor=spec["tensor"],
+                    rule=spec["rule"],
+                    tolerance=float(spec.get("tolerance", 0.0)),
+                    axis=int(spec.get("axis", -1)),
+                    columns=spec.get("columns"),
+                    locations=locations,
+                )
+            )
+        if missing:
+            raise ArtifactError(f"folded tensors not found as constants inside the artifacts: {', '.join(missing)}")
+
+        # 6. parity against eager torch (the unfolded model)
+        if kind == "smoother":
+            cases = smoother_cases(folded.kernel_size, seed)
+        else:
+            cases = classifier_cases(folded.feature_mean.numpy(), folded.feature_scale.numpy(), seed)
+        parity = check_parity(kind, reference, loaded, cases, atol, rtol)
+
+        # 7. card plot, files, manifest
+        card.write_card_plot(staging / card.CARD_PNG, kind, {k: v.detach().cpu().numpy() for k, v in folded.state_dict().items()})
+        files = [
+            FileEntry(path=FORMAT_FILES[fmt], format=fmt, sha256=sha256_file(staging / FORMAT_FILES[fmt]),
+                      size=(staging / FORMAT_FILES[fmt]).stat().st_size)
+            for fmt in formats
+        ]
+        provenance = _jsonable(payload.get("provenance") or {})
+        provenance["export"] = {
+            "torch": torch.__version__,
+            "onnx": _package_version("onnx"),
+            "onnxruntime": _package_version("onnxruntime"),
+            "onnxscript": _package_version("onnxscript"),
+            "formats": list(formats),
+        }
+        base = dict(
+            name=name,
+            kind=kind,
+            created=datetime.now(timezone.utc),
+            monoserve_version=_package_version("monoserve"),
+            source_checkpoint_sha256=checkpoint_sha256,
+            source_checkpoint_name=checkpoint.name,
+            training_metrics=_jsonable(payload.get("metrics") or {}),
+            provenance=provenance,
+            inputs=[TensorSpec(name=signature.input_name, dtype="float32", shape=list(signature.input_shape))],
+            outputs=[TensorSpec(name=signature.output_name, dtype="float32", shape=list(signature.output_shape))],
+            files=files,
+            constraints=entries,
+            probe=_probe(kind, reference, wrapper, atol, rtol),
+            parity=parity.to_manifest(),
+            opset=opset_used,
+            **_model_info(kind, folded),
+        )
+        manifests: dict[int, Manifest] = {}
+
+        def finalize(version: int) -> None:
+            manifest = Manifest(version=version, **base)
+            (staging / card.CARD_MD).write_text(card.render_card(manifest), encoding="utf-8")
+            (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+            manifests[version] = manifest
+
+        # 8. publish atomically
+        version, version_dir = publish.publish(staging, repo / name, finalize)
+
+    manifest = manifests[version]
+    report = ExportReport(
+        name=name,
+        version=version,
+        kind=kind,
+        version_dir=version_dir,
+        files=files,
+        extra_files={f: (version_dir / f).stat().st_size for f in (card.CARD_MD, card.CARD_PNG)},
+        constraints=[ConstraintCheck(e.tensor, e.rule, e.tolerance, e.columns, dict(e.locations)) for e in entries],
+        parity=parity,
+    )
+    logger.info("published %s version %d at %s", name, version, version_dir)
+    return ExportResult(version_dir=version_dir, manifest=manifest, report=report)
+
