@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install test serve models bench clean
+.PHONY: install test serve models bench clean container-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Build the real Dockerfile and prove `docker compose up` with podman, offline (docs/container.md).
+container-check:
+	scripts/container-check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
