@@ -16,20 +16,32 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
+from export.errors import ExportInputError
+from export.publish import check_repository_writable
+from export.validation import KNOWN_FORMATS, normalize_formats, validate_name, validate_opset, validate_tolerance
+
 EXIT_OK, EXIT_REFUSED, EXIT_BAD_INPUT = 0, 1, 2
-KNOWN_FORMATS = ("onnx", "torchscript", "pt2")  # keys of export.manifest.FORMAT_FILES
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
     """argparse type for --formats: a comma-separated subset of the known formats."""
-    names = [part.strip().lower() for part in text.split(",") if part.strip()]
-    unknown = [name for name in names if name not in KNOWN_FORMATS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown format(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
-            f"choose from {', '.join(KNOWN_FORMATS)} (comma-separated)"
-        )
-    return tuple(dict.fromkeys(names))
+    try:
+        return normalize_formats(text)
+    except ExportInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def precheck(args: argparse.Namespace) -> None:
+    """The usage errors that need no torch, answered before importing it (ExportInputError)."""
+    if args.name is not None:
+        validate_name(args.name)
+    for label in ("atol", "rtol"):
+        if getattr(args, label) is not None:
+            validate_tolerance(label, getattr(args, label))
+    validate_opset(args.opset)
+    if not args.checkpoint.is_file():
+        raise ExportInputError(f"checkpoint not found: {args.checkpoint}")
+    check_repository_writable(args.repo)
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,7 +89,13 @@ def _sigterm_as_exit() -> Iterator[None]:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from export.errors import ExportError, ExportInputError, ParityError
+    try:
+        precheck(args)
+    except ExportInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    from export.errors import ExportError, ParityError
     from models.checkpoint import CheckpointError  # imports torch
 
     from export.core import ConstraintRefusedError, export_checkpoint
@@ -97,8 +115,20 @@ def run_export(args: argparse.Namespace) -> int:
     except (CheckpointError, ExportInputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (ConstraintRefusedError, ParityError) as exc:
-        print(f"refused: {exc}", file=sys.stderr)
+    except ConstraintRefusedError as exc:
+        # the exception's message is capped; the CLI lists every violation
+        print(f"refused: {exc.checkpoint}: {len(exc.violations)} constraint violation(s), nothing exported", file=sys.stderr)
+        for violation in exc.violations:
+            print(f"  {violation}", file=sys.stderr)
+        return EXIT_REFUSED
+    except ParityError as exc:
+        print(
+            f"refused: {len(exc.mismatches)} parity mismatch(es) against eager torch "
+            f"(atol {exc.atol:g}, rtol {exc.rtol:g}), nothing published",
+            file=sys.stderr,
+        )
+        for mismatch in exc.mismatches:
+            print(f"  {mismatch}", file=sys.stderr)
         return EXIT_REFUSED
     except ExportError as exc:
         print(f"export failed, nothing published: {exc}", file=sys.stderr)

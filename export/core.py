@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +27,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from export import artifacts, card, publish
-from export.errors import ArtifactError, ExportInputError
+from export.errors import ArtifactError
 from export.manifest import (
     FORMAT_FILES,
     MANIFEST_NAME,
@@ -42,6 +41,7 @@ from export.manifest import (
     TensorSpec,
 )
 from export.parity import DEFAULT_ATOL, DEFAULT_RTOL, ParityReport, check_parity, classifier_cases, smoother_cases
+from export.validation import KNOWN_FORMATS, normalize_formats, validate_name, validate_opset, validate_tolerance
 from models.checks import ConstraintViolationError, Violation, check_all
 from models.checkpoint import build_model, load_checkpoint
 from models.classifier import MonotoneClassifier
@@ -50,10 +50,7 @@ from models.smoother import MonotoneSmoother
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_FORMATS: tuple[str, ...] = ("onnx", "torchscript", "pt2")
-# The dynamo ONNX exporter emits opset 18 or newer.
-MIN_OPSET = 18
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+DEFAULT_FORMATS: tuple[str, ...] = KNOWN_FORMATS
 
 
 class ConstraintRefusedError(ConstraintViolationError):
@@ -107,44 +104,6 @@ class ExportResult:
     version_dir: Path
     manifest: Manifest
     report: ExportReport
-
-
-# -- argument validation ----------------------------------------------------------------------
-
-
-def normalize_formats(formats: Iterable[str] | str) -> tuple[str, ...]:
-    """A tuple of known, distinct format names in the given order; accepts "onnx,pt2" too."""
-    if isinstance(formats, str):
-        formats = [part for part in formats.split(",")]
-    names = [str(name).strip().lower() for name in formats]
-    unknown = [name for name in names if name not in FORMAT_FILES]
-    if unknown or not names:
-        raise ExportInputError(
-            f"unknown format(s) {', '.join(repr(n) for n in unknown) or '(none given)'}; "
-            f"expected a comma-separated subset of {', '.join(FORMAT_FILES)}"
-        )
-    return tuple(dict.fromkeys(names))
-
-
-def validate_name(name: str) -> str:
-    if not _NAME_PATTERN.match(name) or name.isdigit():
-        raise ExportInputError(
-            f"invalid model name {name!r}: use letters, digits, '.', '_' or '-' (not starting with '.' or '-', "
-            "not all digits, at most 128 characters)"
-        )
-    return name
-
-
-def _validate_numbers(opset: int | None, atol: float, rtol: float) -> None:
-    if opset is not None:
-        import onnx.defs
-
-        newest = onnx.defs.onnx_opset_version()
-        if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
-            raise ExportInputError(f"invalid opset {opset!r}: the dynamo ONNX exporter writes opsets {MIN_OPSET} to {newest}")
-    for label, value in (("atol", atol), ("rtol", rtol)):
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ExportInputError(f"invalid {label} {value!r}: expected a finite number >= 0")
 
 
 # -- folding and checking ---------------------------------------------------------------------
@@ -294,7 +253,8 @@ def export_checkpoint(
     """
     checkpoint, repo = Path(checkpoint), Path(repo)
     formats = normalize_formats(formats)
-    _validate_numbers(opset, atol, rtol)
+    validate_opset(opset)
+    atol, rtol = validate_tolerance("atol", atol), validate_tolerance("rtol", rtol)
     if name is not None:
         validate_name(name)
     publish.check_repository_writable(repo)

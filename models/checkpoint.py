@@ -74,8 +74,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise CheckpointError(f"{path} is not a readable torch checkpoint: {exc}") from exc
+    except Exception as exc:  # torch raises many types (even a bare KeyError) for a non-checkpoint file
+        raise CheckpointError(
+            f"{path} is not a readable torch checkpoint (torch.load failed: {type(exc).__name__}: {exc})"
+        ) from exc
     if not isinstance(payload, dict) or "format" not in payload or "kind" not in payload:
         raise CheckpointError(f"{path} is not a monoserve checkpoint (no 'format'/'kind' entries)")
     if payload["format"] != CHECKPOINT_FORMAT:

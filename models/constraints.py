@@ -169,3 +169,19 @@ def initial_increasing_kernel(kernel_size: int, decay: float = 0.1) -> torch.Ten
 
 def logit(p: float) -> float:
     return math.log(p / (1.0 - p))
+
+
+@torch.no_grad()
+def folded_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The state_dict with every parametrized tensor replaced by its constrained value, under its
+    plain name (e.g. `layers.0.weight`, `kernel`): the tensors the constraint specs talk about."""
+    folded: dict[str, torch.Tensor] = {}
+    for key, value in module.state_dict().items():
+        if key.startswith("parametrizations.") or ".parametrizations." in key:
+            continue  # raw tensors; their constrained values are added below
+        folded[key] = value.detach().clone()
+    for prefix, submodule in module.named_modules():
+        if parametrize.is_parametrized(submodule):
+            for name in submodule.parametrizations.keys():
+                folded[f"{prefix}.{name}" if prefix else name] = getattr(submodule, name).detach().clone()
+    return folded

@@ -457,6 +457,12 @@ def test_bad_arguments_are_refused_before_any_work(checkpoints, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_cli_format_names_are_the_manifest_formats():
+    from export.validation import KNOWN_FORMATS
+
+    assert KNOWN_FORMATS == tuple(FORMAT_FILES)
+
+
 def test_locate_tensor_matches_by_name_then_by_exact_value():
     tensors = {"kernel": np.array([[[0.2, 0.3, 0.5]]], dtype=np.float32)}
     assert artifacts.locate_tensor("kernel", np.array([0.2, 0.3, 0.5], dtype=np.float32), tensors) == "kernel"

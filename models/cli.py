@@ -1,0 +1,371 @@
+"""`monoserve train smoother|classifier`: train a constrained model on a CSV file, write a checkpoint.
+
+Only argparse and the stdlib at import time: torch is imported inside the handlers, so the other
+subcommands (`monoserve serve`) never pay for it. Every input problem is found before training
+starts and reported on stderr with exit code 2; no checkpoint is written then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+EXIT_USAGE = 2
+
+SMOOTHER_DEFAULTS = {"kernel_size": 9, "epochs": 400, "lr": 0.05}
+CLASSIFIER_DEFAULTS = {"epochs": 150, "lr": 0.01, "hidden": "32,32"}
+MIN_CLASSIFIER_ROWS = 10  # 60/15/25 split: every part needs rows
+
+
+class UsageError(ValueError):
+    """Arguments that contradict each other or the data (reported like a DataError)."""
+
+
+def _hidden_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer sizes like 32,32, got {text!r}") from None
+    if not sizes or any(size < 1 for size in sizes):
+        raise argparse.ArgumentTypeError(f"expected one or more positive layer sizes like 32,32, got {text!r}")
+    return sizes
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="train a constrained model on a CSV file", description=__doc__)
+    kinds = train.add_subparsers(dest="model_kind", metavar="MODEL", required=True)
+
+    smoother = kinds.add_parser(
+        "smoother",
+        help="a positive monotone smoothing kernel (forecast or denoise objective)",
+    )
+    smoother.add_argument("--data", required=True, type=Path, help="CSV file with a header row")
+    smoother.add_argument(
+        "--column", action="extend", nargs="+", default=None, metavar="NAME",
+        help="series column(s); several series share the kernel; "
+        "default: every column but time/date/year/index and the target",
+    )
+    smoother.add_argument("--kernel-size", type=_positive_int, default=SMOOTHER_DEFAULTS["kernel_size"],
+                          help="odd number of taps (default: %(default)s)")
+    smoother.add_argument("--param", choices=("exp-cumsum", "softmax"), default="exp-cumsum",
+                          help="kernel parametrization: exp(p).cumsum() or softmax(lin * alpha) (default: %(default)s)")
+    smoother.add_argument("--objective", choices=("forecast", "denoise"), default="forecast",
+                          help="forecast: the causal filter predicts x[t+h]; denoise: map --column to --target-column "
+                          "(default: %(default)s)")
+    smoother.add_argument("--horizon", type=_positive_int, default=1, help="forecast steps ahead (default: %(default)s)")
+    smoother.add_argument("--target-column", default=None, metavar="NAME", help="clean column (denoise)")
+    smoother.add_argument(
+        "--mode", choices=("same", "causal", "valid"), default=None,
+        help="default edge mode stored in the checkpoint (denoise also trains in it); "
+        "default: causal for forecast, same for denoise",
+    )
+    smoother.add_argument("--epochs", type=_positive_int, default=SMOOTHER_DEFAULTS["epochs"],
+                          help="full-batch Adam steps (default: %(default)s)")
+    smoother.add_argument("--lr", type=_positive_float, default=SMOOTHER_DEFAULTS["lr"], help="Adam learning rate (default: %(default)s)")
+    smoother.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    smoother.add_argument("--out", required=True, type=Path, help="checkpoint path to write")
+    smoother.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                          help="progress bar (default: only on a terminal)")
+    smoother.add_argument("--threads", type=_positive_int, default=1, help="torch intra-op threads (default: %(default)s)")
+    smoother.set_defaults(func=run_train_smoother)
+
+    classifier = kinds.add_parser(
+        "classifier",
+        help="an MLP whose scores are monotone in its features (nonnegative weights)",
+    )
+    classifier.add_argument("--data", required=True, type=Path, help="CSV file with a header row")
+    classifier.add_argument("--label", action="extend", nargs="+", required=True, metavar="NAME",
+                            help="0/1 label column(s); several make a multi-label model")
+    classifier.add_argument("--features", action="extend", nargs="+", default=None, metavar="NAME",
+                            help="feature columns (default: every column but the labels)")
+    classifier.add_argument("--scope", choices=("all", "final"), default="all",
+                            help="all: every score is monotone in each feature; final: only the output layer is nonnegative "
+                            "(default: %(default)s)")
+    classifier.add_argument("--method", choices=("reparam", "project"), default="reparam",
+                            help="reparam: weights = nonneg(raw); project: clamp to >= 0 after every step (default: %(default)s)")
+    classifier.add_argument("--nonneg", choices=("softplus", "exp", "square"), default="softplus",
+                            help="the reparam map (default: %(default)s)")
+    classifier.add_argument("--decreasing", action="extend", nargs="+", default=[], metavar="NAME",
+                            help="features whose rise may only lower the scores (scope all)")
+    classifier.add_argument("--free", action="extend", nargs="+", default=[], metavar="NAME",
+                            help="features with unconstrained effect (scope all)")
+    classifier.add_argument("--hidden", type=_hidden_sizes, default=CLASSIFIER_DEFAULTS["hidden"],
+                            help="hidden layer sizes, comma-separated (default: %(default)s)")
+    classifier.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
+                            help="adam, or sgd with momentum 0.9 (default: %(default)s)")
+    classifier.add_argument("--weight-decay", type=_nonnegative_float, default=0.0,
+                            help="L2 penalty on the (raw) parameters (default: %(default)s)")
+    classifier.add_argument("--pos-weight", choices=("auto", "none"), default="auto",
+                            help="auto: BCE positive weight = negatives/positives per label (default: %(default)s)")
+    classifier.add_argument("--epochs", type=_positive_int, default=CLASSIFIER_DEFAULTS["epochs"],
+                            help="maximum epochs; early stopping on validation loss (default: %(default)s)")
+    classifier.add_argument("--patience", type=_positive_int, default=15,
+                            help="epochs without a better validation loss before stopping (default: %(default)s)")
+    classifier.add_argument("--batch-size", type=_positive_int, default=128, help="(default: %(default)s)")
+    classifier.add_argument("--lr", type=_positive_float, default=CLASSIFIER_DEFAULTS["lr"],
+                            help="learning rate (default: %(default)s)")
+    classifier.add_argument("--threshold", type=float, default=0.5, help="decision threshold on probabilities (default: %(default)s)")
+    classifier.add_argument("--seed", type=int, default=0,
+                            help="seeds the split, the initial weights and the batch order (default: %(default)s)")
+    classifier.add_argument("--out", required=True, type=Path, help="checkpoint path to write")
+    classifier.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                            help="progress bar (default: only on a terminal)")
+    classifier.add_argument("--threads", type=_positive_int, default=1, help="torch intra-op threads (default: %(default)s)")
+    classifier.set_defaults(func=run_train_classifier)
+
+
+def _fail(message: str) -> int:
+    print(f"monoserve train: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _seed_everything(seed: int, threads: int) -> None:
+    import torch
+
+    # These models are tiny: intra-op threads only add synchronization (10x slower on a busy machine).
+    torch.set_num_threads(threads)
+    # CPU kernels are deterministic for a fixed seed; torch.use_deterministic_algorithms is not
+    # needed and would import torch._inductor (seconds).
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------------- smoother
+
+
+def _load_smoother_data(args: argparse.Namespace) -> tuple[Any, list[str], Any, Any]:
+    """-> (table, columns, series [C, L], target [C, L] | None); raises DataError/UsageError."""
+    import numpy as np
+
+    from models.data import default_series_columns, read_table
+
+    if args.kernel_size % 2 == 0:
+        raise UsageError(f"--kernel-size must be odd (the kernel has a centre tap), got {args.kernel_size}")
+    if args.objective == "denoise" and not args.target_column:
+        raise UsageError("--objective denoise needs --target-column NAME (the clean series)")
+    if args.objective == "forecast" and args.target_column:
+        raise UsageError("--target-column is for --objective denoise (forecast predicts the series itself)")
+    table = read_table(args.data)
+    if args.target_column:
+        table.require_columns([args.target_column], "target column")
+    columns = args.column or default_series_columns(table, exclude=[args.target_column] if args.target_column else [])
+    table.require_columns(columns)
+    if args.target_column in columns:
+        raise UsageError(f"{args.data}: column {args.target_column!r} is both an input --column and the --target-column")
+    if args.objective == "denoise" and len(columns) != 1:
+        raise UsageError(f"--objective denoise maps one --column to the target, got {len(columns)}: {', '.join(columns)}")
+    series = table.matrix(columns).T  # [C, L]
+    length = series.shape[1]
+    if length < args.kernel_size:
+        raise UsageError(
+            f"{args.data}: the series {', '.join(repr(c) for c in columns)} have {length} rows, "
+            f"shorter than the kernel ({args.kernel_size} taps); use a smaller --kernel-size"
+        )
+    n_train = int(np.floor(length * 0.8))
+    if args.objective == "forecast" and not args.horizon < n_train < length:
+        raise UsageError(
+            f"{args.data}: {length} rows leave no forecast to train or evaluate at horizon {args.horizon} "
+            f"(training part {n_train} rows); use a longer series or a smaller --horizon"
+        )
+    if args.objective == "denoise" and not args.kernel_size <= n_train < length:
+        raise UsageError(
+            f"{args.data}: {length} rows leave a training part of {n_train} rows, shorter than the kernel "
+            f"({args.kernel_size} taps), or no held-out rows"
+        )
+    target = table.matrix([args.target_column]).T if args.target_column else None
+    return table, columns, series, target
+
+
+def run_train_smoother(args: argparse.Namespace) -> int:
+    from models.data import DataError
+
+    try:
+        table, columns, series, target = _load_smoother_data(args)
+    except (DataError, UsageError) as exc:
+        return _fail(str(exc))
+
+    from models.checkpoint import save_checkpoint
+    from models.smoother import MonotoneSmoother, SmootherConfig
+    from models.train_smoother import SmootherTrainOptions, train_denoise, train_forecast
+
+    mode = args.mode or ("causal" if args.objective == "forecast" else "same")
+    _seed_everything(args.seed, args.threads)
+    model = MonotoneSmoother(SmootherConfig(kernel_size=args.kernel_size, param=args.param, mode=mode))
+    options = SmootherTrainOptions(
+        objective=args.objective, horizon=args.horizon, mode=mode, epochs=args.epochs, lr=args.lr,
+        seed=args.seed, progress=args.progress,
+    )
+    if args.objective == "forecast":
+        result = train_forecast(model, series, options)
+    else:
+        result = train_denoise(model, series, target, options)
+    kernel = model.kernel.detach().double().numpy()
+    provenance = {
+        **table.provenance(),
+        "columns": columns,
+        "target_column": args.target_column,
+        "objective": args.objective,
+        "scaling": result.scaling,
+        "split": result.split,
+        "training": {"epochs": args.epochs, "lr": args.lr, "seed": args.seed, "optimizer": "adam"},
+    }
+    path = save_checkpoint(args.out, model, metrics=result.metrics, provenance=provenance)
+    _print_smoother_summary(args, columns, result.metrics, kernel, path)
+    return 0
+
+
+def _print_smoother_summary(args, columns, metrics: dict, kernel, path: Path) -> None:
+    print(f"smoother ({args.param}, {args.kernel_size} taps, objective {args.objective}) on "
+          f"{args.data} [{', '.join(columns)}]")
+    if args.objective == "forecast":
+        print(f"  held-out MSE      {metrics['heldout_mse']:.6g}  (horizon {args.horizon}, last 20% of each series)")
+        print(f"  naive last value  {metrics['naive_mse']:.6g}  skill {metrics['skill_vs_naive']:+.1%}")
+        print(f"  best SES (a={metrics['ses_alpha']:.2f}) {metrics['ses_mse']:.6g}  skill {metrics['skill_vs_ses']:+.1%}")
+    else:
+        print(f"  held-out MSE      {metrics['heldout_mse']:.6g}  vs the noisy input {metrics['identity_mse']:.6g}"
+              f"  skill {metrics['skill_vs_identity']:+.1%}")
+    taps = " ".join(f"{value:.4f}" for value in kernel)
+    print(f"  kernel (oldest -> newest tap): {taps}")
+    print(f"  checkpoint: {path}")
+
+
+# --------------------------------------------------------------------------------- classifier
+
+
+def _load_classifier_data(args: argparse.Namespace) -> tuple[Any, list[str], list[str], Any, Any]:
+    """-> (table, features, directions, X [N, F], Y [N, n_labels]); raises DataError/UsageError."""
+    from models.data import binary_labels, read_table
+
+    if args.scope == "final" and (args.decreasing or args.free):
+        flags = " and ".join(flag for flag, given in (("--decreasing", args.decreasing), ("--free", args.free)) if given)
+        raise UsageError(
+            f"{flags} need --scope all: scope 'final' constrains only the output layer and promises no "
+            "monotonicity in any feature"
+        )
+    if not 0.0 < args.threshold < 1.0:
+        raise UsageError(f"--threshold must be in (0, 1), got {args.threshold}")
+    labels = list(dict.fromkeys(args.label))
+    table = read_table(args.data)
+    table.require_columns(labels, "label column")
+    features = list(dict.fromkeys(args.features)) if args.features else [c for c in table.columns if c not in labels]
+    if not features:
+        raise UsageError(f"{args.data}: no feature columns left besides the labels {', '.join(labels)}")
+    table.require_columns(features, "feature")
+    both = [name for name in features if name in labels]
+    if both:
+        raise UsageError(f"{', '.join(repr(n) for n in both)} cannot be both a feature and a --label")
+    for flag, names in (("--decreasing", args.decreasing), ("--free", args.free)):
+        unknown = [name for name in names if name not in features]
+        if unknown:
+            raise UsageError(
+                f"{flag}: unknown feature name(s) {', '.join(repr(n) for n in unknown)}; "
+                f"the features are {', '.join(features)}"
+            )
+    overlap = sorted(set(args.decreasing) & set(args.free))
+    if overlap:
+        raise UsageError(f"{', '.join(repr(n) for n in overlap)} cannot be both --decreasing and --free")
+    directions = [
+        "decreasing" if name in args.decreasing else "free" if name in args.free else "increasing" for name in features
+    ]
+    x = table.matrix(features)
+    y = binary_labels(table, labels)
+    if table.n_rows < MIN_CLASSIFIER_ROWS:
+        raise UsageError(
+            f"{args.data}: {table.n_rows} rows are too few to split into training, validation and held-out "
+            f"rows (need at least {MIN_CLASSIFIER_ROWS})"
+        )
+    return table, features, directions, x, y
+
+
+def run_train_classifier(args: argparse.Namespace) -> int:
+    from models.data import DataError
+
+    try:
+        table, features, directions, x, y = _load_classifier_data(args)
+    except (DataError, UsageError) as exc:
+        return _fail(str(exc))
+
+    from models.checkpoint import save_checkpoint
+    from models.classifier import ClassifierConfig, MonotoneClassifier
+    from models.train_classifier import ClassifierTrainOptions, train_classifier
+
+    labels = list(dict.fromkeys(args.label))
+    _seed_everything(args.seed, args.threads)
+    config = ClassifierConfig(
+        feature_names=features, labels=labels, hidden=args.hidden, scope=args.scope, method=args.method,
+        nonneg=args.nonneg, directions=directions, threshold=args.threshold,
+    )
+    model = MonotoneClassifier(config)
+    options = ClassifierTrainOptions(
+        epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
+        pos_weight=args.pos_weight, batch_size=args.batch_size, patience=args.patience, seed=args.seed,
+        progress=args.progress,
+    )
+    result = train_classifier(model, x.astype("float32"), y, options)
+    provenance = {
+        **table.provenance(),
+        "features": features,
+        "directions": directions,
+        "labels": labels,
+        "scaling": {"mean": model.feature_mean.tolist(), "scale": model.feature_scale.tolist()},
+        "split": result.split,
+        "training": {
+            "optimizer": args.optimizer, "lr": args.lr, "weight_decay": args.weight_decay, "epochs": args.epochs,
+            "patience": args.patience, "batch_size": args.batch_size, "pos_weight": args.pos_weight, "seed": args.seed,
+        },
+    }
+    path = save_checkpoint(args.out, model, metrics=result.metrics, provenance=provenance)
+    _print_classifier_summary(args, config, result.metrics, result.split, path)
+    return 0
+
+
+def _print_classifier_summary(args, config, metrics: dict, split: dict, path: Path) -> None:
+    print(f"classifier (scope {config.scope}, method {config.method}, hidden {config.hidden}) on {args.data}: "
+          f"{len(config.feature_names)} features -> {', '.join(config.labels)}")
+    print(f"  split: {split['n_train']} train / {split['n_val']} validation / {split['n_test']} held-out rows "
+          f"(seed {split['seed']}); best epoch {metrics['best_epoch']} of {metrics['epochs_run']}")
+    print(f"  held-out loss {metrics['heldout_loss']:.4f}  accuracy {metrics['heldout_accuracy']:.4f}  "
+          f"ROC AUC {_format_auc(metrics['heldout_roc_auc'])}")
+    if len(config.labels) > 1:
+        for name, per_label in metrics["heldout_per_label"].items():
+            print(f"    {name}: accuracy {per_label['accuracy']:.4f}  ROC AUC {_format_auc(per_label['roc_auc'])}")
+    print(f"  final bias {', '.join(f'{b:+.3f}' for b in metrics['final_bias'])}")
+    print(f"  checkpoint: {path}")
+
+
+def _format_auc(value: float | None) -> str:
+    return "n/a (one class in the held-out split)" if value is None else f"{value:.4f}"
