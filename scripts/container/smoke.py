@@ -3,7 +3,8 @@
 
     smoke.py --url http://127.0.0.1:PORT [--smoother-version N] [--data DIR]
 
-Checks /readyz, /smooth (a constant signal comes back unchanged; a real series stays within its
+Checks /readyz, /docs (its script and stylesheet served by the container itself: no CDN),
+/smooth (a constant signal comes back unchanged; a real series stays within its
 own range, as any normalized nonnegative kernel guarantees; a bad request gets a 400 with an
 error message) and /classify (one probability in [0, 1] per instance). Exits 1 on the first
 failure, naming what was wrong.
@@ -15,6 +16,7 @@ import argparse
 import csv
 import json
 import math
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -55,6 +57,22 @@ def check_ready(url: str) -> None:
     status, body = request(f"{url}/readyz")
     expect(status == 200, f"GET /readyz: status {status}, body {body!r}")
     print(f"ok   GET /readyz -> 200 {json.dumps(body)[:120]}")
+
+
+def check_docs(url: str) -> None:
+    req = urllib.request.Request(f"{url}/docs")
+    with urllib.request.urlopen(req, timeout=30) as response:
+        expect(response.status == 200, f"GET /docs: status {response.status}")
+        html = response.read().decode()
+    assets = re.findall(r"""(?:src|href)=['"]([^'"]+\.(?:js|css))['"]""", html)
+    expect(bool(assets), "GET /docs: no script or stylesheet referenced")
+    remote = [a for a in assets if re.match(r"^(https?:)?//", a)]
+    expect(not remote, f"GET /docs loads assets from outside the container: {remote}")
+    for asset in assets:
+        with urllib.request.urlopen(f"{url}{asset}", timeout=30) as response:
+            size = len(response.read())
+            expect(response.status == 200 and size > 1000, f"GET {asset}: status {response.status}, {size} bytes")
+    print(f"ok   GET /docs -> 200, assets served locally: {', '.join(assets)}")
 
 
 def check_smooth(url: str, nile: list[float], smoother_version: int | None) -> None:
@@ -118,9 +136,10 @@ def main() -> int:
         rows = [[float(row[name]) for name in reader.fieldnames if name != "spam"] for _, row in zip(range(4), reader)]
     try:
         check_ready(args.url)
+        check_docs(args.url)
         check_smooth(args.url, nile, args.smoother_version)
         check_classify(args.url, rows + [[0.0] * len(rows[0])])
-    except (CheckFailed, KeyError, TypeError, ValueError) as exc:
+    except (CheckFailed, KeyError, TypeError, ValueError, urllib.error.URLError) as exc:
         print(f"FAIL {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0
