@@ -20,6 +20,34 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# -- serving ------------------------------------------------------------------------------------
+REPO     ?= model_repository
+CKPT_DIR ?= build/default
+HOST     ?= 127.0.0.1
+PORT     ?= 8000
+MONOSERVE := $(VENV)/bin/monoserve
+# glibc malloc tuned for large request bodies (2-5x faster and stable with uvicorn; docs/service.md).
+SERVE_ENV := MALLOC_MMAP_THRESHOLD_=67108864 MALLOC_TRIM_THRESHOLD_=268435456
+
+# $(call ensure_model,NAME,DATA,TRAIN-ARGS): train + export NAME only when REPO has no version of it.
+define ensure_model
+	@if ls -d $(REPO)/$(1)/[0-9]*/manifest.json >/dev/null 2>&1; then \
+		echo "$(REPO)/$(1) already has a version: not retraining (delete it to rebuild)"; \
+	else \
+		set -e; \
+		$(MONOSERVE) train $(1) --data $(2) $(3) --out $(CKPT_DIR)/$(1).ckpt; \
+		$(MONOSERVE) export $(CKPT_DIR)/$(1).ckpt --repo $(REPO) --name $(1); \
+	fi
+endef
+
+# The default models (Nile smoother, spam7 classifier), trained and exported only if missing.
+models: $(STAMP)
+	$(call ensure_model,smoother,data/nile.csv,--column value)
+	$(call ensure_model,classifier,data/spam7.csv,--label spam)
+
+serve: models
+	exec env $(SERVE_ENV) $(MONOSERVE) serve --repo $(REPO) --host $(HOST) --port $(PORT)
+
 # Build the real Dockerfile and prove `docker compose up` with podman, offline (docs/container.md).
 container-check:
 	scripts/container-check

@@ -1,0 +1,123 @@
+"""The FastAPI app factory: `create_app(settings=None)`.
+
+Models are proved and loaded in the lifespan (service.registry), kept on app.state and injected
+into routes; domain exceptions answer {"error": message, ...} with their status.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import anyio
+from anyio import to_thread
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import codec
+from service.engines import resolve_device
+from service.errors import ServiceError
+from service.metrics import UNKNOWN_MODEL, Metrics
+from service.registry import KINDS, ModelRegistry
+from service.routes.deps import Service
+from service.settings import Settings, get_settings
+
+log = logging.getLogger("service")
+
+
+def _route_label(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+def _error_response(request: Request, status: int, body: dict, headers: dict[str, str] | None = None) -> Response:
+    metrics: Metrics = request.app.state.service.metrics
+    model = getattr(request.state, "model", None) or UNKNOWN_MODEL
+    metrics.count_request(_route_label(request), model, status)
+    return Response(codec.dumps(body), status_code=status, media_type=codec.JSON_MEDIA_TYPE, headers=headers)
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> Response:
+        return _error_response(request, exc.status, exc.body(), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("query", "path", "body"))
+            problems.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
+        return _error_response(request, 400, {"error": "invalid request: " + "; ".join(problems), "problems": problems})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return _error_response(request, exc.status_code, {"error": str(exc.detail)}, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error_response(request, 500, {"error": f"internal server error ({type(exc).__name__})"})
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    service: Service = app.state.service
+    settings, metrics = service.settings, service.metrics
+    try:
+        device = resolve_device(settings.engine, settings.device)
+    except Exception as exc:
+        log.error("cannot start: %s", exc)
+        raise
+    threads = settings.threads_per_worker
+    log.info("loading %s with engine %s on %s (%d inference thread(s) per worker)", settings.repo, settings.engine, device, threads)
+
+    def refused(name: str, report) -> None:
+        if not report.ok and report.failed_step is not None:
+            metrics.load_refusals.labels(name, report.failed_step.step).inc()
+
+    registry = ModelRegistry(settings.repo, engine=settings.engine, device=device, threads=threads,
+                             defaults={kind: settings.default_model(kind) for kind in KINDS}, on_version=refused)
+    await to_thread.run_sync(registry.load)
+    for name, entry in registry.models.items():
+        metrics.models_loaded.labels(name).set(len(entry.served))
+    service.limiter = anyio.CapacityLimiter(max(1, threads))
+    service.registry = registry
+    if registry.ready:
+        log.info("ready: %s", ", ".join(f"{n} v{e.latest.manifest.version}" for n, e in registry.models.items()))
+    else:
+        log.error("not ready: %s", "; ".join(registry.not_ready_reasons()))
+    try:
+        yield
+    finally:
+        service.registry = None
+        registry.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    from service import __version__
+    from service.routes import health, metrics, models, predict
+    from service.routes.docs import mount_docs
+
+    settings = settings or get_settings()
+    if not logging.getLogger().handlers:  # uvicorn worker processes start with no logging set up
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("service").setLevel(settings.log_level.upper())
+    app = FastAPI(
+        title="monoserve",
+        version=__version__,
+        description="Serve constrained (monotone, nonnegative) models, each proved from its artifact at load.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.service = Service(settings=settings, metrics=Metrics())
+    register_error_handlers(app)
+    app.include_router(predict.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    mount_docs(app)
+    return app

@@ -1,0 +1,48 @@
+"""Domain exceptions of the service; each carries its HTTP status and answers {"error": message, ...}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    status = 500
+
+    def __init__(self, message: str, headers: dict[str, str] | None = None, **extra: Any):
+        super().__init__(message)
+        self.message = message
+        self.headers = headers
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message, **self.extra}
+
+
+class BadRequestError(ServiceError):
+    """Malformed JSON, wrong rank/shape/feature count, unknown feature names, NaN/Inf, empty input."""
+
+    status = 400
+
+
+class UnauthorizedError(ServiceError):
+    status = 401
+
+
+class NotFoundError(ServiceError):
+    """Unknown model or version."""
+
+    status = 404
+
+
+class PayloadTooLargeError(ServiceError):
+    status = 413
+
+
+class UnsupportedMediaTypeError(ServiceError):
+    status = 415
+
+
+class ModelUnavailableError(ServiceError):
+    """The model exists but has no version that passed its proof (or the one asked for was refused)."""
+
+    status = 503

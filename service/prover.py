@@ -1,0 +1,468 @@
+"""Loading = proving: the checks a model version must pass before it may serve.
+
+For one version directory (REPO/NAME/VERSION):
+1. manifest     parse manifest.json (export.manifest.Manifest) and check it names this directory;
+2. checksums    sha256 and size of every file against the manifest;
+3. constraints  the constrained tensors read straight out of the artifact (ONNX initializers, and
+                TorchScript parameters when that engine serves) and checked with models.checks;
+4. certificate  a monotonicity proof computed from the ONNX graph (service.certificate): every
+                score in every declared monotone feature of a classifier, the output in the
+                signal for a smoother (which a positive kernel makes non-decreasing);
+5. probe        the manifest's probe input through the engine, compared with its expected output;
+6. warmup       a few runs of typical shapes, checking output shapes and finiteness.
+
+The first failed step refuses the version; later steps are then skipped (nothing of a version
+that failed a check is executed). torch-free unless the TorchScript engine is chosen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from export.manifest import FORMAT_FILES, MANIFEST_NAME, Manifest
+from models.checks import MAX_REPORTED, check_rule
+from service.engines import ENGINE_FORMAT, EngineError, create_engine
+
+log = logging.getLogger(__name__)
+
+STEPS = ("manifest", "checksums", "constraints", "certificate", "probe", "warmup")
+Status = Literal["ok", "failed", "skipped"]
+
+
+class StepFailed(Exception):
+    def __init__(self, message: str, **details: Any):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+@dataclass
+class StepReport:
+    step: str
+    status: Status
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "status": self.status, "message": self.message,
+                "seconds": round(self.seconds, 6), "details": self.details}
+
+
+@dataclass
+class VersionReport:
+    path: str
+    name: str
+    version: int | None
+    engine: str
+    device: str
+    steps: list[StepReport] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return len(self.steps) == len(STEPS) and all(s.status == "ok" or (s.status == "skipped" and s.step == "certificate") for s in self.steps)
+
+    @property
+    def failed_step(self) -> StepReport | None:
+        return next((s for s in self.steps if s.status == "failed"), None)
+
+    @property
+    def reason(self) -> str | None:
+        failed = self.failed_step
+        return None if failed is None else f"{failed.step}: {failed.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "name": self.name, "version": self.version, "engine": self.engine,
+                "device": self.device, "ok": self.ok, "reason": self.reason,
+                "steps": [s.to_dict() for s in self.steps]}
+
+    def render(self) -> str:
+        """A short human report (the CLI prints it)."""
+        lines = [f"monoserve verify {self.path} (engine {self.engine}, device {self.device})"]
+        for step in self.steps:
+            lines.append(f"  {step.status:<7} {step.step:<12} {step.message}")
+            if step.status == "failed":
+                for line in _detail_lines(step):
+                    lines.append(f"          {'':<12} {line}")
+        lines.append("PASSED" if self.ok else f"FAILED at {self.reason}")
+        return "\n".join(lines)
+
+
+def _detail_lines(step: StepReport) -> list[str]:
+    problems = step.details.get("problems", [])
+    if len(problems) < 2:  # a single problem is the step's message already
+        return []
+    lines = [f"- {item}" for item in problems[:MAX_REPORTED]]
+    if len(problems) > MAX_REPORTED:
+        lines.append(f"... and {len(problems) - MAX_REPORTED} more")
+    return lines
+
+
+@dataclass
+class ProvenVersion:
+    """A version that passed every step, with its loaded engine."""
+
+    manifest: Manifest
+    engine: Any  # OnnxEngine | TorchScriptEngine, loaded
+    report: VersionReport
+    path: Path
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.kind
+
+    @cached_property
+    def _cost(self) -> tuple[float, float]:
+        warmup = next(s for s in self.report.steps if s.step == "warmup")
+        cost = warmup.details["cost"]
+        return cost["fixed_seconds"], cost["seconds_per_element"]
+
+    def predicted_seconds(self, elements: int) -> float:
+        """The inference time of an input of `elements` values, from the warm-up's timings."""
+        fixed, per_element = self._cost
+        return fixed + per_element * elements
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _version_number(version_dir: Path) -> int | None:
+    try:
+        return int(version_dir.name)
+    except ValueError:
+        return None
+
+
+class _Proof:
+    """Carries what each step learns (manifest, file bytes, parsed graph) to the next."""
+
+    def __init__(self, version_dir: Path, engine: str, device: str, threads: int):
+        self.dir = version_dir
+        self.engine_name = engine
+        self.device = device
+        self.threads = threads
+        self.manifest: Manifest | None = None
+        self.file_bytes: dict[str, bytes] = {}
+        self.onnx_model = None
+        self.engine = None
+
+    # 1 ------------------------------------------------------------------------------------
+    def step_manifest(self) -> tuple[str, dict]:
+        path = self.dir / MANIFEST_NAME
+        if not path.is_file():
+            raise StepFailed(f"{MANIFEST_NAME} not found in {self.dir}")
+        try:
+            manifest = Manifest.model_validate_json(path.read_bytes())
+        except ValueError as exc:
+            raise StepFailed(f"{MANIFEST_NAME} is not a valid manifest: {_first_lines(str(exc))}") from exc
+        problems = []
+        number = _version_number(self.dir)
+        if number is not None and manifest.version != number:
+            problems.append(f"manifest version {manifest.version} does not match directory {self.dir.name!r}")
+        if manifest.name != self.dir.parent.name:
+            problems.append(f"manifest name {manifest.name!r} does not match directory {self.dir.parent.name!r}")
+        if manifest.kind == "smoother" and manifest.smoother is None:
+            problems.append("a smoother manifest needs a 'smoother' section")
+        if manifest.kind == "classifier" and manifest.classifier is None:
+            problems.append("a classifier manifest needs a 'classifier' section")
+        if len(manifest.inputs) != 1 or len(manifest.outputs) != 1:
+            problems.append(f"expected one input and one output, got {len(manifest.inputs)} and {len(manifest.outputs)}")
+        needed = {"onnx", ENGINE_FORMAT[self.engine_name]}
+        for fmt in sorted(needed):
+            if manifest.file_for(fmt) is None:
+                problems.append(f"no {fmt} file listed in the manifest (needed by the {'certificate' if fmt == 'onnx' else 'engine'})")
+        if problems:
+            raise StepFailed("; ".join(problems), problems=problems)
+        self.manifest = manifest
+        return (f"{manifest.kind} {manifest.name!r} version {manifest.version}",
+                {"kind": manifest.kind, "name": manifest.name, "version": manifest.version,
+                 "created": manifest.created.isoformat(), "schema_version": manifest.schema_version})
+
+    # 2 ------------------------------------------------------------------------------------
+    def step_checksums(self) -> tuple[str, dict]:
+        assert self.manifest is not None
+        files, problems = [], []
+        root = self.dir.resolve()
+        for entry in self.manifest.files:
+            path = (self.dir / entry.path).resolve()
+            record: dict[str, Any] = {"path": entry.path, "format": entry.format, "sha256": entry.sha256, "size": entry.size}
+            if root not in path.parents:
+                problems.append(f"{entry.path}: path leaves the version directory")
+                record["ok"] = False
+            elif not path.is_file():
+                problems.append(f"{entry.path}: file missing")
+                record["ok"] = False
+            else:
+                data = path.read_bytes()
+                digest = sha256_of(data)
+                record["ok"] = len(data) == entry.size and digest == entry.sha256
+                if len(data) != entry.size:
+                    problems.append(f"{entry.path}: size {len(data)} bytes, manifest says {entry.size} (truncated or altered)")
+                elif digest != entry.sha256:
+                    problems.append(f"{entry.path}: sha256 {digest} does not match the manifest's {entry.sha256}")
+                else:
+                    self.file_bytes[entry.format] = data
+            files.append(record)
+        if problems:
+            raise StepFailed("; ".join(problems), files=files, problems=problems)
+        return f"{len(files)} file(s) match their sha256", {"files": files}
+
+    # 3 ------------------------------------------------------------------------------------
+    def _onnx(self):
+        if self.onnx_model is None:
+            import onnx
+
+            try:
+                self.onnx_model = onnx.load_from_string(self.file_bytes["onnx"])
+            except Exception as exc:  # protobuf DecodeError and friends
+                raise StepFailed(f"{self._file('onnx')}: not a readable ONNX model: {exc}") from exc
+        return self.onnx_model
+
+    def _file(self, fmt: str) -> str:
+        assert self.manifest is not None
+        entry = self.manifest.file_for(fmt)
+        return entry.path if entry else FORMAT_FILES[fmt]
+
+    def _onnx_tensors(self) -> tuple[dict[str, np.ndarray], set[str]]:
+        from onnx import numpy_helper
+
+        model = self._onnx()
+        tensors = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+        for node in model.graph.node:
+            if node.op_type == "Constant" and node.output:
+                for attr in node.attribute:
+                    if attr.name == "value":
+                        tensors[node.output[0]] = numpy_helper.to_array(attr.t)
+        consumed = {name for node in model.graph.node for name in node.input}
+        consumed |= {o.name for o in model.graph.output}
+        return tensors, consumed
+
+    def step_constraints(self) -> tuple[str, dict]:
+        assert self.manifest is not None
+        sources: dict[str, tuple[dict[str, np.ndarray], set[str] | None]] = {}
+        onnx_tensors, consumed = self._onnx_tensors()
+        sources["onnx"] = (onnx_tensors, consumed)
+        if self.engine_name == "torchscript":
+            self._load_engine()
+            sources["torchscript"] = (self.engine.tensors(), None)
+        checks, problems = [], []
+        for entry in self.manifest.constraints:
+            for fmt, (tensors, used) in sources.items():
+                record: dict[str, Any] = {"tensor": entry.tensor, "rule": entry.rule, "tolerance": entry.tolerance, "format": fmt}
+                location = entry.locations.get(fmt)
+                record["location"] = location
+                if location is None:
+                    problems.append(f"{entry.tensor} ({entry.rule}): the manifest gives no location in the {fmt} artifact")
+                    record["ok"] = False
+                elif location not in tensors:
+                    problems.append(f"{entry.tensor} ({entry.rule}): no tensor {location!r} in {self._file(fmt)}")
+                    record["ok"] = False
+                elif used is not None and location not in used:
+                    problems.append(f"{entry.tensor}: {self._file(fmt)} holds {location!r} but no node uses it")
+                    record["ok"] = False
+                else:
+                    values = tensors[location]
+                    record["shape"] = list(values.shape)
+                    try:
+                        violations = check_rule(entry.rule, f"{self._file(fmt)}:{location}", values,
+                                                tolerance=entry.tolerance, axis=entry.axis, columns=entry.columns)
+                    except (ValueError, IndexError) as exc:
+                        violations = []
+                        problems.append(f"{entry.tensor} ({entry.rule}) cannot be checked on shape {list(values.shape)}: {exc}")
+                        record["ok"] = False
+                    else:
+                        record["ok"] = not violations
+                        record["violations"] = [v.to_dict() for v in violations[:MAX_REPORTED]]
+                        record["violation_count"] = len(violations)
+                        problems += [str(v) for v in violations]
+                checks.append(record)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise StepFailed(problems[0] + more, checks=checks, problems=problems)
+        formats = ", ".join(sources)
+        return f"{len(checks)} rule check(s) hold on the tensors in the artifact ({formats})", {"checks": checks}
+
+    # 4 ------------------------------------------------------------------------------------
+    def step_certificate(self) -> tuple[Status, str, dict]:
+        from service.certificate import certify
+
+        manifest = self.manifest
+        assert manifest is not None
+        input_name, output_name = manifest.inputs[0].name, manifest.outputs[0].name
+        if manifest.kind == "smoother":
+            features = [(None, input_name, "increasing")]
+            claim = f"{output_name!r} is non-decreasing in every sample of {input_name!r} (positive kernel applied)"
+        else:
+            info = manifest.classifier
+            assert info is not None
+            names = [f.name for f in info.features]
+            declared = set(info.monotone_features)
+            unknown = sorted(declared - set(names))
+            if unknown:
+                raise StepFailed(f"monotone_features names unknown feature(s) {unknown}")
+            features = [
+                (index, spec.name, spec.direction)
+                for index, spec in enumerate(info.features)
+                if spec.direction != "free" and (spec.name in declared or info.scope == "all")
+            ]
+            if not features:
+                return "skipped", f"no monotone features declared (scope {info.scope!r}): nothing to certify", {}
+            claim = f"every score is monotone in {len(features)} feature(s) as declared"
+        certificate = certify(self._onnx(), input_name, features, outputs=[output_name])
+        details = certificate.to_dict()
+        if not certificate.ok:
+            failures = certificate.failures
+            node = failures[0].node
+            raise StepFailed(certificate.summary(), node=node, problems=[f.message for f in failures], **details)
+        return "ok", claim, details
+
+    # 5 ------------------------------------------------------------------------------------
+    def _load_engine(self) -> None:
+        if self.engine is not None:
+            return
+        assert self.manifest is not None
+        fmt = ENGINE_FORMAT[self.engine_name]
+        engine = create_engine(self.engine_name, self.dir, self._file(fmt), self.device, self.threads,
+                               model_bytes=self.file_bytes.get("onnx") if fmt == "onnx" else None)
+        try:
+            engine.load()
+        except EngineError as exc:
+            raise StepFailed(str(exc)) from exc
+        self.engine = engine
+
+    def _run(self, array: np.ndarray) -> np.ndarray:
+        try:
+            return np.asarray(self.engine.run(array))
+        except Exception as exc:  # any engine failure on a well-formed input refuses the version
+            raise StepFailed(f"the {self.engine_name} engine failed on an input of shape {list(array.shape)}: {_first_lines(str(exc))}") from exc
+
+    def step_probe(self) -> tuple[str, dict]:
+        assert self.manifest is not None
+        self._load_engine()
+        probe = self.manifest.probe
+        try:
+            inputs = np.asarray(probe.input, dtype=np.float32)
+            expected = np.asarray(probe.expected, dtype=np.float64)
+        except (ValueError, TypeError) as exc:
+            raise StepFailed(f"the manifest's probe is not a numeric array: {exc}") from exc
+        self._check_input_shape(inputs)
+        output = self._run(inputs).astype(np.float64)
+        if output.shape != expected.shape:
+            raise StepFailed(f"probe output shape {list(output.shape)} differs from the expected {list(expected.shape)}")
+        error = np.abs(output - expected)
+        allowed = probe.atol + probe.rtol * np.abs(expected)
+        bad = ~(error <= allowed)
+        max_error = float(np.max(error)) if error.size else 0.0
+        details = {"input_shape": list(inputs.shape), "max_abs_error": max_error, "atol": probe.atol, "rtol": probe.rtol}
+        if np.any(bad):
+            index = [int(i) for i in np.argwhere(bad)[0]]
+            raise StepFailed(
+                f"probe output differs from the manifest: at index {index} got {output[tuple(index)]:.8g}, "
+                f"expected {expected[tuple(index)]:.8g} (|error| {error[tuple(index)]:.3g} > atol {probe.atol:g} + rtol {probe.rtol:g})",
+                **details)
+        return f"probe {list(inputs.shape)} matches: max |error| {max_error:.3g} <= atol {probe.atol:g}", details
+
+    def _check_input_shape(self, inputs: np.ndarray) -> None:
+        assert self.manifest is not None
+        spec = self.manifest.inputs[0]
+        if inputs.ndim != len(spec.shape) or any(isinstance(d, int) and d != n for d, n in zip(spec.shape, inputs.shape)):
+            raise StepFailed(f"probe input shape {list(inputs.shape)} does not fit the manifest's input {spec.shape}")
+
+    # 6 ------------------------------------------------------------------------------------
+    def warmup_inputs(self) -> list[np.ndarray]:
+        assert self.manifest is not None
+        rng = np.random.default_rng(0)
+        if self.manifest.kind == "smoother":
+            assert self.manifest.smoother is not None
+            k = self.manifest.smoother.kernel_size
+            return [rng.standard_normal((1, 1, 1)).astype(np.float32),
+                    rng.standard_normal((1, 1, k + 7)).astype(np.float32),
+                    rng.standard_normal((2, 3, 4096)).astype(np.float32)]
+        assert self.manifest.classifier is not None
+        n = len(self.manifest.classifier.features)
+        return [rng.standard_normal((1, n)).astype(np.float32), rng.standard_normal((64, n)).astype(np.float32),
+                rng.standard_normal((1024, n)).astype(np.float32)]
+
+    def expected_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        assert self.manifest is not None
+        if self.manifest.kind == "smoother":
+            assert self.manifest.smoother is not None
+            return (*shape[:2], shape[2] + self.manifest.smoother.kernel_size - 1)
+        assert self.manifest.classifier is not None
+        return (shape[0], len(self.manifest.classifier.labels))
+
+    def step_warmup(self) -> tuple[str, dict]:
+        runs = []
+        for array in self.warmup_inputs():
+            output = self._run(array)
+            want = self.expected_shape(array.shape)
+            if tuple(output.shape) != want:
+                raise StepFailed(f"input {list(array.shape)} gave output {list(output.shape)}, expected {list(want)} "
+                                 f"(is the manifest's kernel size / feature / label count right?)")
+            if not np.all(np.isfinite(output)):
+                raise StepFailed(f"input {list(array.shape)} gave non-finite outputs")
+            timings = []
+            for _ in range(WARMUP_TIMED_RUNS):  # warm now: these time the steady state
+                start = time.perf_counter()
+                self._run(array)
+                timings.append(time.perf_counter() - start)
+            runs.append({"input_shape": list(array.shape), "output_shape": list(output.shape),
+                         "elements": int(array.size), "seconds": round(min(timings), 7)})
+        return f"{len(runs)} warm-up run(s), output shapes as declared", {"runs": runs, "cost": cost_model(runs)}
+
+
+WARMUP_TIMED_RUNS = 3
+
+
+def cost_model(runs: list[dict]) -> dict[str, float]:
+    """Inference time ~ fixed + per_element * elements, fitted on the smallest and largest warm-up runs."""
+    small, large = min(runs, key=lambda r: r["elements"]), max(runs, key=lambda r: r["elements"])
+    spread = large["elements"] - small["elements"]
+    per_element = max(0.0, (large["seconds"] - small["seconds"]) / spread) if spread else large["seconds"] / large["elements"]
+    return {"fixed_seconds": small["seconds"], "seconds_per_element": per_element}
+
+
+def _first_lines(text: str, count: int = 3) -> str:
+    return " ".join(text.strip().splitlines()[:count])
+
+
+def prove_version(
+    version_dir: str | Path, engine: str = "onnx", device: str = "cpu", threads: int = 1
+) -> tuple[VersionReport, ProvenVersion | None]:
+    """Run every step on one version directory: (report, the loaded version if it passed)."""
+    version_dir = Path(version_dir)
+    report = VersionReport(str(version_dir), version_dir.parent.name, _version_number(version_dir), engine, device)
+    proof = _Proof(version_dir, engine, device, threads)
+    failed = False
+    for step in STEPS:
+        if failed:
+            report.steps.append(StepReport(step, "skipped", "not run: an earlier step failed"))
+            continue
+        start = time.perf_counter()
+        try:
+            result = getattr(proof, f"step_{step}")()
+            status, message, details = result if len(result) == 3 else ("ok", *result)
+            report.steps.append(StepReport(step, status, message, details, time.perf_counter() - start))
+        except StepFailed as exc:
+            failed = True
+            report.steps.append(StepReport(step, "failed", exc.message, exc.details, time.perf_counter() - start))
+        except Exception as exc:  # a bug or an unforeseen artifact defect must refuse, never crash loading
+            log.exception("unexpected error in step %s of %s", step, version_dir)
+            failed = True
+            report.steps.append(StepReport(step, "failed", f"unexpected error: {type(exc).__name__}: {exc}",
+                                           {}, time.perf_counter() - start))
+    if report.version is None and proof.manifest is not None:  # a directory not named by its version
+        report.name, report.version = proof.manifest.name, proof.manifest.version
+    if not report.ok:
+        return report, None
+    assert proof.manifest is not None
+    return report, ProvenVersion(proof.manifest, proof.engine, report, version_dir)

@@ -1,0 +1,25 @@
+"""GET /healthz (the process is alive) and GET /readyz (every model has a valid version)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from service import codec
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> Response:
+    return Response(b'{"status":"alive"}', media_type=codec.JSON_MEDIA_TYPE)
+
+
+@router.get("/readyz", responses={503: {"description": "not ready, with the reasons"}})
+async def readyz(request: Request) -> Response:
+    registry = request.app.state.service.registry
+    if registry is not None and registry.ready:
+        serving = {name: entry.latest.manifest.version for name, entry in registry.models.items()}
+        return Response(codec.dumps({"status": "ready", "models": serving}), media_type=codec.JSON_MEDIA_TYPE)
+    reasons = ["models are still loading"] if registry is None else registry.not_ready_reasons()
+    return Response(codec.dumps({"error": "not ready: " + "; ".join(reasons), "reasons": reasons}),
+                    status_code=503, media_type=codec.JSON_MEDIA_TYPE)

@@ -1,0 +1,99 @@
+"""Service settings: one pydantic-settings class, environment prefix MONOSERVE_."""
+
+from __future__ import annotations
+
+import math
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def cgroup_cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> float | None:
+    """CPUs granted by the cgroup quota (v2 cpu.max, or v1 cfs_quota_us/cfs_period_us); None when unlimited."""
+    v2_files = []
+    for line in (_read(proc_cgroup) or "").splitlines():
+        hierarchy_id, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy_id == "0" and controllers == "" and path:  # the cgroup v2 entry "0::/path"
+            v2_files.append(root / path.lstrip("/") / "cpu.max")
+    v2_files.append(root / "cpu.max")
+    for cpu_max in v2_files:
+        text = _read(cpu_max)
+        if text is None:
+            continue
+        fields = text.split()
+        if not fields or fields[0] == "max":
+            return None
+        period = int(fields[1]) if len(fields) > 1 else 100_000
+        return int(fields[0]) / period if period > 0 else None
+    for directory in (root / "cpu", root / "cpu,cpuacct"):
+        quota, period = _read(directory / "cpu.cfs_quota_us"), _read(directory / "cpu.cfs_period_us")
+        if quota is None or period is None:
+            continue
+        quota_us, period_us = int(quota), int(period)
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+    return None
+
+
+def available_cpus(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> int:
+    """CPUs this process may actually use: its affinity mask, capped by the cgroup quota (rounded down)."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux: no affinity mask to ask
+        count = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(root, proc_cgroup)
+    if quota is not None:
+        count = min(count, max(1, math.floor(quota)))
+    return max(1, count)
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each can be set as MONOSERVE_<NAME> in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="MONOSERVE_", extra="ignore")
+
+    repo: Path = Field(Path("model_repository"), description="model repository (REPO/NAME/VERSION)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    engine: Literal["onnx", "torchscript"] = "onnx"
+    cpu_threads: int = Field(default_factory=available_cpus, ge=1,
+                             description="CPUs for inference in all workers together (default: affinity and cgroup quota)")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes sharing cpu_threads")
+    max_body_bytes: int = Field(128 * 1024 * 1024, ge=1)
+    max_signal_length: int = Field(10_000_000, ge=1)
+    api_token: SecretStr | None = None
+    log_level: str = "INFO"
+    default_smoother: str | None = None
+    default_classifier: str | None = None
+    # Small requests run inline on the event loop, where a worker-thread hop costs more than their
+    # work (measured: docs/service.md). Bodies above inline_max_body_bytes are decoded, inferred and
+    # encoded in a worker thread; below it, inference runs inline when the model's predicted time
+    # (fitted on its warm-up runs) is at most inline_max_inference_us. 0 sends everything to threads.
+    inline_max_body_bytes: int = Field(64 * 1024, ge=0)
+    inline_max_inference_us: float = Field(100.0, ge=0)
+
+    @property
+    def threads_per_worker(self) -> int:
+        """ONNX Runtime intra-op threads per worker: workers x threads never exceeds cpu_threads."""
+        return max(1, self.cpu_threads // self.workers)
+
+    def default_model(self, kind: str) -> str | None:
+        return {"smoother": self.default_smoother, "classifier": self.default_classifier}.get(kind)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
