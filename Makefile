@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install test serve models bench clean container-check
+.PHONY: install test serve models bench container-check clean container-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ serve: models
 # Build the real Dockerfile and prove `docker compose up` with podman, offline (docs/container.md).
 container-check:
 	scripts/container-check
+
+# Benchmark (bench/run.py): `make bench` full (about 15 min), `make bench QUICK=1` (< 3 min).
+bench: $(STAMP)
+	$(PY) bench/run.py $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import codec
+from service import codec, fastpath
 from service.engines import resolve_device
 from service.errors import ServiceError
 from service.metrics import UNKNOWN_MODEL, Metrics
@@ -96,6 +96,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry.close()
 
 
+class MonoserveApp(FastAPI):
+    """FastAPI, with POST /smooth and /classify answered by service.fastpath before FastAPI's own
+    request handling (the same code and answers as the FastAPI routes, at a fraction of the cost;
+    docs/performance.md). MONOSERVE_HOT_PATH=false sends them through the FastAPI routes."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        service: Service = self.state.service
+        if service.settings.hot_path and fastpath.is_hot(scope):
+            await fastpath.answer_hot(service, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     from service import __version__
     from service.routes import health, metrics, models, predict
@@ -105,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not logging.getLogger().handlers:  # uvicorn worker processes start with no logging set up
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("service").setLevel(settings.log_level.upper())
-    app = FastAPI(
+    app = MonoserveApp(
         title="monoserve",
         version=__version__,
         description="Serve constrained (monotone, nonnegative) models, each proved from its artifact at load.",

@@ -92,6 +92,11 @@ def serve_command(args: argparse.Namespace) -> int:
         return _usage_error(f"invalid MONOSERVE_* setting: {exc}")
     if not settings.repo.is_dir():
         return _usage_error(f"model repository {str(settings.repo)!r} does not exist (run `make models`, or pass --repo)")
+    # numpy's BLAS (the smoother's direct method) follows the same budget as ONNX Runtime: threads per
+    # worker x workers never exceeds the CPUs this process may use. Set before numpy is imported here
+    # and inherited by worker processes; an explicit setting wins.
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, str(settings.threads_per_worker))
 
     from service.engines import DeviceUnavailableError, resolve_device
 

@@ -46,3 +46,9 @@ class ModelUnavailableError(ServiceError):
     """The model exists but has no version that passed its proof (or the one asked for was refused)."""
 
     status = 503
+
+
+class OverloadedError(ServiceError):
+    """The dynamic batching queue is full: retry after the Retry-After header's seconds."""
+
+    status = 503

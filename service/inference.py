@@ -14,6 +14,7 @@ import numpy as np
 
 from models.modes import EDGE_MODES, mode_slice
 from service import codec
+from service.convolve import choose_method, full_correlation
 from service.errors import BadRequestError, PayloadTooLargeError
 from service.prover import ProvenVersion
 from service.registry import ModelRegistry
@@ -68,7 +69,12 @@ def decode_smooth(
 ) -> SmoothCall:
     fmt = codec.body_format(content_type)
     params = dict(query)
-    if fmt == "json":
+    fast = codec.loads_with_array(body, "signal") if fmt == "json" else None
+    if fast is not None:  # a big plain numeric array, parsed straight into numpy
+        others, signal = fast
+        _unknown_fields({**others, "signal": None}, SMOOTH_FIELDS)
+        params.update({k: v for k, v in others.items() if v is not None})
+    elif fmt == "json":
         payload = codec.loads_object(body)
         _unknown_fields(payload, SMOOTH_FIELDS)
         if "signal" not in payload:
@@ -108,13 +114,30 @@ def smooth_work(call: SmoothCall) -> int:
     return int(call.signal.size)
 
 
-def infer_smooth(call: SmoothCall) -> np.ndarray:
-    full = call.served.engine.run(call.signal)  # [B, C, L + K - 1]
+def infer_smooth(call: SmoothCall, method: str = "auto") -> np.ndarray:
+    """The smoothed signal, a view of the full correlation (rows contiguous; the encoders copy once).
+
+    `method`: "auto" picks, from the kernel size and signal length (service.convolve's measured
+    rule), the engine (the exported graph), the blocked direct product or FFT overlap-add, the last
+    two with the kernel the proof read out of the artifact; "engine", "direct", "fft" force one.
+    All compute the graph's full correlation; direct and FFT run on the CPU (CUDA: the engine).
+    """
     info = call.served.manifest.smoother
     assert info is not None
-    out = full[..., mode_slice(call.mode, call.signal.shape[-1], info.kernel_size)]
-    out = out.reshape(out.shape[3 - call.rank:])
-    return np.ascontiguousarray(out)  # orjson and .npy both want C order
+    batch, channels, length = call.signal.shape
+    kernel = call.served.tensors.get("kernel")
+    on_cpu = call.served.engine.device == "cpu"
+    if method == "auto":
+        method = choose_method(info.kernel_size, length) if on_cpu else "engine"
+    if method != "engine" and (kernel is None or kernel.size != info.kernel_size or not on_cpu):
+        method = "engine"
+    if method == "engine":
+        full = call.served.engine.run(call.signal)  # [B, C, L + K - 1]
+    else:
+        flat = call.signal.reshape(batch * channels, length)
+        full = full_correlation(flat, kernel, method=method).reshape(batch, channels, -1)
+    out = full[..., mode_slice(call.mode, length, info.kernel_size)]
+    return out.reshape(out.shape[3 - call.rank:])
 
 
 def encode_smooth(call: SmoothCall, smoothed: np.ndarray, npy: bool) -> Encoded:
@@ -123,7 +146,7 @@ def encode_smooth(call: SmoothCall, smoothed: np.ndarray, npy: bool) -> Encoded:
         return Encoded(codec.encode_npy(smoothed), codec.NPY_MEDIA_TYPE,
                        {"x-model": manifest.name, "x-model-version": str(manifest.version), "x-mode": call.mode})
     return Encoded(codec.dumps({"model": manifest.name, "version": manifest.version, "mode": call.mode,
-                                "smoothed": smoothed}), codec.JSON_MEDIA_TYPE)
+                                "smoothed": np.ascontiguousarray(smoothed)}), codec.JSON_MEDIA_TYPE)
 
 
 # -- /classify --------------------------------------------------------------------------------

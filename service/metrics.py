@@ -8,6 +8,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 # Seconds: 50 us .. 10 s, dense where small requests live.
 LATENCY_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STAGES = ("decode", "inference", "encode")
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 UNKNOWN_MODEL = ""  # the model label when no model was resolved (keeps label values bounded)
 
 
@@ -29,6 +30,9 @@ class Metrics:
         self.load_refusals = Counter(
             "monoserve_load_refusals", "Model versions refused at load, by model and failed step",
             ("model", "step"), registry=self.registry)
+        self.batch_rows = Histogram(
+            "monoserve_batch_rows", "Rows per engine call of the dynamic batcher (/classify), by model",
+            ("model",), buckets=BATCH_BUCKETS, registry=self.registry)
         self._stage_children: dict[tuple[str, str], Histogram] = {}
         self._request_children: dict[tuple[str, str, int], Counter] = {}
 

@@ -114,6 +114,9 @@ class ProvenVersion:
     engine: Any  # OnnxEngine | TorchScriptEngine, loaded
     report: VersionReport
     path: Path
+    # The constrained tensors as checked, read out of the served engine's artifact, by model-level
+    # name (e.g. "kernel"): the smoother's FFT path convolves with exactly the proven kernel.
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -154,6 +157,7 @@ class _Proof:
         self.file_bytes: dict[str, bytes] = {}
         self.onnx_model = None
         self.engine = None
+        self.checked_tensors: dict[str, np.ndarray] = {}
 
     # 1 ------------------------------------------------------------------------------------
     def step_manifest(self) -> tuple[str, dict]:
@@ -280,6 +284,8 @@ class _Proof:
                         problems.append(f"{entry.tensor} ({entry.rule}) cannot be checked on shape {list(values.shape)}: {exc}")
                         record["ok"] = False
                     else:
+                        if fmt == ENGINE_FORMAT[self.engine_name]:
+                            self.checked_tensors[entry.tensor] = values
                         record["ok"] = not violations
                         record["violations"] = [v.to_dict() for v in violations[:MAX_REPORTED]]
                         record["violation_count"] = len(violations)
@@ -465,4 +471,4 @@ def prove_version(
     if not report.ok:
         return report, None
     assert proof.manifest is not None
-    return report, ProvenVersion(proof.manifest, proof.engine, report, version_dir)
+    return report, ProvenVersion(proof.manifest, proof.engine, report, version_dir, proof.checked_tensors)

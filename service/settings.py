@@ -84,6 +84,21 @@ class Settings(BaseSettings):
     # (fitted on its warm-up runs) is at most inline_max_inference_us. 0 sends everything to threads.
     inline_max_body_bytes: int = Field(64 * 1024, ge=0)
     inline_max_inference_us: float = Field(100.0, ge=0)
+    # /smooth: "auto" picks per request, from kernel size and length by measurement
+    # (service/convolve.py), the engine (the exported graph), a blocked direct product or FFT
+    # overlap-add (both with the proven kernel, on the CPU); "engine", "direct", "fft" force one.
+    smooth_method: Literal["auto", "engine", "direct", "fft"] = "auto"
+    # POST /smooth and /classify answered by service.fastpath ahead of FastAPI's request handling
+    # (same code, same answers; docs/performance.md); false serves them through the FastAPI routes.
+    hot_path: bool = True
+    # Dynamic batching of /classify (service.batching): concurrent requests to one model version
+    # share one engine call. A full queue (max_queue_size rows waiting) answers 503 + Retry-After.
+    batching: bool = True
+    # 16, measured (docs/performance.md): at 64 connections, batches of up to 64 gave the same
+    # throughput but a 3-4x worse p99 (a request that misses a big batch waits for the next one).
+    max_batch_size: int = Field(16, ge=1)
+    max_queue_delay_us: int = Field(0, ge=0)
+    max_queue_size: int = Field(4096, ge=1)
 
     @property
     def threads_per_worker(self) -> int:

@@ -9,12 +9,13 @@ plain `def` dependency in the thread pool (four such hops once cost ~1 ms of CPU
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import anyio
 from fastapi import Depends, Request
 
+from service.batching import DynamicBatcher
 from service.errors import BadRequestError, ModelUnavailableError, PayloadTooLargeError, UnauthorizedError
 from service.metrics import Metrics
 from service.registry import ModelRegistry
@@ -29,14 +30,21 @@ class Service:
     metrics: Metrics
     registry: ModelRegistry | None = None  # None until the models are proved and loaded
     limiter: anyio.CapacityLimiter | None = None  # bounds concurrent inference threads
+    batchers: dict[int, DynamicBatcher] = field(default_factory=dict)  # by id() of the ProvenVersion
 
 
 def check_token(request: Request, settings: Settings) -> None:
     """When MONOSERVE_API_TOKEN is set, requests must send `Authorization: Bearer <token>`."""
+    if settings.api_token is not None:
+        check_authorization(settings, request.headers.get("authorization"))
+
+
+def check_authorization(settings: Settings, authorization: str | None) -> None:
+    """The token check on the Authorization header's value (service.fastpath has no Request)."""
     token = settings.api_token
     if token is None:
         return
-    scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
+    scheme, _, given = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not given:
         raise UnauthorizedError("missing API token: send 'Authorization: Bearer <token>'",
                                 headers={"WWW-Authenticate": "Bearer"})

@@ -9,6 +9,7 @@ cost more than the work; anything bigger is decoded, inferred and encoded in a w
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any, Callable, Literal
 
 from anyio import to_thread
@@ -16,6 +17,8 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from service import codec, inference
+from service.batching import DynamicBatcher, QueueFullError
+from service.errors import OverloadedError
 from service.routes.deps import Service, ServiceDep, read_body
 
 router = APIRouter(tags=["inference"])
@@ -78,16 +81,23 @@ ERRORS = {400: {"description": "bad input"}, 401: {"description": "missing or wr
           415: {"description": "unsupported content type"}, 503: {"description": "no valid model version"}}
 
 
-async def _answer(request: Request, route: str, service: Service, decode: Callable[[bytes], Any],
-                  work: Callable[[Any], int], infer: Callable[[Any], Any], encode: Callable[[Any, Any, bool], inference.Encoded]) -> Response:
+async def answer(service: Service, route: str, body: bytes, accept: str | None, on_model: Callable[[str], None],
+                 decode: Callable[[bytes], Any], work: Callable[[Any], int], infer: Callable[[Any], Any],
+                 encode: Callable[[Any, Any, bool], inference.Encoded]) -> inference.Encoded:
+    """decode -> infer -> encode, each timed into the metrics: the one implementation of both routes,
+    shared by the FastAPI routes below and service.fastpath (which answers them ahead of FastAPI).
+
+    Big bodies are decoded, inferred and encoded in a worker thread. Small ones are decoded inline;
+    their inference goes to the dynamic batcher (/classify requests smaller than a batch, when
+    enabled), or runs inline when it is predicted to be short, or in a worker thread.
+    """
     settings, metrics = service.settings, service.metrics
-    body = await read_body(request, settings.max_body_bytes)
-    npy_out = codec.wants_npy(request.headers.get("accept"))
+    npy_out = codec.wants_npy(accept)
 
     def decode_timed():
         start = time.perf_counter()
         call = decode(body)
-        request.state.model = call.served.manifest.name
+        on_model(call.served.manifest.name)
         metrics.observe_stage(route, "decode", time.perf_counter() - start)
         return call
 
@@ -112,12 +122,60 @@ async def _answer(request: Request, route: str, service: Service, decode: Callab
         call, encoded = await to_thread.run_sync(everything, limiter=limiter)
     else:
         call = decode_timed()
-        if call.served.predicted_seconds(work(call)) * 1e6 <= settings.inline_max_inference_us:
+        # Only requests smaller than a batch are batched: a full-size request gains nothing from
+        # the queue, and 64 of them would fill it.
+        small = route == "/classify" and call.features.shape[0] < service.settings.max_batch_size
+        batcher = batcher_for(service, call) if small else None
+        if batcher is not None:
+            start = time.perf_counter()
+            try:
+                output = await batcher.submit(call.features)  # the queue wait + the shared engine call
+            except QueueFullError as exc:
+                raise OverloadedError(str(exc), headers={"Retry-After": exc.retry_after_header},
+                                      queued_rows=exc.queued_rows, limit=exc.limit) from None
+            metrics.observe_stage(route, "inference", time.perf_counter() - start)
+        elif call.served.predicted_seconds(work(call)) * 1e6 <= settings.inline_max_inference_us:
             output = infer_timed(call)
         else:
             output = await to_thread.run_sync(infer_timed, call, limiter=limiter)
         encoded = encode_timed(call, output)
     metrics.count_request(route, call.served.manifest.name, 200)
+    return encoded
+
+
+def batcher_for(service: Service, call: inference.ClassifyCall) -> DynamicBatcher | None:
+    """The dynamic batcher of the classifier version serving `call`; None when batching is off."""
+    settings = service.settings
+    if not settings.batching:
+        return None
+    batcher = service.batchers.get(id(call.served))
+    if batcher is None:
+        limiter = service.limiter
+        served = call.served
+
+        async def offload(run, batch):
+            return await to_thread.run_sync(run, batch, limiter=limiter)
+
+        # Batches predicted to run within inline_max_inference_us run inline, bigger ones in a thread.
+        fixed, per_element = served.predicted_seconds(0), served.predicted_seconds(1) - served.predicted_seconds(0)
+        budget = settings.inline_max_inference_us * 1e-6 - fixed
+        features = max(1, int(call.features.shape[1]))
+        inline_rows = int(budget / (per_element * features)) if per_element > 0 else settings.max_batch_size
+        batcher = service.batchers[id(served)] = DynamicBatcher(
+            served.engine.run, max_batch_size=settings.max_batch_size, max_queue_delay_us=settings.max_queue_delay_us,
+            max_queue_size=settings.max_queue_size, inline_max_rows=max(1, inline_rows), offload=offload,
+            on_batch=service.metrics.batch_rows.labels(served.manifest.name).observe)
+    return batcher
+
+
+async def _answer(request: Request, route: str, service: Service, decode: Callable[[bytes], Any],
+                  work: Callable[[Any], int], infer: Callable[[Any], Any], encode: Callable[[Any, Any, bool], inference.Encoded]) -> Response:
+    body = await read_body(request, service.settings.max_body_bytes)
+
+    def on_model(name: str) -> None:
+        request.state.model = name  # the error handlers label their metrics with it
+
+    encoded = await answer(service, route, body, request.headers.get("accept"), on_model, decode, work, infer, encode)
     return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
 
 
@@ -137,7 +195,8 @@ async def smooth(request: Request, service: ServiceDep) -> Response:
     return await _answer(
         request, "/smooth", service,
         lambda body: inference.decode_smooth(registry, body, content_type, query, max_length),
-        inference.smooth_work, inference.infer_smooth, inference.encode_smooth)
+        inference.smooth_work, partial(inference.infer_smooth, method=service.settings.smooth_method),
+        inference.encode_smooth)
 
 
 @router.post("/classify", response_model=ClassifyResponse, responses=ERRORS,
