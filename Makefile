@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install test serve models bench clean
+.PHONY: install test serve models bench container-check clean container-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ models: $(STAMP)
 
 serve: models
 	exec env $(SERVE_ENV) $(MONOSERVE) serve --repo $(REPO) --host $(HOST) --port $(PORT)
+
+# Build the real Dockerfile and prove `docker compose up` with podman, offline (docs/container.md).
+container-check:
+	scripts/container-check
 
 # Benchmark (bench/run.py): `make bench` full (about 15 min), `make bench QUICK=1` (< 3 min).
 bench: $(STAMP)

@@ -62,45 +62,46 @@ def _non_finite(tensor: str, rule: str, array: np.ndarray) -> list[Violation]:
     ]
 
 
-def _selected(array: np.ndarray, columns: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
+def _selected_mask(array: np.ndarray, columns: Sequence[int] | None) -> np.ndarray:
     """A boolean mask of the elements a rule applies to: all, or only some indices of the last axis."""
-    mask = np.ones(array.shape, dtype=bool)
-    if columns is not None:
-        if array.ndim == 0:
-            raise ValueError("columns can only select from a tensor with at least one dimension")
-        mask[...] = False
-        mask[..., list(columns)] = True
-    return mask, array
+    if columns is None:
+        return np.ones(array.shape, dtype=bool)
+    if array.ndim == 0:
+        raise ValueError("columns can only select from a tensor with at least one dimension")
+    mask = np.zeros(array.shape, dtype=bool)
+    mask[..., list(columns)] = True
+    return mask
+
+
+def _elementwise_check(
+    tensor: str, rule: str, values, ok: Callable[[np.ndarray], np.ndarray], expected: str,
+    columns: Sequence[int] | None,
+) -> list[Violation]:
+    """Every selected element must be finite and satisfy `ok`; reports each one that is not."""
+    array = _as_array(values)
+    mask = _selected_mask(array, columns)
+    finite = np.isfinite(array)
+    found = _non_finite(tensor, rule, np.where(mask, array, 0.0))
+    with np.errstate(invalid="ignore"):
+        bad = np.argwhere(mask & finite & ~ok(array))
+    found += [Violation(tensor, rule, tuple(int(i) for i in idx), float(array[tuple(idx)]), expected) for idx in bad]
+    return found
 
 
 def check_nonnegative(
     tensor: str, values, tolerance: float = 0.0, columns: Sequence[int] | None = None
 ) -> list[Violation]:
     """Every selected element >= -tolerance. `columns` restricts the rule to those last-axis indices."""
-    array = _as_array(values)
-    mask, _ = _selected(array, columns)
-    found = _non_finite(tensor, "nonnegative", np.where(mask, array, 0.0))
-    bad = np.argwhere(mask & np.isfinite(array) & (array < -tolerance))
-    found += [
-        Violation(tensor, "nonnegative", tuple(int(i) for i in idx), float(array[tuple(idx)]), f">= {_lower_bound(tolerance):g}")
-        for idx in bad
-    ]
-    return found
+    return _elementwise_check(
+        tensor, "nonnegative", values, lambda a: a >= -tolerance, f">= {_lower_bound(tolerance):g}", columns
+    )
 
 
 def check_positive(
     tensor: str, values, tolerance: float = 0.0, columns: Sequence[int] | None = None
 ) -> list[Violation]:
     """Every selected element > tolerance (strictly positive, e.g. a scale that is divided by)."""
-    array = _as_array(values)
-    mask, _ = _selected(array, columns)
-    found = _non_finite(tensor, "positive", np.where(mask, array, 1.0))
-    bad = np.argwhere(mask & np.isfinite(array) & (array <= tolerance))
-    found += [
-        Violation(tensor, "positive", tuple(int(i) for i in idx), float(array[tuple(idx)]), f"> {tolerance:g}")
-        for idx in bad
-    ]
-    return found
+    return _elementwise_check(tensor, "positive", values, lambda a: a > tolerance, f"> {tolerance:g}", columns)
 
 
 def check_monotone_nondecreasing(tensor: str, values, tolerance: float = 0.0, axis: int = -1) -> list[Violation]:

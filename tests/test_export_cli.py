@@ -112,16 +112,35 @@ def test_concurrent_exports_get_distinct_versions_and_print_a_report(ckpts, tmp_
 
 
 def test_sigterm_during_export_leaves_the_repository_as_it_was(ckpts, tmp_path):
-    """Interrupt a real export while it is writing (its staging directory exists): nothing remains."""
+    """SIGTERM a real export CLI while it is writing: nothing remains.
+
+    The child runs the real CLI with its ONNX writer wrapped to wait after writing `model.onnx`, so
+    the signal always lands mid-export (on a loaded machine an unstalled export can finish first).
+    """
     repo = tmp_path / "repo"
-    command = [sys.executable, "-m", "export", str(ckpts["smoother"]), "--repo", str(repo), "--formats", "onnx"]
+    marker = tmp_path / "onnx-written"
+    child = (
+        "import sys, time, pathlib\n"
+        "import export.artifacts as artifacts\n"
+        "from export.__main__ import main\n"
+        "real_write = artifacts.write_onnx\n"
+        "def stalled_write(*args, **kwargs):\n"
+        "    result = real_write(*args, **kwargs)\n"
+        f"    pathlib.Path({str(marker)!r}).touch()\n"
+        "    time.sleep(120)\n"
+        "    return result\n"
+        "artifacts.write_onnx = stalled_write\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    command = [sys.executable, "-c", child, str(ckpts["smoother"]), "--repo", str(repo), "--formats", "onnx"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
-        while not list(repo.glob("smoother/.tmp-*")):
+        while not marker.exists():
             assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the export never started writing"
+            assert time.monotonic() < deadline, "the export never wrote model.onnx"
             time.sleep(0.05)
+        assert list(repo.glob("smoother/.tmp-*/model.onnx")), "model.onnx should be in the staging directory"
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=120)
     finally:
