@@ -243,12 +243,14 @@ def export_checkpoint(
     rtol: float = DEFAULT_RTOL,
     *,
     seed: int = 0,
+    replace_kind: bool = False,
 ) -> ExportResult:
     """Export `checkpoint` as the next version of REPO/NAME (NAME defaults to the model kind).
 
     Raises CheckpointError / ExportInputError for bad input, ConstraintRefusedError when the folded
     weights break their rules (nothing written), ParityError when an artifact disagrees with eager
-    torch and ArtifactError when an artifact cannot be written (nothing published in every case).
+    torch, ArtifactError when an artifact cannot be written and KindConflictError when NAME holds
+    versions of another kind and `replace_kind` is False (nothing published in every case).
     Tolerance: |artifact - eager| <= atol + rtol * |eager|, element-wise.
     """
     checkpoint, repo = Path(checkpoint), Path(repo)
@@ -264,6 +266,7 @@ def export_checkpoint(
     model, payload = load_checkpoint(checkpoint)
     kind: str = payload["kind"]
     name = validate_name(name or kind)
+    publish.check_kind(repo / name, kind, replace_kind)  # before any work; again just before publishing
     reference = build_model(kind, payload["config"])
     reference.load_state_dict(payload["state_dict"])
     reference.eval()
@@ -355,6 +358,7 @@ def export_checkpoint(
         manifests: dict[int, Manifest] = {}
 
         def finalize(version: int) -> None:
+            publish.check_kind(repo / name, kind, replace_kind)  # a concurrent export may have published
             manifest = Manifest(version=version, **base)
             (staging / card.CARD_MD).write_text(card.render_card(manifest), encoding="utf-8")
             (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")

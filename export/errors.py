@@ -14,6 +14,10 @@ class ExportInputError(ExportError, ValueError):
     """Bad arguments: unknown format, bad name/opset/tolerance, unwritable repository (CLI exit 2)."""
 
 
+class KindConflictError(ExportError):
+    """The name holds versions of another model kind (CLI exit 1); `--replace-kind` overrides."""
+
+
 class ArtifactError(ExportError):
     """An artifact could not be written or does not hold what it must (e.g. a folded tensor)."""
 

@@ -110,10 +110,26 @@ def serve_command(args: argparse.Namespace) -> int:
 
     log.info("serving %s on http://%s:%d (engine %s, device %s, %d worker(s), %d CPU thread(s))",
              settings.repo, args.host, args.port, settings.engine, device, settings.workers, settings.cpu_threads)
-    uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, workers=settings.workers,
-                log_level=settings.log_level.lower(), access_log=args.access_log, proxy_headers=False,
-                server_header=False, date_header=False)
+    metrics_dir = metrics_environment(settings.workers)
+    try:
+        uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, workers=settings.workers,
+                    log_level=settings.log_level.lower(), access_log=args.access_log, proxy_headers=False,
+                    server_header=False, date_header=False)
+    finally:
+        from service.metrics import remove_multiprocess_dir
+
+        remove_multiprocess_dir(metrics_dir)
     return 0
+
+
+def metrics_environment(workers: int) -> Path | None:
+    """PROMETHEUS_MULTIPROC_DIR for the worker processes, so /metrics counts across workers
+    (service.metrics); returns the directory created for this run (removed when it ends)."""
+    from service.metrics import multiprocess_environment
+
+    environment, created = multiprocess_environment(workers)
+    os.environ.update(environment)  # uvicorn's worker processes inherit this process's environment
+    return created
 
 
 def verify_command(args: argparse.Namespace) -> int:

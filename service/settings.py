@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(128 * 1024 * 1024, ge=1)
     max_signal_length: int = Field(10_000_000, ge=1)
     api_token: SecretStr | None = None
+    # The model control API (POST /v2/repository/...) needs this token when set, else api_token when set.
+    admin_token: SecretStr | None = None
+    # Seconds between polls of the repository for new, changed and removed versions (0: never;
+    # the control API still loads and unloads). service.lifecycle.
+    poll_interval_s: float = Field(5.0, ge=0)
     log_level: str = "INFO"
     default_smoother: str | None = None
     default_classifier: str | None = None

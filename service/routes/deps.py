@@ -14,6 +14,7 @@ from typing import Annotated
 
 import anyio
 from fastapi import Depends, Request
+from pydantic import SecretStr
 
 from service.batching import DynamicBatcher
 from service.errors import BadRequestError, ModelUnavailableError, PayloadTooLargeError, UnauthorizedError
@@ -39,9 +40,10 @@ def check_token(request: Request, settings: Settings) -> None:
         check_authorization(settings, request.headers.get("authorization"))
 
 
-def check_authorization(settings: Settings, authorization: str | None) -> None:
-    """The token check on the Authorization header's value (service.fastpath has no Request)."""
-    token = settings.api_token
+def check_authorization(settings: Settings, authorization: str | None, token: SecretStr | None = None) -> None:
+    """The token check on the Authorization header's value (service.fastpath has no Request);
+    `token` checks that token instead of settings.api_token (the control API's admin token)."""
+    token = token if token is not None else settings.api_token
     if token is None:
         return
     scheme, _, given = (authorization or "").partition(" ")
