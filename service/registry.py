@@ -180,7 +180,8 @@ class ModelRegistry:
         self.models: dict[str, ModelEntry] = {}
         self.problem: str | None = None  # a repository-level reason not to be ready
         self.loaded = False
-        self.unloaded: set[str] = set()  # unloaded through the control API: not served until loaded again
+        # unloaded through the control API (name -> kind): not served until loaded again
+        self.unloaded: dict[str, str | None] = {}
         self.refreshed_at: float | None = None
         self._records: dict[tuple[str, int], VersionRecord] = {}
         self._plan_lock = threading.Lock()  # one plan at a time: the records are shared
@@ -312,7 +313,8 @@ class ModelRegistry:
         if name not in self.models and not (self.repo / name).is_dir() and name not in self.unloaded:
             raise NotFoundError(f"unknown model {name!r}", model=name, known=sorted(self.models))
         with self._plan_lock:
-            self.unloaded.add(name)
+            entry = self.models.get(name)
+            self.unloaded[name] = entry.kind if entry is not None else None
             removed = sorted(k for k in self._records if k[0] == name)
             for key in removed:
                 del self._records[key]
@@ -325,7 +327,7 @@ class ModelRegistry:
         if not (self.repo / name).is_dir() or name.startswith((".", "_")):
             raise NotFoundError(f"no model directory {name!r} in the repository {str(self.repo)!r}", model=name)
         with self._plan_lock:
-            self.unloaded.discard(name)
+            self.unloaded.pop(name, None)
             return self._plan({name}, retry_refused=True)
 
     # -- state --------------------------------------------------------------------------------
@@ -377,6 +379,10 @@ class ModelRegistry:
             return configured
         candidates = sorted(name for name, entry in self.models.items() if entry.kind == kind)
         if not candidates:
+            unloaded = sorted(name for name, unloaded_kind in self.unloaded.items() if unloaded_kind == kind)
+            if unloaded:
+                raise NotFoundError(f"the repository's {kind} model {unloaded[0]!r} is unloaded (POST "
+                                    f"/v2/repository/models/{unloaded[0]}/load serves it again)", kind=kind)
             if self.problem:
                 raise ModelUnavailableError(self.problem)
             raise NotFoundError(f"the repository has no {kind} model", kind=kind)
