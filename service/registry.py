@@ -6,8 +6,8 @@ writes into a temporary directory inside the repository and renames it when comp
 The repository may change while the service runs (service.lifecycle polls it; the control API
 loads and unloads models). A refresh happens in two parts:
 - `plan()` (a worker thread) looks at the directories and proves what is new or changed. A version
-  is keyed by a fingerprint of its files (inode, size, mtime of every file, and the directory's
-  inode): an unchanged version is never proved again, a changed one always is. A version whose
+  is keyed by a fingerprint of its files (`fingerprint`: stat results only): an unchanged version
+  is never proved again, a changed one always is. A version whose
   files change while it is being proved is refused ("stable" step) and retried when it changes.
 - `commit(plan)` (the event loop) swaps the new state in with one assignment. The published
   ModelEntry objects are never mutated, so a request sees either the old state or the new one, and
@@ -40,17 +40,19 @@ Fingerprint = tuple
 def fingerprint(version_dir: Path) -> Fingerprint | None:
     """What identifies the contents of a version directory without reading them (None: unreadable).
 
-    Every file below it (relative path, inode, size, mtime in ns) and the directory's own inode:
-    an atomic publish (rename) gives a new inode, an in-place edit a new size or mtime.
+    Every file below it (relative path, inode, size, mtime and ctime in ns) and the directory's own
+    inode and ctime: an atomic publish (rename) gives a new inode or ctime, an in-place edit a new
+    size, mtime or ctime (ctime cannot be set back by a publisher, unlike mtime).
     """
     try:
-        entries: list[tuple] = [("", os.stat(version_dir).st_ino)]
+        top = os.stat(version_dir)
+        entries: list[tuple] = [("", top.st_ino, top.st_ctime_ns)]
         for dirpath, dirnames, filenames in os.walk(version_dir):
             dirnames.sort()
             for filename in sorted(filenames):
                 path = os.path.join(dirpath, filename)
                 st = os.stat(path)
-                entries.append((os.path.relpath(path, version_dir), st.st_ino, st.st_size, st.st_mtime_ns))
+                entries.append((os.path.relpath(path, version_dir), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
                 if len(entries) > MAX_FINGERPRINT_FILES:
                     entries.append(("...", "too many files"))
                     return tuple(entries)

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -294,7 +295,6 @@ def test_reload_drops_the_batcher_of_a_removed_version(tmp_path):
 
 
 def test_poller_picks_up_a_new_version(tmp_path):
-    import time
 
     repo = fresh_repo(tmp_path, models=("smoother",))
     with make_client(repo, poll_interval_s=0.2) as client:
@@ -333,3 +333,17 @@ def test_export_cli_exits_1_on_another_kind(repo, classifier_checkpoint):
     assert result.returncode == 1, result.stderr
     assert "already holds another kind" in result.stderr and "--replace-kind" in result.stderr
     assert sorted(p.name for p in (repo / "smoother").iterdir()) == ["1"]
+
+
+def test_fingerprint_sees_an_edit_that_restores_size_and_mtime(repo):
+    version_dir = repo / "smoother" / "1"
+    target = version_dir / "model.onnx"
+    before = fingerprint(version_dir)
+    stat = target.stat()
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    time.sleep(0.01)
+    target.write_bytes(bytes(data))  # same size
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the old mtime put back
+    assert target.stat().st_size == stat.st_size and target.stat().st_mtime_ns == stat.st_mtime_ns
+    assert fingerprint(version_dir) != before  # the ctime moved: it cannot be set back
