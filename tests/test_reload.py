@@ -295,7 +295,6 @@ def test_reload_drops_the_batcher_of_a_removed_version(tmp_path):
 
 
 def test_poller_picks_up_a_new_version(tmp_path):
-
     repo = fresh_repo(tmp_path, models=("smoother",))
     with make_client(repo, poll_interval_s=0.2) as client:
         publish_copy(repo, "smoother", 1, 2)
