@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from export.manifest import Manifest
+from contract.manifest import KINDS, Manifest
 from service.errors import BadRequestError, ModelUnavailableError, NotFoundError
 from service.prover import ProvenVersion, StepReport, VersionReport, prove_version
 
 log = logging.getLogger(__name__)
 
-KINDS = ("smoother", "classifier")
 MAX_FINGERPRINT_FILES = 256  # a version directory holds a handful of files; a hostile one is cut off here
 
 Fingerprint = tuple
@@ -70,7 +69,6 @@ class VersionRecord:
     proven: ProvenVersion | None
     proved_at: float  # time.time()
     kind: str | None = None  # from a readable manifest, even of a refused version
-
 
 @dataclass
 class ModelEntry:

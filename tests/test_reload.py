@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from models.modes import mode_slice
+from contract.modes import mode_slice
 from service.app import create_app
 from service.registry import ModelRegistry, fingerprint
 from service.settings import Settings
