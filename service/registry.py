@@ -184,6 +184,8 @@ class ModelRegistry:
         self.unloaded: dict[str, str | None] = {}
         self.refreshed_at: float | None = None
         self._records: dict[tuple[str, int], VersionRecord] = {}
+        self._was_ready = False  # see `ready`
+        self._has_served: set[str] = set()  # model names that had a valid version at some point
         self._plan_lock = threading.Lock()  # one plan at a time: the records are shared
 
     # -- loading ----------------------------------------------------------------------------
@@ -227,7 +229,9 @@ class ModelRegistry:
                     del self._records[key]
                     plan.removed.append(key)
                 continue
-            plan.models[name] = self._plan_model(name, model_dir, retry_refused, plan)
+            entry = self._plan_model(name, model_dir, retry_refused, plan)
+            if entry.reports:  # no version directory yet (e.g. export still staging): not a model yet
+                plan.models[name] = entry
         for key in [k for k in self._records if k[0] in self.unloaded]:  # unloaded: let their engines go
             del self._records[key]
             plan.removed.append(key)
@@ -294,6 +298,8 @@ class ModelRegistry:
         self.problem = plan.problem
         self.loaded = True
         self.refreshed_at = time.time()
+        self._has_served |= {name for name, entry in plan.models.items() if entry.served}
+        self._was_ready = self._was_ready or self.ready
         for name, entry in plan.models.items():
             before = previous.get(name)
             was = before.latest.manifest.version if before is not None and before.latest else None
@@ -331,16 +337,26 @@ class ModelRegistry:
             return self._plan({name}, retry_refused=True)
 
     # -- state --------------------------------------------------------------------------------
+    # Readiness: until the service has first been ready, every model must have a valid version (a
+    # rollout with a broken model never becomes ready). Afterwards a model that appears and has never
+    # served (a new name whose first version is refused) is reported but does not take readiness
+    # away: every replica polls the same repository, and one bad publish would otherwise take them
+    # all out of their load balancer. A model that served and lost every valid version does.
+    def _required(self) -> list[ModelEntry]:
+        if not self._was_ready:
+            return list(self.models.values())
+        return [entry for name, entry in self.models.items() if name in self._has_served]
+
     @property
     def ready(self) -> bool:
-        return self.loaded and self.problem is None and all(m.served for m in self.models.values())
+        return self.loaded and self.problem is None and all(m.served for m in self._required())
 
     def not_ready_reasons(self) -> list[str]:
         if not self.loaded:
             return ["models are still loading"]
         if self.problem:
             return [self.problem]
-        return [m.reason for m in self.models.values() if m.reason]
+        return [m.reason for m in self._required() if m.reason]
 
     def served_versions(self) -> list[ProvenVersion]:
         return [proven for entry in self.models.values() for proven in entry.served.values()]
@@ -349,8 +365,6 @@ class ModelRegistry:
         """Triton's repository index: one row per model version, {name, version, state, reason}."""
         rows: list[dict[str, Any]] = []
         for name, entry in sorted(self.models.items()):
-            if not entry.reports:
-                rows.append({"name": name, "version": "", "state": "UNAVAILABLE", "reason": entry.reason or ""})
             for number, report in sorted(entry.reports.items()):
                 ok = number in entry.served
                 rows.append({"name": name, "version": str(number), "state": "READY" if ok else "UNAVAILABLE",

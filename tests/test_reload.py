@@ -191,6 +191,37 @@ def test_empty_repository_becomes_ready(tmp_path):
     assert registry.ready and registry.resolve("smoother").manifest.version == 1
 
 
+def test_a_model_directory_being_staged_is_not_a_model_yet(repo):
+    registry, proofs = make_registry(repo)
+    registry.refresh()
+    (repo / "newcomer" / ".tmp-export").mkdir(parents=True)  # export of a new name in progress
+    registry.refresh()
+    assert "newcomer" not in registry.models and registry.ready and len(proofs.seen) == 1
+
+
+def test_readiness_after_start_ignores_a_new_model_that_never_served(repo):
+    registry, _ = make_registry(repo)
+    registry.refresh()
+    assert registry.ready
+    shutil.copytree(repo / "smoother", repo / "broken")
+    (repo / "broken" / "1" / "manifest.json").write_text("{}")  # a new name whose only version is refused
+    registry.refresh()
+    assert registry.model("broken").reason and registry.ready  # reported, but the pod keeps serving
+    assert registry.not_ready_reasons() == []
+    with open(repo / "smoother" / "1" / "model.onnx", "ab") as handle:
+        handle.write(b"\0")  # a model that served loses its only valid version: that is a fault
+    registry.refresh()
+    assert not registry.ready and "smoother" in registry.not_ready_reasons()[0]
+
+
+def test_a_broken_model_at_start_keeps_the_service_unready(repo):
+    shutil.copytree(repo / "smoother", repo / "broken")
+    (repo / "broken" / "1" / "manifest.json").write_text("{}")
+    registry, _ = make_registry(repo)
+    registry.refresh()
+    assert not registry.ready and "broken" in registry.not_ready_reasons()[0]
+
+
 def test_fingerprint_sees_rename_and_in_place_edits(repo):
     version_dir = repo / "smoother" / "1"
     before = fingerprint(version_dir)

@@ -83,7 +83,9 @@ async def load_model(name: str, request: Request, lifecycle: LifecycleDep) -> Re
         raise BadRequestError("load takes no parameters here (no config or file overrides): publish the version "
                               "into the repository with `monoserve export`, then load", field="parameters")
     await lifecycle.load(name)
-    entry = lifecycle.registry.model(name)
+    entry = lifecycle.registry.models.get(name)
+    if entry is None:
+        raise BadRequestError(f"failed to load {name!r}: it has no version directories", model=name)
     _raise_unless_newest_serves(entry)
     return _json(entry.summary())
 
@@ -97,8 +99,6 @@ async def unload_model(name: str, request: Request, lifecycle: LifecycleDep) -> 
 
 
 def _raise_unless_newest_serves(entry: ModelEntry) -> None:
-    if not entry.reports:
-        raise BadRequestError(f"failed to load {entry.name!r}: it has no version directories", model=entry.name)
     newest = max(entry.reports)
     if newest in entry.served:
         return
