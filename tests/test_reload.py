@@ -300,6 +300,18 @@ def test_control_api_needs_the_token(tmp_path):
         assert smooth(client, reader).status_code == 200
 
 
+def test_readyz_reports_a_new_model_that_never_served(tmp_path):
+    repo = fresh_repo(tmp_path, models=("smoother",))
+    with make_client(repo) as client:
+        shutil.copytree(repo / "smoother", repo / "broken")
+        (repo / "broken" / "1" / "manifest.json").write_text("{}")
+        assert client.post("/v2/repository/models/broken/load").status_code == 400
+        response = client.get("/readyz")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["models"] == {"smoother": 1} and "manifest" in body["unavailable"]["broken"]
+
+
 def test_reload_drops_the_batcher_of_a_removed_version(tmp_path):
     repo = fresh_repo(tmp_path, models=("classifier",))
     instance = {"instances": [[0.5, 0.1, 0.2, 1.0]]}
