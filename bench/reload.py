@@ -133,18 +133,19 @@ class Clients:
 
 def publish(repo: Path, source: int, target: int, tamper: bool = False) -> float:
     """Publish version `target` as a copy of `source` by rename (as export does); the rename's time."""
-    from service_fixtures import copy_version, edit_initializer, onnx_name, reseal
+    from service_fixtures import edit_initializer, onnx_name, reseal
+    from test_reload import publish_copy
 
-    version_dir = copy_version(repo, "smoother", source, target)
-    staged = version_dir.with_name(f".tmp-bench-{target}")
-    version_dir.rename(staged)
-    if tamper:
-        edit_initializer(staged, onnx_name(staged, "kernel"), lambda k: -k)
-        reseal(staged)
-    os.sync()
-    published = time.monotonic()
-    staged.rename(version_dir)
-    return published
+    def prepare(staged: Path) -> None:
+        if tamper:
+            edit_initializer(staged, onnx_name(staged, "kernel"), lambda k: -k)
+            reseal(staged)
+        os.sync()
+        prepared.append(time.monotonic())
+
+    prepared: list[float] = []
+    publish_copy(repo, "smoother", source, target, prepare)
+    return prepared[0]  # the rename follows at once
 
 
 def proof_seconds(base: str, version: int) -> float | None:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from contract.manifest import Manifest
 from contract.modes import mode_slice
 from service.app import create_app
 from service.registry import ModelRegistry, fingerprint
@@ -21,7 +22,6 @@ from service.settings import Settings
 from service_fixtures import (
     CLASSIFIER_FEATURES,
     build_smoother,
-    copy_version,
     edit_initializer,
     fresh_repo,
     numpy_smooth,
@@ -47,13 +47,16 @@ def make_registry(repo: Path) -> tuple[ModelRegistry, Proofs]:
 
 
 def publish_copy(repo: Path, name: str, source: int, target: int, change=None) -> Path:
-    """A new version as export publishes it: prepared in a hidden directory, then renamed."""
-    staging_name = f".staging-{target}"
-    version_dir = copy_version(repo, name, source, target)
-    staged = version_dir.with_name(staging_name)
-    version_dir.rename(staged)
+    """A copy of version `source` published as `target` the way export publishes: prepared in a
+    hidden directory (never visible under its number while incomplete), then renamed."""
+    staged = repo / name / f".staging-{target}"
+    shutil.copytree(repo / name / str(source), staged)
+    manifest = Manifest.read(staged)
+    manifest.version = target
+    (staged / "manifest.json").write_text(manifest.to_json())
     if change is not None:
         change(staged)
+    version_dir = repo / name / str(target)
     staged.rename(version_dir)
     return version_dir
 
