@@ -122,13 +122,27 @@ class Clients:
             time.sleep(0.005)
         raise RuntimeError(f"version {version} never answered")
 
-    def summary(self) -> dict:
-        latencies = sorted(o[1] for o in self.outcomes)
+    def summary(self, windows: list[tuple[float, float]] = ()) -> dict:
+        """Counts, and latencies of the requests that overlapped a reload window (publish to first
+        answer from the new version) against the others, the first second of warm-up left out."""
         failed = [o for o in self.outcomes if o[2] != 200]
-        return {"requests": len(self.outcomes), "failed": len(failed),
-                "failures": sorted({str(o[2]) for o in failed}),
-                "latency_ms_p50": round(1e3 * latencies[len(latencies) // 2], 2) if latencies else None,
-                "latency_ms_max": round(1e3 * latencies[-1], 2) if latencies else None}
+        start = min((o[0] - o[1] for o in self.outcomes), default=0.0) + 1.0
+
+        def overlaps(o) -> bool:
+            return any(o[0] - o[1] < w_end and o[0] > w_start for w_start, w_end in windows)
+
+        inside = [o[1] for o in self.outcomes if o[0] - o[1] >= start and overlaps(o)]
+        outside = [o[1] for o in self.outcomes if o[0] - o[1] >= start and not overlaps(o)]
+        return {"requests": len(self.outcomes), "failed": len(failed), "failures": sorted({str(o[2]) for o in failed}),
+                "latency_ms_during_reloads": _percentiles(inside), "latency_ms_otherwise": _percentiles(outside)}
+
+
+def _percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"n": 0}
+    ordered = sorted(values)
+    pick = lambda q: round(1e3 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)  # noqa: E731
+    return {"n": len(ordered), "p50": pick(0.5), "p99": pick(0.99), "max": round(1e3 * ordered[-1], 2)}
 
 
 def publish(repo: Path, source: int, target: int, tamper: bool = False) -> float:
@@ -155,24 +169,26 @@ def proof_seconds(base: str, version: int) -> float | None:
 
 
 def phase_poll(repo: Path, rounds: int, clients: int, interval: float) -> dict:
-    served, proofs = [], []
+    served, proofs, windows = [], [], []
     with Server(repo, interval) as server, Clients(server.base, clients) as load:
         time.sleep(1.0)
         version = max(int(p.name) for p in (repo / "smoother").iterdir() if p.name.isdigit())
         for _ in range(rounds):
             published = publish(repo, version, version + 1)
             version += 1
-            served.append(load.first_answer_from(version, published) - published)
+            first = load.first_answer_from(version, published)
+            served.append(first - published)
+            windows.append((published, first))
             proofs.append(proof_seconds(server.base, version))
             time.sleep(0.5)
         time.sleep(0.5)
     return {"poll_interval_s": interval, "publish_to_served_s": [round(s, 3) for s in served],
             "publish_to_served_s_median": round(statistics.median(served), 3),
-            "proof_s": [round(p, 3) for p in proofs if p is not None], **load.summary()}
+            "proof_s": [round(p, 3) for p in proofs if p is not None], **load.summary(windows)}
 
 
 def phase_load(repo: Path, rounds: int, clients: int) -> dict:
-    calls, served = [], []
+    calls, served, windows = [], [], []
     with Server(repo, 0) as server, Clients(server.base, clients) as load:
         time.sleep(1.0)
         version = max(int(p.name) for p in (repo / "smoother").iterdir() if p.name.isdigit())
@@ -184,11 +200,13 @@ def phase_load(repo: Path, rounds: int, clients: int) -> dict:
             calls.append(time.monotonic() - start)
             if response.status_code != 200:
                 raise RuntimeError(f"load failed: {response.text}")
-            served.append(load.first_answer_from(version, published) - published)
+            first = load.first_answer_from(version, published)
+            served.append(first - published)
+            windows.append((published, first))
             time.sleep(0.5)
         time.sleep(0.5)
     return {"load_call_s": [round(c, 3) for c in calls], "load_call_s_median": round(statistics.median(calls), 3),
-            "publish_to_served_s_median": round(statistics.median(served), 3), **load.summary()}
+            "publish_to_served_s_median": round(statistics.median(served), 3), **load.summary(windows)}
 
 
 def phase_tampered(repo: Path, clients: int) -> dict:
@@ -237,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{load['publish_to_served_s_median']} s | load call {load['load_call_s_median']} s (median) |\n"
           f"| tampered + load | 1 | {tampered['requests']} | {tampered['failed']} | refused: {tampered['refused']} | "
           f"answered by {tampered['versions_answered']} |")
+    for phase in ("poll", "load"):
+        print(f"{phase}: latency during reloads {results[phase]['latency_ms_during_reloads']}, "
+              f"otherwise {results[phase]['latency_ms_otherwise']} (ms)")
     failed = poll["failed"] + load["failed"] + tampered["failed"]
     return 0 if failed == 0 and tampered["refused"] else 1
 
