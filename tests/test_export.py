@@ -27,6 +27,7 @@ from contract.modes import EDGE_MODES, mode_slice
 from export import artifacts
 from export.core import ConstraintRefusedError, export_checkpoint
 from export.errors import ExportInputError, ParityError
+from export.kinds import SmootherExport
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.classifier import ClassifierConfig, MonotoneClassifier
 from models.smoother import MonotoneSmoother, SmootherConfig
@@ -406,13 +407,13 @@ class _Shifted(nn.Module):
 
 
 def test_parity_mismatches_are_all_reported_and_nothing_is_published(checkpoints, tmp_path, monkeypatch):
-    real_build = artifacts.build_wrapper
+    real_build = SmootherExport.build_wrapper
 
-    def drifting(kind, folded):
-        wrapper, signature = real_build(kind, folded)
+    def drifting(self, folded):
+        wrapper, signature = real_build(self, folded)
         return _Shifted(wrapper).eval(), signature
 
-    monkeypatch.setattr(artifacts, "build_wrapper", drifting)
+    monkeypatch.setattr(SmootherExport, "build_wrapper", drifting)
     repo = tmp_path / "repo"
     with pytest.raises(ParityError) as caught:
         export_checkpoint(checkpoints["smoother-expcumsum"], repo, formats=("onnx", "torchscript"))
