@@ -54,17 +54,19 @@ def read_checked(
     """
     path = directory / relative
     check_inside(path, directory, relative)
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)  # the resolved file, not a symlink swapped in since
+    # O_NOFOLLOW: the resolved file, not a symlink swapped in since; O_NONBLOCK: a FIFO cannot hang us.
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(path.resolve(), flags)
     except FileNotFoundError:
         raise FileRefusedError(f"{relative}: file missing") from None
     except OSError as exc:
         raise FileRefusedError(f"{relative}: cannot be opened: {exc.strerror or exc}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise FileRefusedError(f"{relative}: not a regular file")
     with os.fdopen(fd, "rb", buffering=0) as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise FileRefusedError(f"{relative}: not a regular file")
         if info.st_size > max_bytes:
             raise FileRefusedError(f"{relative}: {info.st_size} bytes, over the {max_bytes}-byte limit per file "
                                    "(MONOSERVE_MAX_ARTIFACT_BYTES); not read")
