@@ -341,6 +341,8 @@ INF = float("inf")
 FULL = (-INF, INF)
 NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 _HUGE = 1e300  # stands for +-inf when evaluating a monotone function at an unbounded end
+EXP_LIMIT = 88.0  # exp(x) overflows float32 just above 88.72
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _array_range(array: np.ndarray) -> tuple[float, float]:
@@ -452,6 +454,10 @@ def _range_transfer(info: GraphInfo, node: onnx.NodeProto, label: str) -> tuple[
     ranges = [info.range_of(n) for n in names]
     first = ranges[0] if ranges else FULL
     function = _unary_function(op, attrs)
+    if op == "Exp" and not first[1] <= EXP_LIMIT:  # exp(89) is already inf in float32
+        info.hazards.append((label, f"takes exp of {names[0]!r}, which may exceed {EXP_LIMIT:g} "
+                                    f"(bounds [{first[0]:.3g}, {first[1]:.3g}]): inf from finite input"))
+        return (0.0, INF)
     if function is not None:
         return _monotone_image(function, *first)
     if op == "Log":
@@ -474,10 +480,12 @@ def _range_transfer(info: GraphInfo, node: onnx.NodeProto, label: str) -> tuple[
         if p == 0:
             return (1.0, 1.0)
         if p < 0:  # base > 0 here: decreasing
-            return _widen(first[1] ** p if first[1] < INF else 0.0, first[0] ** p)
+            with np.errstate(all="ignore"):
+                return _widen(float(np.float64(first[1]) ** p), float(np.float64(first[0]) ** p))
         if first[0] >= 0 or int(p) % 2 == 1:  # increasing on [0, inf), or everywhere for an odd power
             return _monotone_image(lambda x: x ** p, *first)
-        return _widen(0.0, max(abs(first[0]), abs(first[1])) ** p)  # an even power of a signed base
+        with np.errstate(all="ignore"):  # an even power of a signed base
+            return _widen(0.0, float(np.float64(max(abs(first[0]), abs(first[1]))) ** p))
     if op == "Neg":
         return (-first[1], -first[0])
     if op == "Add":
@@ -579,6 +587,10 @@ def _pow_hazard(base: tuple[float, float], exponent: np.ndarray | None) -> str |
     p = float(np.asarray(exponent, dtype=np.float64).reshape(-1)[0])
     if not np.isfinite(p):
         return "the exponent is not finite"
+    with np.errstate(all="ignore"):
+        largest = float(np.float64(max(abs(base[0]), abs(base[1]))) ** p)
+    if p > 1 and not largest < FLOAT32_MAX:
+        return f"exponent {p:g} of a base bounded only by [{base[0]:.3g}, {base[1]:.3g}] may overflow to inf"
     if p < 0 and not base[0] > 0:
         return f"a negative exponent {p:g} of a base that may be 0 or negative"
     if not p.is_integer() and not base[0] >= 0:

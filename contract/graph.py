@@ -70,8 +70,8 @@ def check_graph(model: onnx.ModelProto, inputs: Sequence[IoSpec], outputs: Seque
     problems += _structure(model, file)
     if problems:  # the rest assumes one plain graph in the default domain
         raise GraphRefused(problems)
-    problems += _tensors(model, file)
     problems += _io(model, inputs, outputs)
+    problems += _tensors(model, file)
     problems += _nodes(model)
     if problems:
         raise GraphRefused(problems)
@@ -267,7 +267,7 @@ def _dtypes(model: onnx.ModelProto, info: GraphInfo) -> list[str]:
             continue
         if op in ("Shape", "Constant", "ConstantOfShape"):
             continue
-        data = [t for t in types[:1]] if op in ("Reshape", "Expand", "Squeeze", "Unsqueeze", "Slice", "Gather", "Pad", "Clip") else types
+        data = types[:1] if op in ("Reshape", "Expand", "Squeeze", "Unsqueeze", "Slice", "Gather", "Pad", "Clip", "Dropout") else types
         for name, kind in zip(node.input, data):
             if kind in FLOAT_TYPES:
                 continue
