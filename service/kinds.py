@@ -13,9 +13,7 @@ import numpy as np
 
 from contract.checks import check_rule
 from contract.manifest import KINDS, Manifest
-
-# The kernel's sum must be 1 within this when normalized (the tolerance export declares).
-SUM_TOLERANCE = 1e-4
+from contract.policy import NORMALIZED_RULE, SMOOTHER_RULES, SUM_TOLERANCE
 
 
 class ServiceKind(ABC):
@@ -54,9 +52,9 @@ class SmootherKind(ServiceKind):
     def reference_rules(self, manifest: Manifest, tensors: dict[str, np.ndarray]) -> list[str]:
         # out = correlate(replicate-pad(x), kernel): non-decreasing in every sample iff kernel >= 0.
         kernel = tensors["kernel"].reshape(-1)
-        found = check_rule("positive", "kernel", kernel) + check_rule("monotone_nondecreasing", "kernel", kernel)
+        found = [v for rule in SMOOTHER_RULES for v in check_rule(rule, "kernel", kernel)]
         if manifest.smoother.normalized:
-            found += check_rule("sums_to_one", "kernel", kernel, tolerance=SUM_TOLERANCE)
+            found += check_rule(NORMALIZED_RULE, "kernel", kernel, tolerance=SUM_TOLERANCE)
         return [str(v) for v in found]
 
     def warmup_inputs(self, manifest: Manifest, rng: np.random.Generator) -> list[np.ndarray]:

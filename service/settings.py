@@ -103,6 +103,20 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(16, ge=1)
     max_queue_delay_us: int = Field(0, ge=0)
     max_queue_size: int = Field(4096, ge=1)
+    # The load-time proof's policy (contract.policy.Policy): what every version must satisfy whatever
+    # its manifest declares. Stricter: refuse classifiers with free (or decreasing) features; looser:
+    # serve scope "none" (unconstrained) classifiers.
+    allow_free_features: bool = True
+    allow_decreasing_features: bool = True
+    allow_unconstrained: bool = False
+
+    @property
+    def policy(self):
+        from contract.policy import Policy
+
+        return Policy(allow_free_features=self.allow_free_features,
+                      allow_decreasing_features=self.allow_decreasing_features,
+                      allow_unconstrained=self.allow_unconstrained)
 
     @property
     def threads_per_worker(self) -> int:
