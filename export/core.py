@@ -8,7 +8,9 @@ Steps (nothing is written before step 3 passes, nothing is visible before step 8
 5. load every artifact back, find each constrained tensor inside it (-> manifest locations);
 6. parity: every artifact against eager torch, every mismatch reported at once;
 7. model card, manifest (checksums, io specs, constraints, probe, parity, metrics, provenance);
-8. rename the staging directory to the next integer version.
+8. prove the staged version with the service's own prover and policy (service.prover): export
+   never publishes what the service would refuse;
+9. rename the staging directory to the next integer version.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from contract.manifest import (
     TensorSpec,
 )
 from export import artifacts, card, publish
-from export.errors import ArtifactError
+from export.errors import ArtifactError, ProofRefusedError
 from export.kinds import export_kind
 from export.parity import DEFAULT_ATOL, DEFAULT_RTOL, ParityReport, check_parity
 from export.validation import normalize_formats, validate_name, validate_opset, validate_tolerance
@@ -160,6 +162,19 @@ def _package_version(name: str) -> str:
         return "unknown"
 
 
+def prove_staged(staging: Path, repo: Path, formats: Sequence[str], allow_unconstrained: bool) -> None:
+    """The service's proof on the staged version, with each engine whose artifact was written."""
+    from contract.policy import Policy
+    from service.prover import prove_version
+
+    policy = Policy(allow_unconstrained=allow_unconstrained)
+    for engine in [engine for engine in ("onnx", "torchscript") if engine in formats]:
+        report, _ = prove_version(staging, engine=engine, policy=policy, repo=repo)
+        if not report.ok:
+            raise ProofRefusedError(f"engine {engine}: {report.reason}", report.render())
+        logger.info("the service's proof passes on the staged version (engine %s)", engine)
+
+
 # -- the entry point --------------------------------------------------------------------------
 
 
@@ -173,13 +188,17 @@ def export_checkpoint(
     rtol: float = DEFAULT_RTOL,
     *,
     seed: int = 0,
+    allow_unconstrained: bool = False,
 ) -> ExportResult:
     """Export `checkpoint` as the next version of REPO/NAME (NAME defaults to the model kind).
 
     Raises CheckpointError / ExportInputError for bad input, ConstraintRefusedError when the folded
     weights break their rules (nothing written), ParityError when an artifact disagrees with eager
     torch and ArtifactError when an artifact cannot be written (nothing published in every case).
-    Tolerance: |artifact - eager| <= atol + rtol * |eager|, element-wise.
+    ProofRefusedError when the service's proof refuses the staged version (nothing published).
+    Tolerance: |artifact - eager| <= atol + rtol * |eager|, element-wise. `allow_unconstrained`
+    proves with Policy(allow_unconstrained=True), so a scope-"none" baseline classifier can be
+    published (a service with the default policy still refuses it).
     """
     checkpoint, repo = Path(checkpoint), Path(repo)
     formats = normalize_formats(formats)
@@ -286,9 +305,10 @@ def export_checkpoint(
             manifest = Manifest(version=version, **base)
             (staging / card.CARD_MD).write_text(card.render_card(manifest, adapter.card_caption), encoding="utf-8")
             (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+            prove_staged(staging, repo, formats, allow_unconstrained)
             manifests[version] = manifest
 
-        # 8. publish atomically
+        # 9. publish atomically
         version, version_dir = publish.publish(staging, repo / name, finalize)
 
     manifest = manifests[version]
