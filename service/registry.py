@@ -14,6 +14,7 @@ from typing import Any, Callable
 from contract.manifest import KINDS, Manifest
 from contract.policy import Policy
 from service.errors import BadRequestError, ModelUnavailableError, NotFoundError
+from service.kinds import service_kind
 from service.prover import ProvenVersion, VersionReport, prove_version
 
 log = logging.getLogger(__name__)
@@ -83,10 +84,7 @@ def describe_manifest(manifest: Manifest) -> dict[str, Any]:
         "constraints": [c.model_dump() for c in manifest.constraints],
         "training_metrics": manifest.training_metrics,
     }
-    if manifest.smoother is not None:
-        info["smoother"] = manifest.smoother.model_dump()
-    if manifest.classifier is not None:
-        info["classifier"] = manifest.classifier.model_dump()
+    info.update(service_kind(manifest.kind).describe(manifest))
     return info
 
 

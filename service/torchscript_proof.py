@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import io
 import re
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -123,7 +123,7 @@ def reference_module(kind: str, tensors: Mapping[str, np.ndarray]) -> Any:
 
 
 def prove_torchscript(data: bytes, manifest: Manifest, onnx_tensors: Mapping[str, np.ndarray],
-                      consumed: set[str], rules: Any) -> dict[str, Any]:
+                      consumed: set[str], rules: Callable[[dict[str, np.ndarray]], list[str]]) -> dict[str, Any]:
     """Accept `data` (model.ts, the hashed bytes) or raise TorchScriptRefused naming what differs.
 
     `onnx_tensors`: model.onnx's tensors by name; `consumed`: the names some node reads;
@@ -143,7 +143,7 @@ def prove_torchscript(data: bytes, manifest: Manifest, onnx_tensors: Mapping[str
         if missing or unused:
             raise TorchScriptRefused(
                 ([f"model.onnx has no tensor {missing} (the reference takes every tensor from the proven graph)"] if missing else [])
-                + ([f"model.onnx holds {unused} but no node reads them" ] if unused else []))
+                + ([f"model.onnx holds {unused} but no node reads them"] if unused else []))
         try:
             reference = reference_module(manifest.kind, onnx_tensors)
         except (KeyError, ValueError, RuntimeError, IndexError) as exc:

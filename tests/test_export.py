@@ -511,7 +511,7 @@ def test_every_published_version_passes_the_services_proof(exported):
             assert report.ok, f"{case} ({engine}): {report.render()}"
 
 
-def test_an_unconstrained_classifier_needs_allow_unconstrained(checkpoints, tmp_path, monkeypatch):
+def test_an_unconstrained_classifier_needs_allow_unconstrained(checkpoints, tmp_path, monkeypatch, capsys):
     """A manifest declaring scope 'none' (the models' unconstrained baseline): the default policy refuses
     it, so export does too; --allow-unconstrained proves it with Policy(allow_unconstrained=True)."""
     from contract.manifest import ClassifierInfo
@@ -534,3 +534,13 @@ def test_an_unconstrained_classifier_needs_allow_unconstrained(checkpoints, tmp_
     assert result.manifest.classifier.scope == "none"
     report, proven = prove_version(result.version_dir)  # a service with the default policy
     assert proven is None and "scope 'none'" in report.reason
+
+    # the CLI (in process, so the same declared scope applies): exit 1 without the flag, 0 with it
+    from monoserve.cli import main
+
+    checkpoint = str(checkpoints["classifier-reparam-final"])
+    cli_repo = tmp_path / "cli-repo"
+    assert main(["export", checkpoint, "--repo", str(cli_repo), "--formats", "onnx"]) == 1
+    assert "refused: the service's proof refuses" in capsys.readouterr().err and not cli_repo.exists()
+    assert main(["export", checkpoint, "--repo", str(cli_repo), "--formats", "onnx", "--allow-unconstrained"]) == 0
+    assert Manifest.read(cli_repo / "classifier" / "1").classifier.scope == "none"
