@@ -11,6 +11,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contract.files import DEFAULT_MAX_FILE_BYTES, read_checked
+
 MANIFEST_SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
@@ -116,8 +118,10 @@ class Manifest(_Strict):
         return next((f for f in self.files if f.format == fmt), None)
 
     @classmethod
-    def read(cls, version_dir: str | Path) -> "Manifest":
-        return cls.model_validate_json(Path(version_dir, MANIFEST_NAME).read_bytes())
+    def read(cls, version_dir: str | Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> "Manifest":
+        """Parse VERSION_DIR/manifest.json, read as every artifact is (inside the directory, capped)."""
+        data, _, _ = read_checked(Path(version_dir), MANIFEST_NAME, size=None, sha256=None, max_bytes=max_bytes)
+        return cls.model_validate_json(data)
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

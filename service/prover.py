@@ -176,11 +176,9 @@ class _Proof:
             check_inside(self.dir, self.repo, f"version directory {self.dir}")
             if not (self.dir / MANIFEST_NAME).is_file():
                 raise StepFailed(f"{MANIFEST_NAME} not found in {self.dir}")
-            data, _, _ = read_checked(self.dir, MANIFEST_NAME, size=None, sha256=None, max_bytes=self.max_file_bytes)
+            manifest = Manifest.read(self.dir, max_bytes=self.max_file_bytes)
         except FileRefusedError as exc:
             raise StepFailed(str(exc)) from exc
-        try:
-            manifest = Manifest.model_validate_json(data)
         except ValueError as exc:
             raise StepFailed(f"{MANIFEST_NAME} is not a valid manifest: {_first_lines(str(exc))}") from exc
         problems = []
