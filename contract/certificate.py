@@ -341,8 +341,10 @@ INF = float("inf")
 FULL = (-INF, INF)
 NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 _HUGE = 1e300  # stands for +-inf when evaluating a monotone function at an unbounded end
+EXACT_UNARY = {"Relu", "Identity", "Cast", "Dropout", "Floor", "Ceil", "Round", "ThresholdedRelu"}
 EXP_LIMIT = 88.0  # exp(x) overflows float32 just above 88.72
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 def _array_range(array: np.ndarray) -> tuple[float, float]:
@@ -363,13 +365,14 @@ def _widen(lo: float, hi: float) -> tuple[float, float]:
     return lo - 1e-6 * abs(lo) - 1e-30, hi + 1e-6 * abs(hi) + 1e-30
 
 
-def _monotone_image(function, lo: float, hi: float) -> tuple[float, float]:
-    """[f(lo), f(hi)] for a non-decreasing f, its limits standing in for the unbounded ends."""
+def _monotone_image(function, lo: float, hi: float, exact: bool = False) -> tuple[float, float]:
+    """[f(lo), f(hi)] for a non-decreasing f, its limits standing in for the unbounded ends.
+    exact: f is computed exactly in float32 too (max(x, 0), a copy...), so no widening."""
     ends = np.clip(np.array([lo, hi], dtype=np.float64), -_HUGE, _HUGE)
     with np.errstate(all="ignore"):
         values = np.asarray(function(ends), dtype=np.float64)
     values = np.where(values >= _HUGE * 0.1, INF, np.where(values <= -_HUGE * 0.1, -INF, values))
-    return _widen(float(values[0]), float(values[1]))
+    return (float(values[0]), float(values[1])) if exact else _widen(float(values[0]), float(values[1]))
 
 
 def _products(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
@@ -458,8 +461,12 @@ def _range_transfer(info: GraphInfo, node: onnx.NodeProto, label: str) -> tuple[
         info.hazards.append((label, f"takes exp of {names[0]!r}, which may exceed {EXP_LIMIT:g} "
                                     f"(bounds [{first[0]:.3g}, {first[1]:.3g}]): inf from finite input"))
         return (0.0, INF)
+    if op == "Cast" and int(attrs.get("to", 0)) == onnx.TensorProto.FLOAT16 and not max(-first[0], first[1]) <= FLOAT16_MAX:
+        info.hazards.append((label, f"casts {names[0]!r} to FLOAT16, which overflows to inf above {FLOAT16_MAX:g} "
+                                    f"(bounds [{first[0]:.3g}, {first[1]:.3g}])"))
+        return FULL
     if function is not None:
-        return _monotone_image(function, *first)
+        return _monotone_image(function, *first, exact=op in EXACT_UNARY)
     if op == "Log":
         if not first[0] > 0:
             info.hazards.append((label, f"takes the log of {names[0]!r}, which may be <= 0 (bounds [{first[0]:.3g}, {first[1]:.3g}])"))
