@@ -577,8 +577,10 @@ def _range_transfer(info: GraphInfo, node: onnx.NodeProto, label: str) -> tuple[
             value = info.constants.get(names[2]) if len(names) > 2 and names[2] else np.zeros(1)
             return _union([first, _array_range(np.asarray(value))]) if value is not None else FULL
         return first
-    if op == "Concat":
-        return _union(ranges)
+    if op in ("Concat", "Where"):
+        return _union(ranges[1:] if op == "Where" else ranges)
+    if op == "CastLike":
+        return first
     if op == "ConstantOfShape":
         value = attrs.get("value")
         return _array_range(numpy_helper.to_array(value)) if value is not None else (0.0, 0.0)
@@ -586,6 +588,33 @@ def _range_transfer(info: GraphInfo, node: onnx.NodeProto, label: str) -> tuple[
               "GatherND", "Expand", "Tile", "Split", "ReduceMax", "ReduceMin"):
         return first
     return FULL
+
+
+def where_threshold_pattern(info: GraphInfo, node: onnx.NodeProto) -> str | None:
+    """None when `node` is Where(Greater(X, c), X, F(X)) with F non-decreasing and F(c) <= the next
+    float32 above c (so the switch from F(X) to X never steps down); otherwise why not."""
+    made_by = {out: n for n in info.model.graph.node for out in n.output}
+    if len(node.input) != 3:
+        return "Where needs three inputs"
+    condition, x, fx = node.input
+    greater, unary = made_by.get(condition), made_by.get(fx)
+    if greater is None or greater.op_type != "Greater" or greater.input[0] != x:
+        return "a Where whose condition depends on the input is only modelled as Where(Greater(X, c), X, F(X))"
+    threshold = info.constants.get(greater.input[1])
+    if threshold is None or np.size(threshold) != 1:
+        return "Where(Greater(X, c), ...) needs a constant scalar threshold c"
+    if unary is None or list(unary.input)[:1] != [x] or len(unary.input) != 1:
+        return "Where(Greater(X, c), X, F(X)) needs F a unary op of the same X"
+    function = _unary_function(unary.op_type, _attributes(unary))
+    if function is None or _unary_is_monotone(unary, _attributes(unary)):
+        return f"Where(Greater(X, c), X, F(X)) with F = {unary.op_type}, which is not a modelled non-decreasing op"
+    c = float(np.asarray(threshold, dtype=np.float64).reshape(-1)[0])
+    with np.errstate(all="ignore"):
+        at_switch = float(np.asarray(function(np.array([c], dtype=np.float64)))[0])
+    above = float(np.nextafter(np.float32(c), np.float32(np.inf)))
+    if not at_switch <= above:
+        return f"Where(Greater(X, {c:g}), X, {unary.op_type}(X)) steps down at the switch: {unary.op_type}({c:g}) = {at_switch:.9g} > {above:.9g}"
+    return None
 
 
 def _pow_hazard(base: tuple[float, float], exponent: np.ndarray | None) -> str | None:
@@ -661,6 +690,8 @@ class _Interpreter:
             return Unknown(label, f"control flow ({op}) cannot be certified")
         if op in VALUE_FREE:
             return INDEPENDENT
+        if op == "Where" and len(inputs) == 3:  # its condition may be "unknown" (a Greater): the pattern decides
+            return self._where(node, label, inputs)
         if unknown_in is not None and op not in ("Mul", "Div"):  # Mul by 0 cannot rescue it either
             return unknown_in
         if op in MONOTONE_UNARY:
@@ -702,6 +733,14 @@ class _Interpreter:
             return self._conv(node, label, inputs)
         if op in MONOTONE_VARIADIC:
             return join(inputs, label, f"{op} of")
+        if op == "CastLike":
+            target = self.info.types.get(node.input[1]) if len(node.input) > 1 else None
+            if target not in FLOAT_TYPES:
+                return Unknown(label, "CastLike to a non-float type is not monotone (integer casts wrap)")
+            if len(inputs) > 1 and not isinstance(inputs[1], Independent):
+                return Unknown(label, "CastLike's type donor depends on the input")
+            return inputs[0]
+
         if op in MONOTONE_REDUCE:
             if len(inputs) > 1 and not isinstance(inputs[1], Independent):
                 return Unknown(label, f"{op} axes depend on the input")
@@ -766,6 +805,21 @@ class _Interpreter:
             result[column] = sign * cls
             flipped |= cls == MINUS
         return _columns(width, result, _add_flip(flips, label) if flipped else flips)
+
+    def _where(self, node: onnx.NodeProto, label: str, inputs: list[Value]) -> Value:
+        """Where with a fixed condition selects elements (directions must agree); with a condition
+        Greater(X, c), the pattern torch exports for softplus: Where(X > c, X, F(X)) is a
+        non-decreasing function of X when F is and F(c) does not exceed the next float32 above c."""
+        condition, chosen, other = inputs
+        for value in (chosen, other):
+            if isinstance(value, Unknown):
+                return value
+        if isinstance(condition, Independent):
+            return join([chosen, other], label, "selects between")
+        why = where_threshold_pattern(self.info, node)
+        if why is not None:
+            return Unknown(label, why)
+        return chosen
 
     def _pow(self, node: onnx.NodeProto, label: str, inputs: list[Value]) -> Value:
         if len(inputs) < 2 or not isinstance(inputs[1], Independent):

@@ -349,3 +349,29 @@ def test_a_lying_value_info_does_not_change_the_shapes_the_proof_uses():
     model = mlp(POSITIVE_W0, POSITIVE_W1)
     model.graph.value_info.append(helper.make_tensor_value_info("h0", TensorProto.FLOAT, ["batch", 3]))  # really 2
     assert GraphInfo.build(model).last_dims["h0"] == 2
+
+
+@pytest.mark.parametrize("threshold, f_op, ok", [(20.0, "Softplus", True), (1.0, "Softplus", False), (0.0, "Relu", True),
+                                                 (-1.0, "Sigmoid", False)])
+def test_where_greater_threshold_pattern_of_torch_softplus(threshold, f_op, ok):
+    # torch exports softplus as Where(X > 20, X, Softplus(X)): monotone because Softplus(20) rounds to 20 in float32.
+    from contract.graph import check_graph
+
+    nodes = [helper.make_node(f_op, ["h0"], ["fx"], name="f"),
+             helper.make_node("Greater", ["h0", "c"], ["above"], name="above"),
+             helper.make_node("Where", ["above", "h0", "fx"], ["a0"], name="switch")]
+    model = _with_hidden(nodes, "a0", {"c": np.array(threshold)})
+    certificate = certify(model, "features", ALL_INCREASING)
+    assert certificate.ok is ok, certificate.summary()
+    if ok:
+        check_graph(model, *_io())
+    else:
+        assert certificate.failures[0].node.startswith("switch") and "steps down" in certificate.summary()
+
+
+def test_where_with_a_condition_computed_otherwise_is_unproven():
+    nodes = [helper.make_node("Greater", ["h0", "c"], ["above"], name="above"),
+             helper.make_node("Neg", ["h0"], ["negated"], name="neg"),
+             helper.make_node("Where", ["above", "h0", "negated"], ["a0"], name="switch")]
+    certificate = certify(_with_hidden(nodes, "a0", {"c": np.array(0.0)}), "features", ALL_INCREASING)
+    assert not certificate.ok
