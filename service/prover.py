@@ -2,7 +2,9 @@
 
 For one version directory (REPO/NAME/VERSION):
 1. manifest     parse manifest.json (contract.manifest.Manifest) and check it names this directory;
-2. checksums    sha256 and size of every file against the manifest;
+2. checksums    sha256 and size of every file against the manifest, each read once (contract.files:
+                inside the version directory, under the size cap, hashed while read; the bytes
+                the later steps parse are the bytes that were hashed);
 3. graph        default deny over the ONNX graph ONNX Runtime will run (contract.graph): io spec
                 equal to the manifest's, tensors read as the runtime reads them, only modelled
                 ops with checked attributes and dtypes, nothing that makes NaN/Inf from finite input;
@@ -22,7 +24,6 @@ that failed a check is executed). torch-free unless the TorchScript engine is ch
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,9 +34,11 @@ from typing import Any, Literal
 import numpy as np
 
 from contract.checks import MAX_REPORTED, check_rule
+from contract.files import DEFAULT_MAX_FILE_BYTES, FileRefusedError, check_inside, read_checked
 from contract.manifest import FORMAT_FILES, MANIFEST_NAME, Manifest
 from contract.policy import Policy
 from service.engines import ENGINE_FORMAT, EngineError, create_engine
+from service.kinds import service_kind
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +143,6 @@ class ProvenVersion:
         return fixed + per_element * elements
 
 
-def sha256_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _version_number(version_dir: Path) -> int | None:
     try:
         return int(version_dir.name)
@@ -154,8 +153,11 @@ def _version_number(version_dir: Path) -> int | None:
 class _Proof:
     """Carries what each step learns (manifest, file bytes, parsed graph) to the next."""
 
-    def __init__(self, version_dir: Path, engine: str, device: str, threads: int, policy: Policy | None = None):
+    def __init__(self, version_dir: Path, engine: str, device: str, threads: int, policy: Policy | None = None,
+                 repo: Path | None = None, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES):
         self.dir = version_dir
+        self.repo = repo if repo is not None else version_dir.parent.parent
+        self.max_file_bytes = max_file_bytes
         self.policy = policy or Policy()
         self.graph_info = None  # contract.certificate.GraphInfo, once the graph step passed
         self.output_layer = None  # a classifier's output layer (contract.certificate.WeightUse)
@@ -170,11 +172,15 @@ class _Proof:
 
     # 1 ------------------------------------------------------------------------------------
     def step_manifest(self) -> tuple[str, dict]:
-        path = self.dir / MANIFEST_NAME
-        if not path.is_file():
-            raise StepFailed(f"{MANIFEST_NAME} not found in {self.dir}")
         try:
-            manifest = Manifest.model_validate_json(path.read_bytes())
+            check_inside(self.dir, self.repo, f"version directory {self.dir}")
+            if not (self.dir / MANIFEST_NAME).is_file():
+                raise StepFailed(f"{MANIFEST_NAME} not found in {self.dir}")
+            data, _, _ = read_checked(self.dir, MANIFEST_NAME, size=None, sha256=None, max_bytes=self.max_file_bytes)
+        except FileRefusedError as exc:
+            raise StepFailed(str(exc)) from exc
+        try:
+            manifest = Manifest.model_validate_json(data)
         except ValueError as exc:
             raise StepFailed(f"{MANIFEST_NAME} is not a valid manifest: {_first_lines(str(exc))}") from exc
         problems = []
@@ -183,10 +189,11 @@ class _Proof:
             problems.append(f"manifest version {manifest.version} does not match directory {self.dir.name!r}")
         if manifest.name != self.dir.parent.name:
             problems.append(f"manifest name {manifest.name!r} does not match directory {self.dir.parent.name!r}")
-        if manifest.kind == "smoother" and manifest.smoother is None:
-            problems.append("a smoother manifest needs a 'smoother' section")
-        if manifest.kind == "classifier" and manifest.classifier is None:
-            problems.append("a classifier manifest needs a 'classifier' section")
+        problems += service_kind(manifest.kind).manifest_problems(manifest)
+        listed = [entry.format for entry in manifest.files]
+        doubled = sorted({fmt for fmt in listed if listed.count(fmt) > 1})
+        if doubled:  # which of two files of a format would be proven, and which served?
+            problems.append(f"more than one file listed for format(s) {doubled}")
         if len(manifest.inputs) != 1 or len(manifest.outputs) != 1:
             problems.append(f"expected one input and one output, got {len(manifest.inputs)} and {len(manifest.outputs)}")
         needed = {"onnx", ENGINE_FORMAT[self.engine_name]}
@@ -204,25 +211,18 @@ class _Proof:
     def step_checksums(self) -> tuple[str, dict]:
         assert self.manifest is not None
         files, problems = [], []
-        root = self.dir.resolve()
+        parsed = {"onnx", ENGINE_FORMAT[self.engine_name]}  # the others are only hashed, never kept
         for entry in self.manifest.files:
-            path = (self.dir / entry.path).resolve()
             record: dict[str, Any] = {"path": entry.path, "format": entry.format, "sha256": entry.sha256, "size": entry.size}
-            if root not in path.parents:
-                problems.append(f"{entry.path}: path leaves the version directory")
-                record["ok"] = False
-            elif not path.is_file():
-                problems.append(f"{entry.path}: file missing")
+            try:
+                data, _, _ = read_checked(self.dir, entry.path, size=entry.size, sha256=entry.sha256,
+                                          max_bytes=self.max_file_bytes, keep=entry.format in parsed)
+            except FileRefusedError as exc:
+                problems.append(str(exc))
                 record["ok"] = False
             else:
-                data = path.read_bytes()
-                digest = sha256_of(data)
-                record["ok"] = len(data) == entry.size and digest == entry.sha256
-                if len(data) != entry.size:
-                    problems.append(f"{entry.path}: size {len(data)} bytes, manifest says {entry.size} (truncated or altered)")
-                elif digest != entry.sha256:
-                    problems.append(f"{entry.path}: sha256 {digest} does not match the manifest's {entry.sha256}")
-                else:
+                record["ok"] = True
+                if data is not None:
                     self.file_bytes[entry.format] = data
             files.append(record)
         if problems:
@@ -412,8 +412,11 @@ class _Proof:
             return
         assert self.manifest is not None
         fmt = ENGINE_FORMAT[self.engine_name]
+        if fmt == "torchscript":
+            self._prove_torchscript()
+        # The engine loads the bytes that were hashed and proven, never the file again.
         engine = create_engine(self.engine_name, self.dir, self._file(fmt), self.device, self.threads,
-                               model_bytes=self.file_bytes.get("onnx") if fmt == "onnx" else None)
+                               model_bytes=self.file_bytes[fmt])
         try:
             engine.load()
         except EngineError as exc:
@@ -425,6 +428,23 @@ class _Proof:
             return np.asarray(self.engine.run(array))
         except Exception as exc:  # any engine failure on a well-formed input refuses the version
             raise StepFailed(f"the {self.engine_name} engine failed on an input of shape {list(array.shape)}: {_first_lines(str(exc))}") from exc
+
+    def _prove_torchscript(self) -> None:
+        """model.ts is served only as the trusted reference with the proven tensors (service/torchscript_proof.py)."""
+        from service.torchscript_proof import TorchScriptRefused, prove_torchscript
+
+        assert self.manifest is not None
+        manifest = self.manifest
+        assert self.graph_info is not None  # the graph step read the tensors as ONNX Runtime will
+        model = self._onnx()
+        tensors = self.graph_info.constants
+        consumed = {name for node in model.graph.node for name in node.input}
+        adapter = service_kind(manifest.kind)
+        try:
+            prove_torchscript(self.file_bytes["torchscript"], manifest, tensors, consumed,
+                              lambda proven: adapter.reference_rules(manifest, proven))
+        except TorchScriptRefused as exc:
+            raise StepFailed(str(exc), problems=exc.problems) from exc
 
     def step_probe(self) -> tuple[str, dict]:
         assert self.manifest is not None
@@ -461,25 +481,11 @@ class _Proof:
     # 7 ------------------------------------------------------------------------------------
     def warmup_inputs(self) -> list[np.ndarray]:
         assert self.manifest is not None
-        rng = np.random.default_rng(0)
-        if self.manifest.kind == "smoother":
-            assert self.manifest.smoother is not None
-            k = self.manifest.smoother.kernel_size
-            return [rng.standard_normal((1, 1, 1)).astype(np.float32),
-                    rng.standard_normal((1, 1, k + 7)).astype(np.float32),
-                    rng.standard_normal((2, 3, 4096)).astype(np.float32)]
-        assert self.manifest.classifier is not None
-        n = len(self.manifest.classifier.features)
-        return [rng.standard_normal((1, n)).astype(np.float32), rng.standard_normal((64, n)).astype(np.float32),
-                rng.standard_normal((1024, n)).astype(np.float32)]
+        return service_kind(self.manifest.kind).warmup_inputs(self.manifest, np.random.default_rng(0))
 
     def expected_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         assert self.manifest is not None
-        if self.manifest.kind == "smoother":
-            assert self.manifest.smoother is not None
-            return (*shape[:2], shape[2] + self.manifest.smoother.kernel_size - 1)
-        assert self.manifest.classifier is not None
-        return (shape[0], len(self.manifest.classifier.labels))
+        return service_kind(self.manifest.kind).expected_shape(self.manifest, shape)
 
     def step_warmup(self) -> tuple[str, dict]:
         runs = []
@@ -517,14 +523,21 @@ def _first_lines(text: str, count: int = 3) -> str:
 
 
 def prove_version(
-    version_dir: str | Path, engine: str = "onnx", device: str = "cpu", threads: int = 1, policy: Policy | None = None
+    version_dir: str | Path, engine: str = "onnx", device: str = "cpu", threads: int = 1, policy: Policy | None = None,
+    *, repo: str | Path | None = None, max_file_bytes: int | None = None,
 ) -> tuple[VersionReport, ProvenVersion | None]:
     """Run every step on one version directory: (report, the loaded version if it passed).
 
-    policy: what the service requires whatever the manifest says (None: the default policy)."""
+    policy: what the service requires whatever the manifest says (None: the default policy).
+    `repo` (default: the directory two levels up, REPO/NAME/VERSION) is where the version must
+    resolve to; `max_file_bytes` caps every file read (default: MONOSERVE_MAX_ARTIFACT_BYTES).
+    """
     version_dir = Path(version_dir)
+    repo = Path(repo) if repo is not None else version_dir.parent.parent
+    if max_file_bytes is None:
+        max_file_bytes = _configured_max_file_bytes()
     report = VersionReport(str(version_dir), version_dir.parent.name, _version_number(version_dir), engine, device)
-    proof = _Proof(version_dir, engine, device, threads, policy)
+    proof = _Proof(version_dir, engine, device, threads, policy, Path(repo), max_file_bytes)
     failed = False
     for step in STEPS:
         if failed:
@@ -549,3 +562,14 @@ def prove_version(
         return report, None
     assert proof.manifest is not None
     return report, ProvenVersion(proof.manifest, proof.engine, report, version_dir, proof.checked_tensors)
+
+
+def _configured_max_file_bytes() -> int:
+    """MONOSERVE_MAX_ARTIFACT_BYTES, so `monoserve serve` and `monoserve verify` read the same cap."""
+    try:
+        from service.settings import get_settings
+
+        return int(get_settings().max_artifact_bytes)
+    except Exception:  # an unrelated invalid setting must not make the proof skip its cap
+        log.warning("settings unreadable: using the default cap of %d bytes per file", DEFAULT_MAX_FILE_BYTES)
+        return DEFAULT_MAX_FILE_BYTES
