@@ -218,6 +218,20 @@ def _output_falls(model):
     insert_after(model, conv.output[0], [helper.make_node("Neg", [conv.output[0]], ["falling"], name="turn_down")], "falling")
 
 
+def _offset_after_conv(model):
+    # monotone, but the served fast paths (direct, FFT) would answer without the offset
+    _, conv = node_named(model, "Conv")
+    add_constant(model, "five", np.array(5.0))
+    insert_after(model, conv.output[0], [helper.make_node("Add", [conv.output[0], "five"], ["shifted"], name="shift_up")], "shifted")
+
+
+def _reflect_padding(model):
+    _, pad = node_named(model, "Pad")
+    for attr in pad.attribute:
+        if attr.name == "mode":
+            attr.s = b"reflect"
+
+
 def _negative_tap(model):
     kernel = initializer(model, "kernel")
     values = numpy_helper.to_array(kernel).copy()
@@ -328,7 +342,10 @@ CORPUS = {
     "division by a value that may be zero": ("classifier", _divide_by_centred, None, "graph", ["self_divide", "may be 0"]),
     # what the service must refuse whatever the manifest says
     "negative kernel tap": ("smoother", _negative_tap, None, "constraints", ["model.onnx:kernel[0, 0, 0]: positive violated"]),
-    "smoother output falls when a sample rises": ("smoother", _output_falls, None, "certificate", ["turn_down", "non-increasing"]),
+    "smoother output falls when a sample rises": ("smoother", _output_falls, None, "constraints",
+                                                  ["turn_down", "stands between the Conv"]),
+    "offset added after the Conv": ("smoother", _offset_after_conv, None, "constraints", ["shift_up", "only reshaped"]),
+    "padding mode changed": ("smoother", _reflect_padding, None, "constraints", ["Pad", "edge replication"]),
     "smoother rule dropped from the manifest": ("smoother", None, _smoother_rules_dropped, "constraints",
                                                 ["'monotone_nondecreasing'", "policy"]),
     "constraints dropped, output layer negated": ("classifier", _negate_output_weight, _drop_constraints, "constraints",
