@@ -14,7 +14,13 @@ that feature:
 An independent element is monotone with either sign, so ``Columns`` whose signs agree may always
 be weakened to ``Uniform``; that is how every op that moves data around is handled soundly.
 Only constant weights (initializers, Constant nodes, and nodes computed from them alone) can keep a
-sign through MatMul/Gemm/Conv/Mul/Div: a weight computed at run time is not trusted.
+sign through MatMul/Gemm/Conv/Mul/Div: a weight computed at run time is not trusted, and an unproven
+term stays unproven even when multiplied by zero (0 * inf is NaN).
+
+Beside the directions, GraphInfo computes interval bounds of every float tensor for finite input,
+and records every node that may turn finite values into NaN/Inf (contract.graph refuses those).
+The points of use (the smoother's Conv kernel, the classifier's output layer) are located here
+too, so the rules are checked on the tensor a node consumes, not on a named initializer.
 
 numpy and onnx only: the service runs this without torch.
 """
@@ -182,10 +188,6 @@ MONOTONE_VARIADIC = {"Sum", "Mean", "Max", "Min"}
 VALUE_FREE = {"Shape", "Size", "Constant", "ConstantOfShape", "EyeLike", "RandomNormal", "RandomUniform"}
 FLOAT_TYPES = {
     onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
-}
-INT_TYPES = {
-    onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
-    onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
 }
 
 
