@@ -315,9 +315,11 @@ class GraphInfo:
             label = node_label(node, index)
             try:
                 result = _range_transfer(self, node, label)
-            except Exception as exc:  # a malformed node: no bounds, the graph checks refuse it anyway
+            except Exception as exc:  # a malformed node: no bounds
                 log.debug("no range for %s: %s", label, exc)
                 result = FULL
+                if node.op_type in DOMAIN_SENSITIVE:  # what could not be bounded cannot be proven safe
+                    self.hazards.append((label, f"{node.op_type} whose bounds could not be computed ({exc})"))
             for name in node.output:
                 if name and name not in self.constants:
                     self.ranges[name] = result
@@ -343,6 +345,7 @@ INF = float("inf")
 FULL = (-INF, INF)
 NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 _HUGE = 1e300  # stands for +-inf when evaluating a monotone function at an unbounded end
+DOMAIN_SENSITIVE = {"Div", "Log", "Sqrt", "Pow", "Exp", "Cast"}
 EXACT_UNARY = {"Relu", "Identity", "Cast", "Dropout", "Floor", "Ceil", "Round", "ThresholdedRelu"}
 EXP_LIMIT = 88.0  # exp(x) overflows float32 just above 88.72
 FLOAT32_MAX = float(np.finfo(np.float32).max)

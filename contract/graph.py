@@ -103,6 +103,11 @@ def _structure(model: onnx.ModelProto, file: str) -> list[str]:
     imports = list(model.opset_import)
     if not imports:
         problems.append(f"{file} imports no opset")
+    domains = [o.domain or "ai.onnx" for o in imports]
+    if len(set(domains)) != len(domains):
+        problems.append(f"{file} imports a domain twice ({domains}): which version applies is ambiguous")
+    if len(model.training_info):
+        problems.append(f"{file} carries training_info (training algorithms): not modelled")
     for opset in imports:
         if opset.domain not in ("", "ai.onnx"):
             problems.append(f"{file} imports opset domain {opset.domain!r}: only the default ONNX domain is modelled")
