@@ -14,7 +14,13 @@ that feature:
 An independent element is monotone with either sign, so ``Columns`` whose signs agree may always
 be weakened to ``Uniform``; that is how every op that moves data around is handled soundly.
 Only constant weights (initializers, Constant nodes, and nodes computed from them alone) can keep a
-sign through MatMul/Gemm/Conv/Mul/Div: a weight computed at run time is not trusted.
+sign through MatMul/Gemm/Conv/Mul/Div: a weight computed at run time is not trusted, and an unproven
+term stays unproven even when multiplied by zero (0 * inf is NaN).
+
+Beside the directions, GraphInfo computes interval bounds of every float tensor for finite input,
+and records every node that may turn finite values into NaN/Inf (contract.graph refuses those).
+The points of use (the smoother's Conv kernel, the classifier's output layer) are located here
+too, so the rules are checked on the tensor a node consumes, not on a named initializer.
 
 numpy and onnx only: the service runs this without torch.
 """
@@ -183,10 +189,6 @@ VALUE_FREE = {"Shape", "Size", "Constant", "ConstantOfShape", "EyeLike", "Random
 FLOAT_TYPES = {
     onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
 }
-INT_TYPES = {
-    onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
-    onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
-}
 
 
 def _attributes(node: onnx.NodeProto) -> dict:
@@ -313,9 +315,11 @@ class GraphInfo:
             label = node_label(node, index)
             try:
                 result = _range_transfer(self, node, label)
-            except Exception as exc:  # a malformed node: no bounds, the graph checks refuse it anyway
+            except Exception as exc:  # a malformed node: no bounds
                 log.debug("no range for %s: %s", label, exc)
                 result = FULL
+                if node.op_type in DOMAIN_SENSITIVE:  # what could not be bounded cannot be proven safe
+                    self.hazards.append((label, f"{node.op_type} whose bounds could not be computed ({exc})"))
             for name in node.output:
                 if name and name not in self.constants:
                     self.ranges[name] = result
@@ -341,8 +345,11 @@ INF = float("inf")
 FULL = (-INF, INF)
 NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 _HUGE = 1e300  # stands for +-inf when evaluating a monotone function at an unbounded end
+DOMAIN_SENSITIVE = {"Div", "Log", "Sqrt", "Pow", "Exp", "Cast"}
+EXACT_UNARY = {"Relu", "Identity", "Cast", "Dropout", "Floor", "Ceil", "Round", "ThresholdedRelu"}
 EXP_LIMIT = 88.0  # exp(x) overflows float32 just above 88.72
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 def _array_range(array: np.ndarray) -> tuple[float, float]:
@@ -363,13 +370,14 @@ def _widen(lo: float, hi: float) -> tuple[float, float]:
     return lo - 1e-6 * abs(lo) - 1e-30, hi + 1e-6 * abs(hi) + 1e-30
 
 
-def _monotone_image(function, lo: float, hi: float) -> tuple[float, float]:
-    """[f(lo), f(hi)] for a non-decreasing f, its limits standing in for the unbounded ends."""
+def _monotone_image(function, lo: float, hi: float, exact: bool = False) -> tuple[float, float]:
+    """[f(lo), f(hi)] for a non-decreasing f, its limits standing in for the unbounded ends.
+    exact: f is computed exactly in float32 too (max(x, 0), a copy...), so no widening."""
     ends = np.clip(np.array([lo, hi], dtype=np.float64), -_HUGE, _HUGE)
     with np.errstate(all="ignore"):
         values = np.asarray(function(ends), dtype=np.float64)
     values = np.where(values >= _HUGE * 0.1, INF, np.where(values <= -_HUGE * 0.1, -INF, values))
-    return _widen(float(values[0]), float(values[1]))
+    return (float(values[0]), float(values[1])) if exact else _widen(float(values[0]), float(values[1]))
 
 
 def _products(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
@@ -458,8 +466,12 @@ def _range_transfer(info: GraphInfo, node: onnx.NodeProto, label: str) -> tuple[
         info.hazards.append((label, f"takes exp of {names[0]!r}, which may exceed {EXP_LIMIT:g} "
                                     f"(bounds [{first[0]:.3g}, {first[1]:.3g}]): inf from finite input"))
         return (0.0, INF)
+    if op == "Cast" and int(attrs.get("to", 0)) == onnx.TensorProto.FLOAT16 and not max(-first[0], first[1]) <= FLOAT16_MAX:
+        info.hazards.append((label, f"casts {names[0]!r} to FLOAT16, which overflows to inf above {FLOAT16_MAX:g} "
+                                    f"(bounds [{first[0]:.3g}, {first[1]:.3g}])"))
+        return FULL
     if function is not None:
-        return _monotone_image(function, *first)
+        return _monotone_image(function, *first, exact=op in EXACT_UNARY)
     if op == "Log":
         if not first[0] > 0:
             info.hazards.append((label, f"takes the log of {names[0]!r}, which may be <= 0 (bounds [{first[0]:.3g}, {first[1]:.3g}])"))
@@ -570,8 +582,10 @@ def _range_transfer(info: GraphInfo, node: onnx.NodeProto, label: str) -> tuple[
             value = info.constants.get(names[2]) if len(names) > 2 and names[2] else np.zeros(1)
             return _union([first, _array_range(np.asarray(value))]) if value is not None else FULL
         return first
-    if op == "Concat":
-        return _union(ranges)
+    if op in ("Concat", "Where"):
+        return _union(ranges[1:] if op == "Where" else ranges)
+    if op == "CastLike":
+        return first
     if op == "ConstantOfShape":
         value = attrs.get("value")
         return _array_range(numpy_helper.to_array(value)) if value is not None else (0.0, 0.0)
@@ -579,6 +593,33 @@ def _range_transfer(info: GraphInfo, node: onnx.NodeProto, label: str) -> tuple[
               "GatherND", "Expand", "Tile", "Split", "ReduceMax", "ReduceMin"):
         return first
     return FULL
+
+
+def where_threshold_pattern(info: GraphInfo, node: onnx.NodeProto) -> str | None:
+    """None when `node` is Where(Greater(X, c), X, F(X)) with F non-decreasing and F(c) <= the next
+    float32 above c (so the switch from F(X) to X never steps down); otherwise why not."""
+    made_by = {out: n for n in info.model.graph.node for out in n.output}
+    if len(node.input) != 3:
+        return "Where needs three inputs"
+    condition, x, fx = node.input
+    greater, unary = made_by.get(condition), made_by.get(fx)
+    if greater is None or greater.op_type != "Greater" or greater.input[0] != x:
+        return "a Where whose condition depends on the input is only modelled as Where(Greater(X, c), X, F(X))"
+    threshold = info.constants.get(greater.input[1])
+    if threshold is None or np.size(threshold) != 1:
+        return "Where(Greater(X, c), ...) needs a constant scalar threshold c"
+    if unary is None or list(unary.input)[:1] != [x] or len(unary.input) != 1:
+        return "Where(Greater(X, c), X, F(X)) needs F a unary op of the same X"
+    function = _unary_function(unary.op_type, _attributes(unary))
+    if function is None or _unary_is_monotone(unary, _attributes(unary)):
+        return f"Where(Greater(X, c), X, F(X)) with F = {unary.op_type}, which is not a modelled non-decreasing op"
+    c = float(np.asarray(threshold, dtype=np.float64).reshape(-1)[0])
+    with np.errstate(all="ignore"):
+        at_switch = float(np.asarray(function(np.array([c], dtype=np.float64)))[0])
+    above = float(np.nextafter(np.float32(c), np.float32(np.inf)))
+    if not at_switch <= above:
+        return f"Where(Greater(X, {c:g}), X, {unary.op_type}(X)) steps down at the switch: {unary.op_type}({c:g}) = {at_switch:.9g} > {above:.9g}"
+    return None
 
 
 def _pow_hazard(base: tuple[float, float], exponent: np.ndarray | None) -> str | None:
@@ -654,6 +695,8 @@ class _Interpreter:
             return Unknown(label, f"control flow ({op}) cannot be certified")
         if op in VALUE_FREE:
             return INDEPENDENT
+        if op == "Where" and len(inputs) == 3:  # its condition may be "unknown" (a Greater): the pattern decides
+            return self._where(node, label, inputs)
         if unknown_in is not None and op not in ("Mul", "Div"):  # Mul by 0 cannot rescue it either
             return unknown_in
         if op in MONOTONE_UNARY:
@@ -695,6 +738,14 @@ class _Interpreter:
             return self._conv(node, label, inputs)
         if op in MONOTONE_VARIADIC:
             return join(inputs, label, f"{op} of")
+        if op == "CastLike":
+            target = self.info.types.get(node.input[1]) if len(node.input) > 1 else None
+            if target not in FLOAT_TYPES:
+                return Unknown(label, "CastLike to a non-float type is not monotone (integer casts wrap)")
+            if len(inputs) > 1 and not isinstance(inputs[1], Independent):
+                return Unknown(label, "CastLike's type donor depends on the input")
+            return inputs[0]
+
         if op in MONOTONE_REDUCE:
             if len(inputs) > 1 and not isinstance(inputs[1], Independent):
                 return Unknown(label, f"{op} axes depend on the input")
@@ -759,6 +810,21 @@ class _Interpreter:
             result[column] = sign * cls
             flipped |= cls == MINUS
         return _columns(width, result, _add_flip(flips, label) if flipped else flips)
+
+    def _where(self, node: onnx.NodeProto, label: str, inputs: list[Value]) -> Value:
+        """Where with a fixed condition selects elements (directions must agree); with a condition
+        Greater(X, c), the pattern torch exports for softplus: Where(X > c, X, F(X)) is a
+        non-decreasing function of X when F is and F(c) does not exceed the next float32 above c."""
+        condition, chosen, other = inputs
+        for value in (chosen, other):
+            if isinstance(value, Unknown):
+                return value
+        if isinstance(condition, Independent):
+            return join([chosen, other], label, "selects between")
+        why = where_threshold_pattern(self.info, node)
+        if why is not None:
+            return Unknown(label, why)
+        return chosen
 
     def _pow(self, node: onnx.NodeProto, label: str, inputs: list[Value]) -> Value:
         if len(inputs) < 2 or not isinstance(inputs[1], Independent):
@@ -1040,12 +1106,6 @@ def producers(model: onnx.ModelProto) -> dict[str, tuple[int, onnx.NodeProto]]:
     return {name: (index, node) for index, node in enumerate(model.graph.node) for name in node.output if name}
 
 
-def conv_uses(info: GraphInfo) -> list[tuple[str, onnx.NodeProto, np.ndarray | None]]:
-    """(label, node, its constant-folded weight or None) of every Conv node."""
-    return [(node_label(node, index), node, info.constants.get(node.input[1]) if len(node.input) > 1 else None)
-            for index, node in enumerate(info.model.graph.node) if node.op_type == "Conv"]
-
-
 def output_layer(info: GraphInfo, output: str) -> WeightUse:
     """The last Gemm/MatMul before `output`, found by walking back through single-operand nodes
     (the sigmoid, a calibration's constant scale and bias...). Raises ValueError naming where the
@@ -1082,3 +1142,62 @@ def _layer_weight(info: GraphInfo, node: onnx.NodeProto, label: str) -> WeightUs
     if a is not None:
         raise ValueError(f"node {label}: the output layer's input {a_name!r} is a constant")
     return WeightUse(label, b_name, weight, a_name)
+
+
+# Ops that pass a smoother's rows through unchanged (row-major reshapes never reorder elements).
+_PASS_THROUGH = {"Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten"}
+
+
+def smoother_kernel(info: GraphInfo, signal: str, output: str, kernel_size: int) -> tuple[str, str, np.ndarray]:
+    """(Conv label, weight name, weight as the Conv consumes it) of a smoother graph, which must compute
+    exactly the full correlation the served fast paths compute with that kernel: signal -> reshapes ->
+    Pad(edge, K-1 both sides of the last axis) -> one plain Conv -> reshapes -> output. ValueError
+    names the node that breaks this. (The warm-up checks the output shape, which pins the reshapes.)"""
+    convs = [(index, node) for index, node in enumerate(info.model.graph.node) if node.op_type == "Conv"]
+    if len(convs) != 1:
+        raise ValueError(f"a smoother graph must apply exactly one Conv (its kernel), found {len(convs)}")
+    index, conv = convs[0]
+    label = node_label(conv, index)
+    attrs = _attributes(conv)
+    plain = (int(attrs.get("group", 1)) == 1 and all(v == 1 for v in attrs.get("strides", [1]))
+             and all(v == 1 for v in attrs.get("dilations", [1])) and not any(attrs.get("pads", [0]))
+             and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", b"VALID") and (len(conv.input) < 3 or not conv.input[2]))
+    if not plain:
+        raise ValueError(f"node {label}: the smoother's Conv must be a plain correlation (group 1, strides 1, dilations 1, "
+                         "no padding, no bias): the served fast paths apply the kernel as one")
+    weight = info.constants.get(conv.input[1])
+    if weight is None:
+        raise ValueError(f"node {label}: the Conv's weight {conv.input[1]!r} is not a constant")
+    if weight.shape != (1, 1, kernel_size):
+        raise ValueError(f"node {label}: the Conv's weight {conv.input[1]!r} has shape {list(weight.shape)}, "
+                         f"expected [1, 1, {kernel_size}] (kernel_size in the manifest)")
+    made_by = producers(info.model)
+
+    def back_through_reshapes(tensor: str) -> tuple[str, tuple[int, onnx.NodeProto] | None]:
+        while tensor in made_by and made_by[tensor][1].op_type in _PASS_THROUGH:
+            tensor = made_by[tensor][1].input[0]
+        return tensor, made_by.get(tensor)
+
+    tensor, found = back_through_reshapes(output)
+    if found is None or found[1] is not conv:
+        where = f"node {node_label(found[1], found[0])}" if found else f"tensor {tensor!r}"
+        raise ValueError(f"{where} stands between the Conv {label} and the output {output!r}: "
+                         "a smoother's output must be the Conv's, only reshaped")
+    tensor, found = back_through_reshapes(conv.input[0])
+    pad = found[1] if found else None
+    if pad is None or pad.op_type != "Pad":
+        where = f"node {node_label(found[1], found[0])}" if found else f"tensor {tensor!r}"
+        raise ValueError(f"{where} feeds the Conv {label}: a smoother pads the signal by edge replication, then correlates")
+    pad_label = node_label(pad, found[0])
+    pads = info.constants.get(pad.input[1]) if len(pad.input) > 1 else None
+    mode = _attributes(pad).get("mode", b"constant")
+    expected = [0, 0, kernel_size - 1, 0, 0, kernel_size - 1]
+    if mode not in (b"edge", "edge") or pads is None or [int(p) for p in np.asarray(pads).reshape(-1)] != expected \
+            or (len(pad.input) > 3 and pad.input[3]):
+        raise ValueError(f"node {pad_label}: a smoother pads by edge replication with pads {expected} "
+                         f"(K - 1 = {kernel_size - 1} on both sides of the last axis)")
+    source, found = back_through_reshapes(pad.input[0])
+    if source != signal:
+        where = f"node {node_label(found[1], found[0])}" if found else f"tensor {source!r}"
+        raise ValueError(f"{where} stands between the signal {signal!r} and the Pad {pad_label}: only reshapes may")
+    return label, conv.input[1], np.asarray(weight)

@@ -27,15 +27,16 @@ from onnx import TensorProto, helper, numpy_helper
 
 from contract.certificate import FLOAT_TYPES, GraphInfo, node_label
 
-# The default-domain opsets whose op semantics the proof models (the exporter writes 18-20).
+# The default-domain opsets whose op semantics the proof models (the exporter writes 18 and up): the
+# allowed ops' semantics are unchanged from 13 to the newest opset the installed onnx knows.
 MIN_OPSET = 13
-MAX_OPSET = 23
+MAX_OPSET = onnx.defs.onnx_opset_version()
 
 # Every op the proof models. Anything else is refused, on the feature's path or not.
 ACTIVATIONS = {"Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Softplus", "Elu", "Selu", "Celu", "HardSigmoid",
                "Softsign", "Erf", "ThresholdedRelu", "Exp", "Log", "Sqrt", "Clip"}
 ARITHMETIC = {"Add", "Sub", "Mul", "Div", "Neg", "Pow", "Sum", "Mean", "Max", "Min", "MatMul", "Gemm", "Conv"}
-STRUCTURE = {"Identity", "Dropout", "Cast", "Constant", "ConstantOfShape", "Shape", "Reshape", "Flatten", "Squeeze",
+STRUCTURE = {"Identity", "Dropout", "Cast", "CastLike", "Where", "Greater", "Constant", "ConstantOfShape", "Shape", "Reshape", "Flatten", "Squeeze",
              "Unsqueeze", "Transpose", "Slice", "Gather", "Concat", "Pad", "Expand"}
 ALLOWED_OPS = ACTIVATIONS | ARITHMETIC | STRUCTURE
 # Ops that may take integer inputs (shape arithmetic: Shape -> ... -> Reshape); everything else is float only.
@@ -102,6 +103,11 @@ def _structure(model: onnx.ModelProto, file: str) -> list[str]:
     imports = list(model.opset_import)
     if not imports:
         problems.append(f"{file} imports no opset")
+    domains = [o.domain or "ai.onnx" for o in imports]
+    if len(set(domains)) != len(domains):
+        problems.append(f"{file} imports a domain twice ({domains}): which version applies is ambiguous")
+    if len(model.training_info):
+        problems.append(f"{file} carries training_info (training algorithms): not modelled")
     for opset in imports:
         if opset.domain not in ("", "ai.onnx"):
             problems.append(f"{file} imports opset domain {opset.domain!r}: only the default ONNX domain is modelled")
@@ -265,8 +271,15 @@ def _dtypes(model: onnx.ModelProto, info: GraphInfo) -> list[str]:
             elif target not in FLOAT_TYPES | INTEGER_TYPES:
                 problems.append(f"node {label}: Cast to {TensorProto.DataType.Name(target)} is not modelled")
             continue
-        if op in ("Shape", "Constant", "ConstantOfShape"):
+        if op in ("Shape", "Constant", "ConstantOfShape", "CastLike"):
+            if op == "CastLike" and types and types[0] in FLOAT_TYPES and (len(types) < 2 or types[1] not in FLOAT_TYPES):
+                problems.append(f"node {label}: CastLike of float {node.input[0]!r} to a non-float type: integer casts wrap")
             continue
+        if op == "Where":
+            types = types[1:]  # the condition is a bool (from Greater)
+            if info.types.get(node.input[0]) != TensorProto.BOOL:
+                problems.append(f"node {label}: Where condition {node.input[0]!r} is not a bool tensor")
+                continue
         data = types[:1] if op in ("Reshape", "Expand", "Squeeze", "Unsqueeze", "Slice", "Gather", "Pad", "Clip", "Dropout") else types
         for name, kind in zip(node.input, data):
             if kind in FLOAT_TYPES:

@@ -314,9 +314,7 @@ class _Proof:
 
     def _policy_checks(self) -> tuple[list[dict], list[str]]:
         """The policy's rules on the tensors at their point of use, whatever the manifest names."""
-        from onnx import helper
-
-        from contract.certificate import conv_uses, output_layer
+        from contract.certificate import output_layer, smoother_kernel
         from contract.policy import CLASSIFIER_RULE, NORMALIZED_RULE, SMOOTHER_RULES, SUM_TOLERANCE
 
         assert self.manifest is not None and self.graph_info is not None
@@ -334,23 +332,12 @@ class _Proof:
         if self.manifest.kind == "smoother":
             smoother = self.manifest.smoother
             assert smoother is not None
-            convs = conv_uses(info)
-            if len(convs) != 1:
-                return checks, [f"{file}: a smoother graph must apply exactly one Conv (its kernel), found {len(convs)}"]
-            label, node, weight = convs[0]
-            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-            plain = (int(attrs.get("group", 1)) == 1 and all(v == 1 for v in attrs.get("strides", [1]))
-                     and all(v == 1 for v in attrs.get("dilations", [1])) and not any(attrs.get("pads", [0]))
-                     and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", b"VALID") and (len(node.input) < 3 or not node.input[2]))
-            if not plain:
-                problems.append(f"node {label}: the smoother's Conv must be a plain correlation (group 1, strides 1, "
-                                "dilations 1, no padding, no bias): the served fast paths apply the kernel as one")
-            if weight is None:
-                return checks, problems + [f"node {label}: the Conv's weight {node.input[1]!r} is not a constant"]
-            if weight.shape != (1, 1, smoother.kernel_size):
-                return checks, problems + [f"node {label}: the Conv's weight {node.input[1]!r} has shape {list(weight.shape)}, "
-                                           f"expected [1, 1, {smoother.kernel_size}] (kernel_size in the manifest)"]
-            where = f"node {label} weight {file}:{node.input[1]}"
+            try:
+                label, weight_name, weight = smoother_kernel(info, self.manifest.inputs[0].name,
+                                                             self.manifest.outputs[0].name, smoother.kernel_size)
+            except ValueError as exc:
+                return checks, [f"{file}: {exc}"]
+            where = f"node {label} weight {file}:{weight_name}"
             for rule in SMOOTHER_RULES:
                 check(rule, where, weight, tolerance=0.0, axis=-1)
             if smoother.normalized:

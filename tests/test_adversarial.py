@@ -28,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 from contract.manifest import Manifest
 from contract.policy import Policy
 from service.prover import STEPS, prove_version
-from service_fixtures import copy_version, edit_onnx, fresh_repo, onnx_name, reseal
+from service_fixtures import copy_version, edit_onnx, fresh_repo, reseal
 
 OPSET = 20
 
@@ -218,6 +218,20 @@ def _output_falls(model):
     insert_after(model, conv.output[0], [helper.make_node("Neg", [conv.output[0]], ["falling"], name="turn_down")], "falling")
 
 
+def _offset_after_conv(model):
+    # monotone, but the served fast paths (direct, FFT) would answer without the offset
+    _, conv = node_named(model, "Conv")
+    add_constant(model, "five", np.array(5.0))
+    insert_after(model, conv.output[0], [helper.make_node("Add", [conv.output[0], "five"], ["shifted"], name="shift_up")], "shifted")
+
+
+def _reflect_padding(model):
+    _, pad = node_named(model, "Pad")
+    for attr in pad.attribute:
+        if attr.name == "mode":
+            attr.s = b"reflect"
+
+
 def _negative_tap(model):
     kernel = initializer(model, "kernel")
     values = numpy_helper.to_array(kernel).copy()
@@ -328,7 +342,10 @@ CORPUS = {
     "division by a value that may be zero": ("classifier", _divide_by_centred, None, "graph", ["self_divide", "may be 0"]),
     # what the service must refuse whatever the manifest says
     "negative kernel tap": ("smoother", _negative_tap, None, "constraints", ["model.onnx:kernel[0, 0, 0]: positive violated"]),
-    "smoother output falls when a sample rises": ("smoother", _output_falls, None, "certificate", ["turn_down", "non-increasing"]),
+    "smoother output falls when a sample rises": ("smoother", _output_falls, None, "constraints",
+                                                  ["turn_down", "stands between the Conv"]),
+    "offset added after the Conv": ("smoother", _offset_after_conv, None, "constraints", ["shift_up", "only reshaped"]),
+    "padding mode changed": ("smoother", _reflect_padding, None, "constraints", ["Pad", "edge replication"]),
     "smoother rule dropped from the manifest": ("smoother", None, _smoother_rules_dropped, "constraints",
                                                 ["'monotone_nondecreasing'", "policy"]),
     "constraints dropped, output layer negated": ("classifier", _negate_output_weight, _drop_constraints, "constraints",
@@ -407,24 +424,41 @@ def test_scope_final_downgrade_is_refused_by_a_stricter_policy(repo):
     assert "['complaints'] are decreasing" in decreasing.reason
 
 
-def test_verify_cli_refuses_a_crafted_version(repo):
-    bad = craft(repo, "taps reordered before the Conv")
-    result = subprocess.run([sys.executable, "-m", "monoserve.cli", "verify", str(bad)],
-                            capture_output=True, text=True, timeout=120)
+# One case of each class of hole, through the real CLI (a process each: one per class keeps it quick).
+ONE_PER_CLASS = ["manifest output not in the graph", "sparse initializer", "cast to an integer type",
+                 "taps reordered before the Conv", "zero times an unproven term", "log of a value that may be zero",
+                 "constraints dropped, output layer negated", "subgraph"]
+
+
+def run_verify(path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "monoserve.cli", "verify", str(path)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("case", ONE_PER_CLASS)
+def test_verify_cli_refuses_one_case_of_each_class(repo, case):
+    result = run_verify(craft(repo, case))
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "FAILED at constraints" in result.stdout
-    assert "model.onnx:kernel_used" in result.stdout
-    strict = subprocess.run([sys.executable, "-m", "monoserve.cli", "verify", str(repo / "classifier" / "1")],
-                            capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "MONOSERVE_ALLOW_FREE_FEATURES": "false"})
+    assert f"FAILED at {CORPUS[case][3]}" in result.stdout
+    assert all(fragment in result.stdout for fragment in CORPUS[case][4]), result.stdout
+
+
+def test_verify_cli_applies_the_policy_settings(repo):
+    strict = run_verify(repo / "classifier" / "1", env={"MONOSERVE_ALLOW_FREE_FEATURES": "false"})
     assert strict.returncode == 1 and "refuses free features" in strict.stdout
+    assert run_verify(repo / "classifier" / "1").returncode == 0
 
 
-def test_running_service_keeps_the_good_version_and_says_why(repo):
+def test_running_service_refuses_the_whole_corpus_and_keeps_serving_the_good_versions(repo):
     from test_service_e2e import free_port, start_server, stop, wait_ready
 
-    craft(repo, "taps reordered before the Conv")
-    craft(repo, "output layer negated by a constant node")
+    numbers: dict[str, int] = {"smoother": 1, "classifier": 1}
+    crafted = {}
+    for case in sorted(CORPUS):
+        model = CORPUS[case][0]
+        numbers[model] += 1
+        crafted[case] = (model, numbers[model])
+        craft(repo, case, numbers[model])
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     process = start_server(repo, port)
@@ -432,12 +466,13 @@ def test_running_service_keeps_the_good_version_and_says_why(repo):
         wait_ready(process, base)
         assert httpx.post(f"{base}/smooth", json={"signal": [1.0, 2.0, 3.0]}).json()["version"] == 1
         assert httpx.post(f"{base}/classify", json={"instances": [[1, 2, 3, 4]]}).json()["version"] == 1
-        for name, fragment in (("smoother", "model.onnx:kernel_used"), ("classifier", "model.onnx:w_negated")):
-            detail = httpx.get(f"{base}/models/{name}").json()
-            assert detail["serving_version"] == 1
-            refused = next(v for v in detail["versions"] if v["version"] == 2)
-            assert refused["state"] == "refused" and refused["report"]["reason"].startswith("constraints:")
-            assert fragment in refused["report"]["reason"]
+        details = {name: httpx.get(f"{base}/models/{name}").json() for name in numbers}
+        assert all(detail["serving_version"] == 1 for detail in details.values())
+        for case, (model, number) in crafted.items():
+            version = next(v for v in details[model]["versions"] if v["version"] == number)
+            reason = version["report"]["reason"]
+            assert version["state"] == "refused" and reason.startswith(f"{CORPUS[case][3]}:"), (case, reason)
+            assert all(fragment in reason for fragment in CORPUS[case][4]), (case, reason)
     finally:
         stop(process)
 
