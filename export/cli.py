@@ -62,6 +62,11 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--rtol", type=float, default=None, help="relative part of the parity tolerance (default 1e-5)")
     parser.add_argument(
+        "--allow-unconstrained", action="store_true",
+        help="prove with a policy that allows an unconstrained (scope 'none') classifier, to publish it as a "
+             "baseline; a service with the default policy still refuses it",
+    )
+    parser.add_argument(
         "--replace-kind", action="store_true",
         help="publish even when NAME holds versions of another model kind (refused otherwise, exit 1)")
 
@@ -100,7 +105,7 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    from export.errors import ExportError, KindConflictError, ParityError
+    from export.errors import ExportError, KindConflictError, ParityError, ProofRefusedError
     from models.checkpoint import CheckpointError  # imports torch
 
     from export.core import ConstraintRefusedError, export_checkpoint
@@ -116,6 +121,7 @@ def run_export(args: argparse.Namespace) -> int:
                 opset=args.opset,
                 atol=DEFAULT_ATOL if args.atol is None else args.atol,
                 rtol=DEFAULT_RTOL if args.rtol is None else args.rtol,
+                allow_unconstrained=args.allow_unconstrained,
                 replace_kind=args.replace_kind,
             )
     except (CheckpointError, ExportInputError) as exc:
@@ -138,6 +144,10 @@ def run_export(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     except KindConflictError as exc:
         print(f"refused, nothing published: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except ProofRefusedError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        print(exc.report, file=sys.stderr)
         return EXIT_REFUSED
     except ExportError as exc:
         print(f"export failed, nothing published: {exc}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """The FastAPI app factory: `create_app(settings=None)`.
 
 Models are proved and loaded in the lifespan (service.registry), kept on app.state and injected
-into routes; the lifespan also runs the repository poller (service.lifecycle); domain exceptions answer {"error": message, ...} with their status.
+into routes; the lifespan also runs the repository poller (service.lifecycle); domain exceptions
+answer {"error": message, ...} with their status.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             metrics.load_refusals.labels(name, report.failed_step.step).inc()
 
     registry = ModelRegistry(settings.repo, engine=settings.engine, device=device, threads=threads,
-                             defaults={kind: settings.default_model(kind) for kind in KINDS}, on_version=refused)
+                             defaults={kind: settings.default_model(kind) for kind in KINDS}, on_version=refused,
+                             policy=settings.policy)
     lifecycle = Lifecycle(registry, metrics, service.batchers, settings.poll_interval_s)
     await lifecycle.refresh()
     service.limiter = anyio.CapacityLimiter(max(1, threads))

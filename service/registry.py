@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from contract.manifest import KINDS, Manifest
+from contract.policy import Policy
 from service.errors import BadRequestError, ModelUnavailableError, NotFoundError
+from service.kinds import service_kind
 from service.prover import ProvenVersion, StepReport, VersionReport, prove_version
 
 log = logging.getLogger(__name__)
@@ -136,10 +138,7 @@ def describe_manifest(manifest: Manifest) -> dict[str, Any]:
         "constraints": [c.model_dump() for c in manifest.constraints],
         "training_metrics": manifest.training_metrics,
     }
-    if manifest.smoother is not None:
-        info["smoother"] = manifest.smoother.model_dump()
-    if manifest.classifier is not None:
-        info["classifier"] = manifest.classifier.model_dump()
+    info.update(service_kind(manifest.kind).describe(manifest))
     return info
 
 
@@ -170,6 +169,7 @@ class ModelRegistry:
         threads: int = 1,
         defaults: dict[str, str | None] | None = None,
         on_version: Callable[[str, VersionReport], None] | None = None,
+        policy: Policy | None = None,
     ):
         self.repo = Path(repo)
         self.engine = engine
@@ -177,6 +177,7 @@ class ModelRegistry:
         self.threads = threads
         self.defaults = defaults or {}
         self.on_version = on_version
+        self.policy = policy  # None: the default policy
         self.models: dict[str, ModelEntry] = {}
         self.problem: str | None = None  # a repository-level reason not to be ready
         self.loaded = False
@@ -269,7 +270,8 @@ class ModelRegistry:
         return entry
 
     def _prove(self, name: str, number: int, version_dir: Path, before: Fingerprint | None) -> VersionRecord:
-        report, proven = prove_version(version_dir, engine=self.engine, device=self.device, threads=self.threads)
+        report, proven = prove_version(version_dir, engine=self.engine, device=self.device, threads=self.threads,
+                                       policy=self.policy)
         after = fingerprint(version_dir)
         if before is None or after != before:
             # Files changed while they were read (a publisher writing in place): what was proved may
