@@ -366,14 +366,15 @@ def test_export_refuses_another_kind_under_a_name(repo, classifier_checkpoint):
     from export.errors import KindConflictError
 
     with pytest.raises(KindConflictError, match=r"'smoother' already holds another kind \(version 1 is a smoother\)"):
-        export_checkpoint(classifier_checkpoint, repo, name="smoother")
+        export_checkpoint(classifier_checkpoint, repo, name="smoother", formats=("onnx",))
     assert sorted(p.name for p in (repo / "smoother").iterdir()) == ["1"]  # nothing published, no staging left
-    result = export_checkpoint(classifier_checkpoint, repo, name="smoother", replace_kind=True)
+    result = export_checkpoint(classifier_checkpoint, repo, name="smoother", formats=("onnx",), replace_kind=True)
     assert result.version_dir == repo / "smoother" / "2" and result.manifest.kind == "classifier"
 
 
 def test_export_cli_exits_1_on_another_kind(repo, classifier_checkpoint):
-    command = [sys.executable, "-m", "export", str(classifier_checkpoint), "--repo", str(repo), "--name", "smoother"]
+    command = [sys.executable, "-m", "export", str(classifier_checkpoint), "--repo", str(repo), "--name", "smoother",
+               "--formats", "onnx"]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ}, timeout=300)
     assert result.returncode == 1, result.stderr
     assert "already holds another kind" in result.stderr and "--replace-kind" in result.stderr
