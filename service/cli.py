@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import ctypes.util
 import json
@@ -11,6 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -110,26 +112,32 @@ def serve_command(args: argparse.Namespace) -> int:
 
     log.info("serving %s on http://%s:%d (engine %s, device %s, %d worker(s), %d CPU thread(s))",
              settings.repo, args.host, args.port, settings.engine, device, settings.workers, settings.cpu_threads)
-    metrics_dir = metrics_environment(settings.workers)
-    try:
+    with metrics_environment(settings.workers):
         uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, workers=settings.workers,
                     log_level=settings.log_level.lower(), access_log=args.access_log, proxy_headers=False,
                     server_header=False, date_header=False)
-    finally:
-        from service.metrics import remove_multiprocess_dir
-
-        remove_multiprocess_dir(metrics_dir)
     return 0
 
 
-def metrics_environment(workers: int) -> Path | None:
-    """PROMETHEUS_MULTIPROC_DIR for the worker processes, so /metrics counts across workers
-    (service.metrics); returns the directory created for this run (removed when it ends)."""
-    from service.metrics import multiprocess_environment
+@contextlib.contextmanager
+def metrics_environment(workers: int) -> Iterator[None]:
+    """PROMETHEUS_MULTIPROC_DIR for the worker processes while the server runs, so /metrics counts
+    across workers (service.metrics); afterwards the variable is restored and a directory created
+    for this run removed (a caller that runs `serve` in-process keeps its own environment)."""
+    from service.metrics import multiprocess_environment, remove_multiprocess_dir
 
     environment, created = multiprocess_environment(workers)
+    saved = {key: os.environ.get(key) for key in environment}
     os.environ.update(environment)  # uvicorn's worker processes inherit this process's environment
-    return created
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        remove_multiprocess_dir(created)
 
 
 def verify_command(args: argparse.Namespace) -> int:

@@ -30,7 +30,16 @@ log = logging.getLogger(__name__)
 
 
 def multiprocess_dir() -> str | None:
-    """The multiprocess directory when this process runs in multiprocess mode (else None)."""
+    """The multiprocess directory when this process runs in multiprocess mode (else None).
+
+    The mode is fixed when prometheus_client is imported (its value class); a variable set later
+    (e.g. by `monoserve serve` run in-process, as tests do) must not switch /metrics to reading a
+    directory this process never writes to.
+    """
+    from prometheus_client import values
+
+    if values.ValueClass is values.MutexValue:
+        return None
     return os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower()) or None
 
 
@@ -44,7 +53,7 @@ def multiprocess_environment(workers: int) -> tuple[dict[str, str], Path | None]
     """
     if workers <= 1:
         return {}, None
-    existing = multiprocess_dir()
+    existing = os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower())
     if existing:
         Path(existing).mkdir(parents=True, exist_ok=True)
         return {MULTIPROC_ENV: existing}, None

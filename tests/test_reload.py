@@ -393,3 +393,25 @@ def test_fingerprint_sees_an_edit_that_restores_size_and_mtime(repo):
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the old mtime put back
     assert target.stat().st_size == stat.st_size and target.stat().st_mtime_ns == stat.st_mtime_ns
     assert fingerprint(version_dir) != before  # the ctime moved: it cannot be set back
+
+
+def test_serve_gives_workers_a_metrics_directory_and_restores_the_environment(repo, monkeypatch):
+    """`monoserve serve --workers 2` hands its workers a fresh PROMETHEUS_MULTIPROC_DIR for the
+    run, then removes it and leaves the caller's environment as it was (tests run serve in-process)."""
+    import uvicorn
+
+    from monoserve.cli import main
+    from service.settings import get_settings
+
+    seen = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: seen.append(os.environ.get("PROMETHEUS_MULTIPROC_DIR")))
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    for variable in ("MONOSERVE_WORKERS", "MONOSERVE_REPO", "MONOSERVE_DEVICE"):
+        monkeypatch.delenv(variable, raising=False)
+    try:
+        assert main(["serve", "--repo", str(repo), "--workers", "2", "--device", "cpu"]) == 0
+        assert main(["serve", "--repo", str(repo), "--workers", "1", "--device", "cpu"]) == 0
+    finally:
+        get_settings.cache_clear()
+    assert seen[0] and Path(seen[0]).name.startswith("monoserve-metrics-") and seen[1] is None
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ and not Path(seen[0]).exists()
