@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -18,6 +20,7 @@ from service_fixtures import build_smoother, copy_version, fresh_repo, numpy_smo
 from test_reload import negate_kernel, publish_copy
 from test_service_e2e import free_port, start_server, stop, wait_ready
 
+ONE_WORKER = ("--workers", "1")  # the flag wins over a MONOSERVE_WORKERS left in the environment
 DEADLINE_S = 60  # a failure timeout, not a performance bound (bench/reload.py measures)
 SIGNAL = [1.0, 2.0, 4.0, 8.0, 4.0, 2.0, 1.0, 0.5, 0.25, 3.0, 5.0, 1.0]
 
@@ -83,22 +86,39 @@ def samples(base: str, name: str) -> list[tuple[dict[str, str], float]]:
             for sample in family.samples if sample.name == name]
 
 
+def smoother_checkpoint(directory: Path, kernel_size: int) -> Path:
+    """A smoother checkpoint (made before any client thread runs: torch compiles code on import)."""
+    import torch
+
+    from models.checkpoint import save_checkpoint
+    from models.smoother import MonotoneSmoother, SmootherConfig
+
+    torch.manual_seed(1)
+    model = MonotoneSmoother(SmootherConfig(kernel_size=kernel_size, init_decay=0.3))
+    return save_checkpoint(directory / "smoother-k5.ckpt", model, metrics={})
+
+
 def kernel_of(version_dir: Path) -> np.ndarray:
     return onnx_initializers(version_dir)[onnx_name(version_dir, "kernel")]
 
 
 def test_exported_version_is_served_while_polling_and_a_tampered_one_is_refused(tmp_path):
     repo = fresh_repo(tmp_path, models=("smoother",))
+    checkpoint = smoother_checkpoint(tmp_path, kernel_size=5)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    process = start_server(repo, port, env={"MONOSERVE_POLL_INTERVAL_S": "0.5"})
+    process = start_server(repo, port, *ONE_WORKER, env={"MONOSERVE_POLL_INTERVAL_S": "0.5"})
     try:
         wait_ready(process, base)
         with Hammer(base) as hammer:
             wait_for(lambda: len(hammer.outcomes) > 20, "the client to get going")
-            version_dir = build_smoother(repo, tmp_path, kernel_size=5)  # the real export, while serving
+            exported = subprocess.run([sys.executable, "-m", "export", str(checkpoint), "--repo", str(repo), "--name",
+                                       "smoother", "--formats", "onnx,torchscript"],
+                                      capture_output=True, text=True, timeout=600)  # the real export, while serving
             published = time.monotonic()
-            assert version_dir.name == "2"
+            assert exported.returncode == 0, exported.stderr
+            version_dir = repo / "smoother" / "2"
+            assert exported.stdout.splitlines()[0] == str(version_dir)
             wait_for(lambda: hammer.first_time_of(2), "version 2 to serve")
             picked_up = hammer.first_time_of(2) - published
 
@@ -132,7 +152,7 @@ def test_load_and_unload_through_the_control_api(tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     reader, admin = {"Authorization": "Bearer reader"}, {"Authorization": "Bearer admin"}
-    process = start_server(repo, port, env={"MONOSERVE_POLL_INTERVAL_S": "0", "MONOSERVE_API_TOKEN": "reader",
+    process = start_server(repo, port, *ONE_WORKER, env={"MONOSERVE_POLL_INTERVAL_S": "0", "MONOSERVE_API_TOKEN": "reader",
                                             "MONOSERVE_ADMIN_TOKEN": "admin"})
     try:
         wait_ready(process, base)
@@ -146,7 +166,7 @@ def test_load_and_unload_through_the_control_api(tmp_path):
             response = httpx.post(f"{base}/v2/repository/models/smoother/load", headers=admin, timeout=60)
             assert response.status_code == 200 and response.json()["serving_version"] == 2, response.text
             assert served_version(base, reader) == 2  # at once
-            time.sleep(0.3)
+            wait_for(lambda: hammer.first_time_of(2), "the client to get version 2")
         assert hammer.failures() == [], hammer.failures()[:5]
         assert set(hammer.versions()) == {1, 2}
 
@@ -168,7 +188,7 @@ def test_empty_repository_becomes_ready_once_a_model_is_exported(tmp_path):
     repo.mkdir()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    process = start_server(repo, port, env={"MONOSERVE_POLL_INTERVAL_S": "0.5"})
+    process = start_server(repo, port, *ONE_WORKER, env={"MONOSERVE_POLL_INTERVAL_S": "0.5"})
     try:
         wait_for(lambda: _status(f"{base}/healthz") == 200, "the server to start")
         assert _status(f"{base}/readyz") == 503
@@ -223,7 +243,7 @@ def test_sigterm_drains_a_request_in_flight_and_refuses_new_connections(tmp_path
     repo = fresh_repo(tmp_path, models=("smoother",))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    process = start_server(repo, port)
+    process = start_server(repo, port, *ONE_WORKER)  # with N workers uvicorn's supervisor holds the socket
     try:
         wait_ready(process, base)
         body = ('{"signal": ' + str(SIGNAL) + ', "mode": "same"}').encode()

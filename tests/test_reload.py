@@ -406,12 +406,14 @@ def test_serve_gives_workers_a_metrics_directory_and_restores_the_environment(re
     seen = []
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: seen.append(os.environ.get("PROMETHEUS_MULTIPROC_DIR")))
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    for variable in ("MONOSERVE_WORKERS", "MONOSERVE_REPO", "MONOSERVE_DEVICE"):
-        monkeypatch.delenv(variable, raising=False)
+    saved = dict(os.environ)  # serve writes MONOSERVE_* overrides into the environment: put it back after
     try:
         assert main(["serve", "--repo", str(repo), "--workers", "2", "--device", "cpu"]) == 0
+        assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
         assert main(["serve", "--repo", str(repo), "--workers", "1", "--device", "cpu"]) == 0
     finally:
+        os.environ.clear()
+        os.environ.update(saved)
         get_settings.cache_clear()
     assert seen[0] and Path(seen[0]).name.startswith("monoserve-metrics-") and seen[1] is None
-    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ and not Path(seen[0]).exists()
+    assert not Path(seen[0]).exists()
