@@ -130,3 +130,35 @@ def test_verify_reads_its_cap_from_the_environment(repo):
                             capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "over the 1000-byte limit" in result.stdout
+
+
+def test_the_engine_runs_the_bytes_that_were_hashed_not_the_file_rewritten_since(repo, tmp_path, monkeypatch):
+    """TOCTOU: model.onnx is swapped for a negated-kernel graph right after it was hashed; the proof and the
+    engine work on the hashed bytes, so the version serves the original kernel."""
+    import numpy as np
+
+    import service.prover as prover
+    from service_fixtures import edit_initializer, onnx_initializers
+
+    version = copy_version(repo, "smoother", 1, 6)
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "model.onnx").write_bytes((version / "model.onnx").read_bytes())
+    edit_initializer(evil, "kernel", lambda k: -k)
+    real = prover.read_checked
+
+    def read_then_swap(directory, relative, **options):
+        result = real(directory, relative, **options)
+        if relative == "model.onnx":
+            (directory / relative).write_bytes((evil / "model.onnx").read_bytes())
+        return result
+
+    monkeypatch.setattr(prover, "read_checked", read_then_swap)
+    report, proven = prove_version(version)
+    assert report.ok, report.render()
+    kernel = onnx_initializers(repo / "smoother" / "1")["kernel"].reshape(-1)
+    assert (onnx_initializers(version)["kernel"].reshape(-1) == -kernel).all()  # the file on disk was swapped
+    x = np.zeros((1, 1, 3), dtype=np.float32)
+    x[0, 0, 1] = 1.0
+    assert (proven.engine.run(x) >= 0).all()  # an impulse through the hashed (positive) kernel
+    np.testing.assert_allclose(proven.engine.run(x)[0, 0, 1:1 + kernel.size][::-1], kernel, rtol=1e-6)
