@@ -162,3 +162,32 @@ def test_the_engine_runs_the_bytes_that_were_hashed_not_the_file_rewritten_since
     x[0, 0, 1] = 1.0
     assert (proven.engine.run(x) >= 0).all()  # an impulse through the hashed (positive) kernel
     np.testing.assert_allclose(proven.engine.run(x)[0, 0, 1:1 + kernel.size][::-1], kernel, rtol=1e-6)
+
+
+def test_a_running_service_refuses_files_outside_or_over_the_cap_and_keeps_serving(tmp_path):
+    import httpx
+
+    from test_service_e2e import free_port, start_server, stop, wait_ready
+
+    repo = fresh_repo(tmp_path / "served", models=("smoother",))
+    linked = copy_version(repo, "smoother", 1, 2)  # model.onnx is a symlink to a copy outside the repository
+    outside = tmp_path / "outside.onnx"
+    outside.write_bytes((linked / "model.onnx").read_bytes())
+    (linked / "model.onnx").unlink()
+    (linked / "model.onnx").symlink_to(outside)
+    big = copy_version(repo, "smoother", 1, 3)  # lists a sparse 3 GiB file
+    with open(big / "model.pt2", "wb") as handle:
+        handle.truncate(3 * GIB)
+    _list_file(big, "model.pt2", 3 * GIB, "0" * 64)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = start_server(repo, port, env={"MONOSERVE_MAX_ARTIFACT_BYTES": str(64 << 20)})
+    try:
+        wait_ready(process, base)
+        assert httpx.post(f"{base}/smooth", json={"signal": [1.0, 2.0, 3.0]}).json()["version"] == 1
+        versions = {v["version"]: v for v in httpx.get(f"{base}/models/smoother").json()["versions"]}
+        assert versions[2]["state"] == "refused" and "model.onnx: resolves to" in versions[2]["report"]["reason"]
+        assert versions[3]["state"] == "refused"
+        assert "model.pt2: 3221225472 bytes, over the 67108864-byte limit" in versions[3]["report"]["reason"]
+    finally:
+        stop(process)
