@@ -1,0 +1,105 @@
+"""uvicorn's HTTP protocols with a header deadline, against clients that open a connection and
+never finish their request line and headers (slowloris).
+
+What uvicorn does by itself (0.54): `timeout_keep_alive` closes a connection idle *between*
+requests; nothing bounds a connection that never sends anything, or that sends its headers one
+byte at a time: every byte received cancels the keep-alive timer, with either implementation.
+h11 caps the size of incomplete headers (`h11_max_incomplete_event_size`, 16 KiB); httptools
+caps nothing. These subclasses add, for both: from the connection's first moment and from the
+first byte of each later request, the headers must be complete within `header_timeout_s` and
+within `MAX_HEADER_BYTES`, or the connection is closed. The body has its own deadline
+(`body_timeout_s`, a 408 from service.pipeline); the keep-alive timeout stays uvicorn's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 64 * 1024
+
+
+def _header_timeout_s() -> float:
+    from service.settings import get_settings
+
+    return get_settings().header_timeout_s
+
+
+class _HeaderDeadline:
+    """Mixin over a uvicorn HTTP protocol (it uses their `loop`, `transport` and `cycle`)."""
+
+    _header_timer: asyncio.TimerHandle | None = None
+    _header_bytes = 0
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._header_timer = None
+        self._header_bytes = 0
+        self._arm_header_timer()
+
+    def _waiting_for_headers(self) -> bool:
+        cycle = self.cycle  # type: ignore[attr-defined]
+        return cycle is None or cycle.response_complete
+
+    def _arm_header_timer(self) -> None:
+        if self._header_timer is None:
+            self._header_bytes = 0
+            self._header_timer = self.loop.call_later(_header_timeout_s(), self._on_header_timeout)  # type: ignore[attr-defined]
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def data_received(self, data: bytes) -> None:
+        waiting = self._waiting_for_headers()
+        before = self.cycle  # type: ignore[attr-defined]
+        if waiting:
+            self._arm_header_timer()
+            self._header_bytes += len(data)
+        super().data_received(data)  # type: ignore[misc]
+        if self.cycle is not before:  # type: ignore[attr-defined]  # the headers of a request are complete
+            self._disarm_header_timer()
+        elif waiting and self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():  # type: ignore[attr-defined]
+            log.info("closing a connection whose request headers exceed %d bytes", MAX_HEADER_BYTES)
+            self._disarm_header_timer()
+            self.transport.close()  # type: ignore[attr-defined]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _on_header_timeout(self) -> None:
+        self._header_timer = None
+        transport = self.transport  # type: ignore[attr-defined]
+        if self._waiting_for_headers() and not transport.is_closing():
+            log.info("closing a connection whose request headers did not arrive within %.3g s", _header_timeout_s())
+            transport.close()
+
+
+class H11HeaderDeadline(_HeaderDeadline, H11Protocol):
+    pass
+
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class HttpToolsHeaderDeadline(_HeaderDeadline, HttpToolsProtocol):
+        pass
+
+except ImportError:  # pragma: no cover - uvicorn without httptools (the serve extra installs it)
+    HttpToolsHeaderDeadline = None  # type: ignore[assignment,misc]
+
+
+def protocol_class(name: str) -> type:
+    """'auto' (httptools when installed, as uvicorn's own 'auto'), 'httptools' or 'h11'."""
+    if name == "h11" or (name == "auto" and HttpToolsHeaderDeadline is None):
+        return H11HeaderDeadline
+    if HttpToolsHeaderDeadline is None:
+        raise RuntimeError("MONOSERVE_HTTP=httptools but httptools is not installed")
+    return HttpToolsHeaderDeadline
