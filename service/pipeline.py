@@ -165,19 +165,23 @@ class Limits:
         self.reserved = 0
 
     def reserve(self, amount: int, what: str) -> None:
-        """Reserve `amount` bytes: 413 if it could never fit, 503 + Retry-After if not now."""
+        """Reserve `amount` bytes: 413 if it could never fit, 503 + Retry-After if not now.
+
+        Both keep the connection: uvicorn discards the unread rest of the body after the answer
+        (bounded memory), so the client reads a clear answer instead of a reset mid-upload. Only a
+        declared length over max_body_bytes and a body timeout close the connection."""
         if amount <= 0:
             return
         if amount > self.budget.capacity:
             raise PayloadTooLargeError(
                 f"{what} needs about {amount / 2**20:.0f} MiB, more than the service's in-flight memory budget "
                 f"of {self.budget.capacity / 2**20:.0f} MiB: send a smaller request (or .npy instead of JSON)",
-                limit=self.budget.capacity, headers={"Connection": "close"})
+                limit=self.budget.capacity)
         if not self.budget.try_reserve(amount):
             raise OverloadedError(
                 f"the service is busy: {self.budget.used / 2**20:.0f} of {self.budget.capacity / 2**20:.0f} MiB "
                 f"of its in-flight memory budget are in use; retry shortly",
-                headers={"Retry-After": RETRY_AFTER_S, "Connection": "close"})
+                headers={"Retry-After": RETRY_AFTER_S})
         self.reserved += amount
 
     def admit(self, elements: int, bytes_per_element: int, field_name: str, extra_bytes: int = 0) -> None:
