@@ -17,6 +17,7 @@ import asyncio
 import logging
 from typing import Any
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger(__name__)
@@ -31,20 +32,19 @@ def _header_timeout_s() -> float:
 
 
 class _HeaderDeadline:
-    """Mixin over a uvicorn HTTP protocol (it uses their `loop`, `transport` and `cycle`)."""
+    """Mixin over a uvicorn HTTP protocol (it uses their `loop` and `transport`); subclasses say
+    whether the parser is between the start of a request and the end of its headers."""
 
     _header_timer: asyncio.TimerHandle | None = None
     _header_bytes = 0
 
+    def _in_headers(self) -> bool:
+        raise NotImplementedError
+
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         self._header_timer = None
-        self._header_bytes = 0
         self._arm_header_timer()
-
-    def _waiting_for_headers(self) -> bool:
-        cycle = self.cycle  # type: ignore[attr-defined]
-        return cycle is None or cycle.response_complete
 
     def _arm_header_timer(self) -> None:
         if self._header_timer is None:
@@ -55,20 +55,22 @@ class _HeaderDeadline:
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+        self._header_bytes = 0
 
     def data_received(self, data: bytes) -> None:
-        waiting = self._waiting_for_headers()
-        before = self.cycle  # type: ignore[attr-defined]
-        if waiting:
-            self._arm_header_timer()
-            self._header_bytes += len(data)
         super().data_received(data)  # type: ignore[misc]
-        if self.cycle is not before:  # type: ignore[attr-defined]  # the headers of a request are complete
+        # Judged after parsing: a chunk that completes the headers (and carries body bytes) is fine;
+        # body bytes still arriving after an early answer (uvicorn discards them) are not headers.
+        if not self._in_headers():
             self._disarm_header_timer()
-        elif waiting and self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():  # type: ignore[attr-defined]
+            return
+        self._arm_header_timer()
+        self._header_bytes += len(data)
+        transport = self.transport  # type: ignore[attr-defined]
+        if self._header_bytes > MAX_HEADER_BYTES and not transport.is_closing():
             log.info("closing a connection whose request headers exceed %d bytes", MAX_HEADER_BYTES)
             self._disarm_header_timer()
-            self.transport.close()  # type: ignore[attr-defined]
+            transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()
@@ -77,20 +79,34 @@ class _HeaderDeadline:
     def _on_header_timeout(self) -> None:
         self._header_timer = None
         transport = self.transport  # type: ignore[attr-defined]
-        if self._waiting_for_headers() and not transport.is_closing():
+        if self._in_headers() and not transport.is_closing():
             log.info("closing a connection whose request headers did not arrive within %.3g s", _header_timeout_s())
             transport.close()
 
 
 class H11HeaderDeadline(_HeaderDeadline, H11Protocol):
-    pass
+    def _in_headers(self) -> bool:
+        return self.conn.their_state is h11.IDLE  # before a request's headers are complete
 
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class HttpToolsHeaderDeadline(_HeaderDeadline, HttpToolsProtocol):
-        pass
+        _reading_headers = True  # from the connection's start; again from each request's first byte
+
+        def _in_headers(self) -> bool:
+            return self._reading_headers
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._reading_headers = True
+            self._arm_header_timer()
+
+        def on_headers_complete(self) -> None:
+            self._reading_headers = False
+            self._disarm_header_timer()
+            super().on_headers_complete()
 
 except ImportError:  # pragma: no cover - uvicorn without httptools (the serve extra installs it)
     HttpToolsHeaderDeadline = None  # type: ignore[assignment,misc]

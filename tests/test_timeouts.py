@@ -18,6 +18,7 @@ from test_service_e2e import free_port, start_server, stop, wait_ready
 
 BODY_TIMEOUT_S = 2
 HEADER_TIMEOUT_S = 2
+BUDGET_BYTES = 2 * 1024 * 1024
 CUT_OFF_WITHIN_S = 10  # generous: the shared 2-core machine; the bound under test is the setting
 
 
@@ -31,7 +32,7 @@ def server(repo, request):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {"MONOSERVE_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S), "MONOSERVE_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
-           "MONOSERVE_HTTP": request.param}
+           "MONOSERVE_HTTP": request.param, "MONOSERVE_INFLIGHT_BUDGET_BYTES": str(BUDGET_BYTES)}
     process = start_server(repo, port, env=env)
     try:
         wait_ready(process, base)
@@ -122,6 +123,24 @@ def test_keep_alive_connections_serve_several_requests(server):
     with httpx.Client(base_url=base, timeout=5) as client:  # one connection, reused within the keep-alive timeout
         for _ in range(3):
             assert client.post("/smooth", json={"signal": [1.0, 2.0]}).status_code == 200
+
+
+def test_an_early_refusal_is_read_by_a_client_still_uploading(server):
+    """413/503 from the in-flight budget come before the body is read; the connection stays open and
+    the rest of the upload is discarded, so the client reads the answer (no reset mid-upload), and
+    the same connection serves the next request."""
+    import io
+
+    import numpy as np
+
+    _, base = server
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((4, 400_000), np.float32))  # 6.4 MB body: more than the 2 MiB budget
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for _ in range(2):
+            refused = client.post("/smooth", content=buffer.getvalue(), headers={"content-type": "application/x-npy"})
+            assert refused.status_code == 413 and "in-flight memory budget" in refused.json()["error"]
+        assert client.post("/smooth", json={"signal": [1.0, 2.0, 3.0]}).status_code == 200
 
 
 def test_sigterm_drains_the_request_in_flight(repo):
