@@ -67,6 +67,15 @@ def _decode_npy(body: bytes, limits: Limits, field: str, npy_out: bool) -> np.nd
     return codec.decode_npy(body, field, admit=lambda count: limits.admit(count, per_value, field))
 
 
+def npy_working_ratio(headers: Mapping[str, str]) -> float:
+    """Working bytes per .npy body byte (float32: 4 bytes a value), reserved with the body; 0 for JSON,
+    whose values are counted on its bytes instead."""
+    if codec.media_type(headers.get("content-type")) != codec.NPY_MEDIA_TYPE:
+        return 0.0
+    npy_out = codec.wants_npy(headers.get("accept"))
+    return (NPY_BYTES_PER_VALUE + OUTPUT_BYTES_PER_VALUE + ENCODED_BYTES_PER_VALUE[npy_out]) / 4
+
+
 def _params(query: Mapping[str, str], others: Mapping[str, Any]) -> dict[str, Any]:
     params: dict[str, Any] = dict(query)
     params.update({k: v for k, v in others.items() if v is not None})
@@ -78,6 +87,7 @@ class SmoothAdapter:
 
     route = "/smooth"
     query = frozenset({"model", "version", "mode"})
+    working_ratio = staticmethod(npy_working_ratio)
 
     def decode(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str], limits: Limits) -> InferRequest:
         fmt = codec.body_format(headers.get("content-type"))
@@ -120,6 +130,7 @@ class ClassifyAdapter:
 
     route = "/classify"
     query = frozenset({"model", "version"})
+    working_ratio = staticmethod(npy_working_ratio)
 
     def decode(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str], limits: Limits) -> InferRequest:
         fmt = codec.body_format(headers.get("content-type"))

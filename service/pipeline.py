@@ -18,7 +18,9 @@ Plugging in a protocol: write a `ProtocolAdapter`, i.e. an object with
 - `decode(body, headers, query, limits) -> InferRequest`: the body as numpy arrays plus params.
   It must count the values it is about to allocate with `limits.admit(...)` *before* allocating
   them (the codec helpers do: `codec.decode_npy`, `codec.json_counts`);
-- `encode(result: InferResult, request: InferRequest) -> Encoded`: bytes, media type, headers.
+- `encode(result: InferResult, request: InferRequest) -> Encoded`: bytes, media type, headers;
+- optionally `working_ratio(headers) -> float`: working bytes per body byte, when the format makes
+  it predictable (.npy); reserved with the body, before reading it.
 Then call `await handle(service, adapter, receive, headers, query_string)`; path parameters (a
 model name in the URL) go into the adapter instance or the decoded `InferRequest.model`.
 
@@ -163,6 +165,7 @@ class Limits:
         self.max_rows = max_rows
         self.max_signal_length = max_signal_length
         self.reserved = 0
+        self.prepaid = 0  # working memory reserved with the body, counted against later `admit`s
 
     def reserve(self, amount: int, what: str) -> None:
         """Reserve `amount` bytes: 413 if it could never fit, 503 + Retry-After if not now.
@@ -190,7 +193,10 @@ class Limits:
             raise PayloadTooLargeError(
                 f"'{field_name}' holds {elements} values, more than the limit of {self.max_elements} per request",
                 field=field_name, limit=self.max_elements)
-        self.reserve(elements * bytes_per_element + extra_bytes, f"'{field_name}' ({elements} values)")
+        needed = elements * bytes_per_element + extra_bytes
+        covered = min(needed, self.prepaid)
+        self.prepaid -= covered
+        self.reserve(needed - covered, f"'{field_name}' ({elements} values)")
 
     def check_rows(self, rows: int, field_name: str) -> None:
         if rows > self.max_rows:
@@ -230,7 +236,8 @@ def check_content_encoding(value: str | None) -> None:
             content_encoding=value.strip())
 
 
-async def read_body(receive: Receive, declared_length: str | None, max_bytes: int, timeout_s: float, limits: Limits) -> bytes:
+async def read_body(receive: Receive, declared_length: str | None, max_bytes: int, timeout_s: float, limits: Limits,
+                    working_ratio: float = 0.0) -> bytes:
     """The whole body, within `max_bytes` (413, before reading when the length is declared), within
     `timeout_s` for all of it (408), with its bytes reserved in the in-flight budget first (503).
 
@@ -247,7 +254,11 @@ async def read_body(receive: Receive, declared_length: str | None, max_bytes: in
         if size > max_bytes:
             raise PayloadTooLargeError(f"request body of {size} bytes exceeds the limit of {max_bytes} bytes",
                                        limit=max_bytes, headers={"Connection": "close"})
-        limits.reserve(size, "the request body")
+        # the body, and the working memory its format predicts (service.native: .npy), in one go: a
+        # request admitted to read its body is not refused after reading it
+        working = int(size * working_ratio)
+        limits.reserve(size + working, "the request body")
+        limits.prepaid = working
     try:
         with anyio.fail_after(timeout_s):
             return await _receive_all(receive, size, max_bytes, limits)
@@ -360,8 +371,9 @@ async def handle(service: Service, adapter: ProtocolAdapter, receive: Receive, h
             raise ModelUnavailableError("models are still loading")
         check_content_encoding(headers.get("content-encoding"))
         query = parse_query(query_string, adapter.query)
-        body = await read_body(receive, headers.get("content-length"), settings.max_body_bytes,
-                               settings.body_timeout_s, limits)
+        working_ratio = getattr(adapter, "working_ratio", None)
+        body = await read_body(receive, headers.get("content-length"), settings.max_body_bytes, settings.body_timeout_s,
+                               limits, working_ratio(headers) if working_ratio is not None else 0.0)
         encoded, model = await _run(service, adapter, body, headers, query, limits)
         reply = Reply(200, encoded.body, encoded.media_type, encoded.headers)
     except ClientDisconnected:
