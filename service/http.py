@@ -8,7 +8,9 @@ h11 caps the size of incomplete headers (`h11_max_incomplete_event_size`, 16 KiB
 caps nothing. These subclasses add, for both: from the connection's first moment and from the
 first byte of each later request, the headers must be complete within `header_timeout_s` and
 within `MAX_HEADER_BYTES`, or the connection is closed. The body has its own deadline
-(`body_timeout_s`, a 408 from service.pipeline); the keep-alive timeout stays uvicorn's.
+(`body_timeout_s`, a 408 from service.pipeline); the keep-alive timeout stays uvicorn's, except
+that it does not cut off a client still uploading a body that was refused early (for at most
+`body_timeout_s`), so that client reads its 413/503 instead of a reset.
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ def _header_timeout_s() -> float:
     return get_settings().header_timeout_s
 
 
+def _body_timeout_s() -> float:
+    from service.settings import get_settings
+
+    return get_settings().body_timeout_s
+
+
 class _HeaderDeadline:
     """Mixin over a uvicorn HTTP protocol (it uses their `loop` and `transport`); subclasses say
     whether the parser is between the start of a request and the end of its headers."""
@@ -38,8 +46,30 @@ class _HeaderDeadline:
     _header_timer: asyncio.TimerHandle | None = None
     _header_bytes = 0
 
+    _drain_started: float | None = None
+
     def _in_headers(self) -> bool:
         raise NotImplementedError
+
+    def _draining(self) -> bool:
+        """The answer is sent but the request's body is still arriving (an early 413/503)."""
+        raise NotImplementedError
+
+    def timeout_keep_alive_handler(self) -> None:
+        # uvicorn arms its keep-alive timer when an answer is complete, and closes the connection if
+        # no byte arrives within it. After an early answer the client is still uploading the body
+        # (uvicorn discards it) and reads the answer only when done: closing then would turn a clear
+        # 503 into a reset. So the drain may go on, for at most body_timeout_s.
+        if self._draining():
+            now = self.loop.time()  # type: ignore[attr-defined]
+            if self._drain_started is None:
+                self._drain_started = now
+            if now - self._drain_started < _body_timeout_s():
+                self.timeout_keep_alive_task = self.loop.call_later(  # type: ignore[attr-defined]
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler)  # type: ignore[attr-defined]
+                return
+        self._drain_started = None
+        super().timeout_keep_alive_handler()  # type: ignore[misc]
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)  # type: ignore[misc]
@@ -88,20 +118,33 @@ class H11HeaderDeadline(_HeaderDeadline, H11Protocol):
     def _in_headers(self) -> bool:
         return self.conn.their_state is h11.IDLE  # before a request's headers are complete
 
+    def _draining(self) -> bool:
+        return self.conn.their_state is h11.SEND_BODY and self.cycle is not None and self.cycle.response_complete
+
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class HttpToolsHeaderDeadline(_HeaderDeadline, HttpToolsProtocol):
         _reading_headers = True  # from the connection's start; again from each request's first byte
+        _message_complete = False
 
         def _in_headers(self) -> bool:
             return self._reading_headers
 
+        def _draining(self) -> bool:
+            return self.cycle is not None and self.cycle.response_complete and not self._message_complete
+
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._reading_headers = True
+            self._message_complete = False
+            self._drain_started = None
             self._arm_header_timer()
+
+        def on_message_complete(self) -> None:
+            self._message_complete = True
+            super().on_message_complete()
 
         def on_headers_complete(self) -> None:
             self._reading_headers = False
