@@ -73,6 +73,7 @@ def loads_object(body: bytes) -> dict[str, Any]:
 
 FAST_JSON_MIN_BYTES = 64 * 1024  # below this orjson alone is as fast
 MAX_FAST_JSON_DIMS = 3
+KEPT_PARSER_MAX_BYTES = 32 * 1024 * 1024  # bigger documents get a parser of their own, freed after (memory returns)
 _parsers = threading.local()  # a simdjson.Parser is not thread-safe: one per thread
 
 
@@ -106,9 +107,12 @@ def loads_with_array(body: bytes, field: str) -> tuple[dict[str, Any], np.ndarra
     yields the same array and every error message."""
     if simdjson is None or len(body) < FAST_JSON_MIN_BYTES:
         return None
-    parser = getattr(_parsers, "parser", None)
-    if parser is None:
-        parser = _parsers.parser = simdjson.Parser()
+    if len(body) > KEPT_PARSER_MAX_BYTES:  # a parser keeps the capacity of its biggest document: not for these
+        parser = simdjson.Parser()
+    else:
+        parser = getattr(_parsers, "parser", None)
+        if parser is None:
+            parser = _parsers.parser = simdjson.Parser()
     try:
         document = parser.parse(body)
         if not isinstance(document, simdjson.Object) or field not in document:
