@@ -175,14 +175,20 @@ def _first_non_number(data: list, path: tuple[int, ...] = ()) -> tuple[tuple[int
     return None
 
 
+_NUMERIC_TYPES = frozenset({int, float})  # exact types: bool (a subclass of int) is not a JSON number
+
+
 def _all_numbers(data: list) -> bool:
-    """True when every leaf of the nested list is an int or float (not bool): a fast C-level check
-    of the innermost lists' item types, falling back to a walk only for nested levels."""
+    """True when every leaf of the nested list is an int or float (not bool): a C-level check of
+    the innermost lists' item types, a plain loop over the outer levels."""
     if not data:
         return True
     if type(data[0]) is list:
-        return all(type(row) is list and _all_numbers(row) for row in data)
-    return set(map(type, data)) <= {int, float}
+        for row in data:
+            if type(row) is not list or not _all_numbers(row):
+                return False
+        return True
+    return _NUMERIC_TYPES.issuperset(map(type, data))
 
 
 def _json_name(value: Any) -> str:

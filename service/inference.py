@@ -131,10 +131,11 @@ def infer_classify(call: ClassifyCall) -> np.ndarray:
 
 def decisions(scores: np.ndarray, labels: list[str], threshold: float) -> list[list[str]]:
     """Per instance, the labels whose probability reaches the threshold (score >= threshold)."""
+    if len(labels) == 1:  # the common case, per instance on Python floats (a numpy round trip costs more)
+        yes: list[str] = [labels[0]]
+        no: list[str] = []
+        return [yes if score >= threshold else no for score in np.asarray(scores).reshape(-1).tolist()]
     passed = np.asarray(scores).reshape(len(scores), -1) >= threshold
-    if len(labels) == 1:
-        yes, no = [labels[0]], []
-        return [list(yes) if row else list(no) for row in passed[:, 0].tolist()]
     return [[label for label, hit in zip(labels, row) if hit] for row in passed.tolist()]
 
 
