@@ -1,20 +1,22 @@
 """Prometheus metrics, in a registry of their own per app (several apps can live in one process).
 
 With several uvicorn workers, each worker is a process with its own counters: a scrape reaches one
-of them. `monoserve serve --workers N` (N > 1) therefore runs prometheus_client's multiprocess mode:
-it creates a fresh directory, passes it to the workers as PROMETHEUS_MULTIPROC_DIR (see
-`multiprocess_environment`), every worker writes its values there (mmap files), and /metrics sums
+of them. The serving process (service.server) with N > 1 workers therefore runs prometheus_client's
+multiprocess mode: it creates a fresh directory, passes it to the workers as PROMETHEUS_MULTIPROC_DIR
+(`multiprocess_mode`), every worker writes its values there (mmap files), and /metrics sums
 them across workers (`MultiProcessCollector`). The mode is chosen when prometheus_client is first
 imported, from that variable: it must be in the environment before a worker starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -64,6 +66,24 @@ def multiprocess_environment(workers: int) -> tuple[dict[str, str], Path | None]
 def remove_multiprocess_dir(created: Path | None) -> None:
     if created is not None:
         shutil.rmtree(created, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def multiprocess_mode(workers: int) -> Iterator[None]:
+    """PROMETHEUS_MULTIPROC_DIR in this process's environment while the server runs (uvicorn's
+    worker processes inherit it), then the variable restored and a directory made for the run removed."""
+    environment, created = multiprocess_environment(workers)
+    saved = {key: os.environ.get(key) for key in environment}
+    os.environ.update(environment)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        remove_multiprocess_dir(created)
 
 
 def mark_worker_dead() -> None:

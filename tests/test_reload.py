@@ -395,25 +395,25 @@ def test_fingerprint_sees_an_edit_that_restores_size_and_mtime(repo):
     assert fingerprint(version_dir) != before  # the ctime moved: it cannot be set back
 
 
-def test_serve_gives_workers_a_metrics_directory_and_restores_the_environment(repo, monkeypatch):
-    """`monoserve serve --workers 2` hands its workers a fresh PROMETHEUS_MULTIPROC_DIR for the
-    run, then removes it and leaves the caller's environment as it was (tests run serve in-process)."""
+def test_server_gives_workers_a_metrics_directory_and_restores_the_environment(repo, monkeypatch):
+    """The serving process with 2 workers hands them a fresh PROMETHEUS_MULTIPROC_DIR for the run,
+    then removes it and leaves its environment as it was; with 1 worker it sets nothing."""
     import uvicorn
 
-    from monoserve.cli import main
+    from service import server
     from service.settings import get_settings
 
     seen = []
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: seen.append(os.environ.get("PROMETHEUS_MULTIPROC_DIR")))
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    saved = dict(os.environ)  # serve writes MONOSERVE_* overrides into the environment: put it back after
+    monkeypatch.setenv("MONOSERVE_REPO", str(repo))
     try:
-        assert main(["serve", "--repo", str(repo), "--workers", "2", "--device", "cpu"]) == 0
-        assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-        assert main(["serve", "--repo", str(repo), "--workers", "1", "--device", "cpu"]) == 0
+        for workers in ("2", "1"):
+            monkeypatch.setenv("MONOSERVE_WORKERS", workers)
+            get_settings.cache_clear()
+            assert server.main() == 0
+            assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
         get_settings.cache_clear()
     assert seen[0] and Path(seen[0]).name.startswith("monoserve-metrics-") and seen[1] is None
     assert not Path(seen[0]).exists()

@@ -11,6 +11,7 @@ that served before keeps serving; 404 for a name with no directory in the reposi
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Annotated, Any
 
 import orjson
@@ -20,7 +21,7 @@ from service import codec
 from service.errors import BadRequestError, ModelUnavailableError
 from service.lifecycle import Lifecycle
 from service.registry import ModelEntry
-from service.routes.deps import check_authorization
+from service.pipeline import check_authorization
 
 router = APIRouter(prefix="/v2/repository", tags=["model control"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -33,8 +34,8 @@ async def get_lifecycle(request: Request) -> Lifecycle:
     """The lifecycle manager, after the admin token check (401) and once models are loaded (503 before)."""
     settings = request.app.state.service.settings
     token = settings.admin_token or settings.api_token
-    if token is not None:
-        check_authorization(settings, request.headers.get("authorization"), token=token)
+    if token is not None:  # the service's one Bearer check, on the admin token
+        check_authorization(SimpleNamespace(api_token=token), request.headers.get("authorization"))
     lifecycle: Lifecycle | None = getattr(request.app.state, "lifecycle", None)
     if lifecycle is None:
         raise ModelUnavailableError("models are still loading")
