@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contract.files import DEFAULT_MAX_FILE_BYTES
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
 
@@ -107,6 +109,8 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, description="uvicorn worker processes sharing cpu_threads")
     max_body_bytes: int = Field(128 * 1024 * 1024, ge=1)
     max_signal_length: int = Field(10_000_000, ge=1)
+    max_artifact_bytes: int = Field(DEFAULT_MAX_FILE_BYTES, ge=1,
+                                    description="largest file of a model version the proof reads (checked before reading)")
     # Limits counted before any array is allocated (docs/service.md, "Limits"): values per request
     # (B x C x L for /smooth, N x F for /classify; JSON values counted on the raw bytes) and rows.
     max_elements: int = Field(2**25, ge=1)
@@ -150,6 +154,20 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(16, ge=1)
     max_queue_delay_us: int = Field(0, ge=0)
     max_queue_size: int = Field(4096, ge=1)
+    # The load-time proof's policy (contract.policy.Policy): what every version must satisfy whatever
+    # its manifest declares. Stricter: refuse classifiers with free (or decreasing) features; looser:
+    # serve scope "none" (unconstrained) classifiers.
+    allow_free_features: bool = True
+    allow_decreasing_features: bool = True
+    allow_unconstrained: bool = False
+
+    @property
+    def policy(self):
+        from contract.policy import Policy
+
+        return Policy(allow_free_features=self.allow_free_features,
+                      allow_decreasing_features=self.allow_decreasing_features,
+                      allow_unconstrained=self.allow_unconstrained)
 
     @property
     def inflight_budget(self) -> int:
