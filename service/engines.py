@@ -41,6 +41,21 @@ def torch_cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def _preload_cuda_libraries(ort) -> None:
+    """Load CUDA/cuDNN from the nvidia-* wheels (torch's, or onnxruntime-gpu's extras) when present.
+
+    onnxruntime-gpu >= 1.21 can load them itself; without this, a pip-installed CUDA stack that is not
+    on LD_LIBRARY_PATH leaves the CUDA provider unable to start.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as exc:  # a partial CUDA stack: the provider check after loading reports it
+        log.warning("onnxruntime.preload_dlls() failed: %s", exc)
+
+
 def resolve_device(engine: str, device: str) -> str:
     """auto|cpu|cuda -> cpu|cuda for this engine on this machine; cuda without CUDA is an error."""
     if engine not in ENGINES:
@@ -109,11 +124,19 @@ class OnnxEngine:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" else ["CPUExecutionProvider"]
+        if self.device == "cuda":
+            _preload_cuda_libraries(ort)
         source = self._model_bytes if self._model_bytes is not None else str(self.path)
         try:
             session = ort.InferenceSession(source, sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
             raise EngineError(f"ONNX Runtime cannot load {self.path.name}: {exc}") from exc
+        if self.device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+            # ONNX Runtime falls back to the CPU silently when the CUDA provider cannot start (missing
+            # CUDA/cuDNN libraries): a service asked for CUDA must say so instead of serving on the CPU.
+            raise EngineError(f"ONNX Runtime could not start its CUDAExecutionProvider for {self.path.name} "
+                              f"(session providers: {session.get_providers()}); are the CUDA 12/13 and cuDNN "
+                              f"libraries installed? Use --device cpu|auto to serve on the CPU")
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise EngineError(
