@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from export.errors import ArtifactError
-from models.classifier import MonotoneClassifier
+from models.classifier import MonotoneClassifier, make_activation, monotone_transform
 from models.smoother import FullCorrelation, MonotoneSmoother
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,13 @@ class ClassifierScores(nn.Module):
         self.register_buffer("feature_mean", model.feature_mean.detach().clone().float())
         self.register_buffer("feature_scale", model.feature_scale.detach().clone().float())
         self.register_buffer("direction_sign", model.direction_sign.detach().clone().float())
+        # the trained function: same transform, activation and calibration as the model
+        self.transform = model.config.transform
+        self.activation = make_activation(model.config.activation)
+        self.calibrated = model.config.calibrated
+        if self.calibrated:
+            self.register_buffer("calibration_scale", model.calibration_scale.detach().clone().float())
+            self.register_buffer("calibration_bias", model.calibration_bias.detach().clone().float())
         self.layers = nn.ModuleList()
         for layer in model.layers:
             if not isinstance(layer, nn.Linear) or parametrize.is_parametrized(layer):
@@ -69,12 +76,15 @@ class ClassifierScores(nn.Module):
             self.layers.append(plain)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        h = (features - self.feature_mean) / self.feature_scale * self.direction_sign
+        h = monotone_transform(features, self.transform)
+        h = (h - self.feature_mean) / self.feature_scale * self.direction_sign
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
             h = layer(h)
             if index < last:
-                h = torch.relu(h)
+                h = self.activation(h)
+        if self.calibrated:
+            h = h * self.calibration_scale + self.calibration_bias
         return torch.sigmoid(h)
 
 

@@ -16,34 +16,57 @@ CARD_MD = "card.md"
 CARD_PNG = "card.png"
 
 
-def write_card_plot(path: Path, kind: str, tensors: dict[str, np.ndarray]) -> None:
-    """The learned kernel (smoother) or the weight distribution of each layer (classifier)."""
+def _curves(history: dict | None) -> dict[str, np.ndarray]:
+    """The training curves a checkpoint kept (loss per step or train/val loss per epoch), non-empty only."""
+    return {k: np.asarray(v, dtype=np.float64) for k, v in (history or {}).items() if isinstance(v, list) and v}
+
+
+def _draw_curves(axes, curves: dict[str, np.ndarray]) -> None:
+    for name, values in curves.items():
+        axes.plot(np.arange(1, values.size + 1), values, label=name, linewidth=1.2)
+    axes.set_xlabel("step" if "loss" in curves else "epoch")
+    axes.set_ylabel("loss")
+    axes.set_title("training curve", fontsize=9)
+    if len(curves) > 1:
+        axes.legend(fontsize=8)
+
+
+def write_card_plot(path: Path, kind: str, tensors: dict[str, np.ndarray], history: dict | None = None) -> None:
+    """The learned kernel (smoother) or the weight distribution of each layer (classifier), and the
+    training curve when the checkpoint kept one."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    curves = _curves(history)
+    panels = 1 if curves else 0
     if kind == "smoother":
         kernel = np.asarray(tensors["kernel"]).ravel()
-        figure = Figure(figsize=(6, 3.2), dpi=100)
+        figure = Figure(figsize=(6 * (1 + panels), 3.2), dpi=100)
         FigureCanvasAgg(figure)
-        axes = figure.add_subplot(1, 1, 1)
+        axes = figure.add_subplot(1, 1 + panels, 1)
         taps = np.arange(kernel.size)
         axes.bar(taps, kernel, color="tab:blue", width=0.8)
         axes.set_xlabel("tap (the last tap weighs the newest sample)")
         axes.set_ylabel("weight")
         axes.set_title(f"learned kernel: {kernel.size} taps, sum {kernel.sum():.4g}")
+        if curves:
+            _draw_curves(figure.add_subplot(1, 2, 2), curves)
     else:
         layers = sorted((name for name in tensors if name.startswith("layers.") and name.endswith(".weight")),
                         key=lambda name: int(name.split(".")[1]))
-        figure = Figure(figsize=(3.2 * max(len(layers), 1), 3.0), dpi=100)
+        columns = max(len(layers), 1) + panels
+        figure = Figure(figsize=(3.2 * columns, 3.0), dpi=100)
         FigureCanvasAgg(figure)
         for position, name in enumerate(layers, start=1):
             weights = np.asarray(tensors[name]).ravel()
-            axes = figure.add_subplot(1, len(layers), position)
+            axes = figure.add_subplot(1, columns, position)
             axes.hist(weights, bins=30, color="tab:green")
             axes.axvline(0.0, color="black", linewidth=0.8)
             axes.set_title(f"{name}\nmin {weights.min():.3g}, max {weights.max():.3g}", fontsize=9)
             axes.set_xlabel("weight")
-        figure.suptitle("weight distribution per layer (folded)", fontsize=10)
+        if curves:
+            _draw_curves(figure.add_subplot(1, columns, columns), curves)
+        figure.suptitle("weight distribution per layer (folded)" + (", training curve" if curves else ""), fontsize=10)
     figure.tight_layout()
     figure.savefig(path, format="png")
 
@@ -60,6 +83,18 @@ def _fmt(value) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
     return str(value)
+
+
+def _flatten(metrics: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """Nested training metrics (heldout.roc_auc, heldout.baselines.ar, ...) as dotted rows."""
+    rows: list[tuple[str, object]] = []
+    for key, value in sorted(metrics.items()):
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            rows += _flatten(value, name + ".")
+        else:
+            rows.append((name, value))
+    return rows
 
 
 def render_card(manifest: Manifest) -> str:
@@ -105,7 +140,7 @@ def render_card(manifest: Manifest) -> str:
     )
     lines += ["", "## Training metrics", ""]
     if m.training_metrics:
-        lines += _table(["metric", "value"], [[k, _fmt(v)] for k, v in sorted(m.training_metrics.items())])
+        lines += _table(["metric", "value"], [[k, _fmt(v)] for k, v in _flatten(m.training_metrics)])
     else:
         lines += ["(the checkpoint recorded none)"]
     parity = m.parity

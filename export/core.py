@@ -320,7 +320,8 @@ def export_checkpoint(
         parity = check_parity(kind, reference, loaded, cases, atol, rtol)
 
         # 7. card plot, files, manifest
-        card.write_card_plot(staging / card.CARD_PNG, kind, {k: v.detach().cpu().numpy() for k, v in folded.state_dict().items()})
+        card.write_card_plot(staging / card.CARD_PNG, kind, {k: v.detach().cpu().numpy() for k, v in folded.state_dict().items()},
+                             payload.get("history"))
         files = [
             FileEntry(path=FORMAT_FILES[fmt], format=fmt, sha256=sha256_file(staging / FORMAT_FILES[fmt]),
                       size=(staging / FORMAT_FILES[fmt]).stat().st_size)

@@ -60,7 +60,7 @@ class ClassifierInfo(_Strict):
     features: list[FeatureSpec]
     labels: list[str]
     threshold: float = 0.5
-    scope: Literal["all", "final"]
+    scope: Literal["all", "final", "none"]
     method: Literal["reparam", "project"]
     # Features whose monotonicity the service must certify from the graph (scope "all", not free).
     monotone_features: list[str] = Field(default_factory=list)
