@@ -205,3 +205,28 @@ def test_spam7_default_configuration_report_matches_checkpoint_and_is_calibrated
     assert payload["config"]["threshold"] == data["threshold"]
     assert payload["config"]["activation"] == "tanh" and payload["config"]["transform"] == "log1p"
     assert len(payload["history"]["val_loss"]) == data["epochs_run"]
+
+
+def test_warns_when_the_best_epoch_is_the_last_and_when_features_escape_the_guarantee():
+    torch.manual_seed(0)
+    x, y = synthetic(400)
+    config = ClassifierConfig(feature_names=["a", "b", "c"], hidden=[4], directions=["increasing", "decreasing", "free"])
+    result = train_classifier(MonotoneClassifier(config), x, y, ClassifierTrainOptions(epochs=2, lr=1e-4, seed=0))
+    warnings = result.metrics["warnings"]
+    assert any("last epoch (2 of 2)" in w and "--epochs" in w for w in warnings), warnings
+    assert any("additive" in w and "b (decreasing)" in w and "c (free)" in w for w in warnings), warnings
+    # an all-increasing model that converged has neither warning
+    torch.manual_seed(0)
+    plain = MonotoneClassifier(ClassifierConfig(feature_names=["a", "b", "c"], hidden=[4]))
+    assert train_classifier(plain, x, y, ClassifierTrainOptions(epochs=200, patience=5, seed=0)).metrics["warnings"] == []
+
+
+def test_pos_weight_accepts_a_number():
+    from models.train_classifier import positive_weights
+
+    labels = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
+    assert positive_weights(labels, 2.5).tolist() == [2.5, 2.5]
+    assert positive_weights(labels, "auto").tolist() == [2.0, 2.0]
+    assert positive_weights(labels, "none") is None
+    with pytest.raises(AssertionError, match="pos_weight"):
+        ClassifierTrainOptions(pos_weight=-1.0)
