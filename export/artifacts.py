@@ -60,8 +60,7 @@ class ClassifierScores(nn.Module):
         # the trained function: same transform, activation and calibration as the model
         self.transform = model.config.transform
         self.activation = make_activation(model.config.activation)
-        self.calibrated = model.config.calibrated
-        if self.calibrated:
+        if model.config.calibrated:
             self.register_buffer("calibration_scale", model.calibration_scale.detach().clone().float())
             self.register_buffer("calibration_bias", model.calibration_bias.detach().clone().float())
         self.layers = nn.ModuleList()
@@ -83,7 +82,7 @@ class ClassifierScores(nn.Module):
             h = layer(h)
             if index < last:
                 h = self.activation(h)
-        if self.calibrated:
+        if hasattr(self, "calibration_scale"):  # static in TorchScript: uncalibrated graphs have no Mul/Add
             h = h * self.calibration_scale + self.calibration_bias
         return torch.sigmoid(h)
 
