@@ -163,3 +163,18 @@ def test_attack_refuses_a_smoother_version(tmp_path):
 
 def test_parse_budgets():
     assert parse_budgets("0.5, 1,2,5") == [0.5, 1.0, 2.0, 5.0]
+
+
+def test_card_has_the_training_curve_and_the_report_metrics(published):
+    import struct
+
+    _, versions = published
+    version_dir = versions["all"]
+    png = (version_dir / "card.png").read_bytes()
+    width = struct.unpack(">I", png[16:20])[0]
+    # three weight histograms and the loss curve, 3.2 inches each at 100 dpi
+    assert width == 4 * 320
+    card = (version_dir / "card.md").read_text()
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    auc = manifest["training_metrics"]["heldout"]["roc_auc"]
+    assert f"| heldout.roc_auc | {auc:.6g} |" in card and "| heldout.ece |" in card and "| threshold |" in card
