@@ -230,3 +230,19 @@ def test_pos_weight_accepts_a_number():
     assert positive_weights(labels, "none") is None
     with pytest.raises(AssertionError, match="pos_weight"):
         ClassifierTrainOptions(pos_weight=-1.0)
+
+
+def test_multilabel_calibration_fits_one_positive_scale_per_label():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(5)
+    x = rng.exponential(size=(900, 2)).astype(np.float32)
+    y = np.stack([rng.random(900) < 1 / (1 + np.exp(-(x[:, 0] - 1))), rng.random(900) < 1 / (1 + np.exp(-(2 * x[:, 1] - 2)))],
+                 axis=1).astype(np.float32)
+    model = MonotoneClassifier(ClassifierConfig(feature_names=["a", "b"], labels=["p", "q"], hidden=[6],
+                                                activation="tanh", calibrated=True))
+    result = train_classifier(model, x, y, ClassifierTrainOptions(epochs=30, seed=0, calibration="platt",
+                                                                  threshold_criterion="youden"))
+    scale = result.metrics["calibration"]["scale"]
+    assert len(scale) == 2 and min(scale) > 0 and scale[0] != scale[1]
+    assert set(result.metrics["heldout"]["per_label"]) == {"p", "q"}
+    assert 0 < result.metrics["threshold"] < 1 and result.metrics["threshold_criterion"] == "youden"
