@@ -296,6 +296,16 @@ def _load_smoother_data(args: argparse.Namespace) -> tuple[Any, list[str], Any, 
             f"{args.data}: {length} rows leave no forecast to train or evaluate at horizon {args.horizon} "
             f"(training part {n_train} rows); use a longer series or a smaller --horizon"
         )
+    if args.objective == "forecast" and args.season is not None and args.season >= n_train - args.horizon:
+        raise UsageError(
+            f"--season {args.season} is too long for a training part of {n_train} rows at horizon {args.horizon}"
+        )
+    usable = n_train - args.horizon - (args.ar_order or 1) + 1  # training targets an AR(p) can be fitted on
+    if args.objective == "forecast" and args.ar_order is not None and usable < args.ar_order + 2:
+        raise UsageError(
+            f"--ar-order {args.ar_order} needs more than the {max(usable, 0)} training targets that "
+            f"{n_train} training rows leave at horizon {args.horizon}; use a smaller order"
+        )
     if args.objective == "denoise" and not args.kernel_size <= n_train < length:
         raise UsageError(
             f"{args.data}: {length} rows leave a training part of {n_train} rows, shorter than the kernel "
