@@ -178,3 +178,48 @@ def test_card_has_the_training_curve_and_the_report_metrics(published):
     manifest = json.loads((version_dir / "manifest.json").read_text())
     auc = manifest["training_metrics"]["heldout"]["roc_auc"]
     assert f"| heldout.roc_auc | {auc:.6g} |" in card and "| heldout.ece |" in card and "| threshold |" in card
+
+
+def test_tanh_log1p_calibrated_version_serves_from_a_real_server(published, tmp_path):
+    """The version, alone in a repository, behind `monoserve serve`: proved, then /classify answers
+    the artifact's probabilities with the threshold chosen at training."""
+    import shutil
+    import socket
+    import time
+
+    import httpx
+    import onnxruntime as ort
+
+    _, versions = published
+    repo = tmp_path / "repo"
+    shutil.copytree(versions["all"], repo / "all" / "1")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "monoserve.cli", "serve", "--repo", str(repo), "--host",
+                                "127.0.0.1", "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, process.stdout.read()
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.2)
+        rows = [[0.5, 0.1, 2.0], [3.0, 0.0, 0.0]]
+        body = httpx.post(f"{base}/classify", json={"model": "all", "instances": rows}, timeout=10).json()
+        session = ort.InferenceSession(str(versions["all"] / "model.onnx"), providers=["CPUExecutionProvider"])
+        expected = session.run(None, {session.get_inputs()[0].name: np.array(rows, dtype=np.float32)})[0]
+        np.testing.assert_allclose(np.array(body["scores"]).reshape(expected.shape), expected, rtol=1e-6)
+        manifest = json.loads((versions["all"] / "manifest.json").read_text())
+        assert body["threshold"] == pytest.approx(manifest["classifier"]["threshold"])
+        report = httpx.get(f"{base}/models/all", timeout=10).json()
+        assert report["state"] == "serving"
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
