@@ -122,8 +122,10 @@ def render_card(manifest: Manifest) -> str:
     if m.classifier is not None:
         c = m.classifier
         lines += [
-            f"A nonnegative classifier ({c.method}, scope {c.scope}) giving probabilities for labels "
-            f"{', '.join(c.labels)} (threshold {c.threshold:g}).",
+            f"A nonnegative classifier ({c.method}, scope {c.scope}, activation {c.activation}"
+            + (", log1p features" if c.transform == "log1p" else "")
+            + (", calibrated" if c.calibrated else "")
+            + f") giving probabilities for labels {', '.join(c.labels)} (threshold {c.threshold:g}).",
             "",
         ]
         lines += _table(["feature", "direction"], [[f.name, f.direction] for f in c.features])

@@ -219,6 +219,9 @@ def _model_info(kind: str, model: nn.Module) -> dict[str, Any]:
             scope=config.scope,
             method=config.method,
             monotone_features=monotone,
+            activation=config.activation,
+            transform=config.transform,
+            calibrated=config.calibrated,
         )
     }
 

@@ -89,6 +89,9 @@ def test_tanh_log1p_calibrated_model_exports_verifies_and_has_the_provable_graph
     manifest = json.loads((version_dir / "manifest.json").read_text())
     rules = {(c["tensor"], c["rule"]) for c in manifest["constraints"]}
     assert ("calibration_scale", "positive") in rules
+    info = manifest["classifier"]
+    assert (info["activation"], info["transform"], info["calibrated"]) == ("tanh", "log1p", True)
+    assert "activation tanh, log1p features, calibrated" in (version_dir / "card.md").read_text()
     assert manifest["training_metrics"]["heldout"]["roc_auc"] > 0.65  # b, which lowers the odds, is unusable here
     assert "threshold" in manifest["training_metrics"] and manifest["classifier"]["threshold"] != 0.5
     result = subprocess.run([sys.executable, "-m", "monoserve.cli", "verify", str(version_dir)], cwd=ROOT,
