@@ -183,7 +183,8 @@ def test_scope_none_has_no_weight_constraints():
 
 @pytest.mark.slow
 def test_spam7_default_configuration_report_matches_checkpoint_and_is_calibrated(tmp_path):
-    """The default spam7 model (Makefile): tanh, log1p, Platt calibration, F1 threshold."""
+    """The default spam7 model (Makefile): tanh, log1p, Platt calibration, F1 threshold. Issue 12's
+    bars: held-out AUC >= 0.91, ECE <= 0.05, and the attack evades it 0% at every budget."""
     from models.checkpoint import read_checkpoint
 
     out, report = tmp_path / "c.ckpt", tmp_path / "report.json"
@@ -205,6 +206,15 @@ def test_spam7_default_configuration_report_matches_checkpoint_and_is_calibrated
     assert payload["config"]["threshold"] == data["threshold"]
     assert payload["config"]["activation"] == "tanh" and payload["config"]["transform"] == "log1p"
     assert len(payload["history"]["val_loss"]) == data["epochs_run"]
+
+    # exported and attacked as served: no flagged held-out spam escapes by adding content
+    from export.core import export_checkpoint
+    from models.attack import run_attack
+
+    version_dir = export_checkpoint(out, tmp_path / "repo", name="classifier", formats="onnx").version_dir
+    attack = run_attack(version_dir, SPAM, "spam", budgets=[0.5, 1, 2, 5], pairs=2000)
+    assert attack["n_attacked"] > 300 and attack["evasion_rate"] == [0.0, 0.0, 0.0, 0.0], attack
+    assert attack["monotonicity_check"]["violations"] == 0
 
 
 def test_warns_when_the_best_epoch_is_the_last_and_when_features_escape_the_guarantee():
