@@ -22,7 +22,6 @@ from torch.nn.utils import parametrize
 
 from export.errors import ArtifactError
 from models.classifier import MonotoneClassifier, make_activation, monotone_transform
-from models.smoother import FullCorrelation, MonotoneSmoother
 
 logger = logging.getLogger(__name__)
 
@@ -52,27 +51,38 @@ class ClassifierScores(nn.Module):
     service can read `feature_scale` back and propagate signs node by node.
     """
 
-    def __init__(self, model: MonotoneClassifier):
+    def __init__(self, feature_mean: torch.Tensor, feature_scale: torch.Tensor, direction_sign: torch.Tensor,
+                 layers: list[tuple[torch.Tensor, torch.Tensor]], activation: str = "relu", transform: str = "none",
+                 calibration: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
-        self.register_buffer("feature_mean", model.feature_mean.detach().clone().float())
-        self.register_buffer("feature_scale", model.feature_scale.detach().clone().float())
-        self.register_buffer("direction_sign", model.direction_sign.detach().clone().float())
-        # the trained function: same transform, activation and calibration as the model
-        self.transform = model.config.transform
-        self.activation = make_activation(model.config.activation)
-        if model.config.calibrated:
-            self.register_buffer("calibration_scale", model.calibration_scale.detach().clone().float())
-            self.register_buffer("calibration_bias", model.calibration_bias.detach().clone().float())
+        self.register_buffer("feature_mean", feature_mean.detach().clone().float())
+        self.register_buffer("feature_scale", feature_scale.detach().clone().float())
+        self.register_buffer("direction_sign", direction_sign.detach().clone().float())
+        # the trained function: the model's transform, activation and calibration (models.classifier)
+        self.transform = transform
+        self.activation = make_activation(activation)
+        if calibration is not None:  # (scale, bias) on the logits
+            self.register_buffer("calibration_scale", calibration[0].detach().clone().float())
+            self.register_buffer("calibration_bias", calibration[1].detach().clone().float())
         self.layers = nn.ModuleList()
+        for weight, bias in layers:
+            plain = nn.Linear(weight.shape[1], weight.shape[0])
+            with torch.no_grad():
+                plain.weight.copy_(weight.detach().float())
+                plain.bias.copy_(bias.detach().float())
+            plain.requires_grad_(False)
+            self.layers.append(plain)
+
+    @classmethod
+    def from_model(cls, model: MonotoneClassifier) -> "ClassifierScores":
         for layer in model.layers:
             if not isinstance(layer, nn.Linear) or parametrize.is_parametrized(layer):
                 raise ArtifactError(f"expected folded plain nn.Linear layers, got {type(layer).__name__}")
-            plain = nn.Linear(layer.in_features, layer.out_features)
-            with torch.no_grad():
-                plain.weight.copy_(layer.weight.detach().float())
-                plain.bias.copy_(layer.bias.detach().float())
-            plain.requires_grad_(False)
-            self.layers.append(plain)
+        config = model.config
+        calibration = (model.calibration_scale, model.calibration_bias) if config.calibrated else None
+        return cls(model.feature_mean, model.feature_scale, model.direction_sign,
+                   [(layer.weight, layer.bias) for layer in model.layers], config.activation, config.transform,
+                   calibration)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         h = monotone_transform(features, self.transform)
@@ -85,39 +95,6 @@ class ClassifierScores(nn.Module):
         if hasattr(self, "calibration_scale"):  # static in TorchScript: uncalibrated graphs have no Mul/Add
             h = h * self.calibration_scale + self.calibration_bias
         return torch.sigmoid(h)
-
-
-def build_wrapper(kind: str, folded: nn.Module) -> tuple[nn.Module, GraphSignature]:
-    """The module every format is written from, and its graph signature."""
-    if kind == "smoother":
-        assert isinstance(folded, MonotoneSmoother)
-        kernel_size = folded.kernel_size
-        wrapper = FullCorrelation(folded.kernel.detach().float()).eval()
-        full_length = f"length + {kernel_size - 1}" if kernel_size > 1 else "length"
-        # Example sizes: none 0/1 (torch.export would specialize them), all distinct.
-        example = torch.randn(2, 3, kernel_size + 10, generator=torch.Generator().manual_seed(0))
-        return wrapper, GraphSignature(
-            input_name="signal",
-            output_name="full",
-            input_shape=["batch", "channels", "length"],
-            output_shape=["batch", "channels", full_length],
-            dynamic_axes={0: "batch", 1: "channels", 2: "length"},
-            example=example,
-        )
-    if kind == "classifier":
-        assert isinstance(folded, MonotoneClassifier)
-        config = folded.config
-        wrapper = ClassifierScores(folded).eval()
-        example = torch.randn(3, config.n_features, generator=torch.Generator().manual_seed(0))
-        return wrapper, GraphSignature(
-            input_name="features",
-            output_name="scores",
-            input_shape=["batch", config.n_features],
-            output_shape=["batch", config.n_outputs],
-            dynamic_axes={0: "batch"},
-            example=example,
-        )
-    raise ArtifactError(f"unknown model kind {kind!r}")
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -16,57 +17,17 @@ CARD_MD = "card.md"
 CARD_PNG = "card.png"
 
 
-def _curves(history: dict | None) -> dict[str, np.ndarray]:
-    """The training curves a checkpoint kept (loss per step or train/val loss per epoch), non-empty only."""
-    return {k: np.asarray(v, dtype=np.float64) for k, v in (history or {}).items() if isinstance(v, list) and v}
+CARD_CURVE_PNG = "training.png"
 
 
-def _draw_curves(axes, curves: dict[str, np.ndarray]) -> None:
-    for name, values in curves.items():
-        axes.plot(np.arange(1, values.size + 1), values, label=name, linewidth=1.2)
-    axes.set_xlabel("step" if "loss" in curves else "epoch")
-    axes.set_ylabel("loss")
-    axes.set_title("training curve", fontsize=9)
-    if len(curves) > 1:
-        axes.legend(fontsize=8)
-
-
-def write_card_plot(path: Path, kind: str, tensors: dict[str, np.ndarray], history: dict | None = None) -> None:
-    """The learned kernel (smoother) or the weight distribution of each layer (classifier), and the
-    training curve when the checkpoint kept one."""
+def write_card_plot(path: Path, draw: Callable[[Any], None]) -> None:
+    """Save the plot `draw` makes on a fresh Figure (the kind's adapter: export.kinds.ExportKind.draw_card)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    curves = _curves(history)
-    panels = 1 if curves else 0
-    if kind == "smoother":
-        kernel = np.asarray(tensors["kernel"]).ravel()
-        figure = Figure(figsize=(6 * (1 + panels), 3.2), dpi=100)
-        FigureCanvasAgg(figure)
-        axes = figure.add_subplot(1, 1 + panels, 1)
-        taps = np.arange(kernel.size)
-        axes.bar(taps, kernel, color="tab:blue", width=0.8)
-        axes.set_xlabel("tap (the last tap weighs the newest sample)")
-        axes.set_ylabel("weight")
-        axes.set_title(f"learned kernel: {kernel.size} taps, sum {kernel.sum():.4g}")
-        if curves:
-            _draw_curves(figure.add_subplot(1, 2, 2), curves)
-    else:
-        layers = sorted((name for name in tensors if name.startswith("layers.") and name.endswith(".weight")),
-                        key=lambda name: int(name.split(".")[1]))
-        columns = max(len(layers), 1) + panels
-        figure = Figure(figsize=(3.2 * columns, 3.0), dpi=100)
-        FigureCanvasAgg(figure)
-        for position, name in enumerate(layers, start=1):
-            weights = np.asarray(tensors[name]).ravel()
-            axes = figure.add_subplot(1, columns, position)
-            axes.hist(weights, bins=30, color="tab:green")
-            axes.axvline(0.0, color="black", linewidth=0.8)
-            axes.set_title(f"{name}\nmin {weights.min():.3g}, max {weights.max():.3g}", fontsize=9)
-            axes.set_xlabel("weight")
-        if curves:
-            _draw_curves(figure.add_subplot(1, columns, columns), curves)
-        figure.suptitle("weight distribution per layer (folded)" + (", training curve" if curves else ""), fontsize=10)
+    figure = Figure(figsize=(6, 3.2), dpi=100)
+    FigureCanvasAgg(figure)
+    draw(figure)
     figure.tight_layout()
     figure.savefig(path, format="png")
 
@@ -85,6 +46,27 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def training_curves(history: dict | None) -> dict[str, np.ndarray]:
+    """The training curves a checkpoint kept (loss per step, or train/val loss per epoch), non-empty only."""
+    return {k: np.asarray(v, dtype=np.float64) for k, v in (history or {}).items() if isinstance(v, list) and v}
+
+
+def write_curve_plot(path: Path, curves: dict[str, np.ndarray]) -> None:
+    """The training curve(s) as their own image (training.png), beside the kind's card plot."""
+
+    def draw(figure: Any) -> None:
+        axes = figure.add_subplot(1, 1, 1)
+        for name, values in curves.items():
+            axes.plot(np.arange(1, values.size + 1), values, label=name, linewidth=1.2)
+        axes.set_xlabel("step" if "loss" in curves else "epoch")
+        axes.set_ylabel("loss")
+        axes.set_title("training curve")
+        if len(curves) > 1:
+            axes.legend(fontsize=8)
+
+    write_card_plot(path, draw)
+
+
 def _flatten(metrics: dict, prefix: str = "") -> list[tuple[str, object]]:
     """Nested training metrics (heldout.roc_auc, heldout.baselines.ar, ...) as dotted rows."""
     rows: list[tuple[str, object]] = []
@@ -97,7 +79,7 @@ def _flatten(metrics: dict, prefix: str = "") -> list[tuple[str, object]]:
     return rows
 
 
-def render_card(manifest: Manifest) -> str:
+def render_card(manifest: Manifest, plot_caption: str = "card plot", curve: bool = False) -> str:
     m = manifest
     lines = [f"# {m.name} version {m.version} ({m.kind})", ""]
     lines += [
@@ -154,5 +136,7 @@ def render_card(manifest: Manifest) -> str:
     lines += _table(["file", "format", "bytes", "sha256"], [[f.path, f.format, str(f.size), f"`{f.sha256}`"] for f in m.files])
     if m.provenance:
         lines += ["", "## Provenance", "", "```json", json.dumps(m.provenance, indent=2, sort_keys=True, default=str), "```"]
-    lines += ["", f"![{'learned kernel' if m.kind == 'smoother' else 'weight distribution per layer'}]({CARD_PNG})", ""]
+    lines += ["", f"![{plot_caption}]({CARD_PNG})", ""]
+    if curve:
+        lines += [f"![training curve]({CARD_CURVE_PNG})", ""]
     return "\n".join(lines)
