@@ -226,3 +226,14 @@ def test_tanh_log1p_calibrated_version_serves_from_a_real_server(published, tmp_
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_tanh_log1p_calibrated_torchscript_passes_the_torchscript_proof(published, tmp_path):
+    """Export proves the staged version with each engine it wrote; the TorchScript proof rebuilds
+    the wrapper from the ONNX tensors and the manifest's activation/transform/calibration."""
+    _, versions = published
+    checkpoint = versions["all"].parents[2] / "all.ckpt"  # the fixture's checkpoint
+    version_dir = export_checkpoint(checkpoint, tmp_path / "repo", name="all", formats="onnx,torchscript").version_dir
+    result = subprocess.run([sys.executable, "-m", "monoserve.cli", "verify", str(version_dir), "--engine", "torchscript"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "PASSED" in result.stdout, result.stdout + result.stderr
