@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contract.manifest import KINDS, ClassifierInfo, FeatureSpec, Probe, SmootherInfo
+from contract.manifest import KINDS, ClassifierInfo, FeatureSpec, Manifest, Probe, SmootherInfo
 from contract.modes import EDGE_MODES, mode_slice
 from export.artifacts import ClassifierScores, GraphSignature
 from export.errors import ArtifactError
@@ -45,9 +45,9 @@ class ExportKind(ABC):
         """The module every format is written from, and its graph signature."""
 
     @abstractmethod
-    def reference_module(self, tensors: Mapping[str, np.ndarray], section: Any = None) -> nn.Module:
-        """The wrapper rebuilt from its state_dict tensors and the manifest's kind section (the
-        TorchScript proof's reference); `section` None means the section's defaults."""
+    def reference_module(self, manifest: Manifest, tensors: Mapping[str, np.ndarray]) -> nn.Module:
+        """The wrapper rebuilt from the manifest's kind section and its state_dict tensors (the
+        TorchScript proof's reference: what export would script for that model)."""
 
     @abstractmethod
     def probe(self, reference: nn.Module, wrapper: nn.Module, atol: float, rtol: float) -> Probe:
@@ -97,8 +97,8 @@ class SmootherExport(ExportKind):
             example=example,
         )
 
-    def reference_module(self, tensors: Mapping[str, np.ndarray], section: Any = None) -> nn.Module:
-        del section  # the kernel is all there is
+    def reference_module(self, manifest: Manifest, tensors: Mapping[str, np.ndarray]) -> nn.Module:
+        del manifest  # the kernel is all a smoother's wrapper holds
         kernel = np.ascontiguousarray(tensors["kernel"], dtype=np.float32).reshape(-1)
         return FullCorrelation(torch.from_numpy(kernel.copy())).eval()
 
@@ -171,19 +171,17 @@ class ClassifierExport(ExportKind):
             example=example,
         )
 
-    def reference_module(self, tensors: Mapping[str, np.ndarray], section: Any = None) -> nn.Module:
+    def reference_module(self, manifest: Manifest, tensors: Mapping[str, np.ndarray]) -> nn.Module:
         def tensor(name: str) -> torch.Tensor:
             return torch.from_numpy(np.array(tensors[name], dtype=np.float32, copy=True))
 
         count = len([name for name in tensors if name.startswith("layers.") and name.endswith(".weight")])
         layers = [(tensor(f"layers.{i}.weight"), tensor(f"layers.{i}.bias")) for i in range(count)]
         # activation and transform are code, not tensors: the manifest says which (ClassifierInfo)
-        activation = getattr(section, "activation", "relu")
-        transform = getattr(section, "transform", "none")
-        calibrated = getattr(section, "calibrated", False)
-        calibration = (tensor("calibration_scale"), tensor("calibration_bias")) if calibrated else None
+        info = manifest.classifier
+        calibration = (tensor("calibration_scale"), tensor("calibration_bias")) if info.calibrated else None
         return ClassifierScores(tensor("feature_mean"), tensor("feature_scale"), tensor("direction_sign"), layers,
-                                activation, transform, calibration).eval()
+                                info.activation, info.transform, calibration).eval()
 
     def probe(self, reference: nn.Module, wrapper: nn.Module, atol: float, rtol: float) -> Probe:
         generator = torch.Generator().manual_seed(1234)
