@@ -9,13 +9,13 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from contract.manifest import Manifest
 
 CARD_MD = "card.md"
 CARD_PNG = "card.png"
-
-
-CARD_CURVE_PNG = "training.png"
+CARD_CURVE_PNG = "training.png"  # the checkpoint's training curve(s), when it kept any
 
 
 def write_card_plot(path: Path, draw: Callable[[Any], None]) -> None:
