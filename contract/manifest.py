@@ -71,6 +71,12 @@ class ClassifierInfo(_Strict):
     # Features whose monotonicity the service must certify from the graph (scope "all", not free).
     monotone_features: list[str] = Field(default_factory=list)
     output: Literal["probabilities"] = "probabilities"  # the graphs end in a sigmoid
+    # How the graph computes the scores (models.classifier): the hidden activation (non-decreasing),
+    # the feature transform before standardization, and whether a positive scale and a bias act on
+    # the logits (the `calibration_scale` / `calibration_bias` tensors). Defaults: the original model.
+    activation: Literal["relu", "leaky_relu", "tanh", "sigmoid", "softplus", "elu"] = "relu"
+    transform: Literal["none", "log1p"] = "none"
+    calibrated: bool = False
 
 
 class SmootherInfo(_Strict):

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from export.errors import ArtifactError
-from models.classifier import MonotoneClassifier
+from models.classifier import MonotoneClassifier, make_activation, monotone_transform
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +52,18 @@ class ClassifierScores(nn.Module):
     """
 
     def __init__(self, feature_mean: torch.Tensor, feature_scale: torch.Tensor, direction_sign: torch.Tensor,
-                 layers: list[tuple[torch.Tensor, torch.Tensor]]):
+                 layers: list[tuple[torch.Tensor, torch.Tensor]], activation: str = "relu", transform: str = "none",
+                 calibration: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
         self.register_buffer("feature_mean", feature_mean.detach().clone().float())
         self.register_buffer("feature_scale", feature_scale.detach().clone().float())
         self.register_buffer("direction_sign", direction_sign.detach().clone().float())
+        # the trained function: the model's transform, activation and calibration (models.classifier)
+        self.transform = transform
+        self.activation = make_activation(activation)
+        if calibration is not None:  # (scale, bias) on the logits
+            self.register_buffer("calibration_scale", calibration[0].detach().clone().float())
+            self.register_buffer("calibration_bias", calibration[1].detach().clone().float())
         self.layers = nn.ModuleList()
         for weight, bias in layers:
             plain = nn.Linear(weight.shape[1], weight.shape[0])
@@ -71,16 +78,22 @@ class ClassifierScores(nn.Module):
         for layer in model.layers:
             if not isinstance(layer, nn.Linear) or parametrize.is_parametrized(layer):
                 raise ArtifactError(f"expected folded plain nn.Linear layers, got {type(layer).__name__}")
+        config = model.config
+        calibration = (model.calibration_scale, model.calibration_bias) if config.calibrated else None
         return cls(model.feature_mean, model.feature_scale, model.direction_sign,
-                   [(layer.weight, layer.bias) for layer in model.layers])
+                   [(layer.weight, layer.bias) for layer in model.layers], config.activation, config.transform,
+                   calibration)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        h = (features - self.feature_mean) / self.feature_scale * self.direction_sign
+        h = monotone_transform(features, self.transform)
+        h = (h - self.feature_mean) / self.feature_scale * self.direction_sign
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
             h = layer(h)
             if index < last:
-                h = torch.relu(h)
+                h = self.activation(h)
+        if hasattr(self, "calibration_scale"):  # static in TorchScript: uncalibrated graphs have no Mul/Add
+            h = h * self.calibration_scale + self.calibration_bias
         return torch.sigmoid(h)
 
 

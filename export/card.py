@@ -9,10 +9,13 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from contract.manifest import Manifest
 
 CARD_MD = "card.md"
 CARD_PNG = "card.png"
+CARD_CURVE_PNG = "training.png"  # the checkpoint's training curve(s), when it kept any
 
 
 def write_card_plot(path: Path, draw: Callable[[Any], None]) -> None:
@@ -41,7 +44,40 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def render_card(manifest: Manifest, plot_caption: str = "card plot") -> str:
+def training_curves(history: dict | None) -> dict[str, np.ndarray]:
+    """The training curves a checkpoint kept (loss per step, or train/val loss per epoch), non-empty only."""
+    return {k: np.asarray(v, dtype=np.float64) for k, v in (history or {}).items() if isinstance(v, list) and v}
+
+
+def write_curve_plot(path: Path, curves: dict[str, np.ndarray]) -> None:
+    """The training curve(s) as their own image (training.png), beside the kind's card plot."""
+
+    def draw(figure: Any) -> None:
+        axes = figure.add_subplot(1, 1, 1)
+        for name, values in curves.items():
+            axes.plot(np.arange(1, values.size + 1), values, label=name, linewidth=1.2)
+        axes.set_xlabel("step" if "loss" in curves else "epoch")
+        axes.set_ylabel("loss")
+        axes.set_title("training curve")
+        if len(curves) > 1:
+            axes.legend(fontsize=8)
+
+    write_card_plot(path, draw)
+
+
+def _flatten(metrics: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """Nested training metrics (heldout.roc_auc, heldout.baselines.ar, ...) as dotted rows."""
+    rows: list[tuple[str, object]] = []
+    for key, value in sorted(metrics.items()):
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            rows += _flatten(value, name + ".")
+        else:
+            rows.append((name, value))
+    return rows
+
+
+def render_card(manifest: Manifest, plot_caption: str = "card plot", curve: bool = False) -> str:
     m = manifest
     lines = [f"# {m.name} version {m.version} ({m.kind})", ""]
     lines += [
@@ -66,8 +102,10 @@ def render_card(manifest: Manifest, plot_caption: str = "card plot") -> str:
     if m.classifier is not None:
         c = m.classifier
         lines += [
-            f"A nonnegative classifier ({c.method}, scope {c.scope}) giving probabilities for labels "
-            f"{', '.join(c.labels)} (threshold {c.threshold:g}).",
+            f"A nonnegative classifier ({c.method}, scope {c.scope}, activation {c.activation}"
+            + (", log1p features" if c.transform == "log1p" else "")
+            + (", calibrated" if c.calibrated else "")
+            + f") giving probabilities for labels {', '.join(c.labels)} (threshold {c.threshold:g}).",
             "",
         ]
         lines += _table(["feature", "direction"], [[f.name, f.direction] for f in c.features])
@@ -84,7 +122,7 @@ def render_card(manifest: Manifest, plot_caption: str = "card plot") -> str:
     )
     lines += ["", "## Training metrics", ""]
     if m.training_metrics:
-        lines += _table(["metric", "value"], [[k, _fmt(v)] for k, v in sorted(m.training_metrics.items())])
+        lines += _table(["metric", "value"], [[k, _fmt(v)] for k, v in _flatten(m.training_metrics)])
     else:
         lines += ["(the checkpoint recorded none)"]
     parity = m.parity
@@ -97,4 +135,6 @@ def render_card(manifest: Manifest, plot_caption: str = "card plot") -> str:
     if m.provenance:
         lines += ["", "## Provenance", "", "```json", json.dumps(m.provenance, indent=2, sort_keys=True, default=str), "```"]
     lines += ["", f"![{plot_caption}]({CARD_PNG})", ""]
+    if curve:
+        lines += [f"![training curve]({CARD_CURVE_PNG})", ""]
     return "\n".join(lines)

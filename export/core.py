@@ -271,6 +271,9 @@ def export_checkpoint(
         # 7. card plot, files, manifest
         folded_state = {k: v.detach().cpu().numpy() for k, v in folded.state_dict().items()}
         card.write_card_plot(staging / card.CARD_PNG, lambda figure: adapter.draw_card(figure, folded_state))
+        curves = card.training_curves(payload.get("history"))  # the checkpoint's loss curve(s), if it kept any
+        if curves:
+            card.write_curve_plot(staging / card.CARD_CURVE_PNG, curves)
         files = [
             FileEntry(path=FORMAT_FILES[fmt], format=fmt, sha256=sha256_file(staging / FORMAT_FILES[fmt]),
                       size=(staging / FORMAT_FILES[fmt]).stat().st_size)
@@ -307,7 +310,7 @@ def export_checkpoint(
         def finalize(version: int) -> None:
             publish.check_kind(repo / name, kind, replace_kind)  # a concurrent export may have published
             manifest = Manifest(version=version, **base)
-            (staging / card.CARD_MD).write_text(card.render_card(manifest, adapter.card_caption), encoding="utf-8")
+            (staging / card.CARD_MD).write_text(card.render_card(manifest, adapter.card_caption, curve=bool(curves)), encoding="utf-8")
             (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
             prove_staged(staging, repo, formats, allow_unconstrained)
             manifests[version] = manifest
@@ -322,7 +325,8 @@ def export_checkpoint(
         kind=kind,
         version_dir=version_dir,
         files=files,
-        extra_files={f: (version_dir / f).stat().st_size for f in (card.CARD_MD, card.CARD_PNG)},
+        extra_files={f: (version_dir / f).stat().st_size for f in (card.CARD_MD, card.CARD_PNG, card.CARD_CURVE_PNG)
+                     if (version_dir / f).is_file()},
         constraints=[ConstraintCheck(e.tensor, e.rule, e.tolerance, e.columns, dict(e.locations)) for e in entries],
         parity=parity,
     )

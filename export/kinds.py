@@ -172,14 +172,16 @@ class ClassifierExport(ExportKind):
         )
 
     def reference_module(self, manifest: Manifest, tensors: Mapping[str, np.ndarray]) -> nn.Module:
-        del manifest  # (the wrapper's configuration, once it has one, comes from manifest.classifier)
-
         def tensor(name: str) -> torch.Tensor:
             return torch.from_numpy(np.array(tensors[name], dtype=np.float32, copy=True))
 
         count = len([name for name in tensors if name.startswith("layers.") and name.endswith(".weight")])
         layers = [(tensor(f"layers.{i}.weight"), tensor(f"layers.{i}.bias")) for i in range(count)]
-        return ClassifierScores(tensor("feature_mean"), tensor("feature_scale"), tensor("direction_sign"), layers).eval()
+        # activation and transform are code, not tensors: the manifest says which (ClassifierInfo)
+        info = manifest.classifier
+        calibration = (tensor("calibration_scale"), tensor("calibration_bias")) if info.calibrated else None
+        return ClassifierScores(tensor("feature_mean"), tensor("feature_scale"), tensor("direction_sign"), layers,
+                                info.activation, info.transform, calibration).eval()
 
     def probe(self, reference: nn.Module, wrapper: nn.Module, atol: float, rtol: float) -> Probe:
         generator = torch.Generator().manual_seed(1234)
@@ -198,7 +200,8 @@ class ClassifierExport(ExportKind):
         return {"classifier": ClassifierInfo(
             features=[FeatureSpec(name=n, direction=d) for n, d in zip(config.feature_names, directions)],
             labels=list(config.labels), threshold=config.threshold, scope=config.scope, method=config.method,
-            monotone_features=monotone)}
+            monotone_features=monotone, activation=config.activation, transform=config.transform,
+            calibrated=config.calibrated)}
 
     def parity_cases(self, folded: nn.Module, seed: int) -> list[ParityCase]:
         model = self.check(folded)

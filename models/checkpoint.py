@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -61,8 +62,15 @@ def save_checkpoint(
     model: nn.Module,
     metrics: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
+    history: dict[str, list] | None = None,
 ) -> Path:
-    """Write atomically (temp file + rename): an interrupted save leaves no half-written checkpoint."""
+    """Write atomically (temp file + rename): an interrupted save leaves no half-written checkpoint.
+
+    Reproducible: the same payload gives the same bytes. torch.save names the zip's inner folder
+    after the file it writes (here a random temporary name), so it writes into memory instead,
+    where the folder is always `archive`; the zip records no timestamps.
+    `history` is the training curve (e.g. {"loss": [...]}), drawn in the model card.
+    """
     path = Path(path)
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -71,12 +79,18 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metrics": metrics or {},
         "provenance": provenance or {},
+        "history": history or {},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(payload, tmp)
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        with open(tmp, "wb") as handle:
+            handle.write(buffer.getbuffer())
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -3,7 +3,14 @@
 Scope `final`: only the output layer is nonnegative. Scope `all`: every weight on a path from a
 monotone feature to a score is nonnegative and every activation is non-decreasing, so each score
 is non-decreasing in each increasing feature (decreasing features enter negated; free features
-get unconstrained first-layer weights and nothing is promised about them).
+get unconstrained first-layer weights and nothing is promised about them). Scope `none`: no
+constraint at all, the unconstrained baseline (export and serving refuse it unless told otherwise).
+
+Everything between the raw features and the probability is part of the module, so the exported
+graph is the trained function: the optional `log1p` transform (written as log(relu(x) + 1) so the
+graph is Relu -> Add -> Log, which the load-time certificate proves), the standardization, the
+direction signs, the MLP with a non-decreasing activation, and the optional calibration
+(a positive scale and a bias on the logit, fitted on validation data after training).
 """
 
 from __future__ import annotations
@@ -16,8 +23,31 @@ from torch import nn
 from models.constraints import NONNEG_KINDS, nonnegative, project_nonnegative_
 
 DIRECTIONS = ("increasing", "decreasing", "free")
-SCOPES = ("all", "final")
+SCOPES = ("all", "final", "none")
 METHODS = ("reparam", "project")
+# Non-decreasing activations only: with nonnegative weights they compose into monotone scores.
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "softplus", "elu")
+TRANSFORMS = ("none", "log1p")
+LEAKY_SLOPE = 0.01  # >= 0 keeps leaky_relu non-decreasing
+
+
+def make_activation(name: str) -> nn.Module:
+    assert name in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}, got {name!r}"
+    return {
+        "relu": nn.ReLU,
+        "leaky_relu": lambda: nn.LeakyReLU(LEAKY_SLOPE),
+        "tanh": nn.Tanh,
+        "sigmoid": nn.Sigmoid,
+        "softplus": nn.Softplus,
+        "elu": nn.ELU,
+    }[name]()
+
+
+def monotone_transform(x: torch.Tensor, transform: str) -> torch.Tensor:
+    """log1p(max(x, 0)) as log(relu(x) + 1): non-decreasing, and the Log's input is provably >= 1."""
+    if transform == "log1p":
+        return torch.log(torch.relu(x) + 1.0)
+    return x
 
 
 @dataclass
@@ -30,6 +60,9 @@ class ClassifierConfig:
     nonneg: str = "softplus"  # reparam map: "softplus" | "exp" | "square"
     directions: list[str] | None = None  # per feature; None = all increasing
     threshold: float = 0.5
+    activation: str = "relu"  # one of ACTIVATIONS (all non-decreasing)
+    transform: str = "none"  # "none" | "log1p" (on every feature, before standardization)
+    calibrated: bool = False  # a positive scale and a bias on the logits (fitted after training)
 
     def __post_init__(self) -> None:
         assert len(self.feature_names) >= 1, "a classifier needs at least one feature"
@@ -51,6 +84,8 @@ class ClassifierConfig:
             "per-feature directions need scope 'all' (scope 'final' promises no monotonicity in the inputs)"
         )
         assert 0.0 < self.threshold < 1.0, f"threshold must be in (0, 1), got {self.threshold}"
+        assert self.activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}, got {self.activation!r}"
+        assert self.transform in TRANSFORMS, f"transform must be one of {TRANSFORMS}, got {self.transform!r}"
 
     @property
     def n_features(self) -> int:
@@ -81,7 +116,11 @@ class MonotoneClassifier(nn.Module):
 
         sizes = [n_features, *config.hidden, config.n_outputs]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.activation = nn.ReLU()  # non-decreasing, so nonnegative weights compose monotonically
+        self.activation = make_activation(config.activation)  # non-decreasing: monotone composition
+        if config.calibrated:
+            # logit -> scale * logit + bias; scale > 0 keeps every score's order and monotonicity
+            self.register_buffer("calibration_scale", torch.ones(config.n_outputs))
+            self.register_buffer("calibration_bias", torch.zeros(config.n_outputs))
 
         self._init_nonnegative_friendly()
         if config.method == "reparam":
@@ -106,6 +145,8 @@ class MonotoneClassifier(nn.Module):
     def constrained_layers(self) -> dict[int, list[int] | None]:
         """Layer index -> the last-axis columns that must be nonnegative (None = the whole weight)."""
         last = len(self.layers) - 1
+        if self.config.scope == "none":
+            return {}
         if self.config.scope == "final":
             return {last: None}
         result: dict[int, list[int] | None] = {i: None for i in range(len(self.layers))}
@@ -122,6 +163,8 @@ class MonotoneClassifier(nn.Module):
             if columns is not None:
                 spec["columns"] = list(columns)
             specs.append(spec)
+        if self.config.calibrated:
+            specs.append({"tensor": "calibration_scale", "rule": "positive", "tolerance": 0.0})
         return specs
 
     def project_(self) -> None:
@@ -133,10 +176,12 @@ class MonotoneClassifier(nn.Module):
 
     @torch.no_grad()
     def fit_standardization(self, features: torch.Tensor) -> None:
-        """Set mean/scale from training features [N, F]; constant columns get scale 1."""
+        """Set mean/scale from training features [N, F] (raw: the transform is applied here);
+        constant columns get scale 1."""
         assert features.dim() == 2 and features.shape[1] == self.config.n_features, (
             f"expected features [N, {self.config.n_features}], got {tuple(features.shape)}"
         )
+        features = monotone_transform(features, self.config.transform)
         self.feature_mean.copy_(features.mean(0))
         std = features.std(0, unbiased=False)
         self.feature_scale.copy_(torch.where(std > 1e-12, std, torch.ones_like(std)))
@@ -145,9 +190,18 @@ class MonotoneClassifier(nn.Module):
         assert x.dim() == 2 and x.shape[1] == self.config.n_features, (
             f"expected x [B, {self.config.n_features}], got {tuple(x.shape)}"
         )
-        h = (x - self.feature_mean) / self.feature_scale * self.direction_sign  # [B, F]
+        return self.calibrate(self.uncalibrated_logits(x))  # [B, n_outputs] logits
+
+    def uncalibrated_logits(self, x: torch.Tensor) -> torch.Tensor:
+        h = monotone_transform(x, self.config.transform)
+        h = (h - self.feature_mean) / self.feature_scale * self.direction_sign  # [B, F]
         for index, layer in enumerate(self.layers):
             h = layer(h)
             if index < len(self.layers) - 1:
                 h = self.activation(h)  # [B, hidden]
-        return h  # [B, n_outputs] raw logits
+        return h  # [B, n_outputs]
+
+    def calibrate(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self.config.calibrated:
+            return logits
+        return logits * self.calibration_scale + self.calibration_bias

@@ -66,6 +66,45 @@ def _nonnegative_float(text: str) -> float:
     return value
 
 
+def _pos_weight(text: str) -> str | float:
+    if text in ("auto", "none"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, none or a positive number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected auto, none or a positive finite number, got {text!r}")
+    return value
+
+
+def _threshold_criterion(text: str) -> str:
+    from models.metrics import parse_threshold_criterion  # numpy only
+
+    try:
+        parse_threshold_criterion(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def write_report(path: Path, report: dict) -> None:
+    """The training report as JSON (the same numbers the checkpoint's metrics hold), written atomically."""
+    import json
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=True, default=_json_default) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train a constrained model on a CSV file", description=__doc__)
     kinds = train.add_subparsers(dest="model_kind", metavar="MODEL", required=True)
@@ -97,8 +136,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     smoother.add_argument("--epochs", type=_positive_int, default=SMOOTHER_DEFAULTS["epochs"],
                           help="full-batch Adam steps (default: %(default)s)")
     smoother.add_argument("--lr", type=_positive_float, default=SMOOTHER_DEFAULTS["lr"], help="Adam learning rate (default: %(default)s)")
+    smoother.add_argument("--season", type=_positive_int, default=None, metavar="PERIOD",
+                          help="season length for the seasonal-naive baseline (default: detected from the "
+                          "training part's autocorrelation)")
+    smoother.add_argument("--ar-order", type=_positive_int, default=None, metavar="P",
+                          help="order of the AR(p) least-squares baseline (default: chosen by AIC up to 12)")
+    smoother.add_argument("--fill", choices=("interpolate", "drop"), default=None,
+                          help="gaps (empty, NA or NaN cells): interpolate linearly, or drop those rows "
+                          "(default: refuse, naming the rows)")
     smoother.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     smoother.add_argument("--out", required=True, type=Path, help="checkpoint path to write")
+    smoother.add_argument("--report", type=Path, default=None, metavar="PATH",
+                          help="also write the report (held-out MSE, baselines, warnings) as JSON")
     smoother.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                           help="progress bar (default: only on a terminal)")
     smoother.add_argument("--threads", type=_positive_int, default=1, help="torch intra-op threads (default: %(default)s)")
@@ -113,9 +162,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             help="0/1 label column(s); several make a multi-label model")
     classifier.add_argument("--features", action="extend", nargs="+", default=None, metavar="NAME",
                             help="feature columns (default: every column but the labels)")
-    classifier.add_argument("--scope", choices=("all", "final"), default="all",
-                            help="all: every score is monotone in each feature; final: only the output layer is nonnegative "
-                            "(default: %(default)s)")
+    classifier.add_argument("--scope", choices=("all", "final", "none"), default="all",
+                            help="all: every score is monotone in each feature; final: only the output layer is nonnegative; "
+                            "none: unconstrained baseline (export needs --allow-unconstrained) (default: %(default)s)")
+    classifier.add_argument("--activation", choices=("relu", "leaky_relu", "tanh", "sigmoid", "softplus", "elu"),
+                            default="relu", help="hidden activation, non-decreasing (default: %(default)s)")
+    classifier.add_argument("--transform", choices=("none", "log1p"), default="none",
+                            help="monotone feature transform inside the model: log1p(max(x, 0)) (default: %(default)s)")
+    classifier.add_argument("--calibrate", nargs="?", choices=("none", "platt", "temperature"), const="platt",
+                            default="none", help="fit a positive scale (and a bias: platt) on the logits on the "
+                            "validation split, folded into the model (--calibrate alone: platt; default: %(default)s)")
+    classifier.add_argument("--threshold-criterion", type=_threshold_criterion, default=None, metavar="CRITERION",
+                            help="choose the threshold on the validation split: f1, youden or fpr:RATE "
+                            "(default: f1 unless --threshold is given)")
     classifier.add_argument("--method", choices=("reparam", "project"), default="reparam",
                             help="reparam: weights = nonneg(raw); project: clamp to >= 0 after every step (default: %(default)s)")
     classifier.add_argument("--nonneg", choices=("softplus", "exp", "square"), default="softplus",
@@ -130,8 +189,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             help="adam, or sgd with momentum 0.9 (default: %(default)s)")
     classifier.add_argument("--weight-decay", type=_nonnegative_float, default=0.0,
                             help="L2 penalty on the (raw) parameters (default: %(default)s)")
-    classifier.add_argument("--pos-weight", choices=("auto", "none"), default="auto",
-                            help="auto: BCE positive weight = negatives/positives per label (default: %(default)s)")
+    classifier.add_argument("--pos-weight", type=_pos_weight, default="auto", metavar="auto|none|FLOAT",
+                            help="BCE positive weight: auto = negatives/positives per label, none, or a number "
+                            "(default: %(default)s)")
     classifier.add_argument("--epochs", type=_positive_int, default=CLASSIFIER_DEFAULTS["epochs"],
                             help="maximum epochs; early stopping on validation loss (default: %(default)s)")
     classifier.add_argument("--patience", type=_positive_int, default=15,
@@ -139,14 +199,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     classifier.add_argument("--batch-size", type=_positive_int, default=128, help="(default: %(default)s)")
     classifier.add_argument("--lr", type=_positive_float, default=CLASSIFIER_DEFAULTS["lr"],
                             help="learning rate (default: %(default)s)")
-    classifier.add_argument("--threshold", type=float, default=0.5, help="decision threshold on probabilities (default: %(default)s)")
+    classifier.add_argument("--threshold", type=float, default=None,
+                            help="a fixed decision threshold on probabilities instead of --threshold-criterion")
     classifier.add_argument("--seed", type=int, default=0,
                             help="seeds the split, the initial weights and the batch order (default: %(default)s)")
     classifier.add_argument("--out", required=True, type=Path, help="checkpoint path to write")
+    classifier.add_argument("--report", type=Path, default=None, metavar="PATH",
+                            help="also write the report (held-out ROC AUC, PR AUC, Brier, ECE, confusion, threshold) as JSON")
     classifier.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                             help="progress bar (default: only on a terminal)")
     classifier.add_argument("--threads", type=_positive_int, default=1, help="torch intra-op threads (default: %(default)s)")
     classifier.set_defaults(func=run_train_classifier)
+
+    attack = subparsers.add_parser(
+        "attack", help="increase-only evasion attack on a published classifier version (ONNX Runtime)",
+        description="Raise feature values of the flagged held-out positives, each by at most B standard "
+        "deviations, searching for a score below the threshold; reports the evasion rate per budget.",
+    )
+    attack.add_argument("version_dir", type=Path, metavar="DIR/NAME/VERSION", help="a published classifier version")
+    attack.add_argument("--data", required=True, type=Path, help="CSV file with the features and the label")
+    attack.add_argument("--label", required=True, metavar="COL", help="0/1 label column: the positives are attacked")
+    attack.add_argument("--budgets", default="0.5,1,2,5", help="budgets in std devs, comma-separated (default: %(default)s)")
+    attack.add_argument("--restarts", type=_positive_int, default=32, help="random starting points per row (default: %(default)s)")
+    attack.add_argument("--pairs", type=_positive_int, default=10000,
+                        help="random pairs x <= x' for the monotonicity check (default: %(default)s)")
+    attack.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    attack.add_argument("--report", type=Path, default=None, metavar="PATH", help="write the report as JSON")
+    attack.add_argument("--card", action=argparse.BooleanOptionalAction, default=True,
+                        help="write attack.json next to the version and the table into its card.md (default: on)")
+    attack.set_defaults(func=_run_attack)
+
+
+def _run_attack(args: argparse.Namespace) -> int:
+    from models.attack import run_cli
+
+    return run_cli(args)
 
 
 def _fail(message: str) -> int:
@@ -171,7 +258,7 @@ def _load_smoother_data(args: argparse.Namespace) -> tuple[Any, list[str], Any, 
     """-> (table, columns, series [C, L], target [C, L] | None); raises DataError/UsageError."""
     import numpy as np
 
-    from models.data import default_series_columns, read_table
+    from models.data import DataError, default_series_columns, fill_gaps, read_table
 
     if args.kernel_size % 2 == 0:
         raise UsageError(f"--kernel-size must be odd (the kernel has a centre tap), got {args.kernel_size}")
@@ -188,7 +275,15 @@ def _load_smoother_data(args: argparse.Namespace) -> tuple[Any, list[str], Any, 
         raise UsageError(f"{args.data}: column {args.target_column!r} is both an input --column and the --target-column")
     if args.objective == "denoise" and len(columns) != 1:
         raise UsageError(f"--objective denoise maps one --column to the target, got {len(columns)}: {', '.join(columns)}")
-    series = table.matrix(columns).T  # [C, L]
+    if args.fill is None:
+        try:
+            values = table.matrix(columns)
+        except DataError as exc:
+            raise DataError(f"{exc} (to train on a series with gaps, pass --fill interpolate or --fill drop)") from None
+        args.fill_info = None
+    else:
+        values, args.fill_info = fill_gaps(table.matrix(columns, gaps=True), args.fill, args.data, columns)
+    series = values.T  # [C, L]
     length = series.shape[1]
     if length < args.kernel_size:
         raise UsageError(
@@ -201,11 +296,23 @@ def _load_smoother_data(args: argparse.Namespace) -> tuple[Any, list[str], Any, 
             f"{args.data}: {length} rows leave no forecast to train or evaluate at horizon {args.horizon} "
             f"(training part {n_train} rows); use a longer series or a smaller --horizon"
         )
+    if args.objective == "forecast" and args.season is not None and args.season >= n_train - args.horizon:
+        raise UsageError(
+            f"--season {args.season} is too long for a training part of {n_train} rows at horizon {args.horizon}"
+        )
+    usable = n_train - args.horizon - (args.ar_order or 1) + 1  # training targets an AR(p) can be fitted on
+    if args.objective == "forecast" and args.ar_order is not None and usable < args.ar_order + 2:
+        raise UsageError(
+            f"--ar-order {args.ar_order} needs more than the {max(usable, 0)} training targets that "
+            f"{n_train} training rows leave at horizon {args.horizon}; use a smaller order"
+        )
     if args.objective == "denoise" and not args.kernel_size <= n_train < length:
         raise UsageError(
             f"{args.data}: {length} rows leave a training part of {n_train} rows, shorter than the kernel "
             f"({args.kernel_size} taps), or no held-out rows"
         )
+    if args.target_column and args.fill is not None:
+        raise UsageError("--fill is for forecasting series; denoise needs a complete --target-column and input")
     target = table.matrix([args.target_column]).T if args.target_column else None
     return table, columns, series, target
 
@@ -227,7 +334,7 @@ def run_train_smoother(args: argparse.Namespace) -> int:
     model = MonotoneSmoother(SmootherConfig(kernel_size=args.kernel_size, param=args.param, mode=mode))
     options = SmootherTrainOptions(
         objective=args.objective, horizon=args.horizon, mode=mode, epochs=args.epochs, lr=args.lr,
-        seed=args.seed, progress=args.progress,
+        seed=args.seed, progress=args.progress, season=args.season, ar_order=args.ar_order, names=columns,
     )
     if args.objective == "forecast":
         result = train_forecast(model, series, options)
@@ -242,9 +349,16 @@ def run_train_smoother(args: argparse.Namespace) -> int:
         "scaling": result.scaling,
         "split": result.split,
         "training": {"epochs": args.epochs, "lr": args.lr, "seed": args.seed, "optimizer": "adam"},
+        "gaps": args.fill_info,
     }
-    path = save_checkpoint(args.out, model, metrics=result.metrics, provenance=provenance)
+    path = save_checkpoint(args.out, model, metrics=result.metrics, provenance=provenance,
+                           history={"loss": result.losses})
     _print_smoother_summary(args, columns, result.metrics, kernel, path)
+    if args.report is not None:
+        write_report(args.report, {"kind": "smoother", "checkpoint": str(path), "kernel": kernel.tolist(),
+                                   "config": {"kernel_size": args.kernel_size, "param": args.param,
+                                              "objective": args.objective, "columns": columns},
+                                   **result.metrics})
     return 0
 
 
@@ -252,14 +366,30 @@ def _print_smoother_summary(args, columns, metrics: dict, kernel, path: Path) ->
     print(f"smoother ({args.param}, {args.kernel_size} taps, objective {args.objective}) on "
           f"{args.data} [{', '.join(columns)}]")
     if args.objective == "forecast":
-        print(f"  held-out MSE      {metrics['heldout_mse']:.6g}  (horizon {args.horizon}, last 20% of each series)")
-        print(f"  naive last value  {metrics['naive_mse']:.6g}  skill {metrics['skill_vs_naive']:+.1%}")
-        print(f"  best SES (a={metrics['ses_alpha']:.2f}) {metrics['ses_mse']:.6g}  skill {metrics['skill_vs_ses']:+.1%}")
+        heldout = metrics["heldout"]
+        settings = heldout["baseline_settings"]
+        print(f"  held-out MSE      {metrics['heldout_mse']:.6g}  (horizon {args.horizon}, last 20% of each series; "
+              f"units: {heldout['units']})")
+        labels = {
+            "naive": "naive last value",
+            "seasonal_naive": f"seasonal naive (m={settings['season'] or 1}{', detected' if settings['season_detected'] and settings['season'] else ''})",
+            "ar": f"AR({settings['ar_order']}) least squares",
+            "ses": f"best SES (a={settings['ses_alpha']:.2f})",
+        }
+        for key, label in labels.items():
+            skill = heldout["skill"][key]
+            print(f"  {label:<32} {heldout['baselines'][key]:.6g}  skill {'n/a' if skill is None else f'{skill:+.1%}'}")
+        if len(columns) > 1:
+            for name, detail in heldout["per_series"].items():
+                print(f"    {name}: MSE {detail['mse']:.6g} (naive {detail['naive']:.6g}, seasonal naive "
+                      f"{detail['seasonal_naive']:.6g}, AR {detail['ar']:.6g}, SES {detail['ses']:.6g})")
     else:
         print(f"  held-out MSE      {metrics['heldout_mse']:.6g}  vs the noisy input {metrics['identity_mse']:.6g}"
               f"  skill {metrics['skill_vs_identity']:+.1%}")
     taps = " ".join(f"{value:.4f}" for value in kernel)
     print(f"  kernel (oldest -> newest tap): {taps}")
+    for message in metrics.get("warnings", []):
+        print(f"  warning: {message}")
     print(f"  checkpoint: {path}")
 
 
@@ -270,13 +400,15 @@ def _load_classifier_data(args: argparse.Namespace) -> tuple[Any, list[str], lis
     """-> (table, features, directions, X [N, F], Y [N, n_labels]); raises DataError/UsageError."""
     from models.data import binary_labels, read_table
 
-    if args.scope == "final" and (args.decreasing or args.free):
+    if args.scope != "all" and (args.decreasing or args.free):
         flags = " and ".join(flag for flag, given in (("--decreasing", args.decreasing), ("--free", args.free)) if given)
+        what = "constrains only the output layer" if args.scope == "final" else "constrains nothing"
         raise UsageError(
-            f"{flags} need --scope all: scope 'final' constrains only the output layer and promises no "
-            "monotonicity in any feature"
+            f"{flags} need --scope all: scope {args.scope!r} {what} and promises no monotonicity in any feature"
         )
-    if not 0.0 < args.threshold < 1.0:
+    if args.threshold is not None and args.threshold_criterion is not None:
+        raise UsageError("give either --threshold (fixed) or --threshold-criterion (chosen on validation), not both")
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise UsageError(f"--threshold must be in (0, 1), got {args.threshold}")
     labels = list(dict.fromkeys(args.label))
     table = read_table(args.data)
@@ -327,13 +459,15 @@ def run_train_classifier(args: argparse.Namespace) -> int:
     _seed_everything(args.seed, args.threads)
     config = ClassifierConfig(
         feature_names=features, labels=labels, hidden=args.hidden, scope=args.scope, method=args.method,
-        nonneg=args.nonneg, directions=directions, threshold=args.threshold,
+        nonneg=args.nonneg, directions=directions, threshold=0.5 if args.threshold is None else args.threshold,
+        activation=args.activation, transform=args.transform, calibrated=args.calibrate != "none",
     )
     model = MonotoneClassifier(config)
     options = ClassifierTrainOptions(
         epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
         pos_weight=args.pos_weight, batch_size=args.batch_size, patience=args.patience, seed=args.seed,
-        progress=args.progress,
+        progress=args.progress, calibration=args.calibrate,
+        threshold_criterion=None if args.threshold is not None else (args.threshold_criterion or "f1"),
     )
     result = train_classifier(model, x.astype("float32"), y, options)
     provenance = {
@@ -346,10 +480,17 @@ def run_train_classifier(args: argparse.Namespace) -> int:
         "training": {
             "optimizer": args.optimizer, "lr": args.lr, "weight_decay": args.weight_decay, "epochs": args.epochs,
             "patience": args.patience, "batch_size": args.batch_size, "pos_weight": args.pos_weight, "seed": args.seed,
+            "activation": args.activation, "transform": args.transform, "calibrate": args.calibrate,
+            "threshold_criterion": result.metrics["threshold_criterion"],
         },
     }
-    path = save_checkpoint(args.out, model, metrics=result.metrics, provenance=provenance)
+    history = {key: [row[key] for row in result.history] for key in ("train_loss", "val_loss")}
+    path = save_checkpoint(args.out, model, metrics=result.metrics, provenance=provenance, history=history)
     _print_classifier_summary(args, config, result.metrics, result.split, path)
+    if args.report is not None:
+        write_report(args.report, {"kind": "classifier", "checkpoint": str(path), "config": {
+            "scope": config.scope, "activation": config.activation, "transform": config.transform,
+            "calibrate": args.calibrate, "hidden": config.hidden, "seed": args.seed}, **result.metrics})
     return 0
 
 
@@ -358,12 +499,25 @@ def _print_classifier_summary(args, config, metrics: dict, split: dict, path: Pa
           f"{len(config.feature_names)} features -> {', '.join(config.labels)}")
     print(f"  split: {split['n_train']} train / {split['n_val']} validation / {split['n_test']} held-out rows "
           f"(seed {split['seed']}); best epoch {metrics['best_epoch']} of {metrics['epochs_run']}")
+    heldout = metrics["heldout"]
     print(f"  held-out loss {metrics['heldout_loss']:.4f}  accuracy {metrics['heldout_accuracy']:.4f}  "
-          f"ROC AUC {_format_auc(metrics['heldout_roc_auc'])}")
+          f"ROC AUC {_format_auc(metrics['heldout_roc_auc'])}  PR AUC {_format_auc(heldout['pr_auc'])}")
+    print(f"  held-out Brier {heldout['brier']:.4f}  ECE {heldout['ece']:.4f}  mean probability "
+          f"{heldout['mean_probability']:.3f} vs positive rate {heldout['positive_rate']:.3f}")
+    counts = heldout["confusion"]
+    print(f"  threshold {metrics['threshold']:.4f} ({metrics['threshold_criterion']}): "
+          f"TP {counts['tp']}  FP {counts['fp']}  TN {counts['tn']}  FN {counts['fn']}")
+    if metrics.get("calibration"):
+        cal = metrics["calibration"]
+        print(f"  calibration ({cal['method']}): scale {', '.join(f'{v:.3f}' for v in cal['scale'])}  bias "
+              f"{', '.join(f'{v:+.3f}' for v in cal['bias'])}  validation ECE {cal['val_ece_before']:.4f} -> "
+              f"{cal['val_ece_after']:.4f}")
     if len(config.labels) > 1:
         for name, per_label in metrics["heldout_per_label"].items():
             print(f"    {name}: accuracy {per_label['accuracy']:.4f}  ROC AUC {_format_auc(per_label['roc_auc'])}")
     print(f"  final bias {', '.join(f'{b:+.3f}' for b in metrics['final_bias'])}")
+    for message in metrics.get("warnings", []):
+        print(f"  warning: {message}")
     print(f"  checkpoint: {path}")
 
 

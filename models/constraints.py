@@ -95,11 +95,17 @@ class ExpCumsumKernel(nn.Module):
 
 
 class SoftmaxKernel(nn.Module):
-    """raw alpha [1] -> softmax(lin * alpha) with lin = linspace(-1, 1, K) and alpha = softplus(raw).
+    """raw log(alpha) [1] -> softmax(lin * alpha) with lin = linspace(-1, 1, K) and alpha = exp(raw).
 
     alpha > 0 makes the kernel strictly increasing; softmax makes it positive and sum to 1. There
     is no additive offset: softmax cancels any constant, so such a parameter would never learn.
+    The raw parameter is log(alpha): a kernel close to "the last value" needs alpha of 40 or more,
+    which a softplus parametrization reaches only after thousands of Adam steps, exp in a few hundred.
+    alpha is softly capped below ALPHA_MAX (1 / (1/exp(raw) + 1/ALPHA_MAX)): the smallest tap is
+    about exp(-2 alpha), and past ~43 it would underflow to 0 in float32, breaking positivity.
     """
+
+    ALPHA_MAX = 42.0
 
     def __init__(self, kernel_size: int):
         super().__init__()
@@ -108,7 +114,7 @@ class SoftmaxKernel(nn.Module):
         self.register_buffer("lin", torch.linspace(-1.0, 1.0, kernel_size), persistent=False)
 
     def alpha(self, raw: torch.Tensor) -> torch.Tensor:
-        return F.softplus(raw)
+        return 1.0 / (torch.exp(-raw) + 1.0 / self.ALPHA_MAX)
 
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.lin * self.alpha(raw), dim=-1)  # [K]
@@ -124,7 +130,8 @@ class SoftmaxKernel(nn.Module):
         lin = self.lin.to(kernel.dtype)
         centred = lin - lin.mean()
         slope = (centred * (log_k - log_k.mean())).sum() / (centred * centred).sum()
-        return _inverse_softplus(slope.clamp_min(_EPS)).reshape(1)
+        slope = slope.clamp(_EPS, 0.999 * self.ALPHA_MAX)
+        return -torch.log(1.0 / slope - 1.0 / self.ALPHA_MAX).reshape(1)
 
 
 def nonnegative(

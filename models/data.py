@@ -22,6 +22,9 @@ MAX_ROWS_SHOWN = 10
 # Columns that index a series rather than measure it: left out when no --column is given.
 INDEX_COLUMN_NAMES = frozenset({"time", "date", "year", "index", "t", "timestamp"})
 
+# Cells that mark a gap in a series when gaps are allowed (--fill); compared lower-cased.
+GAP_CELLS = frozenset({"", "na", "nan", "null", "none"})
+
 
 class DataError(ValueError):
     """Bad training data or arguments that refer to it (missing file/column, bad values, ...)."""
@@ -46,14 +49,18 @@ class Table:
                 f"{', '.join(repr(m) for m in missing)}; the file has columns {', '.join(self.columns)}"
             )
 
-    def numeric(self, name: str) -> np.ndarray:
-        """Column `name` as float64; every cell must be a finite number."""
+    def numeric(self, name: str, gaps: bool = False) -> np.ndarray:
+        """Column `name` as float64; every cell must be a finite number. With `gaps`, empty, NA and
+        NaN cells are accepted and come back as NaN (for the caller to fill or drop)."""
         self.require_columns([name])
         index = self.columns.index(name)
         values = np.empty(self.n_rows, dtype=np.float64)
         bad_cells: list[tuple[int, str]] = []
         for row_number, row in enumerate(self.rows):
             cell = row[index].strip()
+            if gaps and cell.lower() in GAP_CELLS:
+                values[row_number] = math.nan
+                continue
             try:
                 values[row_number] = float(cell)
             except ValueError:
@@ -65,7 +72,7 @@ class Table:
                 f"{self.path}: column {name!r} has {len(bad_cells)} non-numeric value(s): {shown}"
                 + (" ..." if len(bad_cells) > MAX_ROWS_SHOWN else "")
             )
-        not_finite = np.flatnonzero(~np.isfinite(values))
+        not_finite = np.flatnonzero(np.isinf(values) if gaps else ~np.isfinite(values))
         if not_finite.size:
             shown = ", ".join(f"line {i + 2} ({self.rows[i][index].strip()})" for i in not_finite[:MAX_ROWS_SHOWN])
             raise DataError(
@@ -74,12 +81,12 @@ class Table:
             )
         return values
 
-    def matrix(self, names: Sequence[str]) -> np.ndarray:
-        """Columns `names` as a float64 array [n_rows, len(names)]."""
+    def matrix(self, names: Sequence[str], gaps: bool = False) -> np.ndarray:
+        """Columns `names` as a float64 array [n_rows, len(names)] (NaN for gaps when `gaps`)."""
         self.require_columns(names)
         if not names:
             return np.empty((self.n_rows, 0))
-        return np.stack([self.numeric(name) for name in names], axis=1)
+        return np.stack([self.numeric(name, gaps) for name in names], axis=1)
 
     def provenance(self) -> dict:
         return {"data_file": self.path.name, "data_path": str(self.path), "sha256": self.sha256, "n_rows": self.n_rows}
@@ -148,3 +155,41 @@ def default_series_columns(table: Table, exclude: Sequence[str] = ()) -> list[st
     if not names:
         raise DataError(f"{table.path}: no series column left (columns: {', '.join(table.columns)}); pass --column NAME")
     return names
+
+
+def split_indices(n_rows: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """A seeded random partition of row indices into train / val / test (each sorted)."""
+    order = np.random.default_rng(seed).permutation(n_rows)
+    n_test = max(1, int(round(n_rows * test_fraction)))
+    n_val = max(1, int(round(n_rows * val_fraction)))
+    assert n_rows - n_test - n_val >= 1, f"{n_rows} rows are too few for a train/val/test split"
+    return {
+        "test": np.sort(order[:n_test]),
+        "val": np.sort(order[n_test : n_test + n_val]),
+        "train": np.sort(order[n_test + n_val :]),
+    }
+
+
+def fill_gaps(values: np.ndarray, how: str, path: Path, names: Sequence[str]) -> tuple[np.ndarray, dict]:
+    """values [L, C] with NaN gaps -> (filled values, what was done).
+
+    interpolate: linear in the row index, per column (gaps at either end take the nearest value);
+    drop: remove every row with a gap in any column. A column with no value at all is an error.
+    """
+    missing = np.isnan(values)
+    rows_with_gaps = np.flatnonzero(missing.any(axis=1))
+    info = {"fill": how, "rows_with_gaps": int(rows_with_gaps.size),
+            "lines": [int(i + 2) for i in rows_with_gaps[:MAX_ROWS_SHOWN]]}
+    if not rows_with_gaps.size:
+        return values, info
+    empty = [name for name, column in zip(names, missing.T) if column.all()]
+    if empty:
+        raise DataError(f"{path}: column(s) {', '.join(repr(n) for n in empty)} have no value at all")
+    if how == "drop":
+        return values[~missing.any(axis=1)], info
+    filled = values.copy()
+    positions = np.arange(values.shape[0])
+    for column in range(values.shape[1]):
+        known = ~missing[:, column]
+        filled[:, column] = np.interp(positions, positions[known], values[known, column])
+    return filled, info

@@ -18,12 +18,23 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from models.classifier import MonotoneClassifier
-from models.metrics import roc_auc
+from models.data import split_indices
+from models.metrics import (
+    average_precision,
+    brier_score,
+    choose_threshold,
+    confusion,
+    expected_calibration_error,
+    parse_threshold_criterion,
+    roc_auc,
+)
 
 logger = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "sgd")
-POS_WEIGHTS = ("auto", "none")
+POS_WEIGHTS = ("auto", "none")  # or a positive number
+CALIBRATIONS = ("none", "platt", "temperature")
+__all__ = ["split_indices"]  # re-exported: it lives in models.data (torch-free, shared with the attack)
 
 
 @dataclass
@@ -32,17 +43,24 @@ class ClassifierTrainOptions:
     lr: float = 0.01
     optimizer: str = "adam"  # "adam" | "sgd" (momentum 0.9)
     weight_decay: float = 0.0
-    pos_weight: str = "auto"  # "auto": negatives / positives per label (training split); "none"
+    pos_weight: str | float = "auto"  # "auto": negatives / positives per label (training split); "none"; a number
     batch_size: int = 128
     patience: int = 15  # epochs without a better validation loss before stopping
     seed: int = 0
     val_fraction: float = 0.15
     test_fraction: float = 0.25
     progress: bool | None = None  # None: show a bar only on a terminal
+    calibration: str = "none"  # "platt" | "temperature": fitted on the validation split (model.config.calibrated)
+    threshold_criterion: str | None = None  # "f1" | "youden" | "fpr:R": threshold chosen on validation
 
     def __post_init__(self) -> None:
         assert self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"
-        assert self.pos_weight in POS_WEIGHTS, f"pos_weight must be one of {POS_WEIGHTS}, got {self.pos_weight!r}"
+        assert self.pos_weight in POS_WEIGHTS or (
+            isinstance(self.pos_weight, (int, float)) and 0 < self.pos_weight < float("inf")
+        ), f"pos_weight must be one of {POS_WEIGHTS} or a positive number, got {self.pos_weight!r}"
+        assert self.calibration in CALIBRATIONS, f"calibration must be one of {CALIBRATIONS}, got {self.calibration!r}"
+        if self.threshold_criterion is not None:
+            parse_threshold_criterion(self.threshold_criterion)  # ValueError naming the problem
         assert self.epochs >= 1 and self.lr > 0 and self.batch_size >= 1 and self.patience >= 1
         assert self.weight_decay >= 0.0, f"weight_decay must be >= 0, got {self.weight_decay}"
         assert 0.0 < self.val_fraction and 0.0 < self.test_fraction and self.val_fraction + self.test_fraction < 1.0
@@ -55,57 +73,105 @@ class ClassifierResult:
     history: list[dict] = field(default_factory=list)  # per epoch: train_loss, val_loss
 
 
-def split_indices(n_rows: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """A seeded random partition of row indices into train / val / test (each sorted)."""
-    order = np.random.default_rng(seed).permutation(n_rows)
-    n_test = max(1, int(round(n_rows * test_fraction)))
-    n_val = max(1, int(round(n_rows * val_fraction)))
-    assert n_rows - n_test - n_val >= 1, f"{n_rows} rows are too few for a train/val/test split"
-    return {
-        "test": np.sort(order[:n_test]),
-        "val": np.sort(order[n_test : n_test + n_val]),
-        "train": np.sort(order[n_test + n_val :]),
-    }
-
-
-def positive_weights(labels: np.ndarray, mode: str) -> torch.Tensor | None:
-    """negatives / positives per label column ("auto"), or None."""
+def positive_weights(labels: np.ndarray, mode: str | float) -> torch.Tensor | None:
+    """negatives / positives per label column ("auto"), None ("none"), or one given number for every label."""
     if mode == "none":
         return None
+    if not isinstance(mode, str):
+        return torch.full((labels.shape[1],), float(mode), dtype=torch.float32)
     positives = labels.sum(axis=0)
     negatives = labels.shape[0] - positives
     return torch.tensor(negatives / np.maximum(positives, 1.0), dtype=torch.float32)
 
 
 @torch.no_grad()
-def evaluate(
-    model: MonotoneClassifier, features: np.ndarray, labels: np.ndarray, pos_weight: torch.Tensor | None
-) -> dict:
-    """Loss (the training loss, same pos_weight), accuracy at the model's threshold, ROC AUC per label."""
+def predict_logits(model: MonotoneClassifier, features: np.ndarray) -> torch.Tensor:
     was_training = model.training
     model.eval()
     logits = model(torch.from_numpy(features).float())
     model.train(was_training)
+    return logits
+
+
+def _label_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict:
+    auc = roc_auc(labels, probabilities)
+    pr_auc = average_precision(labels, probabilities)
+    counts = confusion(labels, probabilities, threshold)
+    n_neg = counts["fp"] + counts["tn"]
+    return {
+        "accuracy": float(((probabilities >= threshold) == labels.astype(bool)).mean()),
+        "roc_auc": None if np.isnan(auc) else auc,  # None: this split holds one class only (JSON-safe)
+        "pr_auc": None if np.isnan(pr_auc) else pr_auc,
+        "brier": brier_score(labels, probabilities),
+        "ece": expected_calibration_error(labels, probabilities),
+        "mean_probability": float(probabilities.mean()),
+        "positive_rate": float(labels.mean()),
+        "false_positive_rate": counts["fp"] / n_neg if n_neg else None,
+        "confusion": counts,
+        "positives": int(labels.sum()),
+    }
+
+
+def _mean(values: list) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+@torch.no_grad()
+def evaluate(
+    model: MonotoneClassifier, features: np.ndarray, labels: np.ndarray, pos_weight: torch.Tensor | None
+) -> dict:
+    """Loss (the training loss, same pos_weight), and per label: accuracy and confusion at the model's
+    threshold, ROC AUC, PR AUC (average precision), Brier score, ECE (10 bins); means over labels."""
+    logits = predict_logits(model, features)
     target = torch.from_numpy(labels).float()
     loss = float(nn.functional.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight))
     probabilities = torch.sigmoid(logits).double().numpy()
-    predicted = probabilities >= model.config.threshold
-    per_label = {}
-    for index, name in enumerate(model.config.labels):
-        auc = roc_auc(labels[:, index], probabilities[:, index])
-        per_label[name] = {
-            "accuracy": float((predicted[:, index] == labels[:, index].astype(bool)).mean()),
-            "roc_auc": None if np.isnan(auc) else auc,  # None: this split holds one class only (JSON-safe)
-            "positives": int(labels[:, index].sum()),
-        }
-    aucs = [m["roc_auc"] for m in per_label.values() if m["roc_auc"] is not None]
-    return {
-        "loss": loss,
-        "accuracy": float(np.mean([m["accuracy"] for m in per_label.values()])),
-        "roc_auc": float(np.mean(aucs)) if aucs else None,
-        "per_label": per_label,
-        "n_rows": int(labels.shape[0]),
+    threshold = model.config.threshold
+    per_label = {
+        name: _label_metrics(labels[:, index], probabilities[:, index], threshold)
+        for index, name in enumerate(model.config.labels)
     }
+    result: dict = {"loss": loss}
+    for key in ("accuracy", "roc_auc", "pr_auc", "brier", "ece", "mean_probability", "positive_rate",
+                "false_positive_rate"):
+        result[key] = _mean([m[key] for m in per_label.values()])
+    result["confusion"] = {k: sum(m["confusion"][k] for m in per_label.values()) for k in ("tp", "fp", "tn", "fn")}
+    result["per_label"] = per_label
+    result["n_rows"] = int(labels.shape[0])
+    return result
+
+
+@torch.no_grad()
+def fit_calibration(model: MonotoneClassifier, features: np.ndarray, labels: np.ndarray, method: str) -> dict:
+    """Platt scaling (scale and bias) or temperature scaling (scale only) of each label's logit,
+    fitted by unweighted BCE on these rows and written into the model's calibration buffers.
+
+    The scale is exp(log_scale), so it is positive by construction: calibration keeps every score
+    monotone and every ranking (AUC) unchanged.
+    """
+    assert model.config.calibrated and method in ("platt", "temperature"), (model.config.calibrated, method)
+    model.calibration_scale.fill_(1.0)
+    model.calibration_bias.fill_(0.0)
+    logits = model.uncalibrated_logits(torch.from_numpy(features).float()).double()
+    target = torch.from_numpy(labels).double()
+    log_scale = torch.zeros(logits.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(logits.shape[1], dtype=torch.float64, requires_grad=(method == "platt"))
+    params = [log_scale, bias] if method == "platt" else [log_scale]
+    optimizer = torch.optim.LBFGS(params, lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        with torch.enable_grad():
+            loss = nn.functional.binary_cross_entropy_with_logits(logits * log_scale.exp() + bias, target)
+            loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    model.calibration_scale.copy_(log_scale.detach().exp().float())
+    model.calibration_bias.copy_(bias.detach().float())
+    return {"method": method, "scale": model.calibration_scale.tolist(), "bias": model.calibration_bias.tolist()}
 
 
 def fit(
@@ -179,10 +245,44 @@ def train_classifier(
         options,
         after_step,
     )
-    validation = evaluate(model, features[split["val"]], labels[split["val"]], pos_weight)
+    val_x, val_y = features[split["val"]], labels[split["val"]]
+    warnings: list[str] = []
+    calibration = None
+    if model.config.calibrated:
+        before = evaluate(model, val_x, val_y, pos_weight)["ece"]
+        calibration = fit_calibration(model, val_x, val_y, options.calibration)
+        calibration["val_ece_before"] = before
+    if options.threshold_criterion is not None:
+        probabilities = torch.sigmoid(predict_logits(model, val_x)).double().numpy()
+        # one threshold for every label (the served model has one): chosen on all labels' rows pooled
+        model.config.threshold = choose_threshold(val_y.ravel(), probabilities.ravel(), options.threshold_criterion)
+    validation = evaluate(model, val_x, val_y, pos_weight)
+    if calibration is not None:
+        calibration["val_ece_after"] = validation["ece"]
     held_out = evaluate(model, features[split["test"]], labels[split["test"]], pos_weight)
+    if best_epoch == len(history) - 1:
+        warnings.append(
+            f"the best validation loss came at the last epoch ({best_epoch + 1} of {len(history)}): training had "
+            "not converged; try more --epochs or a larger --lr"
+        )
+    directions = model.config.directions or []
+    uncovered = [f"{n} ({d})" for n, d in zip(model.config.feature_names, directions) if d != "increasing"]
+    if uncovered and model.config.scope == "all":
+        warnings.append(
+            "the increase-only (additive) guarantee does not cover "
+            + ", ".join(uncovered)
+            + ": raising a decreasing feature can lower a score, a free feature can move it either way"
+        )
+    for message in warnings:
+        logger.warning(message)
     final_bias = model.layers[-1].bias.detach().double().numpy()
     metrics = {
+        "heldout": {k: v for k, v in held_out.items()},
+        "validation": {k: v for k, v in validation.items() if k != "per_label"},
+        "threshold": model.config.threshold,
+        "threshold_criterion": options.threshold_criterion or "fixed",
+        "calibration": calibration,
+        "warnings": warnings,
         "heldout_loss": held_out["loss"],
         "heldout_accuracy": held_out["accuracy"],
         "heldout_roc_auc": held_out["roc_auc"],

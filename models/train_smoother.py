@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from contract.modes import check_mode
-from models.metrics import best_ses, forecast_indices
+from models.metrics import best_ses, detect_season, fit_ar, forecast_indices, seasonal_naive
 from models.smoother import MonotoneSmoother
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,9 @@ class SmootherTrainOptions:
     seed: int = 0
     train_fraction: float = 0.8
     progress: bool | None = None  # None: show a bar only on a terminal
+    season: int | None = None  # seasonal-naive period; None: detected from the training part
+    ar_order: int | None = None  # AR(p) baseline order; None: AIC-best up to 12
+    names: list[str] | None = None  # series names, for the per-series detail
 
     def __post_init__(self) -> None:
         assert self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}, got {self.objective!r}"
@@ -57,6 +60,7 @@ class SmootherResult:
     scaling: dict[str, list[float]]  # per input column: mean and scale of the training part
     split: dict[str, int | float]
     losses: list[float] = field(default_factory=list)  # training loss per step
+    warnings: list[str] = field(default_factory=list)
 
 
 def split_point(length: int, train_fraction: float) -> int:
@@ -69,6 +73,19 @@ def _standardize(series: np.ndarray, n_train: int) -> tuple[np.ndarray, np.ndarr
     scale = series[:, :n_train].std(axis=1)
     scale = np.where(scale > 1e-12, scale, 1.0)
     return mean, scale
+
+
+def convergence_warning(losses: list[float], tolerance: float = 1e-3) -> str | None:
+    """A warning when the loss still fell by more than `tolerance` (relative) over the last tenth of
+    the steps: the optimizer had not settled and more steps (or a larger learning rate) would help."""
+    window = max(10, len(losses) // 10)
+    if len(losses) <= window:
+        return None
+    drop = (losses[-window - 1] - losses[-1]) / max(abs(losses[-1]), 1e-12)
+    if drop > tolerance:
+        return (f"training has not converged: the loss still fell by {drop:.2%} over the last {window} of "
+                f"{len(losses)} steps; use more --epochs or a larger --lr")
+    return None
 
 
 def _fit(model: MonotoneSmoother, loss_fn, options: SmootherTrainOptions, description: str) -> list[float]:
@@ -114,11 +131,64 @@ def train_forecast(model: MonotoneSmoother, series: np.ndarray, options: Smoothe
     def mse(predictions: np.ndarray, origins: np.ndarray) -> float:
         return float(((predictions[:, origins] - series[:, origins + horizon]) ** 2).mean())
 
+    def per_series_mse(predictions: np.ndarray) -> np.ndarray:  # [C], raw units
+        return ((predictions[:, test_origins] - series[:, test_origins + horizon]) ** 2).mean(axis=1)
+
+    period = options.season or detect_season(series, n_train)
     ses_alpha, ses_forecasts = best_ses(series, n_train, horizon)
+    ar_order, ar_standardized = fit_ar((series - mean[:, None]) / scale[:, None], n_train, horizon, options.ar_order)
+    candidates = {
+        "model": forecasts,
+        "naive": series,
+        "seasonal_naive": seasonal_naive(series, horizon, period or 1),
+        "ar": ar_standardized * scale[:, None] + mean[:, None],
+        "ses": ses_forecasts,
+    }
+    raw = {name: per_series_mse(values) for name, values in candidates.items()}  # [C] each
+    # Several series: each MSE divided by its series' training variance, then averaged (scale-free),
+    # so the series with the largest units does not decide. One series: raw units.
+    units = "raw" if channels == 1 else "standardized (per-series MSE / training variance, averaged)"
+    summary = {name: float(v[0]) if channels == 1 else float(np.mean(v / scale**2)) for name, v in raw.items()}
+    names = options.names or [f"series {i}" for i in range(channels)]
+    heldout = {
+        "mse": summary["model"],
+        "units": units,
+        "baselines": {name: summary[name] for name in ("naive", "seasonal_naive", "ar", "ses")},
+        "skill": {name: 1.0 - summary["model"] / summary[name] if summary[name] > 0 else None
+                  for name in ("naive", "seasonal_naive", "ar", "ses")},
+        "baseline_settings": {"season": period, "season_detected": options.season is None,
+                              "ar_order": ar_order, "ses_alpha": ses_alpha},
+        "n_targets": int(test_origins.size * channels),
+        "horizon": horizon,
+        "per_series": {
+            name: {"mse": float(raw["model"][i]), "naive": float(raw["naive"][i]),
+                   "seasonal_naive": float(raw["seasonal_naive"][i]), "ar": float(raw["ar"][i]),
+                   "ses": float(raw["ses"][i])}
+            for i, name in enumerate(names)
+        },
+    }
+    warnings = []
+    beaten = sorted((summary[name], name) for name in heldout["baselines"] if summary[name] < summary["model"])
+    if beaten:
+        warnings.append(
+            "a simple baseline beats the smoother on the held-out targets: "
+            + ", ".join(f"{name} {value:.6g} vs {summary['model']:.6g}" for value, name in beaten)
+        )
+    if period is None:
+        heldout["baseline_settings"]["note"] = "no season detected: seasonal_naive is the naive forecast"
+    not_converged = convergence_warning(losses)
+    if not_converged:
+        warnings.append(not_converged)
+    for message in warnings:
+        logger.warning(message)
     metrics = {
-        "heldout_mse": mse(forecasts, test_origins),
-        "naive_mse": mse(series, test_origins),
-        "ses_mse": mse(ses_forecasts, test_origins),
+        "heldout": heldout,
+        "warnings": warnings,
+        "heldout_mse": summary["model"],
+        "naive_mse": summary["naive"],
+        "seasonal_naive_mse": summary["seasonal_naive"],
+        "ar_mse": summary["ar"],
+        "ses_mse": summary["ses"],
         "ses_alpha": ses_alpha,
         "train_mse": mse(forecasts, train_origins),
         "final_loss": losses[-1],
@@ -132,7 +202,7 @@ def train_forecast(model: MonotoneSmoother, series: np.ndarray, options: Smoothe
         "horizon": horizon,
     }
     scaling = {"mean": mean.tolist(), "scale": scale.tolist()}
-    return SmootherResult(metrics=metrics, scaling=scaling, split=split, losses=losses)
+    return SmootherResult(metrics=metrics, scaling=scaling, split=split, losses=losses, warnings=warnings)
 
 
 def train_denoise(
@@ -174,6 +244,13 @@ def train_denoise(
         "final_loss": losses[-1],
     }
     metrics["skill_vs_identity"] = 1.0 - metrics["heldout_mse"] / metrics["identity_mse"]
+    metrics["heldout"] = {"mse": metrics["heldout_mse"], "units": "raw", "baselines": {"identity": metrics["identity_mse"]}}
+    warnings = [w for w in [convergence_warning(losses)] if w]
+    if metrics["identity_mse"] < metrics["heldout_mse"]:
+        warnings.append(f"the noisy input itself ({metrics['identity_mse']:.6g}) beats the smoother ({metrics['heldout_mse']:.6g})")
+    for message in warnings:
+        logger.warning(message)
+    metrics["warnings"] = warnings
     split = {"train_fraction": options.train_fraction, "n_train": n_train, "n_heldout": int(length - n_train)}
     scaling = {"mean": mean.tolist(), "scale": scale.tolist()}
-    return SmootherResult(metrics=metrics, scaling=scaling, split=split, losses=losses)
+    return SmootherResult(metrics=metrics, scaling=scaling, split=split, losses=losses, warnings=warnings)

@@ -14,7 +14,7 @@ import sys
 
 # module path -> registers one or more subcommands
 SUBCOMMAND_MODULES = (
-    "models.cli",  # train
+    "models.cli",  # train, attack
     "export.cli",  # export, verify
     "service.cli",  # serve
 )

@@ -169,6 +169,8 @@ class ClassifierKind(ServiceKind):
                 if sign[i] != want:
                     problems.append(f"direction_sign[{i}] is {sign[i]:g}, feature {info.features[i].name!r} is "
                                     f"declared {info.features[i].direction} (needs {want:g})")
+        if "calibration_scale" in tensors:  # a calibration keeps monotonicity only with a positive scale
+            found += check_rule("positive", "calibration_scale", tensors["calibration_scale"])
         return [str(v) for v in found] + problems
 
     def warmup_inputs(self, manifest: Manifest, rng: np.random.Generator) -> list[np.ndarray]:

@@ -127,6 +127,21 @@ BAD_INPUT = [
      ["--target-column"]),
     ("bad-hidden", None, ["train", "classifier", "--data", SPAM, "--label", "spam", "--hidden", "32,x"],
      ["--hidden", "32,x"]),
+    ("threshold-and-criterion", None,
+     ["train", "classifier", "--data", SPAM, "--label", "spam", "--threshold", "0.4", "--threshold-criterion", "f1"],
+     ["--threshold", "--threshold-criterion", "not both"]),
+    ("bad-criterion", None, ["train", "classifier", "--data", SPAM, "--label", "spam", "--threshold-criterion", "fpr:2"],
+     ["fpr:2", "(0, 1)"]),
+    ("bad-pos-weight", None, ["train", "classifier", "--data", SPAM, "--label", "spam", "--pos-weight", "-3"],
+     ["--pos-weight", "-3"]),
+    ("bad-activation", None, ["train", "classifier", "--data", SPAM, "--label", "spam", "--activation", "gelu"],
+     ["--activation", "gelu"]),
+    ("ar-order-too-large", None, ["train", "smoother", "--data", NILE, "--ar-order", "60"],
+     ["--ar-order 60", "smaller order"]),
+    ("season-too-long", None, ["train", "smoother", "--data", NILE, "--season", "90"], ["--season 90", "too long"]),
+    ("decreasing-with-none", None,
+     ["train", "classifier", "--data", SPAM, "--label", "spam", "--scope", "none", "--decreasing", "make"],
+     ["--decreasing need --scope all", "constrains nothing"]),
 ]
 
 
