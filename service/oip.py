@@ -178,7 +178,7 @@ def decode_infer(body: bytes, header_length: str | None) -> InferRequest:
             if size > remaining:
                 raise BadRequestError(f"{where}.parameters.binary_data_size is {size} bytes but only {remaining} "
                                       f"follow in the body", field=where, remaining=remaining)
-            shape, count = element_count(tensor.get("shape"), where, remaining // dtype.itemsize)
+            shape, count = element_count(tensor.get("shape"), where, len(body))  # any element takes >= 1 byte
             if count * dtype.itemsize != size:
                 raise BadRequestError(f"{where}: shape {list(shape)} of {tensor['datatype']} needs "
                                       f"{count * dtype.itemsize} bytes, binary_data_size says {size}", field=where)
