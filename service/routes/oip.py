@@ -53,7 +53,7 @@ def _served(registry: ModelRegistry, name: str, version: str | None) -> ProvenVe
 @router.get("/v2")
 async def server_metadata(request: Request) -> Response:
     """Server metadata: name, version and the protocol extensions served."""
-    paths = {getattr(route, "path", None) for route in request.app.routes}
+    paths = request.app.openapi()["paths"]  # built once and cached by FastAPI; lists included routers' routes
     extensions = ["binary_tensor_data"] + (["model_repository"] if "/v2/repository/index" in paths else [])
     return _json(oip.server_metadata(__version__, extensions))
 
