@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO_ROOT / "bench"))
 from prepare import DEFAULT_WORK, onnx_model_path  # noqa: E402
 from workloads import WORKLOADS, Workload  # noqa: E402
 
-from models.modes import mode_slice  # noqa: E402
+from contract.modes import mode_slice  # noqa: E402
 
 
 def timings(fn: Callable[[], object], budget_s: float, max_repeats: int = 200) -> dict[str, float]:

@@ -244,7 +244,7 @@ def reference_output(work: Path, workload: Workload) -> np.ndarray:
     import onnxruntime as ort
     from inprocess import onnx_model_path
 
-    from models.modes import mode_slice
+    from contract.modes import mode_slice
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.manifest import Manifest
+from contract.manifest import Manifest
 
 CARD_MD = "card.md"
 CARD_PNG = "card.png"

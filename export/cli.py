@@ -16,9 +16,10 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
+from contract.manifest import FORMATS
 from export.errors import ExportInputError
 from export.publish import check_repository_writable
-from export.validation import KNOWN_FORMATS, normalize_formats, validate_name, validate_opset, validate_tolerance
+from export.validation import normalize_formats, validate_name, validate_opset, validate_tolerance
 
 EXIT_OK, EXIT_REFUSED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -51,8 +52,8 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--formats",
         type=parse_formats,
-        default=KNOWN_FORMATS,
-        help=f"comma-separated formats to write (default: {','.join(KNOWN_FORMATS)})",
+        default=FORMATS,
+        help=f"comma-separated formats to write (default: {','.join(FORMATS)})",
     )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's, 18 or newer)")
     parser.add_argument(

@@ -13,7 +13,6 @@ Steps (nothing is written before step 3 passes, nothing is visible before step 8
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from dataclasses import dataclass
@@ -26,10 +25,11 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from export import artifacts, card, publish
-from export.errors import ArtifactError
-from export.manifest import (
+from contract.checks import ConstraintViolationError, Violation, check_all
+from contract.files import sha256_file
+from contract.manifest import (
     FORMAT_FILES,
+    FORMATS,
     MANIFEST_NAME,
     ClassifierInfo,
     ConstraintEntry,
@@ -40,17 +40,18 @@ from export.manifest import (
     SmootherInfo,
     TensorSpec,
 )
+from contract.modes import EDGE_MODES
+from export import artifacts, card, publish
+from export.errors import ArtifactError
 from export.parity import DEFAULT_ATOL, DEFAULT_RTOL, ParityReport, check_parity, classifier_cases, smoother_cases
-from export.validation import KNOWN_FORMATS, normalize_formats, validate_name, validate_opset, validate_tolerance
-from models.checks import ConstraintViolationError, Violation, check_all
+from export.validation import normalize_formats, validate_name, validate_opset, validate_tolerance
 from models.checkpoint import build_model, load_checkpoint
 from models.classifier import MonotoneClassifier
-from models.modes import EDGE_MODES
 from models.smoother import MonotoneSmoother
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_FORMATS: tuple[str, ...] = KNOWN_FORMATS
+DEFAULT_FORMATS: tuple[str, ...] = FORMATS
 
 
 class ConstraintRefusedError(ConstraintViolationError):
@@ -135,14 +136,6 @@ def folded_tensors(model: nn.Module, specs: list[dict]) -> dict[str, np.ndarray]
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _human_size(size: int) -> str:

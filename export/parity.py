@@ -2,7 +2,7 @@
 
 The reference is the model as trained (parametrizations NOT folded), so a folding bug shows up
 here too. Smoothers: each artifact's full output is compared with the full correlation computed
-from the unfolded kernel, and each edge mode's slice of it (models.modes.mode_slice) with the eager smoother's forward(x, mode).
+from the unfolded kernel, and each edge mode's slice of it (contract.modes.mode_slice) with the eager smoother's forward(x, mode).
 Classifiers: the artifact's scores against sigmoid(eager logits). Every mismatch is collected
 before anything is raised, so one report lists them all.
 """
@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from contract.modes import EDGE_MODES, mode_slice
 from export.artifacts import LoadedArtifact
 from export.errors import Mismatch, ParityError
-from models.modes import EDGE_MODES, mode_slice
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Argument checks shared by export_checkpoint and the CLI (stdlib only: the CLI runs them before
+"""Argument checks shared by export_checkpoint and the CLI (no torch: the CLI runs them before
 importing torch, so a usage error is answered at once)."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import math
 import re
 from typing import Iterable
 
+from contract.manifest import FORMATS
 from export.errors import ExportInputError
 
-KNOWN_FORMATS: tuple[str, ...] = ("onnx", "torchscript", "pt2")  # the keys of export.manifest.FORMAT_FILES
 MIN_OPSET = 18  # the dynamo ONNX exporter writes opset 18 or newer
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -20,11 +20,11 @@ def normalize_formats(formats: Iterable[str] | str) -> tuple[str, ...]:
         formats = formats.split(",")
     names = [str(name).strip().lower() for name in formats]
     names = [name for name in names if name]
-    unknown = [name for name in names if name not in KNOWN_FORMATS]
+    unknown = [name for name in names if name not in FORMATS]
     if unknown or not names:
         raise ExportInputError(
             f"unknown format(s) {', '.join(repr(n) for n in unknown) or '(none given)'}; "
-            f"choose from {', '.join(KNOWN_FORMATS)} (comma-separated)"
+            f"choose from {', '.join(FORMATS)} (comma-separated)"
         )
     return tuple(dict.fromkeys(names))
 

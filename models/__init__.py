@@ -1,1 +1,1 @@
-"""Constrained models. Import submodules directly: `models.checks` and `models.modes` need no torch."""
+"""Constrained models. Import submodules directly: `contract.checks` and `contract.modes` need no torch."""

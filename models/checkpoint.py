@@ -11,11 +11,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from contract.manifest import KINDS
 from models.classifier import ClassifierConfig, MonotoneClassifier
 from models.smoother import MonotoneSmoother, SmootherConfig
 
 CHECKPOINT_FORMAT = 1
-KINDS = ("smoother", "classifier")
 
 
 class CheckpointError(ValueError):

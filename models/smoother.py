@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from contract.modes import DEFAULT_MODE, check_mode, mode_pads
 from models.constraints import initial_increasing_kernel, monotone_kernel, softmax_kernel
-from models.modes import DEFAULT_MODE, check_mode, mode_pads
 
 PARAMS = ("exp-cumsum", "softmax")
 

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from contract.modes import check_mode
 from models.metrics import best_ses, forecast_indices
-from models.modes import check_mode
 from models.smoother import MonotoneSmoother
 
 logger = logging.getLogger(__name__)

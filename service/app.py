@@ -16,11 +16,12 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from contract.manifest import KINDS
 from service import codec, fastpath
 from service.engines import resolve_device
 from service.errors import ServiceError
 from service.metrics import UNKNOWN_MODEL, Metrics
-from service.registry import KINDS, ModelRegistry
+from service.registry import ModelRegistry
 from service.routes.deps import Service
 from service.settings import Settings, get_settings
 

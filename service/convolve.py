@@ -1,8 +1,8 @@
 """The smoother's full correlation, three ways (numpy/scipy, no torch).
 
-The contract (models.modes): pad each signal by replicating its first and last sample K-1 times,
+The contract (contract.modes): pad each signal by replicating its first and last sample K-1 times,
 then take the valid correlation with the K-tap kernel, so a signal of L samples gives L + K - 1.
-Every edge mode is a slice of that (models.modes.mode_slice).
+Every edge mode is a slice of that (contract.modes.mode_slice).
 
 - ``engine``: the exported ONNX graph run by ONNX Runtime (needs its session). ORT's Conv
   unrolls each signal into a K x L matrix first (im2col), so it moves K times the signal through

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from models.modes import EDGE_MODES, mode_slice
+from contract.modes import EDGE_MODES, mode_slice
 from service import codec
 from service.convolve import choose_method, full_correlation
 from service.errors import BadRequestError, PayloadTooLargeError

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from models.modes import EDGE_MODES
+from contract.modes import EDGE_MODES
 from service import codec, inference
 from service.errors import BadRequestError, PayloadTooLargeError
 from service.prover import ProvenVersion

@@ -1,11 +1,11 @@
 """Loading = proving: the checks a model version must pass before it may serve.
 
 For one version directory (REPO/NAME/VERSION):
-1. manifest     parse manifest.json (export.manifest.Manifest) and check it names this directory;
+1. manifest     parse manifest.json (contract.manifest.Manifest) and check it names this directory;
 2. checksums    sha256 and size of every file against the manifest;
 3. constraints  the constrained tensors read straight out of the artifact (ONNX initializers, and
-                TorchScript parameters when that engine serves) and checked with models.checks;
-4. certificate  a monotonicity proof computed from the ONNX graph (service.certificate): every
+                TorchScript parameters when that engine serves) and checked with contract.checks;
+4. certificate  a monotonicity proof computed from the ONNX graph (contract.certificate): every
                 score in every declared monotone feature of a classifier, the output in the
                 signal for a smoother (which a positive kernel makes non-decreasing);
 5. probe        the manifest's probe input through the engine, compared with its expected output;
@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from export.manifest import FORMAT_FILES, MANIFEST_NAME, Manifest
-from models.checks import MAX_REPORTED, check_rule
+from contract.checks import MAX_REPORTED, check_rule
+from contract.manifest import FORMAT_FILES, MANIFEST_NAME, Manifest
 from service.engines import ENGINE_FORMAT, EngineError, create_engine
 
 log = logging.getLogger(__name__)
@@ -299,7 +299,7 @@ class _Proof:
 
     # 4 ------------------------------------------------------------------------------------
     def step_certificate(self) -> tuple[Status, str, dict]:
-        from service.certificate import certify
+        from contract.certificate import certify
 
         manifest = self.manifest
         assert manifest is not None

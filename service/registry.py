@@ -11,13 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from export.manifest import Manifest
+from contract.manifest import KINDS, Manifest
 from service.errors import BadRequestError, ModelUnavailableError, NotFoundError
 from service.prover import ProvenVersion, VersionReport, prove_version
 
 log = logging.getLogger(__name__)
-
-KINDS = ("smoother", "classifier")
 
 
 @dataclass

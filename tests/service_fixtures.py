@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import hashlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,7 +23,8 @@ from typing import Callable
 
 import numpy as np
 
-from export.manifest import FileEntry, Manifest
+from contract.files import sha256_file
+from contract.manifest import FORMAT_FILES, FileEntry, Manifest
 
 KERNEL_SIZE = 9
 CLASSIFIER_FEATURES = ["clicks", "complaints", "visits", "region"]
@@ -33,14 +33,9 @@ MULTILABEL_FEATURES = ["x", "y", "z"]
 MULTILABEL_LABELS = ["urgent", "spam"]
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def file_entries(version_dir: Path) -> list[FileEntry]:
-    formats = {"model.onnx": "onnx", "model.ts": "torchscript", "model.pt2": "pt2"}
-    return [FileEntry(path=name, format=fmt, sha256=_sha256(version_dir / name), size=(version_dir / name).stat().st_size)
-            for name, fmt in formats.items() if (version_dir / name).exists()]
+    return [FileEntry(path=name, format=fmt, sha256=sha256_file(version_dir / name), size=(version_dir / name).stat().st_size)
+            for fmt, name in FORMAT_FILES.items() if (version_dir / name).exists()]
 
 
 def build_smoother(repo: Path, workdir: Path, name: str = "smoother", kernel_size: int = KERNEL_SIZE,

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from service.certificate import certify
+from contract.certificate import certify
 
 N_FEATURES = 3
 

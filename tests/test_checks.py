@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from models.checks import (
+from contract.checks import (
     ConstraintViolationError,
     check_all,
     check_monotone_nondecreasing,
@@ -15,7 +15,7 @@ from models.checks import (
     check_rule,
     check_sums_to_one,
 )
-from models.modes import EDGE_MODES, mode_pads, mode_slice, output_length
+from contract.modes import EDGE_MODES, mode_pads, mode_slice, output_length
 
 
 def test_nonnegative_reports_every_violation_with_index_and_value():
@@ -74,7 +74,7 @@ def test_dispatch_by_rule_name_and_error_lists_all():
 
 
 def test_checkers_import_no_torch():
-    code = "import sys, models.checks, models.modes, export.manifest; assert 'torch' not in sys.modules"
+    code = "import sys, contract.checks, contract.modes, contract.manifest; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from models.checks import check_all
+from contract.checks import check_all
 from models.classifier import METHODS, ClassifierConfig, MonotoneClassifier
 from models.constraints import NONNEG_KINDS, folded_state_dict
 from models.data import binary_labels, read_table

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from models.checks import check_monotone_nondecreasing, check_nonnegative, check_positive, check_sums_to_one
+from contract.checks import check_monotone_nondecreasing, check_nonnegative, check_positive, check_sums_to_one
 from models.constraints import (
     NONNEG_KINDS,
     ExpCumsumKernel,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.modes import EDGE_MODES, mode_pads, mode_slice, output_length
+from contract.modes import EDGE_MODES, mode_pads, mode_slice, output_length
 from service.convolve import choose_method, full_correlation
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from export.manifest import Manifest
+from contract.manifest import Manifest
 from models.checkpoint import save_checkpoint
 from models.classifier import ClassifierConfig, MonotoneClassifier
 from models.smoother import MonotoneSmoother, SmootherConfig
@@ -151,7 +151,7 @@ def test_sigterm_during_export_leaves_the_repository_as_it_was(ckpts, tmp_path):
 
 
 def test_cli_modules_import_no_torch():
-    code = "import sys, export.cli, export.errors, export.publish, export.manifest; print('torch' in sys.modules)"
+    code = "import sys, export.cli, export.errors, export.publish, contract.manifest; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 

@@ -68,7 +68,7 @@ def kernel_of(repo: Path, name: str) -> np.ndarray:
 
 def reference_smooth(signal: np.ndarray, kernel: np.ndarray, mode: str) -> np.ndarray:
     """float64: replicate-pad K-1 both sides, valid correlation, then the mode's slice."""
-    from models.modes import mode_slice
+    from contract.modes import mode_slice
 
     k = kernel.size
     flat = signal.reshape(-1, signal.shape[-1]).astype(np.float64)

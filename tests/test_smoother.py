@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.checks import check_all
+from contract.checks import check_all
+from contract.modes import EDGE_MODES, mode_pads, mode_slice
 from models.constraints import folded_state_dict
 from models.data import read_table
 from models.metrics import best_ses, forecast_indices, ses_levels
-from models.modes import EDGE_MODES, mode_pads, mode_slice
 from models.smoother import PARAMS, FullCorrelation, MonotoneSmoother, SmootherConfig
 from models.train_smoother import SmootherTrainOptions, train_denoise, train_forecast
 

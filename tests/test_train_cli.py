@@ -150,7 +150,7 @@ def test_train_smoother_denoise_in_each_mode(tmp_path, mode):
     import numpy as np
 
     from models.checkpoint import read_checkpoint
-    from models.modes import mode_pads
+    from contract.modes import mode_pads
     from monoserve.cli import main
 
     rng = np.random.default_rng(0)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 MANIFEST_SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
+Kind = Literal["smoother", "classifier"]
 Format = Literal["onnx", "torchscript", "pt2"]
 Rule = Literal["nonnegative", "positive", "monotone_nondecreasing", "sums_to_one"]
 Direction = Literal["increasing", "decreasing", "free"]
@@ -21,6 +22,9 @@ EdgeMode = Literal["same", "causal", "valid"]
 
 # Default file name of each format inside a version directory.
 FORMAT_FILES: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt2"}
+# The same names as tuples, for messages and argument checks (one definition: the Literals above).
+KINDS: tuple[str, ...] = get_args(Kind)
+FORMATS: tuple[str, ...] = get_args(Format)
 
 
 class _Strict(BaseModel):
@@ -74,7 +78,7 @@ class SmootherInfo(_Strict):
     edge_modes: list[EdgeMode] = Field(default_factory=lambda: ["same", "causal", "valid"])
     default_mode: EdgeMode = "same"
     # The graphs output the full correlation (L + K - 1 samples); each mode is a slice of it
-    # (models.modes.mode_slice).
+    # (contract.modes.mode_slice).
     output: Literal["full"] = "full"
 
 
@@ -91,7 +95,7 @@ class Manifest(_Strict):
     schema_version: int = MANIFEST_SCHEMA_VERSION
     name: str
     version: int
-    kind: Literal["smoother", "classifier"]
+    kind: Kind
     created: datetime
     monoserve_version: str
     source_checkpoint_sha256: str

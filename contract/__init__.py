@@ -1,0 +1,1 @@
+"""The torch-free contract shared by export and the service: rules, manifest, certificate, policy."""

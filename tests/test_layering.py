@@ -1,0 +1,60 @@
+"""The layering, checked: import-linter contracts (pyproject.toml [tool.importlinter]) and the
+serving path's imports in a fresh interpreter (nothing of torch, training or export)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT = "from importlinter.cli import lint_imports; raise SystemExit(lint_imports(no_cache=True, no_logo=True))"
+
+
+def _lint(cwd: Path) -> subprocess.CompletedProcess:
+    env = {"PYTHONPATH": str(cwd), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-c", LINT], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_import_linter_contracts_hold():
+    result = _lint(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 kept, 0 broken" in result.stdout
+
+
+def test_import_linter_catches_a_broken_layer(tmp_path):
+    """The same contracts over a small tree whose contract package imports torch and models."""
+    (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
+    for package in ("contract", "models", "export", "service", "monoserve"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "contract" / "rules.py").write_text("import torch\nfrom models import smoother\n")
+    (tmp_path / "models" / "smoother.py").write_text("")
+    (tmp_path / "service" / "engines.py").write_text("def load():\n    import torch\n")  # the one allowed import
+    (tmp_path / "service" / "app.py").write_text("from export import core\n")
+    (tmp_path / "export" / "core.py").write_text("")
+    result = _lint(tmp_path)
+    assert result.returncode != 0
+    out = result.stdout
+    assert "contract imports nothing of models, export, service or torch BROKEN" in out
+    assert "contract.rules -> torch" in out and "contract.rules -> models.smoother" in out
+    assert "service.app -> export.core" in out
+    assert "models never imports export or service KEPT" in out
+
+
+SERVING_MODULES = [
+    "service.app", "service.cli", "service.prover", "service.engines", "service.registry", "service.inference",
+    "contract.checks", "contract.modes", "contract.manifest", "contract.certificate", "contract.files",
+    "export.cli", "export.validation", "export.publish", "monoserve.cli",
+]
+
+
+@pytest.mark.parametrize("module", SERVING_MODULES)
+def test_importing_the_serving_path_leaves_torch_out(module):
+    code = (f"import sys, {module}; bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'models')"
+            f" or m in ('export.core', 'export.artifacts', 'export.parity')); print(bad)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", f"importing {module} imported {result.stdout.strip()}"
