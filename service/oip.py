@@ -236,14 +236,14 @@ def encode_infer(model: str, version: int, request: InferRequest, outputs: dict[
     binary data after a JSON header whose length `Inference-Header-Content-Length` gives."""
     wanted = request.outputs if request.outputs is not None else [RequestedOutput(name, None) for name in outputs]
     tensors: list[dict[str, Any]] = []
-    blobs: list[bytes] = []
+    blobs: list[np.ndarray] = []
     for item in wanted:
         array = outputs[item.name]
         datatype = next(name for name, dtype in DATATYPES.items() if dtype == array.dtype.newbyteorder("<"))
         tensor: dict[str, Any] = {"name": item.name, "datatype": datatype, "shape": list(array.shape)}
         if item.binary if item.binary is not None else request.binary_output:
-            blob = _flat(array.astype(array.dtype.newbyteorder("<"), copy=False)).tobytes()
-            tensor["parameters"] = {"binary_data_size": len(blob)}
+            blob = _flat(array.astype(array.dtype.newbyteorder("<"), copy=False))  # joined below: one copy
+            tensor["parameters"] = {"binary_data_size": blob.nbytes}
             blobs.append(blob)
         else:
             tensor["data"] = _flat(array)
