@@ -13,12 +13,14 @@ import numpy as np
 import orjson
 import pytest
 import tritonclient.http as triton
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from fastapi.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
 from service import oip
 from service.app import create_app
-from service.errors import BadRequestError, PayloadTooLargeError
+from service.errors import BadRequestError, PayloadTooLargeError, ServiceError
 from service.settings import Settings
 from service_fixtures import CLASSIFIER_FEATURES, MULTILABEL_FEATURES, MULTILABEL_LABELS, fresh_repo
 from test_service_e2e import free_port, start_server, stop, wait_ready
@@ -268,3 +270,43 @@ def test_json_nested_data_is_row_major():
     request = oip.decode_infer(orjson.dumps(
         {"inputs": [{"name": "features", "shape": [2, 3], "datatype": "INT32", "data": [[1, 2, 3], [4, 5, 6]]}]}), None)
     np.testing.assert_array_equal(request.inputs[0].array, np.array([[1, 2, 3], [4, 5, 6]], dtype=np.float32))
+
+
+# -- fuzzing: any body is an answer with a status below 500 ----------------------------------
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=12)
+tensors = st.fixed_dictionaries(
+    {"name": st.sampled_from(["signal", "features", "x"]), "datatype": st.sampled_from([*oip.DATATYPES, "BYTES", 3]),
+     "shape": st.lists(st.integers(-2, 2**40), max_size=4) | json_values},
+    optional={"data": json_values | st.lists(st.floats(-1e3, 1e3), max_size=40),
+              "parameters": st.fixed_dictionaries({}, optional={"binary_data_size": st.integers(-4, 200) | json_values,
+                                                                 "content_type": json_values})})
+requests = st.fixed_dictionaries(
+    {"inputs": st.lists(tensors, max_size=2) | json_values},
+    optional={"id": json_values, "parameters": st.dictionaries(st.sampled_from(["mode", "binary_data_output", "x"]),
+                                                             json_values | st.sampled_from(["same", "valid"])),
+              "outputs": st.lists(st.fixed_dictionaries({"name": json_values | st.sampled_from(["smoothed", "scores"])}),
+                                  max_size=2) | json_values})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payload=requests, tail=st.binary(max_size=64), split=st.booleans())
+def test_decoder_answers_any_request_with_a_request_or_a_client_error(payload, tail, split):
+    head = orjson.dumps(payload)
+    try:
+        request = oip.decode_infer(head + tail if split else head, str(len(head)) if split else None)
+    except ServiceError as exc:
+        assert 400 <= exc.status < 500 and exc.message
+        return
+    for tensor in request.inputs:  # what was accepted is what was declared
+        assert tensor.array.shape == tensor.shape
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(payload=requests, model=st.sampled_from(["smoother", "classifier", "multilabel"]))
+def test_infer_route_never_answers_5xx(app_client, payload, model):
+    response = app_client.post(f"/v2/models/{model}/infer", content=orjson.dumps(payload))
+    assert response.status_code < 500, response.text
+    assert response.status_code == 200 or "error" in response.json()
