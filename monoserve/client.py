@@ -106,6 +106,9 @@ class ClassifyResult:
     threshold: float
     model: str
     version: int
+    # Per instance, the labels whose score reaches the threshold, as the service decided them
+    # (JSON answers of services that send them; None otherwise: compare scores with threshold).
+    decisions: list[list[str]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # any other field of a JSON answer
 
 
@@ -180,8 +183,9 @@ def _classify_result(response: httpx.Response) -> ClassifyResult:
                               headers["x-model"], int(headers["x-model-version"]))
     body = dict(response.json())
     known = {key: body.pop(key) for key in ("scores", "labels", "threshold", "model", "version")}
+    decisions = body.pop("decisions", None)
     return ClassifyResult(np.asarray(known["scores"], dtype=np.float32), list(known["labels"]), float(known["threshold"]),
-                          known["model"], int(known["version"]), extra=body)
+                          known["model"], int(known["version"]), decisions=decisions, extra=body)
 
 
 def retry_after_seconds(header: str | None, attempt: int, cap: float) -> float:

@@ -93,6 +93,8 @@ def test_classify_npy_json_and_feature_objects(client):
     np.testing.assert_array_equal(by_npy.scores, by_json.scores)
     np.testing.assert_array_equal(by_npy.scores, by_name.scores)
     assert by_npy.threshold == by_json.threshold and by_npy.version == 1
+    if by_json.decisions is not None:  # the service's own decision per instance, when it sends one
+        assert by_json.decisions == [["spam"] if score >= by_json.threshold else [] for score in by_json.scores]
     multi = client.classify(np.ones((2, 3)), model="multilabel")
     assert multi.labels == MULTILABEL_LABELS and multi.scores.shape == (2, 2)
     with pytest.raises(ValueError, match="need json=True"):
