@@ -14,7 +14,13 @@ that feature:
 An independent element is monotone with either sign, so ``Columns`` whose signs agree may always
 be weakened to ``Uniform``; that is how every op that moves data around is handled soundly.
 Only constant weights (initializers, Constant nodes, and nodes computed from them alone) can keep a
-sign through MatMul/Gemm/Conv/Mul/Div: a weight computed at run time is not trusted.
+sign through MatMul/Gemm/Conv/Mul/Div: a weight computed at run time is not trusted, and an unproven
+term stays unproven even when multiplied by zero (0 * inf is NaN).
+
+Beside the directions, GraphInfo computes interval bounds of every float tensor for finite input,
+and records every node that may turn finite values into NaN/Inf (contract.graph refuses those).
+The points of use (the smoother's Conv kernel, the classifier's output layer) are located here
+too, so the rules are checked on the tensor a node consumes, not on a named initializer.
 
 numpy and onnx only: the service runs this without torch.
 """
@@ -183,10 +189,6 @@ VALUE_FREE = {"Shape", "Size", "Constant", "ConstantOfShape", "EyeLike", "Random
 FLOAT_TYPES = {
     onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
 }
-INT_TYPES = {
-    onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
-    onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
-}
 
 
 def _attributes(node: onnx.NodeProto) -> dict:
@@ -194,32 +196,45 @@ def _attributes(node: onnx.NodeProto) -> dict:
 
 
 def node_label(node: onnx.NodeProto, index: int) -> str:
-    name = node.name or f"#{index}"
-    return f"{name} ({node.op_type} -> {', '.join(node.output) or '-'})"
+    """How every refusal names a node: its name first (when it has one), then index, op and outputs."""
+    where = f"#{index} {node.op_type} -> {', '.join(node.output) or '-'}"
+    return f"{node.name} ({where})" if node.name else f"({where})"
 
 
 def _unary_is_monotone(node: onnx.NodeProto, attrs: dict) -> str | None:
     """None if the node is non-decreasing; otherwise why not."""
     op = node.op_type
-    if op in ("LeakyRelu", "Elu", "HardSigmoid", "Celu") and float(attrs.get("alpha", 0.01)) < 0:
-        return f"{op} with alpha {attrs['alpha']} < 0 is not monotone"
+    if op in ("LeakyRelu", "Elu", "HardSigmoid", "ThresholdedRelu") and float(attrs.get("alpha", 0.0)) < 0:
+        return f"{op} with alpha {attrs['alpha']:g} < 0 is not monotone"
+    if op == "Celu" and float(attrs.get("alpha", 1.0)) <= 0:
+        return f"Celu with alpha {attrs['alpha']:g} <= 0 is not monotone (alpha 0 divides by zero)"
     if op == "Selu" and (float(attrs.get("alpha", 1.0)) < 0 or float(attrs.get("gamma", 1.0)) < 0):
         return "Selu with a negative alpha or gamma is not monotone"
-    if op == "Cast" and int(attrs.get("to", 0)) not in FLOAT_TYPES | INT_TYPES:
-        return f"Cast to {onnx.TensorProto.DataType.Name(int(attrs.get('to', 0)))} is not monotone"
+    if op == "Cast" and int(attrs.get("to", 0)) not in FLOAT_TYPES:
+        # an integer Cast wraps on overflow (and truncates): a large input could come out smaller
+        return f"Cast to {onnx.TensorProto.DataType.Name(int(attrs.get('to', 0)))} is not monotone (only float targets are)"
     return None
 
 
 @dataclass
 class GraphInfo:
-    """What does not depend on the feature being certified: constants and static shapes."""
+    """What does not depend on the feature being certified: constants, static shapes, dtypes and ranges.
+
+    Shapes come from ONNX shape inference run on a copy whose value_info and output shapes are
+    cleared: what the publisher declared about intermediate tensors is never trusted, only the
+    graph inputs' shapes, which ONNX Runtime enforces on every call.
+    """
 
     model: onnx.ModelProto
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     last_dims: dict[str, int | None] = field(default_factory=dict)
+    types: dict[str, int] = field(default_factory=dict)  # TensorProto element type, where inferred
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # float tensors: [lo, hi]
+    hazards: list[tuple[str, str]] = field(default_factory=list)  # (node label, why it may give NaN/Inf)
+    inference_error: str | None = None
 
     @classmethod
-    def build(cls, model: onnx.ModelProto) -> "GraphInfo":
+    def build(cls, model: onnx.ModelProto, fold: bool = True) -> "GraphInfo":
         if model.functions:
             from onnx import inliner
 
@@ -228,26 +243,38 @@ class GraphInfo:
         graph = model.graph
         for init in graph.initializer:
             info.constants[init.name] = numpy_helper.to_array(init)
+            info.types[init.name] = init.data_type
+        bare = onnx.ModelProto()
+        bare.CopyFrom(model)
+        del bare.graph.value_info[:]
+        for output in bare.graph.output:
+            output.type.tensor_type.ClearField("shape")
         try:
-            inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+            inferred = onnx.shape_inference.infer_shapes(bare, strict_mode=True, data_prop=True)
             value_infos = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
         except Exception as exc:  # shape inference is an aid only: without it columns collapse sooner
+            info.inference_error = _first_line(str(exc))
             log.debug("shape inference failed: %s", exc)
-            value_infos = [*graph.input, *graph.output]
+            value_infos = [*graph.input]
         for vi in value_infos:
             info.last_dims[vi.name] = _static_last_dim(vi)
+            if vi.type.tensor_type.elem_type:
+                info.types.setdefault(vi.name, vi.type.tensor_type.elem_type)
         for name, array in info.constants.items():
             info.last_dims[name] = int(array.shape[-1]) if array.ndim else None
-        info._fold_constants()
+        if fold:
+            info._fold_constants()
+        info._propagate_ranges()
         return info
 
     def _fold_constants(self) -> None:
-        """Evaluate every node whose inputs are all constants (Constant nodes, Transpose of weights...)."""
+        """Evaluate every node whose inputs are all constants (Constant nodes, Transpose of weights...),
+        so rules are checked on the tensor a node actually consumes, not on a named initializer."""
         evaluator = None  # onnx.reference takes ~0.5 s to import: only when a graph needs folding
         for node in self.model.graph.node:
-            if node.domain not in ("", "ai.onnx") or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            if node.domain not in ("", "ai.onnx") or _has_subgraph(node):
                 continue
-            if node.op_type in ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"):
+            if node.op_type in NONDETERMINISTIC:
                 continue
             if not all(name == "" or name in self.constants for name in node.input):
                 continue
@@ -266,6 +293,42 @@ class GraphInfo:
                     if self.last_dims.get(name) is None and array.ndim:
                         self.last_dims[name] = int(array.shape[-1])
 
+    def range_of(self, name: str) -> tuple[float, float]:
+        if not name:
+            return FULL
+        if name in self.constants:
+            return _array_range(self.constants[name])
+        return self.ranges.get(name, FULL)
+
+    def is_float(self, name: str) -> bool:
+        if name in self.constants:
+            return self.constants[name].dtype.kind == "f"
+        return self.types.get(name) in FLOAT_TYPES
+
+    def _propagate_ranges(self) -> None:
+        """Interval bounds of every float tensor for finite inputs, and every node that may turn finite
+        values into NaN/Inf (a division by a tensor that may be 0, the log of one that may be <= 0...).
+        Float overflow of huge finite inputs is out of scope (docs/threat-model.md)."""
+        for index, node in enumerate(self.model.graph.node):
+            if all(not o or o in self.constants for o in node.output):
+                continue
+            label = node_label(node, index)
+            try:
+                result = _range_transfer(self, node, label)
+            except Exception as exc:  # a malformed node: no bounds
+                log.debug("no range for %s: %s", label, exc)
+                result = FULL
+                if node.op_type in DOMAIN_SENSITIVE:  # what could not be bounded cannot be proven safe
+                    self.hazards.append((label, f"{node.op_type} whose bounds could not be computed ({exc})"))
+            for name in node.output:
+                if name and name not in self.constants:
+                    self.ranges[name] = result
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0] if lines else text
+
 
 def _static_last_dim(value_info: onnx.ValueInfoProto) -> int | None:
     tensor_type = value_info.type.tensor_type
@@ -273,6 +336,307 @@ def _static_last_dim(value_info: onnx.ValueInfoProto) -> int | None:
         return None
     last = tensor_type.shape.dim[-1]
     return int(last.dim_value) if last.HasField("dim_value") else None
+
+
+# --------------------------------------------------------------------------------------------
+# Interval bounds (for NaN/Inf safety: Div, Log, Sqrt, Pow)
+# --------------------------------------------------------------------------------------------
+INF = float("inf")
+FULL = (-INF, INF)
+NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+_HUGE = 1e300  # stands for +-inf when evaluating a monotone function at an unbounded end
+DOMAIN_SENSITIVE = {"Div", "Log", "Sqrt", "Pow", "Exp", "Cast"}
+EXACT_UNARY = {"Relu", "Identity", "Cast", "Dropout", "Floor", "Ceil", "Round", "ThresholdedRelu"}
+EXP_LIMIT = 88.0  # exp(x) overflows float32 just above 88.72
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def _array_range(array: np.ndarray) -> tuple[float, float]:
+    if array.dtype.kind not in "fiub" or array.size == 0:
+        return FULL
+    values = np.asarray(array, dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        return FULL
+    return float(values.min()), float(values.max())
+
+
+def _widen(lo: float, hi: float) -> tuple[float, float]:
+    """Float32 rounding (and underflow to 0) may move a value past an exact bound: widen a little."""
+    if np.isnan(lo):
+        lo = -INF
+    if np.isnan(hi):
+        hi = INF
+    return lo - 1e-6 * abs(lo) - 1e-30, hi + 1e-6 * abs(hi) + 1e-30
+
+
+def _monotone_image(function, lo: float, hi: float, exact: bool = False) -> tuple[float, float]:
+    """[f(lo), f(hi)] for a non-decreasing f, its limits standing in for the unbounded ends.
+    exact: f is computed exactly in float32 too (max(x, 0), a copy...), so no widening."""
+    ends = np.clip(np.array([lo, hi], dtype=np.float64), -_HUGE, _HUGE)
+    with np.errstate(all="ignore"):
+        values = np.asarray(function(ends), dtype=np.float64)
+    values = np.where(values >= _HUGE * 0.1, INF, np.where(values <= -_HUGE * 0.1, -INF, values))
+    return (float(values[0]), float(values[1])) if exact else _widen(float(values[0]), float(values[1]))
+
+
+def _products(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    """Bounds of x * y for x in a, y in b (0 times an unbounded end is 0: the values are finite)."""
+    corners = []
+    for x in a:
+        for y in b:
+            corners.append(0.0 if x == 0 or y == 0 else x * y)
+    return _widen(min(corners), max(corners))
+
+
+def _linear(x: tuple[float, float], weight: np.ndarray) -> tuple[float, float]:
+    """Bounds of sum_i W[i, j] x_i over every output column j, x_i in x. weight: [..., n, m]."""
+    w = np.asarray(weight, dtype=np.float64)
+    if w.ndim == 1:
+        w = w[:, None]
+    w = w.reshape(-1, *w.shape[-2:])
+    lo, hi = x
+    with np.errstate(all="ignore"):
+        at_lo = np.where(w == 0, 0.0, w * lo)
+        at_hi = np.where(w == 0, 0.0, w * hi)
+        low = np.minimum(at_lo, at_hi).sum(axis=-2)
+        high = np.maximum(at_lo, at_hi).sum(axis=-2)
+    return _widen(float(np.min(low)), float(np.max(high)))
+
+
+def _union(ranges: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    return (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else FULL
+
+
+def _unary_function(op: str, attrs: dict):
+    alpha = attrs.get("alpha")
+    if op == "Relu":
+        return lambda x: np.maximum(x, 0.0)
+    if op == "LeakyRelu":
+        a = float(0.01 if alpha is None else alpha)
+        return lambda x: np.where(x < 0, a * x, x)
+    if op == "Sigmoid":
+        return lambda x: 1.0 / (1.0 + np.exp(-x))
+    if op == "Tanh":
+        return np.tanh
+    if op == "Softplus":
+        return lambda x: np.logaddexp(0.0, x)
+    if op == "Elu":
+        a = float(1.0 if alpha is None else alpha)
+        return lambda x: np.where(x < 0, a * np.expm1(np.minimum(x, 0.0)), x)
+    if op == "Selu":
+        a, g = float(attrs.get("alpha", 1.67326319217681884765625)), float(attrs.get("gamma", 1.05070102214813232421875))
+        return lambda x: g * np.where(x <= 0, a * np.expm1(np.minimum(x, 0.0)), x)
+    if op == "Celu":
+        a = float(1.0 if alpha is None else alpha)
+        return lambda x: np.maximum(0.0, x) + np.minimum(0.0, a * np.expm1(np.minimum(x, 0.0) / a))
+    if op == "HardSigmoid":
+        a, b = float(0.2 if alpha is None else alpha), float(attrs.get("beta", 0.5))
+        return lambda x: np.clip(a * x + b, 0.0, 1.0)
+    if op == "Softsign":
+        return lambda x: x / (1.0 + np.abs(x))
+    if op == "Erf":
+        import math
+
+        return np.vectorize(math.erf)
+    if op == "ThresholdedRelu":
+        a = float(1.0 if alpha is None else alpha)
+        return lambda x: np.where(x > a, x, 0.0)
+    if op == "Exp":
+        return np.exp
+    if op in ("Identity", "Cast", "Dropout"):
+        return lambda x: x
+    if op == "Floor":
+        return np.floor
+    if op == "Ceil":
+        return np.ceil
+    if op == "Round":
+        return np.round
+    return None
+
+
+def _range_transfer(info: GraphInfo, node: onnx.NodeProto, label: str) -> tuple[float, float]:
+    op = node.op_type
+    attrs = _attributes(node)
+    names = list(node.input)
+    ranges = [info.range_of(n) for n in names]
+    first = ranges[0] if ranges else FULL
+    function = _unary_function(op, attrs)
+    if op == "Exp" and not first[1] <= EXP_LIMIT:  # exp(89) is already inf in float32
+        info.hazards.append((label, f"takes exp of {names[0]!r}, which may exceed {EXP_LIMIT:g} "
+                                    f"(bounds [{first[0]:.3g}, {first[1]:.3g}]): inf from finite input"))
+        return (0.0, INF)
+    if op == "Cast" and int(attrs.get("to", 0)) == onnx.TensorProto.FLOAT16 and not max(-first[0], first[1]) <= FLOAT16_MAX:
+        info.hazards.append((label, f"casts {names[0]!r} to FLOAT16, which overflows to inf above {FLOAT16_MAX:g} "
+                                    f"(bounds [{first[0]:.3g}, {first[1]:.3g}])"))
+        return FULL
+    if function is not None:
+        return _monotone_image(function, *first, exact=op in EXACT_UNARY)
+    if op == "Log":
+        if not first[0] > 0:
+            info.hazards.append((label, f"takes the log of {names[0]!r}, which may be <= 0 (bounds [{first[0]:.3g}, {first[1]:.3g}])"))
+            return FULL
+        return _monotone_image(np.log, *first)
+    if op == "Sqrt":
+        if not first[0] >= 0:
+            info.hazards.append((label, f"takes the square root of {names[0]!r}, which may be negative (bounds [{first[0]:.3g}, {first[1]:.3g}])"))
+            return FULL
+        return _monotone_image(np.sqrt, *first)
+    if op == "Pow":
+        exponent = info.constants.get(names[1]) if len(names) > 1 else None
+        hazard = _pow_hazard(first, exponent)
+        if hazard:
+            info.hazards.append((label, f"raises {names[0]!r} to {names[1]!r}: {hazard}"))
+            return FULL
+        p = float(np.asarray(exponent).reshape(-1)[0])
+        if p == 0:
+            return (1.0, 1.0)
+        if p < 0:  # base > 0 here: decreasing
+            with np.errstate(all="ignore"):
+                return _widen(float(np.float64(first[1]) ** p), float(np.float64(first[0]) ** p))
+        if first[0] >= 0 or int(p) % 2 == 1:  # increasing on [0, inf), or everywhere for an odd power
+            return _monotone_image(lambda x: x ** p, *first)
+        with np.errstate(all="ignore"):  # an even power of a signed base
+            return _widen(0.0, float(np.float64(max(abs(first[0]), abs(first[1]))) ** p))
+    if op == "Neg":
+        return (-first[1], -first[0])
+    if op == "Add":
+        return _widen(ranges[0][0] + ranges[1][0], ranges[0][1] + ranges[1][1])
+    if op == "Sub":
+        return _widen(ranges[0][0] - ranges[1][1], ranges[0][1] - ranges[1][0])
+    if op == "Mul":
+        return _products(ranges[0], ranges[1])
+    if op == "Div":
+        divisor = info.constants.get(names[1])
+        if divisor is not None:
+            d = np.asarray(divisor, dtype=np.float64)
+            if d.size == 0 or np.any(d == 0) or not np.all(np.isfinite(d)):
+                info.hazards.append((label, f"divides by {names[1]!r}, a constant with a zero or non-finite entry"))
+                return FULL
+            return _products(first, _array_range(1.0 / d))
+        lo, hi = ranges[1]
+        if lo <= 0 <= hi:
+            info.hazards.append((label, f"divides by {names[1]!r}, which may be 0 (bounds [{lo:.3g}, {hi:.3g}])"))
+            return FULL
+        return _products(first, _widen(min(1 / lo, 1 / hi), max(1 / lo, 1 / hi)))
+    if op in ("Max", "Min"):
+        pick = max if op == "Max" else min
+        return (pick(r[0] for r in ranges), pick(r[1] for r in ranges))
+    if op == "Sum":
+        return _widen(sum(r[0] for r in ranges), sum(r[1] for r in ranges))
+    if op == "Mean":
+        return _union(ranges)
+    if op == "Clip":
+        lo, hi = first
+        low = info.constants.get(names[1]) if len(names) > 1 and names[1] else None
+        high = info.constants.get(names[2]) if len(names) > 2 and names[2] else None
+        if low is not None and np.size(low):
+            lo, hi = max(lo, float(np.max(low))), max(hi, float(np.max(low)))
+        if high is not None and np.size(high):
+            lo, hi = min(lo, float(np.min(high))), min(hi, float(np.min(high)))
+        return (lo, hi)
+    if op == "PRelu":
+        slope = info.constants.get(names[1])
+        if slope is None:
+            return FULL
+        negative = _products((min(first[0], 0.0), 0.0), _array_range(np.asarray(slope)))
+        return (min(negative[0], max(first[0], 0.0)), max(negative[1], max(first[1], 0.0)))
+    if op == "MatMul":
+        for dependent, weight in ((0, 1), (1, 0)):
+            w = info.constants.get(names[weight])
+            if w is not None and names[dependent] not in info.constants:
+                return _linear(ranges[dependent], w if dependent == 0 else np.swapaxes(np.asarray(w), -1, -2))
+        return FULL
+    if op == "Gemm":
+        a, b = info.constants.get(names[0]), info.constants.get(names[1])
+        alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
+        if b is not None and a is None:
+            w = np.asarray(b).T if int(attrs.get("transB", 0)) else np.asarray(b)
+            product = _linear(ranges[0], w * alpha)
+        elif a is not None and b is None:
+            w = np.asarray(a) if int(attrs.get("transA", 0)) else np.asarray(a).T
+            product = _linear(ranges[1], w * alpha)
+        else:
+            return FULL
+        if len(names) > 2 and names[2]:
+            bias = _products(ranges[2], (beta, beta))
+            return _widen(product[0] + bias[0], product[1] + bias[1])
+        return product
+    if op == "Conv":
+        weight = info.constants.get(names[1])
+        if weight is None:
+            return FULL
+        x = first
+        pads = attrs.get("pads")
+        if (pads and any(pads)) or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
+            x = (min(x[0], 0.0), max(x[1], 0.0))  # zero padding enters the sums
+        w = np.asarray(weight, dtype=np.float64)
+        out = _linear(x, w.reshape(w.shape[0], -1).T)
+        if len(names) > 2 and names[2]:
+            bias = info.range_of(names[2])
+            return _widen(out[0] + bias[0], out[1] + bias[1])
+        return out
+    if op == "Pad":
+        mode = attrs.get("mode", b"constant")
+        if mode in (b"constant", "constant"):
+            value = info.constants.get(names[2]) if len(names) > 2 and names[2] else np.zeros(1)
+            return _union([first, _array_range(np.asarray(value))]) if value is not None else FULL
+        return first
+    if op in ("Concat", "Where"):
+        return _union(ranges[1:] if op == "Where" else ranges)
+    if op == "CastLike":
+        return first
+    if op == "ConstantOfShape":
+        value = attrs.get("value")
+        return _array_range(numpy_helper.to_array(value)) if value is not None else (0.0, 0.0)
+    if op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Gather", "GatherElements",
+              "GatherND", "Expand", "Tile", "Split", "ReduceMax", "ReduceMin"):
+        return first
+    return FULL
+
+
+def where_threshold_pattern(info: GraphInfo, node: onnx.NodeProto) -> str | None:
+    """None when `node` is Where(Greater(X, c), X, F(X)) with F non-decreasing and F(c) <= the next
+    float32 above c (so the switch from F(X) to X never steps down); otherwise why not."""
+    made_by = {out: n for n in info.model.graph.node for out in n.output}
+    if len(node.input) != 3:
+        return "Where needs three inputs"
+    condition, x, fx = node.input
+    greater, unary = made_by.get(condition), made_by.get(fx)
+    if greater is None or greater.op_type != "Greater" or greater.input[0] != x:
+        return "a Where whose condition depends on the input is only modelled as Where(Greater(X, c), X, F(X))"
+    threshold = info.constants.get(greater.input[1])
+    if threshold is None or np.size(threshold) != 1:
+        return "Where(Greater(X, c), ...) needs a constant scalar threshold c"
+    if unary is None or list(unary.input)[:1] != [x] or len(unary.input) != 1:
+        return "Where(Greater(X, c), X, F(X)) needs F a unary op of the same X"
+    function = _unary_function(unary.op_type, _attributes(unary))
+    if function is None or _unary_is_monotone(unary, _attributes(unary)):
+        return f"Where(Greater(X, c), X, F(X)) with F = {unary.op_type}, which is not a modelled non-decreasing op"
+    c = float(np.asarray(threshold, dtype=np.float64).reshape(-1)[0])
+    with np.errstate(all="ignore"):
+        at_switch = float(np.asarray(function(np.array([c], dtype=np.float64)))[0])
+    above = float(np.nextafter(np.float32(c), np.float32(np.inf)))
+    if not at_switch <= above:
+        return f"Where(Greater(X, {c:g}), X, {unary.op_type}(X)) steps down at the switch: {unary.op_type}({c:g}) = {at_switch:.9g} > {above:.9g}"
+    return None
+
+
+def _pow_hazard(base: tuple[float, float], exponent: np.ndarray | None) -> str | None:
+    if exponent is None or np.size(exponent) != 1:
+        return "the exponent is not a constant scalar"
+    p = float(np.asarray(exponent, dtype=np.float64).reshape(-1)[0])
+    if not np.isfinite(p):
+        return "the exponent is not finite"
+    with np.errstate(all="ignore"):
+        largest = float(np.float64(max(abs(base[0]), abs(base[1]))) ** p)
+    if p > 1 and not largest < FLOAT32_MAX:
+        return f"exponent {p:g} of a base bounded only by [{base[0]:.3g}, {base[1]:.3g}] may overflow to inf"
+    if p < 0 and not base[0] > 0:
+        return f"a negative exponent {p:g} of a base that may be 0 or negative"
+    if not p.is_integer() and not base[0] >= 0:
+        return f"a fractional exponent {p:g} of a base that may be negative"
+    return None
 
 
 class _Interpreter:
@@ -286,6 +650,7 @@ class _Interpreter:
             self.values[tensor.name] = seeds.get(tensor.name, INDEPENDENT)
         for name in info.constants:
             self.values.setdefault(name, INDEPENDENT)
+        self.seeds = dict(seeds)
         for name in seeds:
             self.values[name] = seeds[name]
 
@@ -306,7 +671,7 @@ class _Interpreter:
                     result = self.transfer(node, label, inputs)
             outputs = result if isinstance(result, list) else [result] * len(node.output)
             for name, value in zip(node.output, outputs):
-                if name:
+                if name and name not in self.seeds:  # a seeded tensor is the variable: its producer is held fixed
                     self.values[name] = self._fit_width(value, name, label)
         return self.values
 
@@ -330,6 +695,8 @@ class _Interpreter:
             return Unknown(label, f"control flow ({op}) cannot be certified")
         if op in VALUE_FREE:
             return INDEPENDENT
+        if op == "Where" and len(inputs) == 3:  # its condition may be "unknown" (a Greater): the pattern decides
+            return self._where(node, label, inputs)
         if unknown_in is not None and op not in ("Mul", "Div"):  # Mul by 0 cannot rescue it either
             return unknown_in
         if op in MONOTONE_UNARY:
@@ -338,9 +705,17 @@ class _Interpreter:
                 return Unknown(label, why)
             if op == "Clip" and any(not isinstance(v, Independent) for v in inputs[1:]):
                 return Unknown(label, "Clip bounds that depend on the input cannot be certified")
-            if op == "Dropout" and len(inputs) > 2 and not isinstance(inputs[2], Independent):
-                return Unknown(label, "Dropout's training flag depends on the input")
+            if op == "Dropout" and len(node.input) > 2 and node.input[2]:
+                flag = self.constant(node.input[2])
+                if flag is None or bool(np.any(flag)):
+                    return Unknown(label, "Dropout in training mode (or a mode not fixed to false) drops inputs at random")
+            if op in ("Log", "Sqrt"):
+                low = self.info.range_of(node.input[0])[0]
+                if not (low > 0 if op == "Log" else low >= 0):
+                    return Unknown(label, f"{op} of {node.input[0]!r}, which may be {'<= 0' if op == 'Log' else 'negative'} (NaN/Inf)")
             return inputs[0]
+        if op == "Pow":
+            return self._pow(node, label, inputs)
         if op == "PRelu":
             slope = self.constant(node.input[1])
             if slope is None or _sign_class(slope) in (None, MINUS):
@@ -363,6 +738,14 @@ class _Interpreter:
             return self._conv(node, label, inputs)
         if op in MONOTONE_VARIADIC:
             return join(inputs, label, f"{op} of")
+        if op == "CastLike":
+            target = self.info.types.get(node.input[1]) if len(node.input) > 1 else None
+            if target not in FLOAT_TYPES:
+                return Unknown(label, "CastLike to a non-float type is not monotone (integer casts wrap)")
+            if len(inputs) > 1 and not isinstance(inputs[1], Independent):
+                return Unknown(label, "CastLike's type donor depends on the input")
+            return inputs[0]
+
         if op in MONOTONE_REDUCE:
             if len(inputs) > 1 and not isinstance(inputs[1], Independent):
                 return Unknown(label, f"{op} axes depend on the input")
@@ -428,13 +811,45 @@ class _Interpreter:
             flipped |= cls == MINUS
         return _columns(width, result, _add_flip(flips, label) if flipped else flips)
 
+    def _where(self, node: onnx.NodeProto, label: str, inputs: list[Value]) -> Value:
+        """Where with a fixed condition selects elements (directions must agree); with a condition
+        Greater(X, c), the pattern torch exports for softplus: Where(X > c, X, F(X)) is a
+        non-decreasing function of X when F is and F(c) does not exceed the next float32 above c."""
+        condition, chosen, other = inputs
+        for value in (chosen, other):
+            if isinstance(value, Unknown):
+                return value
+        if isinstance(condition, Independent):
+            return join([chosen, other], label, "selects between")
+        why = where_threshold_pattern(self.info, node)
+        if why is not None:
+            return Unknown(label, why)
+        return chosen
+
+    def _pow(self, node: onnx.NodeProto, label: str, inputs: list[Value]) -> Value:
+        if len(inputs) < 2 or not isinstance(inputs[1], Independent):
+            return Unknown(label, "Pow with an exponent that depends on the input")
+        base = self.info.range_of(node.input[0])
+        exponent = self.constant(node.input[1])
+        hazard = _pow_hazard(base, exponent)
+        if hazard:
+            return Unknown(label, hazard)
+        p = float(np.asarray(exponent, dtype=np.float64).reshape(-1)[0])
+        if p == 0:
+            return INDEPENDENT
+        if p < 0:  # base > 0: x ** p decreases
+            return flip(inputs[0], label)
+        if base[0] >= 0 or (p.is_integer() and int(p) % 2 == 1):
+            return inputs[0]
+        return Unknown(label, f"Pow with exponent {p:g} of a base that may be negative is not monotone")
+
     def _mul(self, node: onnx.NodeProto, label: str, inputs: list[Value]) -> Value:
         left, right = inputs
         for value, other_name, value_name in ((left, node.input[1], node.input[0]), (right, node.input[0], node.input[1])):
             other = self.constant(other_name)
             if other is not None:
                 if isinstance(value, Unknown):
-                    return value if _sign_class(np.asarray(other)) != 0 else INDEPENDENT
+                    return value  # 0 * (something unproven) stays unproven: 0 * inf is NaN
                 return self._scale(value, other, label, other_name)
         dependent = [v for v in inputs if not isinstance(v, Independent)]
         if any(isinstance(v, Unknown) for v in dependent):
@@ -672,3 +1087,117 @@ def certify(
         for output in output_names:
             findings.append(_verdict(feature, direction, output, values.get(output, INDEPENDENT)))
     return Certificate(all(f.ok for f in findings), findings)
+
+
+# --------------------------------------------------------------------------------------------
+# Points of use: the tensors the rules are checked on, as the consuming node sees them
+# --------------------------------------------------------------------------------------------
+@dataclass
+class WeightUse:
+    """A weight as one node consumes it (constant-folded; Gemm's alpha and transB applied)."""
+
+    node: str  # the consuming node's label
+    input_name: str  # the tensor name at that input (an initializer, a Constant, or a folded node output)
+    values: np.ndarray  # [K] taps for a Conv as the node reads them; [in, out] for Gemm/MatMul
+    data_input: str  # the node's other (dependent) operand
+
+
+def producers(model: onnx.ModelProto) -> dict[str, tuple[int, onnx.NodeProto]]:
+    return {name: (index, node) for index, node in enumerate(model.graph.node) for name in node.output if name}
+
+
+def output_layer(info: GraphInfo, output: str) -> WeightUse:
+    """The last Gemm/MatMul before `output`, found by walking back through single-operand nodes
+    (the sigmoid, a calibration's constant scale and bias...). Raises ValueError naming where the
+    walk stopped."""
+    made_by = producers(info.model)
+    tensor = output
+    seen = 0
+    while True:
+        if tensor not in made_by:
+            raise ValueError(f"{tensor!r} is not computed by any node, so the graph has no output layer before {output!r}")
+        index, node = made_by[tensor]
+        label = node_label(node, index)
+        if node.op_type in ("Gemm", "MatMul"):
+            return _layer_weight(info, node, label)
+        dependent = [name for name in node.input if name and name not in info.constants]
+        if len(dependent) != 1 or seen > len(made_by):
+            raise ValueError(f"node {label} combines {len(dependent)} computed operands before the output layer: "
+                             "cannot locate the output layer")
+        tensor, seen = dependent[0], seen + 1
+
+
+def _layer_weight(info: GraphInfo, node: onnx.NodeProto, label: str) -> WeightUse:
+    attrs = _attributes(node)
+    a_name, b_name = node.input[0], node.input[1]
+    a, b = info.constants.get(a_name), info.constants.get(b_name)
+    if node.op_type == "MatMul":
+        if b is None:
+            raise ValueError(f"node {label}: the output layer's weight {b_name!r} is not a constant")
+        return WeightUse(label, b_name, np.asarray(b, dtype=np.float64), a_name)
+    if b is None:
+        raise ValueError(f"node {label}: the output layer's weight {b_name!r} is not a constant")
+    weight = np.asarray(b, dtype=np.float64)
+    weight = (weight.T if int(attrs.get("transB", 0)) else weight) * float(attrs.get("alpha", 1.0))
+    if a is not None:
+        raise ValueError(f"node {label}: the output layer's input {a_name!r} is a constant")
+    return WeightUse(label, b_name, weight, a_name)
+
+
+# Ops that pass a smoother's rows through unchanged (row-major reshapes never reorder elements).
+_PASS_THROUGH = {"Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten"}
+
+
+def smoother_kernel(info: GraphInfo, signal: str, output: str, kernel_size: int) -> tuple[str, str, np.ndarray]:
+    """(Conv label, weight name, weight as the Conv consumes it) of a smoother graph, which must compute
+    exactly the full correlation the served fast paths compute with that kernel: signal -> reshapes ->
+    Pad(edge, K-1 both sides of the last axis) -> one plain Conv -> reshapes -> output. ValueError
+    names the node that breaks this. (The warm-up checks the output shape, which pins the reshapes.)"""
+    convs = [(index, node) for index, node in enumerate(info.model.graph.node) if node.op_type == "Conv"]
+    if len(convs) != 1:
+        raise ValueError(f"a smoother graph must apply exactly one Conv (its kernel), found {len(convs)}")
+    index, conv = convs[0]
+    label = node_label(conv, index)
+    attrs = _attributes(conv)
+    plain = (int(attrs.get("group", 1)) == 1 and all(v == 1 for v in attrs.get("strides", [1]))
+             and all(v == 1 for v in attrs.get("dilations", [1])) and not any(attrs.get("pads", [0]))
+             and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", b"VALID") and (len(conv.input) < 3 or not conv.input[2]))
+    if not plain:
+        raise ValueError(f"node {label}: the smoother's Conv must be a plain correlation (group 1, strides 1, dilations 1, "
+                         "no padding, no bias): the served fast paths apply the kernel as one")
+    weight = info.constants.get(conv.input[1])
+    if weight is None:
+        raise ValueError(f"node {label}: the Conv's weight {conv.input[1]!r} is not a constant")
+    if weight.shape != (1, 1, kernel_size):
+        raise ValueError(f"node {label}: the Conv's weight {conv.input[1]!r} has shape {list(weight.shape)}, "
+                         f"expected [1, 1, {kernel_size}] (kernel_size in the manifest)")
+    made_by = producers(info.model)
+
+    def back_through_reshapes(tensor: str) -> tuple[str, tuple[int, onnx.NodeProto] | None]:
+        while tensor in made_by and made_by[tensor][1].op_type in _PASS_THROUGH:
+            tensor = made_by[tensor][1].input[0]
+        return tensor, made_by.get(tensor)
+
+    tensor, found = back_through_reshapes(output)
+    if found is None or found[1] is not conv:
+        where = f"node {node_label(found[1], found[0])}" if found else f"tensor {tensor!r}"
+        raise ValueError(f"{where} stands between the Conv {label} and the output {output!r}: "
+                         "a smoother's output must be the Conv's, only reshaped")
+    tensor, found = back_through_reshapes(conv.input[0])
+    pad = found[1] if found else None
+    if pad is None or pad.op_type != "Pad":
+        where = f"node {node_label(found[1], found[0])}" if found else f"tensor {tensor!r}"
+        raise ValueError(f"{where} feeds the Conv {label}: a smoother pads the signal by edge replication, then correlates")
+    pad_label = node_label(pad, found[0])
+    pads = info.constants.get(pad.input[1]) if len(pad.input) > 1 else None
+    mode = _attributes(pad).get("mode", b"constant")
+    expected = [0, 0, kernel_size - 1, 0, 0, kernel_size - 1]
+    if mode not in (b"edge", "edge") or pads is None or [int(p) for p in np.asarray(pads).reshape(-1)] != expected \
+            or (len(pad.input) > 3 and pad.input[3]):
+        raise ValueError(f"node {pad_label}: a smoother pads by edge replication with pads {expected} "
+                         f"(K - 1 = {kernel_size - 1} on both sides of the last axis)")
+    source, found = back_through_reshapes(pad.input[0])
+    if source != signal:
+        where = f"node {node_label(found[1], found[0])}" if found else f"tensor {source!r}"
+        raise ValueError(f"{where} stands between the signal {signal!r} and the Pad {pad_label}: only reshapes may")
+    return label, conv.input[1], np.asarray(weight)

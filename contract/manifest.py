@@ -11,6 +11,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contract.files import DEFAULT_MAX_FILE_BYTES, read_checked
+
 MANIFEST_SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
@@ -64,7 +66,7 @@ class ClassifierInfo(_Strict):
     features: list[FeatureSpec]
     labels: list[str]
     threshold: float = 0.5
-    scope: Literal["all", "final"]
+    scope: Literal["all", "final", "none"]  # "none": an unconstrained baseline (contract.policy)
     method: Literal["reparam", "project"]
     # Features whose monotonicity the service must certify from the graph (scope "all", not free).
     monotone_features: list[str] = Field(default_factory=list)
@@ -116,8 +118,10 @@ class Manifest(_Strict):
         return next((f for f in self.files if f.format == fmt), None)
 
     @classmethod
-    def read(cls, version_dir: str | Path) -> "Manifest":
-        return cls.model_validate_json(Path(version_dir, MANIFEST_NAME).read_bytes())
+    def read(cls, version_dir: str | Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> "Manifest":
+        """Parse VERSION_DIR/manifest.json, read as every artifact is (inside the directory, capped)."""
+        data, _, _ = read_checked(Path(version_dir), MANIFEST_NAME, size=None, sha256=None, max_bytes=max_bytes)
+        return cls.model_validate_json(data)
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

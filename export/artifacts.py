@@ -22,7 +22,6 @@ from torch.nn.utils import parametrize
 
 from export.errors import ArtifactError
 from models.classifier import MonotoneClassifier
-from models.smoother import FullCorrelation, MonotoneSmoother
 
 logger = logging.getLogger(__name__)
 
@@ -52,21 +51,28 @@ class ClassifierScores(nn.Module):
     service can read `feature_scale` back and propagate signs node by node.
     """
 
-    def __init__(self, model: MonotoneClassifier):
+    def __init__(self, feature_mean: torch.Tensor, feature_scale: torch.Tensor, direction_sign: torch.Tensor,
+                 layers: list[tuple[torch.Tensor, torch.Tensor]]):
         super().__init__()
-        self.register_buffer("feature_mean", model.feature_mean.detach().clone().float())
-        self.register_buffer("feature_scale", model.feature_scale.detach().clone().float())
-        self.register_buffer("direction_sign", model.direction_sign.detach().clone().float())
+        self.register_buffer("feature_mean", feature_mean.detach().clone().float())
+        self.register_buffer("feature_scale", feature_scale.detach().clone().float())
+        self.register_buffer("direction_sign", direction_sign.detach().clone().float())
         self.layers = nn.ModuleList()
+        for weight, bias in layers:
+            plain = nn.Linear(weight.shape[1], weight.shape[0])
+            with torch.no_grad():
+                plain.weight.copy_(weight.detach().float())
+                plain.bias.copy_(bias.detach().float())
+            plain.requires_grad_(False)
+            self.layers.append(plain)
+
+    @classmethod
+    def from_model(cls, model: MonotoneClassifier) -> "ClassifierScores":
         for layer in model.layers:
             if not isinstance(layer, nn.Linear) or parametrize.is_parametrized(layer):
                 raise ArtifactError(f"expected folded plain nn.Linear layers, got {type(layer).__name__}")
-            plain = nn.Linear(layer.in_features, layer.out_features)
-            with torch.no_grad():
-                plain.weight.copy_(layer.weight.detach().float())
-                plain.bias.copy_(layer.bias.detach().float())
-            plain.requires_grad_(False)
-            self.layers.append(plain)
+        return cls(model.feature_mean, model.feature_scale, model.direction_sign,
+                   [(layer.weight, layer.bias) for layer in model.layers])
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         h = (features - self.feature_mean) / self.feature_scale * self.direction_sign
@@ -76,39 +82,6 @@ class ClassifierScores(nn.Module):
             if index < last:
                 h = torch.relu(h)
         return torch.sigmoid(h)
-
-
-def build_wrapper(kind: str, folded: nn.Module) -> tuple[nn.Module, GraphSignature]:
-    """The module every format is written from, and its graph signature."""
-    if kind == "smoother":
-        assert isinstance(folded, MonotoneSmoother)
-        kernel_size = folded.kernel_size
-        wrapper = FullCorrelation(folded.kernel.detach().float()).eval()
-        full_length = f"length + {kernel_size - 1}" if kernel_size > 1 else "length"
-        # Example sizes: none 0/1 (torch.export would specialize them), all distinct.
-        example = torch.randn(2, 3, kernel_size + 10, generator=torch.Generator().manual_seed(0))
-        return wrapper, GraphSignature(
-            input_name="signal",
-            output_name="full",
-            input_shape=["batch", "channels", "length"],
-            output_shape=["batch", "channels", full_length],
-            dynamic_axes={0: "batch", 1: "channels", 2: "length"},
-            example=example,
-        )
-    if kind == "classifier":
-        assert isinstance(folded, MonotoneClassifier)
-        config = folded.config
-        wrapper = ClassifierScores(folded).eval()
-        example = torch.randn(3, config.n_features, generator=torch.Generator().manual_seed(0))
-        return wrapper, GraphSignature(
-            input_name="features",
-            output_name="scores",
-            input_shape=["batch", config.n_features],
-            output_shape=["batch", config.n_outputs],
-            dynamic_axes={0: "batch"},
-            example=example,
-        )
-    raise ArtifactError(f"unknown model kind {kind!r}")
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -16,34 +17,14 @@ CARD_MD = "card.md"
 CARD_PNG = "card.png"
 
 
-def write_card_plot(path: Path, kind: str, tensors: dict[str, np.ndarray]) -> None:
-    """The learned kernel (smoother) or the weight distribution of each layer (classifier)."""
+def write_card_plot(path: Path, draw: Callable[[Any], None]) -> None:
+    """Save the plot `draw` makes on a fresh Figure (the kind's adapter: export.kinds.ExportKind.draw_card)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    if kind == "smoother":
-        kernel = np.asarray(tensors["kernel"]).ravel()
-        figure = Figure(figsize=(6, 3.2), dpi=100)
-        FigureCanvasAgg(figure)
-        axes = figure.add_subplot(1, 1, 1)
-        taps = np.arange(kernel.size)
-        axes.bar(taps, kernel, color="tab:blue", width=0.8)
-        axes.set_xlabel("tap (the last tap weighs the newest sample)")
-        axes.set_ylabel("weight")
-        axes.set_title(f"learned kernel: {kernel.size} taps, sum {kernel.sum():.4g}")
-    else:
-        layers = sorted((name for name in tensors if name.startswith("layers.") and name.endswith(".weight")),
-                        key=lambda name: int(name.split(".")[1]))
-        figure = Figure(figsize=(3.2 * max(len(layers), 1), 3.0), dpi=100)
-        FigureCanvasAgg(figure)
-        for position, name in enumerate(layers, start=1):
-            weights = np.asarray(tensors[name]).ravel()
-            axes = figure.add_subplot(1, len(layers), position)
-            axes.hist(weights, bins=30, color="tab:green")
-            axes.axvline(0.0, color="black", linewidth=0.8)
-            axes.set_title(f"{name}\nmin {weights.min():.3g}, max {weights.max():.3g}", fontsize=9)
-            axes.set_xlabel("weight")
-        figure.suptitle("weight distribution per layer (folded)", fontsize=10)
+    figure = Figure(figsize=(6, 3.2), dpi=100)
+    FigureCanvasAgg(figure)
+    draw(figure)
     figure.tight_layout()
     figure.savefig(path, format="png")
 
@@ -62,7 +43,7 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def render_card(manifest: Manifest) -> str:
+def render_card(manifest: Manifest, plot_caption: str = "card plot") -> str:
     m = manifest
     lines = [f"# {m.name} version {m.version} ({m.kind})", ""]
     lines += [
@@ -117,5 +98,5 @@ def render_card(manifest: Manifest) -> str:
     lines += _table(["file", "format", "bytes", "sha256"], [[f.path, f.format, str(f.size), f"`{f.sha256}`"] for f in m.files])
     if m.provenance:
         lines += ["", "## Provenance", "", "```json", json.dumps(m.provenance, indent=2, sort_keys=True, default=str), "```"]
-    lines += ["", f"![{'learned kernel' if m.kind == 'smoother' else 'weight distribution per layer'}]({CARD_PNG})", ""]
+    lines += ["", f"![{plot_caption}]({CARD_PNG})", ""]
     return "\n".join(lines)

@@ -60,6 +60,11 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
         "--atol", type=float, default=None, help="parity tolerance: |artifact - eager| <= atol + rtol*|eager| (default 1e-5)"
     )
     parser.add_argument("--rtol", type=float, default=None, help="relative part of the parity tolerance (default 1e-5)")
+    parser.add_argument(
+        "--allow-unconstrained", action="store_true",
+        help="prove with a policy that allows an unconstrained (scope 'none') classifier, to publish it as a "
+             "baseline; a service with the default policy still refuses it",
+    )
 
 
 def register(subparsers) -> None:
@@ -96,7 +101,7 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    from export.errors import ExportError, ParityError
+    from export.errors import ExportError, ParityError, ProofRefusedError
     from models.checkpoint import CheckpointError  # imports torch
 
     from export.core import ConstraintRefusedError, export_checkpoint
@@ -112,6 +117,7 @@ def run_export(args: argparse.Namespace) -> int:
                 opset=args.opset,
                 atol=DEFAULT_ATOL if args.atol is None else args.atol,
                 rtol=DEFAULT_RTOL if args.rtol is None else args.rtol,
+                allow_unconstrained=args.allow_unconstrained,
             )
     except (CheckpointError, ExportInputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -130,6 +136,10 @@ def run_export(args: argparse.Namespace) -> int:
         )
         for mismatch in exc.mismatches:
             print(f"  {mismatch}", file=sys.stderr)
+        return EXIT_REFUSED
+    except ProofRefusedError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        print(exc.report, file=sys.stderr)
         return EXIT_REFUSED
     except ExportError as exc:
         print(f"export failed, nothing published: {exc}", file=sys.stderr)

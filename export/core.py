@@ -8,7 +8,9 @@ Steps (nothing is written before step 3 passes, nothing is visible before step 8
 5. load every artifact back, find each constrained tensor inside it (-> manifest locations);
 6. parity: every artifact against eager torch, every mismatch reported at once;
 7. model card, manifest (checksums, io specs, constraints, probe, parity, metrics, provenance);
-8. rename the staging directory to the next integer version.
+8. prove the staged version with the service's own prover and policy (service.prover): export
+   never publishes what the service would refuse;
+9. rename the staging directory to the next integer version.
 """
 
 from __future__ import annotations
@@ -31,23 +33,17 @@ from contract.manifest import (
     FORMAT_FILES,
     FORMATS,
     MANIFEST_NAME,
-    ClassifierInfo,
     ConstraintEntry,
-    FeatureSpec,
     FileEntry,
     Manifest,
-    Probe,
-    SmootherInfo,
     TensorSpec,
 )
-from contract.modes import EDGE_MODES
 from export import artifacts, card, publish
-from export.errors import ArtifactError
-from export.parity import DEFAULT_ATOL, DEFAULT_RTOL, ParityReport, check_parity, classifier_cases, smoother_cases
+from export.errors import ArtifactError, ProofRefusedError
+from export.kinds import export_kind
+from export.parity import DEFAULT_ATOL, DEFAULT_RTOL, ParityReport, check_parity
 from export.validation import normalize_formats, validate_name, validate_opset, validate_tolerance
 from models.checkpoint import build_model, load_checkpoint
-from models.classifier import MonotoneClassifier
-from models.smoother import MonotoneSmoother
 
 logger = logging.getLogger(__name__)
 
@@ -119,14 +115,6 @@ def fold_parametrizations(model: nn.Module) -> nn.Module:
     return model
 
 
-def constraint_specs(kind: str, model: nn.Module) -> list[dict]:
-    if kind == "smoother":
-        assert isinstance(model, MonotoneSmoother)
-        return MonotoneSmoother.constraint_specs(model.config.normalize)
-    assert isinstance(model, MonotoneClassifier)
-    return model.constraint_specs()
-
-
 def folded_tensors(model: nn.Module, specs: list[dict]) -> dict[str, np.ndarray]:
     state = model.state_dict()
     missing = sorted({spec["tensor"] for spec in specs} - set(state))
@@ -174,53 +162,17 @@ def _package_version(name: str) -> str:
         return "unknown"
 
 
-def _probe(kind: str, reference: nn.Module, wrapper: nn.Module, atol: float, rtol: float) -> Probe:
-    """A small deterministic input and the eager output, rerun by the service at load time."""
-    generator = torch.Generator().manual_seed(1234)
-    if kind == "smoother":
-        length = 8
-        ramp = torch.linspace(0.0, 1.0, length)
-        noise = torch.randn(length, generator=generator)
-        probe_input = torch.stack([ramp, noise]).unsqueeze(0)  # [1, 2, 8]
-        with torch.no_grad():
-            expected = wrapper(probe_input)
-    else:
-        mean, scale = reference.feature_mean, reference.feature_scale
-        probe_input = torch.stack(
-            [mean, mean - scale, mean + scale, mean + 2.0 * scale * torch.randn(mean.shape, generator=generator)]
-        ).float()
-        with torch.no_grad():
-            expected = torch.sigmoid(reference(probe_input))
-    return Probe(input=probe_input.tolist(), expected=expected.tolist(), atol=atol, rtol=rtol)
+def prove_staged(staging: Path, repo: Path, formats: Sequence[str], allow_unconstrained: bool) -> None:
+    """The service's proof on the staged version, with each engine whose artifact was written."""
+    from contract.policy import Policy
+    from service.prover import prove_version
 
-
-def _model_info(kind: str, model: nn.Module) -> dict[str, Any]:
-    if kind == "smoother":
-        config = model.config
-        return {
-            "smoother": SmootherInfo(
-                kernel_size=config.kernel_size,
-                param=config.param,
-                normalized=config.normalize,
-                edge_modes=list(EDGE_MODES),
-                default_mode=config.mode,
-            )
-        }
-    config = model.config
-    directions = list(config.directions or [])
-    monotone = (
-        [name for name, d in zip(config.feature_names, directions) if d != "free"] if config.scope == "all" else []
-    )
-    return {
-        "classifier": ClassifierInfo(
-            features=[FeatureSpec(name=n, direction=d) for n, d in zip(config.feature_names, directions)],
-            labels=list(config.labels),
-            threshold=config.threshold,
-            scope=config.scope,
-            method=config.method,
-            monotone_features=monotone,
-        )
-    }
+    policy = Policy(allow_unconstrained=allow_unconstrained)
+    for engine in [engine for engine in ("onnx", "torchscript") if engine in formats]:
+        report, _ = prove_version(staging, engine=engine, policy=policy, repo=repo)
+        if not report.ok:
+            raise ProofRefusedError(f"engine {engine}: {report.reason}", report.render())
+        logger.info("the service's proof passes on the staged version (engine %s)", engine)
 
 
 # -- the entry point --------------------------------------------------------------------------
@@ -236,13 +188,17 @@ def export_checkpoint(
     rtol: float = DEFAULT_RTOL,
     *,
     seed: int = 0,
+    allow_unconstrained: bool = False,
 ) -> ExportResult:
     """Export `checkpoint` as the next version of REPO/NAME (NAME defaults to the model kind).
 
     Raises CheckpointError / ExportInputError for bad input, ConstraintRefusedError when the folded
     weights break their rules (nothing written), ParityError when an artifact disagrees with eager
     torch and ArtifactError when an artifact cannot be written (nothing published in every case).
-    Tolerance: |artifact - eager| <= atol + rtol * |eager|, element-wise.
+    ProofRefusedError when the service's proof refuses the staged version (nothing published).
+    Tolerance: |artifact - eager| <= atol + rtol * |eager|, element-wise. `allow_unconstrained`
+    proves with Policy(allow_unconstrained=True), so a scope-"none" baseline classifier can be
+    published (a service with the default policy still refuses it).
     """
     checkpoint, repo = Path(checkpoint), Path(repo)
     formats = normalize_formats(formats)
@@ -256,6 +212,7 @@ def export_checkpoint(
     checkpoint_sha256 = sha256_file(checkpoint) if checkpoint.is_file() else ""
     model, payload = load_checkpoint(checkpoint)
     kind: str = payload["kind"]
+    adapter = export_kind(kind)
     name = validate_name(name or kind)
     reference = build_model(kind, payload["config"])
     reference.load_state_dict(payload["state_dict"])
@@ -263,14 +220,14 @@ def export_checkpoint(
 
     # 2-3. fold, then check the folded tensors before anything is written
     folded = fold_parametrizations(model).eval()
-    specs = constraint_specs(kind, folded)
+    specs = adapter.constraint_specs(folded)
     tensors = folded_tensors(folded, specs)
     violations = check_all((spec, tensors[spec["tensor"]]) for spec in specs)
     if violations:
         raise ConstraintRefusedError(violations, checkpoint)
     logger.info("%s: %d constraint(s) hold on the folded tensors", checkpoint.name, len(specs))
 
-    wrapper, signature = artifacts.build_wrapper(kind, folded)
+    wrapper, signature = adapter.build_wrapper(folded)
     with publish.staging_directory(repo, name) as staging:
         # 4. write every format
         opset_used: int | None = None
@@ -306,14 +263,11 @@ def export_checkpoint(
             raise ArtifactError(f"folded tensors not found as constants inside the artifacts: {', '.join(missing)}")
 
         # 6. parity against eager torch (the unfolded model)
-        if kind == "smoother":
-            cases = smoother_cases(folded.kernel_size, seed)
-        else:
-            cases = classifier_cases(folded.feature_mean.numpy(), folded.feature_scale.numpy(), seed)
-        parity = check_parity(kind, reference, loaded, cases, atol, rtol)
+        parity = check_parity(adapter, reference, loaded, adapter.parity_cases(folded, seed), atol, rtol)
 
         # 7. card plot, files, manifest
-        card.write_card_plot(staging / card.CARD_PNG, kind, {k: v.detach().cpu().numpy() for k, v in folded.state_dict().items()})
+        folded_state = {k: v.detach().cpu().numpy() for k, v in folded.state_dict().items()}
+        card.write_card_plot(staging / card.CARD_PNG, lambda figure: adapter.draw_card(figure, folded_state))
         files = [
             FileEntry(path=FORMAT_FILES[fmt], format=fmt, sha256=sha256_file(staging / FORMAT_FILES[fmt]),
                       size=(staging / FORMAT_FILES[fmt]).stat().st_size)
@@ -340,20 +294,21 @@ def export_checkpoint(
             outputs=[TensorSpec(name=signature.output_name, dtype="float32", shape=list(signature.output_shape))],
             files=files,
             constraints=entries,
-            probe=_probe(kind, reference, wrapper, atol, rtol),
+            probe=adapter.probe(reference, wrapper, atol, rtol),
             parity=parity.to_manifest(),
             opset=opset_used,
-            **_model_info(kind, folded),
+            **adapter.model_info(folded),
         )
         manifests: dict[int, Manifest] = {}
 
         def finalize(version: int) -> None:
             manifest = Manifest(version=version, **base)
-            (staging / card.CARD_MD).write_text(card.render_card(manifest), encoding="utf-8")
+            (staging / card.CARD_MD).write_text(card.render_card(manifest, adapter.card_caption), encoding="utf-8")
             (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+            prove_staged(staging, repo, formats, allow_unconstrained)
             manifests[version] = manifest
 
-        # 8. publish atomically
+        # 9. publish atomically
         version, version_dir = publish.publish(staging, repo / name, finalize)
 
     manifest = manifests[version]

@@ -14,6 +14,15 @@ class ExportInputError(ExportError, ValueError):
     """Bad arguments: unknown format, bad name/opset/tolerance, unwritable repository (CLI exit 2)."""
 
 
+class ProofRefusedError(ExportError):
+    """The staged version fails the service's own load-time proof: publishing it would only be refused."""
+
+    def __init__(self, reason: str, report: str):
+        self.reason = reason
+        self.report = report
+        super().__init__(f"the service's proof refuses the exported version ({reason}); nothing was published")
+
+
 class ArtifactError(ExportError):
     """An artifact could not be written or does not hold what it must (e.g. a folded tensor)."""
 

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from contract.modes import EDGE_MODES, mode_slice
 from export.artifacts import LoadedArtifact
 from export.errors import Mismatch, ParityError
+
+if TYPE_CHECKING:  # export.kinds imports this module
+    from export.kinds import ExportKind
 
 logger = logging.getLogger(__name__)
 
@@ -132,23 +133,8 @@ def _run(artifact: LoadedArtifact, inputs: np.ndarray) -> tuple[np.ndarray | Non
         return None, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
 
 
-def _expected_smoother(reference: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
-    """The full correlation and every edge mode, from the unfolded model's kernel."""
-    kernel_size = int(reference.kernel_size)
-    batch, channels, length = x.shape
-    padded = F.pad(x.reshape(-1, 1, length), (kernel_size - 1, kernel_size - 1), mode="replicate")
-    full = F.conv1d(padded, reference.kernel.view(1, 1, -1))
-    expected = {"full": full.reshape(batch, channels, length + kernel_size - 1).numpy()}
-    for mode in EDGE_MODES:
-        if mode == "valid" and length < kernel_size:
-            expected[mode] = np.zeros((*x.shape[:-1], 0), dtype=np.float32)  # no full window: empty
-        else:
-            expected[mode] = reference(x, mode).numpy()
-    return expected
-
-
 def check_parity(
-    kind: str,
+    adapter: "ExportKind",
     reference: nn.Module,
     artifacts: Iterable[LoadedArtifact],
     cases: list[ParityCase],
@@ -163,10 +149,7 @@ def check_parity(
     for case in cases:
         x = torch.from_numpy(case.inputs)
         with torch.no_grad():
-            if kind == "smoother":
-                expected = _expected_smoother(reference, x)
-            else:
-                expected = {"scores": torch.sigmoid(reference(x)).numpy()}
+            expected = adapter.parity_expected(reference, x)
         for artifact in artifacts:
             output, error = _run(artifact, case.inputs)
             if output is None:
@@ -175,11 +158,7 @@ def check_parity(
                 report.max_abs_error[artifact.format] = float("inf")
                 continue
             for name, want in expected.items():
-                if kind == "smoother" and name != "full":
-                    length, kernel_size = case.inputs.shape[-1], int(reference.kernel_size)
-                    got = output[..., mode_slice(name, length, kernel_size)] if output.ndim == 3 else output
-                else:
-                    got = output
+                got = adapter.parity_actual(name, output, case.inputs, reference)
                 mismatch, max_error = _compare(artifact.format, case.name, name, want, got, atol, rtol)
                 report.comparisons += 1
                 report.max_abs_error[artifact.format] = max(report.max_abs_error[artifact.format], max_error)

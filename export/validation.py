@@ -26,6 +26,11 @@ def normalize_formats(formats: Iterable[str] | str) -> tuple[str, ...]:
             f"unknown format(s) {', '.join(repr(n) for n in unknown) or '(none given)'}; "
             f"choose from {', '.join(FORMATS)} (comma-separated)"
         )
+    if "onnx" not in names:  # the service proves every version from its ONNX graph
+        raise ExportInputError(
+            f"formats {','.join(names)} lack onnx: the service proves every version from model.onnx "
+            "(the other formats are served or kept beside it), so export proves and publishes none without it"
+        )
     return tuple(dict.fromkeys(names))
 
 

@@ -22,21 +22,38 @@ class CheckpointError(ValueError):
     """A file that is not a monoserve checkpoint we can read (missing, corrupt, unknown kind/format)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelKind:
+    """The training side of one model kind: its module class and its config class."""
+
+    kind: str
+    model_class: type[nn.Module]
+    config_class: type
+
+    def build(self, config: dict[str, Any]) -> nn.Module:
+        return self.model_class(self.config_class(**config))
+
+
+MODEL_KINDS: dict[str, ModelKind] = {
+    entry.kind: entry
+    for entry in (ModelKind("smoother", MonotoneSmoother, SmootherConfig),
+                  ModelKind("classifier", MonotoneClassifier, ClassifierConfig))
+}
+assert tuple(MODEL_KINDS) == KINDS, "every manifest kind needs a model class"
+
+
 def model_kind(model: nn.Module) -> str:
-    if isinstance(model, MonotoneSmoother):
-        return "smoother"
-    if isinstance(model, MonotoneClassifier):
-        return "classifier"
-    raise TypeError(f"not a monoserve model: {type(model).__name__}")
+    kind = next((entry.kind for entry in MODEL_KINDS.values() if isinstance(model, entry.model_class)), None)
+    if kind is None:
+        raise TypeError(f"not a monoserve model: {type(model).__name__}")
+    return kind
 
 
 def build_model(kind: str, config: dict[str, Any]) -> nn.Module:
     """Rebuild an untrained model of `kind` from its config dict."""
-    if kind == "smoother":
-        return MonotoneSmoother(SmootherConfig(**config))
-    if kind == "classifier":
-        return MonotoneClassifier(ClassifierConfig(**config))
-    raise CheckpointError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if kind not in MODEL_KINDS:
+        raise CheckpointError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
+    return MODEL_KINDS[kind].build(config)
 
 
 def save_checkpoint(

@@ -80,7 +80,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             metrics.load_refusals.labels(name, report.failed_step.step).inc()
 
     registry = ModelRegistry(settings.repo, engine=settings.engine, device=device, threads=threads,
-                             defaults={kind: settings.default_model(kind) for kind in KINDS}, on_version=refused)
+                             defaults={kind: settings.default_model(kind) for kind in KINDS}, on_version=refused,
+                             policy=settings.policy)
     await to_thread.run_sync(registry.load)
     for name, entry in registry.models.items():
         metrics.models_loaded.labels(name).set(len(entry.served))

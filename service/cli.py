@@ -123,13 +123,19 @@ def verify_command(args: argparse.Namespace) -> int:
 
     from service.engines import DeviceUnavailableError, resolve_device
     from service.prover import prove_version
-    from service.settings import available_cpus
+    from service.settings import Settings, available_cpus
 
     try:
         device = resolve_device(args.engine, args.device)
     except DeviceUnavailableError as exc:
         return _usage_error(str(exc))
-    report, _ = prove_version(version_dir, engine=args.engine, device=device, threads=available_cpus())
+    from pydantic import ValidationError
+
+    try:
+        policy = Settings().policy  # the same MONOSERVE_ALLOW_* policy the service applies
+    except ValidationError as exc:
+        return _usage_error(f"invalid MONOSERVE_* setting: {exc}")
+    report, _ = prove_version(version_dir, engine=args.engine, device=device, threads=available_cpus(), policy=policy)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:

@@ -6,6 +6,7 @@ then `run(array) -> array`. `ready` says whether it was loaded.
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Protocol
@@ -135,10 +136,11 @@ class TorchScriptEngine:
 
     format = "torchscript"
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 1):
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 1, model_bytes: bytes | None = None):
         self.path = Path(path)
         self.device = device
         self.threads = max(1, int(threads))
+        self._model_bytes = model_bytes
         self._module = None
         self._torch = None
 
@@ -150,11 +152,13 @@ class TorchScriptEngine:
         import torch
 
         torch.set_num_threads(self.threads)
+        source = io.BytesIO(self._model_bytes) if self._model_bytes is not None else str(self.path)
         try:
-            module = torch.jit.load(str(self.path), map_location=self.device)
+            module = torch.jit.load(source, map_location=self.device)
         except Exception as exc:  # torch raises RuntimeError and others for corrupt archives
             raise EngineError(f"torch.jit cannot load {self.path.name}: {exc}") from exc
         module.eval()
+        self._model_bytes = None  # the module holds its own copy
         self._torch = torch
         self._module = module
 
@@ -183,5 +187,5 @@ def create_engine(engine: str, version_dir: Path, file_name: str, device: str, t
     if engine == "onnx":
         return OnnxEngine(path, device=device, threads=threads, model_bytes=model_bytes)
     if engine == "torchscript":
-        return TorchScriptEngine(path, device=device, threads=threads)
+        return TorchScriptEngine(path, device=device, threads=threads, model_bytes=model_bytes)
     raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")

@@ -2,14 +2,21 @@
 
 For one version directory (REPO/NAME/VERSION):
 1. manifest     parse manifest.json (contract.manifest.Manifest) and check it names this directory;
-2. checksums    sha256 and size of every file against the manifest;
-3. constraints  the constrained tensors read straight out of the artifact (ONNX initializers, and
-                TorchScript parameters when that engine serves) and checked with contract.checks;
-4. certificate  a monotonicity proof computed from the ONNX graph (contract.certificate): every
-                score in every declared monotone feature of a classifier, the output in the
-                signal for a smoother (which a positive kernel makes non-decreasing);
-5. probe        the manifest's probe input through the engine, compared with its expected output;
-6. warmup       a few runs of typical shapes, checking output shapes and finiteness.
+2. checksums    sha256 and size of every file against the manifest, each read once (contract.files:
+                inside the version directory, under the size cap, hashed while read; the bytes
+                the later steps parse are the bytes that were hashed);
+3. graph        default deny over the ONNX graph ONNX Runtime will run (contract.graph): io spec
+                equal to the manifest's, tensors read as the runtime reads them, only modelled
+                ops with checked attributes and dtypes, nothing that makes NaN/Inf from finite input;
+4. constraints  the service's policy (contract.policy) against what the manifest declares; the
+                policy's rules on each weight as its node consumes it (the smoother's Conv kernel,
+                the classifier's output layer); the manifest's own rules on the tensors it names
+                (and on the TorchScript parameters when that engine serves), with contract.checks;
+5. certificate  a monotonicity proof computed from the ONNX graph (contract.certificate): every
+                score in every monotone feature of a scope-"all" classifier and in its output
+                layer's input, the output in every sample of a smoother's signal;
+6. probe        the manifest's probe input through the engine, compared with its expected output;
+7. warmup       a few runs of typical shapes, checking output shapes and finiteness.
 
 The first failed step refuses the version; later steps are then skipped (nothing of a version
 that failed a check is executed). torch-free unless the TorchScript engine is chosen.
@@ -17,7 +24,6 @@ that failed a check is executed). torch-free unless the TorchScript engine is ch
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,12 +34,15 @@ from typing import Any, Literal
 import numpy as np
 
 from contract.checks import MAX_REPORTED, check_rule
+from contract.files import DEFAULT_MAX_FILE_BYTES, FileRefusedError, check_inside, read_checked
 from contract.manifest import FORMAT_FILES, MANIFEST_NAME, Manifest
+from contract.policy import Policy
 from service.engines import ENGINE_FORMAT, EngineError, create_engine
+from service.kinds import service_kind
 
 log = logging.getLogger(__name__)
 
-STEPS = ("manifest", "checksums", "constraints", "certificate", "probe", "warmup")
+STEPS = ("manifest", "checksums", "graph", "constraints", "certificate", "probe", "warmup")
 Status = Literal["ok", "failed", "skipped"]
 
 
@@ -134,10 +143,6 @@ class ProvenVersion:
         return fixed + per_element * elements
 
 
-def sha256_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _version_number(version_dir: Path) -> int | None:
     try:
         return int(version_dir.name)
@@ -148,8 +153,14 @@ def _version_number(version_dir: Path) -> int | None:
 class _Proof:
     """Carries what each step learns (manifest, file bytes, parsed graph) to the next."""
 
-    def __init__(self, version_dir: Path, engine: str, device: str, threads: int):
+    def __init__(self, version_dir: Path, engine: str, device: str, threads: int, policy: Policy | None = None,
+                 repo: Path | None = None, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES):
         self.dir = version_dir
+        self.repo = repo if repo is not None else version_dir.parent.parent
+        self.max_file_bytes = max_file_bytes
+        self.policy = policy or Policy()
+        self.graph_info = None  # contract.certificate.GraphInfo, once the graph step passed
+        self.output_layer = None  # a classifier's output layer (contract.certificate.WeightUse)
         self.engine_name = engine
         self.device = device
         self.threads = threads
@@ -161,11 +172,13 @@ class _Proof:
 
     # 1 ------------------------------------------------------------------------------------
     def step_manifest(self) -> tuple[str, dict]:
-        path = self.dir / MANIFEST_NAME
-        if not path.is_file():
-            raise StepFailed(f"{MANIFEST_NAME} not found in {self.dir}")
         try:
-            manifest = Manifest.model_validate_json(path.read_bytes())
+            check_inside(self.dir, self.repo, f"version directory {self.dir}")
+            if not (self.dir / MANIFEST_NAME).is_file():
+                raise StepFailed(f"{MANIFEST_NAME} not found in {self.dir}")
+            manifest = Manifest.read(self.dir, max_bytes=self.max_file_bytes)
+        except FileRefusedError as exc:
+            raise StepFailed(str(exc)) from exc
         except ValueError as exc:
             raise StepFailed(f"{MANIFEST_NAME} is not a valid manifest: {_first_lines(str(exc))}") from exc
         problems = []
@@ -174,10 +187,11 @@ class _Proof:
             problems.append(f"manifest version {manifest.version} does not match directory {self.dir.name!r}")
         if manifest.name != self.dir.parent.name:
             problems.append(f"manifest name {manifest.name!r} does not match directory {self.dir.parent.name!r}")
-        if manifest.kind == "smoother" and manifest.smoother is None:
-            problems.append("a smoother manifest needs a 'smoother' section")
-        if manifest.kind == "classifier" and manifest.classifier is None:
-            problems.append("a classifier manifest needs a 'classifier' section")
+        problems += service_kind(manifest.kind).manifest_problems(manifest)
+        listed = [entry.format for entry in manifest.files]
+        doubled = sorted({fmt for fmt in listed if listed.count(fmt) > 1})
+        if doubled:  # which of two files of a format would be proven, and which served?
+            problems.append(f"more than one file listed for format(s) {doubled}")
         if len(manifest.inputs) != 1 or len(manifest.outputs) != 1:
             problems.append(f"expected one input and one output, got {len(manifest.inputs)} and {len(manifest.outputs)}")
         needed = {"onnx", ENGINE_FORMAT[self.engine_name]}
@@ -195,25 +209,18 @@ class _Proof:
     def step_checksums(self) -> tuple[str, dict]:
         assert self.manifest is not None
         files, problems = [], []
-        root = self.dir.resolve()
+        parsed = {"onnx", ENGINE_FORMAT[self.engine_name]}  # the others are only hashed, never kept
         for entry in self.manifest.files:
-            path = (self.dir / entry.path).resolve()
             record: dict[str, Any] = {"path": entry.path, "format": entry.format, "sha256": entry.sha256, "size": entry.size}
-            if root not in path.parents:
-                problems.append(f"{entry.path}: path leaves the version directory")
-                record["ok"] = False
-            elif not path.is_file():
-                problems.append(f"{entry.path}: file missing")
+            try:
+                data, _, _ = read_checked(self.dir, entry.path, size=entry.size, sha256=entry.sha256,
+                                          max_bytes=self.max_file_bytes, keep=entry.format in parsed)
+            except FileRefusedError as exc:
+                problems.append(str(exc))
                 record["ok"] = False
             else:
-                data = path.read_bytes()
-                digest = sha256_of(data)
-                record["ok"] = len(data) == entry.size and digest == entry.sha256
-                if len(data) != entry.size:
-                    problems.append(f"{entry.path}: size {len(data)} bytes, manifest says {entry.size} (truncated or altered)")
-                elif digest != entry.sha256:
-                    problems.append(f"{entry.path}: sha256 {digest} does not match the manifest's {entry.sha256}")
-                else:
+                record["ok"] = True
+                if data is not None:
                     self.file_bytes[entry.format] = data
             files.append(record)
         if problems:
@@ -236,29 +243,36 @@ class _Proof:
         entry = self.manifest.file_for(fmt)
         return entry.path if entry else FORMAT_FILES[fmt]
 
-    def _onnx_tensors(self) -> tuple[dict[str, np.ndarray], set[str]]:
-        from onnx import numpy_helper
+    def step_graph(self) -> tuple[str, dict]:
+        from contract.graph import GraphRefused, IoSpec, check_graph
 
-        model = self._onnx()
-        tensors = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
-        for node in model.graph.node:
-            if node.op_type == "Constant" and node.output:
-                for attr in node.attribute:
-                    if attr.name == "value":
-                        tensors[node.output[0]] = numpy_helper.to_array(attr.t)
-        consumed = {name for node in model.graph.node for name in node.input}
-        consumed |= {o.name for o in model.graph.output}
-        return tensors, consumed
-
-    def step_constraints(self) -> tuple[str, dict]:
         assert self.manifest is not None
+        model = self._onnx()
+        specs = [[IoSpec(t.name, t.dtype, t.shape) for t in tensors] for tensors in (self.manifest.inputs, self.manifest.outputs)]
+        try:
+            self.graph_info = check_graph(model, specs[0], specs[1], file=self._file("onnx"))
+        except GraphRefused as exc:
+            raise StepFailed(str(exc), problems=exc.problems) from exc
+        ops = sorted({node.op_type for node in model.graph.node})
+        return (f"{len(model.graph.node)} node(s), only modelled ops ({', '.join(ops)}); io spec as the manifest's",
+                {"nodes": len(model.graph.node), "ops": ops, "opset": [o.version for o in model.opset_import]})
+
+    # 4 ------------------------------------------------------------------------------------
+    def step_constraints(self) -> tuple[str, dict]:
+        assert self.manifest is not None and self.graph_info is not None
+        shortfalls = self.policy.shortfalls(self.manifest)
+        if shortfalls:
+            raise StepFailed("the manifest declares less than the service's policy requires: " + shortfalls[0]
+                             + (f" (and {len(shortfalls) - 1} more)" if len(shortfalls) > 1 else ""),
+                             problems=shortfalls, policy=self.policy.to_dict())
+        checks, problems = self._policy_checks()
         sources: dict[str, tuple[dict[str, np.ndarray], set[str] | None]] = {}
-        onnx_tensors, consumed = self._onnx_tensors()
-        sources["onnx"] = (onnx_tensors, consumed)
+        model = self._onnx()
+        consumed = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+        sources["onnx"] = (self.graph_info.constants, consumed)
         if self.engine_name == "torchscript":
             self._load_engine()
             sources["torchscript"] = (self.engine.tensors(), None)
-        checks, problems = [], []
         for entry in self.manifest.constraints:
             for fmt, (tensors, used) in sources.items():
                 record: dict[str, Any] = {"tensor": entry.tensor, "rule": entry.rule, "tolerance": entry.tolerance, "format": fmt}
@@ -268,7 +282,7 @@ class _Proof:
                     problems.append(f"{entry.tensor} ({entry.rule}): the manifest gives no location in the {fmt} artifact")
                     record["ok"] = False
                 elif location not in tensors:
-                    problems.append(f"{entry.tensor} ({entry.rule}): no tensor {location!r} in {self._file(fmt)}")
+                    problems.append(f"{entry.tensor} ({entry.rule}): no constant tensor {location!r} in {self._file(fmt)}")
                     record["ok"] = False
                 elif used is not None and location not in used:
                     problems.append(f"{entry.tensor}: {self._file(fmt)} holds {location!r} but no node uses it")
@@ -284,7 +298,7 @@ class _Proof:
                         problems.append(f"{entry.tensor} ({entry.rule}) cannot be checked on shape {list(values.shape)}: {exc}")
                         record["ok"] = False
                     else:
-                        if fmt == ENGINE_FORMAT[self.engine_name]:
+                        if fmt == "torchscript" and self.engine_name == "torchscript":
                             self.checked_tensors[entry.tensor] = values
                         record["ok"] = not violations
                         record["violations"] = [v.to_dict() for v in violations[:MAX_REPORTED]]
@@ -295,50 +309,99 @@ class _Proof:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise StepFailed(problems[0] + more, checks=checks, problems=problems)
         formats = ", ".join(sources)
-        return f"{len(checks)} rule check(s) hold on the tensors in the artifact ({formats})", {"checks": checks}
+        return (f"{len(checks)} rule check(s) hold: the policy's on each weight as its node consumes it, "
+                f"the manifest's on the tensors it names ({formats})"), {"checks": checks, "policy": self.policy.to_dict()}
 
-    # 4 ------------------------------------------------------------------------------------
+    def _policy_checks(self) -> tuple[list[dict], list[str]]:
+        """The policy's rules on the tensors at their point of use, whatever the manifest names."""
+        from contract.certificate import output_layer, smoother_kernel
+        from contract.policy import CLASSIFIER_RULE, NORMALIZED_RULE, SMOOTHER_RULES, SUM_TOLERANCE
+
+        assert self.manifest is not None and self.graph_info is not None
+        info, file = self.graph_info, self._file("onnx")
+        checks: list[dict] = []
+        problems: list[str] = []
+
+        def check(rule: str, where: str, values: np.ndarray, **options: Any) -> None:
+            violations = check_rule(rule, where, values, **options)
+            checks.append({"tensor": where, "rule": rule, "source": "policy", "format": "onnx", "shape": list(values.shape),
+                           "ok": not violations, "violation_count": len(violations),
+                           "violations": [v.to_dict() for v in violations[:MAX_REPORTED]]})
+            problems.extend(str(v) for v in violations)
+
+        if self.manifest.kind == "smoother":
+            smoother = self.manifest.smoother
+            assert smoother is not None
+            try:
+                label, weight_name, weight = smoother_kernel(info, self.manifest.inputs[0].name,
+                                                             self.manifest.outputs[0].name, smoother.kernel_size)
+            except ValueError as exc:
+                return checks, [f"{file}: {exc}"]
+            where = f"node {label} weight {file}:{weight_name}"
+            for rule in SMOOTHER_RULES:
+                check(rule, where, weight, tolerance=0.0, axis=-1)
+            if smoother.normalized:
+                check(NORMALIZED_RULE, where, weight, tolerance=SUM_TOLERANCE, axis=-1)
+            self.checked_tensors["kernel"] = np.asarray(weight)
+        elif self.manifest.classifier is not None and self.manifest.classifier.scope != "none":
+            try:
+                layer = output_layer(info, self.manifest.outputs[0].name)
+            except ValueError as exc:
+                return checks, [f"{file}: {exc}"]
+            self.output_layer = layer
+            check(CLASSIFIER_RULE, f"output layer node {layer.node} weight {file}:{layer.input_name}",
+                  layer.values, tolerance=0.0)
+        return checks, problems
+
+    # 5 ------------------------------------------------------------------------------------
     def step_certificate(self) -> tuple[Status, str, dict]:
         from contract.certificate import certify
 
         manifest = self.manifest
-        assert manifest is not None
+        assert manifest is not None and self.graph_info is not None
         input_name, output_name = manifest.inputs[0].name, manifest.outputs[0].name
+        proofs: list[tuple[str, list[tuple[int | None, str, str]]]] = []
         if manifest.kind == "smoother":
-            features = [(None, input_name, "increasing")]
-            claim = f"{output_name!r} is non-decreasing in every sample of {input_name!r} (positive kernel applied)"
+            proofs.append((input_name, [(None, input_name, "increasing")]))
+            claim = f"{output_name!r} is non-decreasing in every sample of {input_name!r}"
         else:
             info = manifest.classifier
             assert info is not None
-            names = [f.name for f in info.features]
-            declared = set(info.monotone_features)
-            unknown = sorted(declared - set(names))
-            if unknown:
-                raise StepFailed(f"monotone_features names unknown feature(s) {unknown}")
-            features = [
-                (index, spec.name, spec.direction)
-                for index, spec in enumerate(info.features)
-                if spec.direction != "free" and (spec.name in declared or info.scope == "all")
-            ]
-            if not features:
-                return "skipped", f"no monotone features declared (scope {info.scope!r}): nothing to certify", {}
-            claim = f"every score is monotone in {len(features)} feature(s) as declared"
-        certificate = certify(self._onnx(), input_name, features, outputs=[output_name])
-        details = certificate.to_dict()
-        if not certificate.ok:
-            failures = certificate.failures
-            node = failures[0].node
-            raise StepFailed(certificate.summary(), node=node, problems=[f.message for f in failures], **details)
+            if info.scope == "none":
+                return "skipped", "scope 'none': an unconstrained classifier the policy allows; nothing to certify", {}
+            layer = self.output_layer
+            assert layer is not None
+            proofs.append((layer.data_input, [(None, f"output layer input {layer.data_input!r}", "increasing")]))
+            features = self.policy.certified_features(manifest)
+            if features:
+                proofs.append((input_name, features))
+            claim = (f"every score is non-decreasing in the output layer's input and monotone in {len(features)} "
+                     f"feature(s) as declared (scope {info.scope!r})")
+        findings, failures = [], []
+        for seed, features in proofs:
+            certificate = certify(self.graph_info, seed, features, outputs=[output_name])
+            findings += certificate.findings
+            failures += certificate.failures
+        details = {"ok": not failures, "findings": [f.to_dict() for f in findings]}
+        if failures:
+            more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+            raise StepFailed(failures[0].message + more, node=failures[0].node, problems=[f.message for f in failures], **details)
+        if manifest.kind == "smoother" and any(f.found == "independent" for f in findings):
+            raise StepFailed(f"{output_name!r} does not depend on {input_name!r}: the kernel is never applied to the signal",
+                             **details)
         return "ok", claim, details
 
-    # 5 ------------------------------------------------------------------------------------
+    # 6 ------------------------------------------------------------------------------------
     def _load_engine(self) -> None:
         if self.engine is not None:
             return
         assert self.manifest is not None
         fmt = ENGINE_FORMAT[self.engine_name]
+        if fmt == "torchscript":
+            self._prove_torchscript()
+        # The engine loads the bytes that were hashed and proven, never the file again.
         engine = create_engine(self.engine_name, self.dir, self._file(fmt), self.device, self.threads,
-                               model_bytes=self.file_bytes.get("onnx") if fmt == "onnx" else None)
+                               model_bytes=self.file_bytes[fmt])
         try:
             engine.load()
         except EngineError as exc:
@@ -350,6 +413,23 @@ class _Proof:
             return np.asarray(self.engine.run(array))
         except Exception as exc:  # any engine failure on a well-formed input refuses the version
             raise StepFailed(f"the {self.engine_name} engine failed on an input of shape {list(array.shape)}: {_first_lines(str(exc))}") from exc
+
+    def _prove_torchscript(self) -> None:
+        """model.ts is served only as the trusted reference with the proven tensors (service/torchscript_proof.py)."""
+        from service.torchscript_proof import TorchScriptRefused, prove_torchscript
+
+        assert self.manifest is not None
+        manifest = self.manifest
+        assert self.graph_info is not None  # the graph step read the tensors as ONNX Runtime will
+        model = self._onnx()
+        tensors = self.graph_info.constants
+        consumed = {name for node in model.graph.node for name in node.input}
+        adapter = service_kind(manifest.kind)
+        try:
+            prove_torchscript(self.file_bytes["torchscript"], manifest, tensors, consumed,
+                              lambda proven: adapter.reference_rules(manifest, proven))
+        except TorchScriptRefused as exc:
+            raise StepFailed(str(exc), problems=exc.problems) from exc
 
     def step_probe(self) -> tuple[str, dict]:
         assert self.manifest is not None
@@ -383,28 +463,14 @@ class _Proof:
         if inputs.ndim != len(spec.shape) or any(isinstance(d, int) and d != n for d, n in zip(spec.shape, inputs.shape)):
             raise StepFailed(f"probe input shape {list(inputs.shape)} does not fit the manifest's input {spec.shape}")
 
-    # 6 ------------------------------------------------------------------------------------
+    # 7 ------------------------------------------------------------------------------------
     def warmup_inputs(self) -> list[np.ndarray]:
         assert self.manifest is not None
-        rng = np.random.default_rng(0)
-        if self.manifest.kind == "smoother":
-            assert self.manifest.smoother is not None
-            k = self.manifest.smoother.kernel_size
-            return [rng.standard_normal((1, 1, 1)).astype(np.float32),
-                    rng.standard_normal((1, 1, k + 7)).astype(np.float32),
-                    rng.standard_normal((2, 3, 4096)).astype(np.float32)]
-        assert self.manifest.classifier is not None
-        n = len(self.manifest.classifier.features)
-        return [rng.standard_normal((1, n)).astype(np.float32), rng.standard_normal((64, n)).astype(np.float32),
-                rng.standard_normal((1024, n)).astype(np.float32)]
+        return service_kind(self.manifest.kind).warmup_inputs(self.manifest, np.random.default_rng(0))
 
     def expected_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         assert self.manifest is not None
-        if self.manifest.kind == "smoother":
-            assert self.manifest.smoother is not None
-            return (*shape[:2], shape[2] + self.manifest.smoother.kernel_size - 1)
-        assert self.manifest.classifier is not None
-        return (shape[0], len(self.manifest.classifier.labels))
+        return service_kind(self.manifest.kind).expected_shape(self.manifest, shape)
 
     def step_warmup(self) -> tuple[str, dict]:
         runs = []
@@ -442,12 +508,21 @@ def _first_lines(text: str, count: int = 3) -> str:
 
 
 def prove_version(
-    version_dir: str | Path, engine: str = "onnx", device: str = "cpu", threads: int = 1
+    version_dir: str | Path, engine: str = "onnx", device: str = "cpu", threads: int = 1, policy: Policy | None = None,
+    *, repo: str | Path | None = None, max_file_bytes: int | None = None,
 ) -> tuple[VersionReport, ProvenVersion | None]:
-    """Run every step on one version directory: (report, the loaded version if it passed)."""
+    """Run every step on one version directory: (report, the loaded version if it passed).
+
+    policy: what the service requires whatever the manifest says (None: the default policy).
+    `repo` (default: the directory two levels up, REPO/NAME/VERSION) is where the version must
+    resolve to; `max_file_bytes` caps every file read (default: MONOSERVE_MAX_ARTIFACT_BYTES).
+    """
     version_dir = Path(version_dir)
+    repo = Path(repo) if repo is not None else version_dir.parent.parent
+    if max_file_bytes is None:
+        max_file_bytes = _configured_max_file_bytes()
     report = VersionReport(str(version_dir), version_dir.parent.name, _version_number(version_dir), engine, device)
-    proof = _Proof(version_dir, engine, device, threads)
+    proof = _Proof(version_dir, engine, device, threads, policy, Path(repo), max_file_bytes)
     failed = False
     for step in STEPS:
         if failed:
@@ -472,3 +547,14 @@ def prove_version(
         return report, None
     assert proof.manifest is not None
     return report, ProvenVersion(proof.manifest, proof.engine, report, version_dir, proof.checked_tensors)
+
+
+def _configured_max_file_bytes() -> int:
+    """MONOSERVE_MAX_ARTIFACT_BYTES, so `monoserve serve` and `monoserve verify` read the same cap."""
+    try:
+        from service.settings import get_settings
+
+        return int(get_settings().max_artifact_bytes)
+    except Exception:  # an unrelated invalid setting must not make the proof skip its cap
+        log.warning("settings unreadable: using the default cap of %d bytes per file", DEFAULT_MAX_FILE_BYTES)
+        return DEFAULT_MAX_FILE_BYTES

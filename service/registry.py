@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from contract.manifest import KINDS, Manifest
+from contract.policy import Policy
 from service.errors import BadRequestError, ModelUnavailableError, NotFoundError
+from service.kinds import service_kind
 from service.prover import ProvenVersion, VersionReport, prove_version
 
 log = logging.getLogger(__name__)
@@ -82,10 +84,7 @@ def describe_manifest(manifest: Manifest) -> dict[str, Any]:
         "constraints": [c.model_dump() for c in manifest.constraints],
         "training_metrics": manifest.training_metrics,
     }
-    if manifest.smoother is not None:
-        info["smoother"] = manifest.smoother.model_dump()
-    if manifest.classifier is not None:
-        info["classifier"] = manifest.classifier.model_dump()
+    info.update(service_kind(manifest.kind).describe(manifest))
     return info
 
 
@@ -100,6 +99,7 @@ class ModelRegistry:
         threads: int = 1,
         defaults: dict[str, str | None] | None = None,
         on_version: Callable[[str, VersionReport], None] | None = None,
+        policy: Policy | None = None,
     ):
         self.repo = Path(repo)
         self.engine = engine
@@ -107,6 +107,7 @@ class ModelRegistry:
         self.threads = threads
         self.defaults = defaults or {}
         self.on_version = on_version
+        self.policy = policy  # None: the default policy
         self.models: dict[str, ModelEntry] = {}
         self.problem: str | None = None  # a repository-level reason not to be ready
         self.loaded = False
@@ -135,7 +136,8 @@ class ModelRegistry:
 
     def _prove(self, entry: ModelEntry, version_dir: Path) -> None:
         number = int(version_dir.name)
-        report, proven = prove_version(version_dir, engine=self.engine, device=self.device, threads=self.threads)
+        report, proven = prove_version(version_dir, engine=self.engine, device=self.device, threads=self.threads,
+                                       policy=self.policy)
         entry.reports[number] = report
         try:
             entry.declared_kind = entry.declared_kind or Manifest.read(version_dir).kind

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contract.files import DEFAULT_MAX_FILE_BYTES
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
 
@@ -74,6 +76,8 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, description="uvicorn worker processes sharing cpu_threads")
     max_body_bytes: int = Field(128 * 1024 * 1024, ge=1)
     max_signal_length: int = Field(10_000_000, ge=1)
+    max_artifact_bytes: int = Field(DEFAULT_MAX_FILE_BYTES, ge=1,
+                                    description="largest file of a model version the proof reads (checked before reading)")
     api_token: SecretStr | None = None
     log_level: str = "INFO"
     default_smoother: str | None = None
@@ -99,6 +103,20 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(16, ge=1)
     max_queue_delay_us: int = Field(0, ge=0)
     max_queue_size: int = Field(4096, ge=1)
+    # The load-time proof's policy (contract.policy.Policy): what every version must satisfy whatever
+    # its manifest declares. Stricter: refuse classifiers with free (or decreasing) features; looser:
+    # serve scope "none" (unconstrained) classifiers.
+    allow_free_features: bool = True
+    allow_decreasing_features: bool = True
+    allow_unconstrained: bool = False
+
+    @property
+    def policy(self):
+        from contract.policy import Policy
+
+        return Policy(allow_free_features=self.allow_free_features,
+                      allow_decreasing_features=self.allow_decreasing_features,
+                      allow_unconstrained=self.allow_unconstrained)
 
     @property
     def threads_per_worker(self) -> int:

@@ -240,3 +240,138 @@ def test_exported_classifier_and_smoother_graphs(tmp_path):
     assert not certify(classifier, "features", [(free, "region", "increasing")]).ok  # unconstrained column
     smoother = onnx.load(str(repo / "smoother" / "1" / "model.onnx"))
     assert certify(smoother, "signal", [(None, "signal", "increasing")]).ok
+
+
+# -- soundness: what may not be trusted ---------------------------------------------------------
+def _with_hidden(nodes_after_h0, last_input, inits=None):
+    """features -> layer0 -> <nodes_after_h0> -> layer1 (reads `last_input`)."""
+    nodes = [helper.make_node("Gemm", ["features", "w0", "b0"], ["h0"], name="layer0", transB=1), *nodes_after_h0,
+             helper.make_node("Gemm", [last_input, "w1", "b1"], ["scores"], name="layer1", transB=1)]
+    return graph_model(nodes, {"w0": POSITIVE_W0, "b0": np.zeros(2), "w1": POSITIVE_W1, "b1": np.zeros(1), **(inits or {})})
+
+
+def test_zero_times_an_unproven_term_stays_unproven():
+    # x * x is unproven; multiplying it by 0 must not make it "independent" (inf * 0 is NaN).
+    nodes = [helper.make_node("Mul", ["h0", "h0"], ["square"], name="square"),
+             helper.make_node("Mul", ["square", "zero"], ["nothing"], name="times_zero"),
+             helper.make_node("Add", ["h0", "nothing"], ["h1"], name="add")]
+    certificate = certify(_with_hidden(nodes, "h1", {"zero": np.zeros(1)}), "features", ALL_INCREASING)
+    assert not certificate.ok and certificate.failures[0].node.startswith("square")
+
+
+@pytest.mark.parametrize("chain, ok", [
+    ([("Relu", "h0", "r"), ("Add", "r", "one", "s"), ("Log", "s", "out")], True),  # log1p(max(x, 0)): input >= 1
+    ([("Relu", "h0", "r"), ("Log", "r", "out")], False),  # log(0) = -inf
+    ([("Sigmoid", "h0", "r"), ("Log", "r", "out")], False),  # a sigmoid underflows to 0 in float32
+    ([("Relu", "h0", "r"), ("Sqrt", "r", "out")], True),
+    ([("Sqrt", "h0", "out")], False),
+    ([("Tanh", "h0", "r"), ("Exp", "r", "out")], True),  # exp of a bounded value cannot overflow
+    ([("Exp", "h0", "out")], True),  # monotone: the overflow is the graph checks' to refuse
+])
+def test_log_and_sqrt_only_where_the_bounds_allow(chain, ok):
+    nodes = [helper.make_node(op, list(args[:-1]), [args[-1]], name=f"n_{op.lower()}") for op, *args in chain]
+    model = _with_hidden(nodes, "out", {"one": np.ones(1)})
+    assert certify(model, "features", ALL_INCREASING).ok is ok
+
+
+@pytest.mark.parametrize("exponent, ok", [(3.0, True), (2.0, False), (0.5, False), (-1.0, False)])
+def test_pow_of_a_signed_base(exponent, ok):
+    # tanh bounds the base, so an odd power cannot overflow; it is monotone on a signed base
+    nodes = [helper.make_node("Tanh", ["h0"], ["t"], name="bound"), helper.make_node("Pow", ["t", "p"], ["out"], name="power")]
+    model = _with_hidden(nodes, "out", {"p": np.array(exponent)})
+    assert certify(model, "features", ALL_INCREASING).ok is ok
+    unbounded = _with_hidden([helper.make_node("Pow", ["h0", "p"], ["out"], name="power")], "out", {"p": np.array(3.0)})
+    assert "may overflow to inf" in certify(unbounded, "features", ALL_INCREASING).summary()
+
+
+@pytest.mark.parametrize("op, attrs", [("ThresholdedRelu", {"alpha": -1.0}), ("Celu", {"alpha": 0.0}),
+                                       ("HardSigmoid", {"alpha": -0.2}), ("Cast", {"to": TensorProto.INT32})])
+def test_attributes_that_break_monotonicity(op, attrs):
+    nodes = [helper.make_node(op, ["h0"], ["a0"], name="act0", **attrs)]
+    if op == "Cast":
+        nodes.append(helper.make_node("Cast", ["a0"], ["a1"], name="back", to=TensorProto.FLOAT))
+    certificate = certify(_with_hidden(nodes, "a1" if op == "Cast" else "a0"), "features", ALL_INCREASING)
+    assert not certificate.ok and certificate.failures[0].node.startswith("act0")
+
+
+def test_seeding_an_inner_tensor_holds_its_producer_fixed():
+    from contract.certificate import GraphInfo, output_layer
+
+    nodes = [helper.make_node("Relu", ["h0"], ["a0"], name="act0"),
+             helper.make_node("Mul", ["a0", "calib"], ["scaled"], name="calibration")]
+    model = _with_hidden(nodes, "scaled", {"calib": np.array(-2.0)})
+    info = GraphInfo.build(model)
+    layer = output_layer(info, "scores")
+    assert layer.node.startswith("layer1") and layer.data_input == "scaled" and np.all(layer.values >= 0)
+    # the calibration scale is negative but comes before the output layer: the score rises with its input
+    assert certify(info, "scaled", [(None, "scaled", "increasing")]).ok
+    assert not certify(info, "features", ALL_INCREASING).ok  # ...and falls with every feature
+
+
+# -- default deny (contract.graph) --------------------------------------------------------------
+def _io(n_features=N_FEATURES, width=1):
+    from contract.graph import IoSpec
+
+    return [IoSpec("features", "float32", ["batch", n_features])], [IoSpec("scores", "float32", ["batch", width])]
+
+
+def test_an_honest_graph_passes_the_graph_checks():
+    from contract.graph import check_graph
+
+    info = check_graph(mlp(POSITIVE_W0, POSITIVE_W1), *_io())
+    assert info.hazards == [] and "w0" in info.constants
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda m: m.graph.output[0].__setattr__("name", "other") or m.graph.node[-1].output.__setitem__(0, "other"),
+     "the graph's outputs are ['other'], the manifest's are ['scores']"),
+    (lambda m: m.opset_import.append(helper.make_opsetid("ai.onnx.ml", 3)), "imports opset domain 'ai.onnx.ml'"),
+    (lambda m: m.graph.node.insert(0, helper.make_node("Sin", ["features"], ["unused"], name="off_path")),
+     "node off_path (#0 Sin -> unused): op Sin is not modelled"),
+    (lambda m: m.graph.node[3].CopyFrom(helper.make_node("Div", ["logits", "logits"], ["scores"], name="head")),
+     "node head (#3 Div -> scores) divides by 'logits', which may be 0"),
+    (lambda m: m.graph.node.insert(2, helper.make_node("Cast", ["a0"], ["a0_half"], name="half", to=TensorProto.FLOAT16)),
+     "node half (#2 Cast -> a0_half) casts 'a0' to FLOAT16"),
+])
+def test_the_graph_checks_refuse_naming_the_culprit(edit, fragment):
+    from contract.graph import GraphRefused, check_graph
+
+    model = mlp(POSITIVE_W0, POSITIVE_W1)
+    edit(model)
+    with pytest.raises(GraphRefused) as refused:
+        check_graph(model, *_io())
+    assert any(fragment in p for p in refused.value.problems), refused.value.problems
+
+
+def test_a_lying_value_info_does_not_change_the_shapes_the_proof_uses():
+    from contract.certificate import GraphInfo
+
+    model = mlp(POSITIVE_W0, POSITIVE_W1)
+    model.graph.value_info.append(helper.make_tensor_value_info("h0", TensorProto.FLOAT, ["batch", 3]))  # really 2
+    assert GraphInfo.build(model).last_dims["h0"] == 2
+
+
+@pytest.mark.parametrize("threshold, f_op, ok", [(20.0, "Softplus", True), (1.0, "Softplus", False), (0.0, "Relu", True),
+                                                 (-1.0, "Sigmoid", False)])
+def test_where_greater_threshold_pattern_of_torch_softplus(threshold, f_op, ok):
+    # torch exports softplus as Where(X > 20, X, Softplus(X)): monotone because Softplus(20) rounds to 20 in float32.
+    from contract.graph import check_graph
+
+    nodes = [helper.make_node(f_op, ["h0"], ["fx"], name="f"),
+             helper.make_node("Greater", ["h0", "c"], ["above"], name="above"),
+             helper.make_node("Where", ["above", "h0", "fx"], ["a0"], name="switch")]
+    model = _with_hidden(nodes, "a0", {"c": np.array(threshold)})
+    certificate = certify(model, "features", ALL_INCREASING)
+    assert certificate.ok is ok, certificate.summary()
+    if ok:
+        check_graph(model, *_io())
+    else:
+        assert certificate.failures[0].node.startswith("switch") and "steps down" in certificate.summary()
+
+
+def test_where_with_a_condition_computed_otherwise_is_unproven():
+    nodes = [helper.make_node("Greater", ["h0", "c"], ["above"], name="above"),
+             helper.make_node("Neg", ["h0"], ["negated"], name="neg"),
+             helper.make_node("Where", ["above", "h0", "negated"], ["a0"], name="switch")]
+    certificate = certify(_with_hidden(nodes, "a0", {"c": np.array(0.0)}), "features", ALL_INCREASING)
+    assert not certificate.ok

@@ -27,6 +27,7 @@ from contract.modes import EDGE_MODES, mode_slice
 from export import artifacts
 from export.core import ConstraintRefusedError, export_checkpoint
 from export.errors import ExportInputError, ParityError
+from export.kinds import SmootherExport
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.classifier import ClassifierConfig, MonotoneClassifier
 from models.smoother import MonotoneSmoother, SmootherConfig
@@ -406,13 +407,13 @@ class _Shifted(nn.Module):
 
 
 def test_parity_mismatches_are_all_reported_and_nothing_is_published(checkpoints, tmp_path, monkeypatch):
-    real_build = artifacts.build_wrapper
+    real_build = SmootherExport.build_wrapper
 
-    def drifting(kind, folded):
-        wrapper, signature = real_build(kind, folded)
+    def drifting(self, folded):
+        wrapper, signature = real_build(self, folded)
         return _Shifted(wrapper).eval(), signature
 
-    monkeypatch.setattr(artifacts, "build_wrapper", drifting)
+    monkeypatch.setattr(SmootherExport, "build_wrapper", drifting)
     repo = tmp_path / "repo"
     with pytest.raises(ParityError) as caught:
         export_checkpoint(checkpoints["smoother-expcumsum"], repo, formats=("onnx", "torchscript"))
@@ -469,3 +470,77 @@ def test_locate_tensor_matches_by_name_then_by_exact_value():
     assert artifacts.locate_tensor("other", np.array([0.2, 0.3, 0.5], dtype=np.float32), tensors) == "kernel"
     assert artifacts.locate_tensor("kernel", np.array([0.2, 0.3, 0.6], dtype=np.float32), tensors) is None
     assert not artifacts.same_tensor(np.ones((2, 3)), np.ones((3, 2)))  # a transposed weight is not the same tensor
+
+
+# -- export runs the service's proof before it publishes ------------------------------------------
+
+
+class _WithSine(nn.Module):
+    """The same function for finite input (0 * sin(x) == 0, so parity passes), but a graph with an
+    op the service's proof does not model: the service would refuse it, so export must not publish it."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, signal: torch.Tensor) -> torch.Tensor:
+        full = self.inner(signal)
+        return full + 0.0 * torch.sin(full)
+
+
+def test_export_refuses_to_publish_what_the_service_would_refuse(checkpoints, tmp_path, monkeypatch):
+    from export.errors import ProofRefusedError
+
+    real_build = SmootherExport.build_wrapper
+    monkeypatch.setattr(SmootherExport, "build_wrapper",
+                        lambda self, folded: (lambda w, s: (_WithSine(w).eval(), s))(*real_build(self, folded)))
+    repo = tmp_path / "repo"
+    with pytest.raises(ProofRefusedError) as caught:
+        export_checkpoint(checkpoints["smoother-expcumsum"], repo, formats=("onnx",))
+    assert "engine onnx" in caught.value.reason and "Sin" in caught.value.report
+    assert "nothing was published" in str(caught.value)
+    assert not repo.exists()  # no version, no staging directory, no model directory left
+
+
+def test_every_published_version_passes_the_services_proof(exported):
+    from service.prover import prove_version
+
+    for case, result in exported.items():
+        for engine in ("onnx", "torchscript"):
+            report, _ = prove_version(result.version_dir, engine=engine)
+            assert report.ok, f"{case} ({engine}): {report.render()}"
+
+
+def test_an_unconstrained_classifier_needs_allow_unconstrained(checkpoints, tmp_path, monkeypatch, capsys):
+    """A manifest declaring scope 'none' (the models' unconstrained baseline): the default policy refuses
+    it, so export does too; --allow-unconstrained proves it with Policy(allow_unconstrained=True)."""
+    from contract.manifest import ClassifierInfo
+    from export.errors import ProofRefusedError
+    from export.kinds import ClassifierExport
+    from service.prover import prove_version
+
+    real_info = ClassifierExport.model_info
+
+    def unconstrained(self, model):
+        info = real_info(self, model)["classifier"].model_dump()
+        return {"classifier": ClassifierInfo(**{**info, "scope": "none", "monotone_features": []})}
+
+    monkeypatch.setattr(ClassifierExport, "model_info", unconstrained)
+    repo = tmp_path / "repo"
+    with pytest.raises(ProofRefusedError, match="scope 'none'"):
+        export_checkpoint(checkpoints["classifier-reparam-final"], repo, formats=("onnx",))
+    assert not repo.exists()
+    result = export_checkpoint(checkpoints["classifier-reparam-final"], repo, formats=("onnx",), allow_unconstrained=True)
+    assert result.manifest.classifier.scope == "none"
+    report, proven = prove_version(result.version_dir)  # a service with the default policy
+    assert proven is None and "scope 'none'" in report.reason
+
+    # the CLI (in process, so the same declared scope applies): exit 1 without the flag, 0 with it
+    from monoserve.cli import main
+
+    checkpoint = str(checkpoints["classifier-reparam-final"])
+    cli_repo = tmp_path / "cli-repo"
+    assert main(["export", checkpoint, "--repo", str(cli_repo), "--formats", "onnx"]) == 1
+    assert "refused: the service's proof refuses" in capsys.readouterr().err and not cli_repo.exists()
+    assert main(["export", checkpoint, "--repo", str(cli_repo), "--formats", "onnx", "--allow-unconstrained"]) == 0
+    assert Manifest.read(cli_repo / "classifier" / "1").classifier.scope == "none"

@@ -62,6 +62,7 @@ def ckpts(tmp_path_factory) -> dict[str, Path]:
         ("unknown_kind", [], "unknown model kind 'transformer'"),
         ("future", [], "unsupported checkpoint format 99"),
         ("smoother", ["--formats", "onnx,tflite"], "unknown format(s) 'tflite'"),
+        ("smoother", ["--formats", "torchscript,pt2"], "lack onnx: the service proves every version from model.onnx"),
         ("smoother", ["--name", "../up"], "invalid model name"),
         ("smoother", ["--atol", "-1"], "invalid atol"),
     ],
@@ -93,10 +94,10 @@ def test_constraint_violation_exits_1_naming_tensor_and_index(ckpts, tmp_path):
 
 
 def test_concurrent_exports_get_distinct_versions_and_print_a_report(ckpts, tmp_path):
-    """Two real processes race for the next version. TorchScript only: the race is the same for every
-    format, and scripting skips the dynamo exporter's seconds of warm-up in each fresh process."""
+    """Two real processes race for the next version (ONNX and TorchScript: the race is the same for every format,
+    and the service's proof, which export runs before publishing, needs model.onnx)."""
     repo = tmp_path / "repo"
-    command = [sys.executable, "-m", "export", str(ckpts["smoother"]), "--repo", str(repo), "--formats", "torchscript"]
+    command = [sys.executable, "-m", "export", str(ckpts["smoother"]), "--repo", str(repo), "--formats", "onnx,torchscript"]
     processes = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(2)]
     outputs = [process.communicate(timeout=300) for process in processes]
@@ -132,7 +133,7 @@ def test_sigterm_during_export_leaves_the_repository_as_it_was(ckpts, tmp_path):
         "artifacts.write_onnx = stalled_write\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
-    command = [sys.executable, "-c", child, str(ckpts["smoother"]), "--repo", str(repo), "--formats", "onnx"]
+    command = [sys.executable, "-c", child, str(ckpts["smoother"]), "--repo", str(repo), "--formats", "onnx,torchscript"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240

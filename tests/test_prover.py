@@ -90,7 +90,7 @@ def test_truncated_file_is_refused(repo):
     assert steps(report)["checksums"] == "failed" and "model.onnx: size 200 bytes" in report.reason
     reseal(bad, refresh_probe=False)  # even with matching checksums, a truncated graph cannot load
     report, _ = prove_version(bad)
-    assert steps(report)["constraints"] == "failed" and "not a readable ONNX model" in report.reason
+    assert steps(report)["graph"] == "failed" and "not a readable ONNX model" in report.reason
 
 
 def test_added_node_with_negative_weight_is_refused_by_the_certificate(repo):
@@ -122,7 +122,8 @@ def test_rewiring_the_graph_to_an_unchecked_weight_is_refused(repo):
     edit_onnx(bad, rewire)
     reseal(bad)
     report, _ = prove_version(bad)
-    assert steps(report)["constraints"] == "failed" and "no node uses it" in report.reason
+    # The policy checks the kernel the Conv actually consumes, whatever the manifest names.
+    assert steps(report)["constraints"] == "failed" and "model.onnx:shadow_kernel[0, 0, 0]: positive violated" in report.reason
 
 
 def test_manifest_problems(repo):
@@ -156,7 +157,7 @@ def test_wrong_kernel_size_in_manifest_is_caught_by_warmup(repo):
     manifest["smoother"]["kernel_size"] = 7
     (bad / "manifest.json").write_text(json.dumps(manifest))
     report, _ = prove_version(bad)
-    assert steps(report)["warmup"] == "failed" and "kernel size" in report.reason
+    assert steps(report)["constraints"] == "failed" and "expected [1, 1, 7] (kernel_size in the manifest)" in report.reason
 
 
 def run_verify(*args: str) -> subprocess.CompletedProcess:

@@ -285,7 +285,7 @@ def test_health_and_models_listing(client):
     detail = client.get("/models/smoother").json()
     version = detail["versions"][0]
     assert version["state"] == "serving" and version["smoother"]["kernel_size"] == KERNEL_SIZE
-    assert [s["step"] for s in version["report"]["steps"]] == ["manifest", "checksums", "constraints", "certificate", "probe", "warmup"]
+    assert [s["step"] for s in version["report"]["steps"]] == ["manifest", "checksums", "graph", "constraints", "certificate", "probe", "warmup"]
     assert all(len(f["sha256"]) == 64 for f in version["files"])
     assert version["inputs"][0]["name"] == "signal"
     assert client.get("/models/nope").status_code == 404
