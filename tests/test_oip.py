@@ -180,6 +180,13 @@ def binary_header(name: str, shape: list[int], size: int, datatype: str = "FP32"
     return {"inputs": [{"name": name, "shape": shape, "datatype": datatype, "parameters": {"binary_data_size": size}}]}
 
 
+def test_server_metadata_lists_the_extensions_served(app_client):
+    extensions = app_client.get("/v2").json()["extensions"]
+    paths = app_client.get("/openapi.json").json()["paths"]
+    assert "binary_tensor_data" in extensions
+    assert ("model_repository" in extensions) == ("/v2/repository/index" in paths)
+
+
 def test_binary_request_and_response_by_hand(app_client):
     signal = np.arange(30, dtype=np.float32).reshape(2, 15)
     header = {**binary_header("signal", [2, 15], signal.nbytes), "outputs": [{"name": "smoothed", "parameters": {"binary_data": True}}],
