@@ -133,7 +133,7 @@ WORKDIR /srv
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "/usr/local/lib/monoserve/healthcheck.py"]
-CMD ["/bin/sh", "-c", "exec monoserve --log-level \"${MONOSERVE_LOG_LEVEL:-INFO}\" serve --host \"${MONOSERVE_HOST:-0.0.0.0}\" --port \"${MONOSERVE_PORT:-8000}\""]
+CMD ["monoserve", "serve"]
 
 # ---------------------------------------------------------------------------------------------
 # runtime (the default target): Python, onnxruntime, FastAPI, uvicorn and the service; no torch,
@@ -162,6 +162,7 @@ WORKDIR /srv
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "/usr/local/lib/monoserve/healthcheck.py"]
-# Bind address and port are options of `monoserve serve`; the image takes them from MONOSERVE_HOST
-# and MONOSERVE_PORT like every other setting. `exec`: the server is PID 1 and gets the signals.
-CMD ["/bin/sh", "-c", "exec monoserve --log-level \"${MONOSERVE_LOG_LEVEL:-INFO}\" serve --host \"${MONOSERVE_HOST:-0.0.0.0}\" --port \"${MONOSERVE_PORT:-8000}\""]
+# `monoserve serve` reads MONOSERVE_HOST, MONOSERVE_PORT, MONOSERVE_REPO (and every other setting,
+# MONOSERVE_LOG_LEVEL included) from the environment; no shell wrapper. It execs the server, which
+# stays PID 1 and gets the signals (SIGTERM drains the requests in flight).
+CMD ["monoserve", "serve"]

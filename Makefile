@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install test serve models bench container-check clean container-check
+.PHONY: install test serve models bench soak container-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -58,3 +58,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# Soak + hostile clients against `monoserve serve` with default settings (bench/soak.py, about 3 min):
+# counts by status, p50/p99, peak RSS; results in bench/results/soak.json and docs/performance.md.
+soak: $(STAMP)
+	$(PY) bench/soak.py $(SOAK_ARGS)

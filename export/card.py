@@ -9,8 +9,6 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from contract.manifest import Manifest
 
 CARD_MD = "card.md"

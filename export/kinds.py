@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contract.manifest import KINDS, ClassifierInfo, FeatureSpec, Probe, SmootherInfo
+from contract.manifest import KINDS, ClassifierInfo, FeatureSpec, Manifest, Probe, SmootherInfo
 from contract.modes import EDGE_MODES, mode_slice
 from export.artifacts import ClassifierScores, GraphSignature
 from export.errors import ArtifactError
@@ -45,8 +45,9 @@ class ExportKind(ABC):
         """The module every format is written from, and its graph signature."""
 
     @abstractmethod
-    def reference_module(self, tensors: Mapping[str, np.ndarray]) -> nn.Module:
-        """The wrapper rebuilt from its state_dict tensors alone (the TorchScript proof's reference)."""
+    def reference_module(self, manifest: Manifest, tensors: Mapping[str, np.ndarray]) -> nn.Module:
+        """The wrapper rebuilt from the manifest's kind section and its state_dict tensors (the
+        TorchScript proof's reference: what export would script for that model)."""
 
     @abstractmethod
     def probe(self, reference: nn.Module, wrapper: nn.Module, atol: float, rtol: float) -> Probe:
@@ -96,7 +97,8 @@ class SmootherExport(ExportKind):
             example=example,
         )
 
-    def reference_module(self, tensors: Mapping[str, np.ndarray]) -> nn.Module:
+    def reference_module(self, manifest: Manifest, tensors: Mapping[str, np.ndarray]) -> nn.Module:
+        del manifest  # the kernel is all a smoother's wrapper holds
         kernel = np.ascontiguousarray(tensors["kernel"], dtype=np.float32).reshape(-1)
         return FullCorrelation(torch.from_numpy(kernel.copy())).eval()
 
@@ -169,7 +171,9 @@ class ClassifierExport(ExportKind):
             example=example,
         )
 
-    def reference_module(self, tensors: Mapping[str, np.ndarray]) -> nn.Module:
+    def reference_module(self, manifest: Manifest, tensors: Mapping[str, np.ndarray]) -> nn.Module:
+        del manifest  # (the wrapper's configuration, once it has one, comes from manifest.classifier)
+
         def tensor(name: str) -> torch.Tensor:
             return torch.from_numpy(np.array(tensors[name], dtype=np.float32, copy=True))
 

@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import json
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -19,21 +18,22 @@ DEVICES = ("auto", "cpu", "cuda")
 # glibc malloc: keep large request buffers off mmap and do not trim the heap after each request.
 # Measured in this project: uvicorn with bodies >= 128 KB is 2-5x faster and stable with these.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "67108864", "MALLOC_TRIM_THRESHOLD_": "268435456"}
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers (malloc.h)
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser(
         "serve", help="serve a model repository over HTTP (POST /smooth, /classify)",
         description="Prove every version of every model in the repository, then serve the newest valid ones. "
-                    "Other settings come from MONOSERVE_* environment variables (docs/service.md).")
+                    "Each flag overrides its MONOSERVE_* variable; other settings come from MONOSERVE_* environment "
+                    "variables (docs/service.md).")
     serve.add_argument("--repo", type=Path, default=None, help="model repository (default: MONOSERVE_REPO or ./model_repository)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument("--host", default=None, help="address to bind (default: MONOSERVE_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default: MONOSERVE_PORT or 8000)")
     serve.add_argument("--device", choices=DEVICES, default=None, help="auto (CUDA when present), cpu or cuda (default: auto)")
     serve.add_argument("--engine", choices=ENGINES, default=None, help="onnx (ONNX Runtime, default) or torchscript")
     serve.add_argument("--workers", type=int, default=None, help="uvicorn worker processes (default: 1)")
-    serve.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
+    serve.add_argument("--access-log", action="store_true", default=None, help="log every request (costs throughput)")
     serve.set_defaults(func=serve_command)
 
     verify = subparsers.add_parser(
@@ -53,50 +53,57 @@ def _usage_error(message: str) -> int:
     return 2
 
 
-def apply_malloc_tuning() -> None:
-    """Set the malloc thresholds for this process (mallopt) and its worker processes (environment)."""
-    for key, value in MALLOC_ENV.items():
-        os.environ.setdefault(key, value)
-    path = ctypes.util.find_library("c")
-    if not path or not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(path)
-        libc.mallopt(_M_MMAP_THRESHOLD, int(os.environ["MALLOC_MMAP_THRESHOLD_"]))
-        libc.mallopt(_M_TRIM_THRESHOLD, int(os.environ["MALLOC_TRIM_THRESHOLD_"]))
-    except (OSError, AttributeError, ValueError) as exc:  # not glibc: nothing to tune
-        log.debug("mallopt not applied: %s", exc)
+def flag_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The settings given as command-line flags (they win over MONOSERVE_* variables)."""
+    given = {"repo": args.repo, "host": args.host, "port": args.port, "device": args.device, "engine": args.engine,
+             "workers": args.workers, "access_log": getattr(args, "access_log", None)}
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def server_environment(base: Mapping[str, str], overrides: Mapping[str, object], threads_per_worker: int,
+                       log_level: str | None = None) -> dict[str, str]:
+    """The serving process's environment, built explicitly from `base` (never written back to it):
+    the flags as MONOSERVE_* variables (worker processes read the same settings), the log level
+    unless MONOSERVE_LOG_LEVEL is set, numpy's BLAS threads on the same budget as ONNX Runtime
+    (threads per worker x workers <= usable CPUs), and the malloc thresholds. Explicit variables
+    in `base` win over the last two."""
+    env = dict(base)
+    for name, value in overrides.items():
+        env[f"MONOSERVE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    if log_level:
+        env.setdefault("MONOSERVE_LOG_LEVEL", log_level)
+    for variable in BLAS_THREAD_VARIABLES:
+        env.setdefault(variable, str(threads_per_worker))
+    for variable, value in MALLOC_ENV.items():
+        env.setdefault(variable, value)
+    return env
+
+
+def launch(argv: list[str], env: dict[str, str]) -> int:
+    """Replace this process with the server (same pid: signals and supervisors reach it directly)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(argv[0], argv, env)
+    return 0  # pragma: no cover - execve does not return
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    overrides = {"MONOSERVE_REPO": args.repo, "MONOSERVE_DEVICE": args.device, "MONOSERVE_ENGINE": args.engine,
-                 "MONOSERVE_WORKERS": args.workers}
-    if getattr(args, "log_level", None):  # `monoserve --log-level X serve`; an explicit MONOSERVE_LOG_LEVEL wins
-        os.environ.setdefault("MONOSERVE_LOG_LEVEL", args.log_level)
     if args.workers is not None and args.workers < 1:
         return _usage_error(f"--workers must be >= 1, got {args.workers}")
-    if not 0 < args.port < 65536:
+    if args.port is not None and not 0 < args.port < 65536:
         return _usage_error(f"--port must be in 1..65535, got {args.port}")
-    for key, value in overrides.items():
-        if value is not None:
-            os.environ[key] = str(value)  # worker processes read the same settings from the environment
+    overrides = flag_overrides(args)
 
     from pydantic import ValidationError
 
-    from service.settings import Settings, get_settings
+    from service.settings import Settings
 
-    get_settings.cache_clear()
     try:
-        settings: Settings = get_settings()
+        settings = Settings(**overrides)  # the environment, with the flags on top (not written anywhere)
     except ValidationError as exc:
         return _usage_error(f"invalid MONOSERVE_* setting: {exc}")
     if not settings.repo.is_dir():
         return _usage_error(f"model repository {str(settings.repo)!r} does not exist (run `make models`, or pass --repo)")
-    # numpy's BLAS (the smoother's direct method) follows the same budget as ONNX Runtime: threads per
-    # worker x workers never exceeds the CPUs this process may use. Set before numpy is imported here
-    # and inherited by worker processes; an explicit setting wins.
-    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(variable, str(settings.threads_per_worker))
 
     from service.engines import DeviceUnavailableError, resolve_device
 
@@ -104,16 +111,10 @@ def serve_command(args: argparse.Namespace) -> int:
         device = resolve_device(settings.engine, settings.device)
     except DeviceUnavailableError as exc:
         return _usage_error(str(exc))
-    apply_malloc_tuning()
-
-    import uvicorn
-
+    env = server_environment(os.environ, overrides, settings.threads_per_worker, getattr(args, "log_level", None))
     log.info("serving %s on http://%s:%d (engine %s, device %s, %d worker(s), %d CPU thread(s))",
-             settings.repo, args.host, args.port, settings.engine, device, settings.workers, settings.cpu_threads)
-    uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, workers=settings.workers,
-                log_level=settings.log_level.lower(), access_log=args.access_log, proxy_headers=False,
-                server_header=False, date_header=False)
-    return 0
+             settings.repo, settings.host, settings.port, settings.engine, device, settings.workers, settings.cpu_threads)
+    return launch([sys.executable, "-m", "service.server"], env)
 
 
 def verify_command(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ import functools
 import io
 import math
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,7 @@ def loads_object(body: bytes) -> dict[str, Any]:
 
 FAST_JSON_MIN_BYTES = 64 * 1024  # below this orjson alone is as fast
 MAX_FAST_JSON_DIMS = 3
+KEPT_PARSER_MAX_BYTES = 32 * 1024 * 1024  # bigger documents get a parser of their own, freed after (memory returns)
 _parsers = threading.local()  # a simdjson.Parser is not thread-safe: one per thread
 
 
@@ -105,9 +107,12 @@ def loads_with_array(body: bytes, field: str) -> tuple[dict[str, Any], np.ndarra
     yields the same array and every error message."""
     if simdjson is None or len(body) < FAST_JSON_MIN_BYTES:
         return None
-    parser = getattr(_parsers, "parser", None)
-    if parser is None:
-        parser = _parsers.parser = simdjson.Parser()
+    if len(body) > KEPT_PARSER_MAX_BYTES:  # a parser keeps the capacity of its biggest document: not for these
+        parser = simdjson.Parser()
+    else:
+        parser = getattr(_parsers, "parser", None)
+        if parser is None:
+            parser = _parsers.parser = simdjson.Parser()
     try:
         document = parser.parse(body)
         if not isinstance(document, simdjson.Object) or field not in document:
@@ -144,20 +149,82 @@ def loads_with_array(body: bytes, field: str) -> tuple[dict[str, Any], np.ndarra
         return others, values.astype(np.float32).reshape(shape)
 
 
+def json_counts(body: bytes) -> tuple[int, int]:
+    """(values, lists): upper bounds on the numbers and arrays a JSON body can hold, from a scan of
+    its bytes (C speed, no allocation), so that limits apply before parsing builds any object.
+
+    Every array element or object member after the first in its container follows a comma, so
+    values <= commas + 1; every array opens with '['. Commas inside strings only make the bound
+    looser (requests carry a few short strings)."""
+    return body.count(b",") + 1, body.count(b"[")
+
+
+_NUMBER_TYPES = (int, float)
+
+
+def _first_non_number(data: list, path: tuple[int, ...] = ()) -> tuple[tuple[int, ...], Any] | None:
+    """Where a nested list holds something other than a JSON number (bool, str, null, object), if anywhere."""
+    for index, item in enumerate(data):
+        kind = type(item)
+        if kind is list:
+            found = _first_non_number(item, (*path, index))
+            if found is not None:
+                return found
+        elif kind is not int and kind is not float:  # bool is a subclass of int: compared by exact type
+            return (*path, index), item
+    return None
+
+
+_NUMERIC_TYPES = frozenset({int, float})  # exact types: bool (a subclass of int) is not a JSON number
+
+
+def _all_numbers(data: list) -> bool:
+    """True when every leaf of the nested list is an int or float (not bool): a C-level check of
+    the innermost lists' item types, a plain loop over the outer levels."""
+    if not data:
+        return True
+    if type(data[0]) is list:
+        for row in data:
+            if type(row) is not list or not _all_numbers(row):
+                return False
+        return True
+    return _NUMERIC_TYPES.issuperset(map(type, data))
+
+
+def _json_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return "a string"
+    return f"a JSON {type(value).__name__}"
+
+
 def to_float32(data: Any, field: str) -> np.ndarray:
-    """Nested lists of numbers -> float32 array (ragged or non-numeric -> 400 naming the field)."""
-    if isinstance(data, (str, bytes, dict)) or data is None or isinstance(data, bool):
-        raise BadRequestError(f"'{field}' must be a (nested) list of numbers, got {type(data).__name__}", field=field)
+    """Nested lists of JSON numbers -> float32 array. Only numbers: a string, boolean, null or
+    object inside is a 400 naming where (numpy would otherwise turn "2" and true into 2.0 and 1.0);
+    ragged lists are a 400 too."""
+    if type(data) is int or type(data) is float:  # a bare number: a 0-d array, refused by rank with its shape
+        return np.asarray(data, dtype=np.float32)
+    if not isinstance(data, list):
+        raise BadRequestError(f"'{field}' must be a (nested) list of numbers, got {_json_name(data)}", field=field)
+    if not _all_numbers(data):
+        found = _first_non_number(data)
+        if found is not None:
+            index, item = found
+            message = f"'{field}' must contain only numbers: found {_json_name(item)} at index {list(index)}"
+            if item is None:
+                message = f"'{field}' contains a non-finite value (null; NaN and Inf are refused too) at index {list(index)}"
+            raise BadRequestError(message, field=field, index=list(index))
     try:
         with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused by check_finite
             return np.asarray(data, dtype=np.float32)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         message = str(exc)
         if "inhomogeneous" in message or "sequence" in message:
             raise BadRequestError(f"'{field}' is ragged: every inner list must have the same length", field=field) from exc
         raise BadRequestError(f"'{field}' must contain only numbers: {message}", field=field) from exc
-    except TypeError as exc:
-        raise BadRequestError(f"'{field}' must contain only numbers: {exc}", field=field) from exc
 
 
 def check_finite(array: np.ndarray, field: str) -> None:
@@ -201,17 +268,30 @@ def _npy_header_prefix(body: bytes) -> bytes:
     return body[:MAX_NPY_HEADER]  # unknown version: read_magic names the problem
 
 
-def decode_npy(body: bytes, field: str) -> np.ndarray:
-    """A .npy body -> array (float32 or float64 in, float32 out), viewed in place where possible."""
+def npy_element_count(shape: tuple[int, ...], field: str) -> int:
+    """The number of elements of a .npy shape, in Python integers (no int64 wrap-around: a shape of
+    (2**32, 2**32) is 2**64 elements, not 0); a negative dimension is a 400."""
+    if any(not isinstance(dim, int) or dim < 0 for dim in shape):
+        raise BadRequestError(f"malformed .npy header: invalid shape {list(shape)}", field=field)
+    return math.prod(shape)
+
+
+def decode_npy(body: bytes, field: str, admit: Callable[[int], None] | None = None) -> np.ndarray:
+    """A .npy body -> array (float32 or float64 in, float32 out), viewed in place where possible.
+
+    `admit(count)` is called with the header's element count before anything is allocated (it
+    raises to refuse: the per-request limit, the in-flight budget)."""
     if not body.startswith(NPY_MAGIC):
         raise BadRequestError("body is not a .npy file (missing the \\x93NUMPY magic)", field=field)
     try:
-        shape, fortran_order, dtype, offset = _parse_npy_header(_npy_header_prefix(body))
-    except (ValueError, SyntaxError, TypeError, EOFError) as exc:
-        raise BadRequestError(f"malformed .npy header: {exc}", field=field) from exc
+        shape, fortran_order, dtype, offset = _parse_npy_header(bytes(_npy_header_prefix(body)))
+    except Exception as exc:  # numpy's parser of untrusted text raises many types (tokenize, ast, ...): all mean bad input
+        raise BadRequestError(f"malformed .npy header: {str(exc)[:200]}", field=field) from exc
     if dtype.hasobject or dtype.newbyteorder("=") not in ACCEPTED_DTYPES:
         raise BadRequestError(f".npy dtype must be float32 or float64, got {dtype}", field=field, dtype=str(dtype))
-    count = int(np.prod(shape, dtype=np.int64))
+    count = npy_element_count(shape, field)
+    if admit is not None:
+        admit(count)
     expected = count * dtype.itemsize
     if len(body) - offset != expected:
         raise BadRequestError(
@@ -219,8 +299,8 @@ def decode_npy(body: bytes, field: str) -> np.ndarray:
             field=field)
     array = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
     array = array.reshape(shape, order="F" if fortran_order else "C")
-    with np.errstate(over="ignore"):
-        return np.ascontiguousarray(array, dtype=np.float32)
+    with np.errstate(over="ignore"):  # astype, not ascontiguousarray: that turns a 0-d array into 1-d
+        return array.astype(np.float32, order="C", copy=False)
 
 
 @functools.lru_cache(maxsize=256)

@@ -34,7 +34,15 @@ class NotFoundError(ServiceError):
     status = 404
 
 
+class RequestTimeoutError(ServiceError):
+    """The body did not arrive within the body read timeout."""
+
+    status = 408
+
+
 class PayloadTooLargeError(ServiceError):
+    """Body, element count, rows or signal length over a per-request limit (or over the whole in-flight budget)."""
+
     status = 413
 
 
@@ -49,6 +57,6 @@ class ModelUnavailableError(ServiceError):
 
 
 class OverloadedError(ServiceError):
-    """The dynamic batching queue is full: retry after the Retry-After header's seconds."""
+    """The dynamic batching queue or the in-flight memory budget is full: retry after Retry-After seconds."""
 
     status = 503

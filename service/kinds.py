@@ -7,13 +7,16 @@ function. numpy and the manifest only: no torch.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
 from contract.checks import check_rule
 from contract.manifest import KINDS, Manifest
-from contract.policy import NORMALIZED_RULE, SMOOTHER_RULES, SUM_TOLERANCE
+from contract.policy import CLASSIFIER_RULE, NORMALIZED_RULE, SMOOTHER_RULES, SUM_TOLERANCE
+
+# certify()'s features: (column or None for the whole tensor, name, direction), per seed tensor.
+Proofs = list[tuple[str, list[tuple[int | None, str, str]]]]
 
 
 class ServiceKind(ABC):
@@ -32,6 +35,23 @@ class ServiceKind(ABC):
         return {self.section: info.model_dump()} if info is not None else {}
 
     @abstractmethod
+    def policy_checks(self, proof: Any, graph: Any, file: str, check: Callable[..., None]) -> None:
+        """Apply the policy's rules (contract.policy) to the weights at their point of use in the
+        graph, through `check(rule, where, values, **options)`; record on `proof` what the later
+        steps use. ValueError when the weight is not where the policy needs it."""
+
+    @abstractmethod
+    def certificate_plan(self, proof: Any) -> tuple[Proofs, str] | None:
+        """(seed tensors and features to certify, the claim), or None when nothing is to be certified."""
+
+    def uncertified_reason(self, manifest: Manifest) -> str:
+        return "nothing to certify"
+
+    def certificate_problem(self, manifest: Manifest, findings: list) -> str | None:
+        """A kind-specific reason to refuse a certificate whose failures list is empty."""
+        return None
+
+    @abstractmethod
     def reference_rules(self, manifest: Manifest, tensors: dict[str, np.ndarray]) -> list[str]:
         """What breaks the facts that make the kind's reference module (the export wrapper, by its
         state_dict names) monotone as the manifest declares; empty when they all hold."""
@@ -48,6 +68,31 @@ class ServiceKind(ABC):
 class SmootherKind(ServiceKind):
     kind = "smoother"
     section = "smoother"
+
+    def policy_checks(self, proof: Any, graph: Any, file: str, check: Callable[..., None]) -> None:
+        from contract.certificate import smoother_kernel
+
+        manifest = proof.manifest
+        smoother = manifest.smoother
+        label, weight_name, weight = smoother_kernel(graph, manifest.inputs[0].name, manifest.outputs[0].name,
+                                                     smoother.kernel_size)
+        where = f"node {label} weight {file}:{weight_name}"
+        for rule in SMOOTHER_RULES:
+            check(rule, where, weight, tolerance=0.0, axis=-1)
+        if smoother.normalized:
+            check(NORMALIZED_RULE, where, weight, tolerance=SUM_TOLERANCE, axis=-1)
+        proof.checked_tensors["kernel"] = np.asarray(weight)
+
+    def certificate_plan(self, proof: Any) -> tuple[Proofs, str] | None:
+        input_name, output_name = proof.manifest.inputs[0].name, proof.manifest.outputs[0].name
+        return ([(input_name, [(None, input_name, "increasing")])],
+                f"{output_name!r} is non-decreasing in every sample of {input_name!r}")
+
+    def certificate_problem(self, manifest: Manifest, findings: list) -> str | None:
+        if any(f.found == "independent" for f in findings):
+            return (f"{manifest.outputs[0].name!r} does not depend on {manifest.inputs[0].name!r}: "
+                    "the kernel is never applied to the signal")
+        return None
 
     def reference_rules(self, manifest: Manifest, tensors: dict[str, np.ndarray]) -> list[str]:
         # out = correlate(replicate-pad(x), kernel): non-decreasing in every sample iff kernel >= 0.
@@ -70,6 +115,34 @@ class SmootherKind(ServiceKind):
 class ClassifierKind(ServiceKind):
     kind = "classifier"
     section = "classifier"
+
+    def policy_checks(self, proof: Any, graph: Any, file: str, check: Callable[..., None]) -> None:
+        from contract.certificate import output_layer
+
+        manifest = proof.manifest
+        if manifest.classifier.scope == "none":  # an unconstrained baseline: only a policy that allows it gets here
+            return
+        layer = output_layer(graph, manifest.outputs[0].name)
+        proof.output_layer = layer
+        check(CLASSIFIER_RULE, f"output layer node {layer.node} weight {file}:{layer.input_name}",
+              layer.values, tolerance=0.0)
+
+    def certificate_plan(self, proof: Any) -> tuple[Proofs, str] | None:
+        manifest = proof.manifest
+        info = manifest.classifier
+        if info.scope == "none":
+            return None
+        layer = proof.output_layer
+        assert layer is not None
+        proofs: Proofs = [(layer.data_input, [(None, f"output layer input {layer.data_input!r}", "increasing")])]
+        features = proof.policy.certified_features(manifest)
+        if features:
+            proofs.append((manifest.inputs[0].name, features))
+        return proofs, (f"every score is non-decreasing in the output layer's input and monotone in {len(features)} "
+                        f"feature(s) as declared (scope {info.scope!r})")
+
+    def uncertified_reason(self, manifest: Manifest) -> str:
+        return "scope 'none': an unconstrained classifier the policy allows; nothing to certify"
 
     def reference_rules(self, manifest: Manifest, tensors: dict[str, np.ndarray]) -> list[str]:
         # sigmoid(L_n(relu(...relu(L_0((x - mean) / scale * sign))))): with every L_k for k >= 1

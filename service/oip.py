@@ -1,21 +1,21 @@
-"""The Open Inference Protocol v2 (KServe / Triton REST) as a protocol adapter, free of web-framework types.
+"""The Open Inference Protocol v2 (KServe / Triton REST) as a protocol adapter of the endpoint pipeline.
 
-Three parts, kept apart so that the endpoint pipeline can take over the middle one:
+`OipAdapter` is a `service.pipeline.ProtocolAdapter`: the pipeline does the token, the body
+reading, the limits and the in-flight budget, resolution, inference (with the dynamic batcher) and
+the one error mapping; this module only turns bytes into an `InferRequest` and an `InferResult`
+into bytes:
 
-1. `decode_infer(body, header_length)`: an OIP infer request (JSON tensors, or the binary tensor
-   data extension: a JSON header of `Inference-Header-Content-Length` bytes, then each input's
-   `binary_data_size` bytes in order) -> `InferRequest` holding numpy arrays (binary inputs are
-   views of the body, not copies) + parameters + the outputs asked for. Element counts are computed
-   from the declared shape and checked against the bytes that carry them before any array is made.
+1. `decode_infer(body, header_length, admit)`: an OIP infer request (JSON tensors, or the binary
+   tensor data extension: a JSON header of `Inference-Header-Content-Length` bytes, then each
+   input's `binary_data_size` bytes in order) -> `OipRequest` holding numpy arrays (binary inputs
+   are views of the body, not copies) + parameters + the outputs asked for. Element counts are
+   computed from the declared shape, checked against the bytes that carry them and admitted into
+   the request's limits before any array is made.
 2. `ModelIO` (one per model kind: `SmootherIO`, `ClassifierIO`): the names, datatypes and shapes
-   the model shows over OIP (its metadata), which request parameters it takes, and how its input
-   becomes today's /smooth or /classify call (`service.inference`), so an OIP answer is the
-   /smooth or /classify answer for the same input.
+   the model shows over OIP (its metadata), which request parameters it takes, and which of the
+   kind's outputs it returns, so an OIP answer is the /smooth or /classify answer for the input.
 3. `encode_infer(...)`: the outputs -> an OIP response, each output as JSON data or binary
    (`binary_data` per output, `binary_data_output` for all), with `Inference-Header-Content-Length`.
-
-`service.routes.oip` does the HTTP: `infer_endpoint` there is the one function that resolves the
-model, applies the limits and runs inference.
 
 Names over OIP: the input is the graph's input (`signal` [B, C, L], `features` [N, F]); the
 classifier's output is the graph's `scores` [N, labels]; the smoother's is `smoothed`, the edge
@@ -26,15 +26,18 @@ mode's slice of the graph's `full` correlation (what /smooth answers). A smoothe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
 from contract.modes import EDGE_MODES
-from service import codec, inference
-from service.errors import BadRequestError, PayloadTooLargeError
+from service import codec, native
+from service.errors import BadRequestError, ModelUnavailableError, NotFoundError, PayloadTooLargeError
+from service.pipeline import Encoded, InferRequest, InferResult, Limits
 from service.prover import ProvenVersion
-from service.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from service.routes.deps import Service
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_MEDIA_TYPE = "application/octet-stream"
@@ -71,7 +74,7 @@ class RequestedOutput:
 
 
 @dataclass
-class InferRequest:
+class OipRequest:
     id: str | None
     inputs: list[InputTensor]
     parameters: dict[str, Any] = field(default_factory=dict)
@@ -127,9 +130,10 @@ def _json_data(data: Any, shape: tuple[int, ...], count: int, where: str) -> np.
     return array.reshape(shape)
 
 
-def decode_infer(body: bytes, header_length: str | None) -> InferRequest:
-    """An OIP infer request body -> InferRequest (400 naming what is wrong; nothing allocated
-    beyond what the body's own bytes bound)."""
+def decode_infer(body: bytes, header_length: str | None, admit: Callable[[int, np.dtype, str], None] | None = None) -> OipRequest:
+    """An OIP infer request body -> OipRequest (400 naming what is wrong). `admit(count, dtype,
+    where)` is called for each binary input before its array is made (the JSON header is counted
+    by the caller before it is parsed)."""
     binary_start = len(body)
     if header_length is not None:
         text = header_length.strip()
@@ -182,13 +186,15 @@ def decode_infer(body: bytes, header_length: str | None) -> InferRequest:
             if count * dtype.itemsize != size:
                 raise BadRequestError(f"{where}: shape {list(shape)} of {tensor['datatype']} needs "
                                       f"{count * dtype.itemsize} bytes, binary_data_size says {size}", field=where)
+            if admit is not None:
+                admit(count, dtype, where)
             array = np.frombuffer(body, dtype=dtype, count=count, offset=offset).reshape(shape)
             offset += size
         inputs.append(InputTensor(name, tensor["datatype"], shape, array))
     if offset != len(body):
         raise BadRequestError(f"{len(body) - offset} byte(s) after the JSON header are not claimed by any input's "
                               f"binary_data_size", field=HEADER_LENGTH)
-    return InferRequest(request_id, inputs, parameters, _requested_outputs(payload.get("outputs")))
+    return OipRequest(request_id, inputs, parameters, _requested_outputs(payload.get("outputs")))
 
 
 def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
@@ -213,25 +219,13 @@ def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
     return outputs
 
 
-@dataclass
-class OipCall:
-    """A decoded OIP request and the /smooth or /classify call it became."""
-
-    request: InferRequest
-    call: Any  # service.inference.SmoothCall or ClassifyCall
-
-    @property
-    def served(self) -> ProvenVersion:
-        return self.call.served
-
-
 # -- responses --------------------------------------------------------------------------------
 def _flat(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array).reshape(-1)
 
 
-def encode_infer(model: str, version: int, request: InferRequest, outputs: dict[str, np.ndarray],
-                 parameters: dict[str, Any]) -> inference.Encoded:
+def encode_infer(model: str, version: int, request: OipRequest, outputs: dict[str, np.ndarray],
+                 parameters: dict[str, Any]) -> Encoded:
     """An OIP infer response: the outputs asked for (all when none named), each as JSON data or as
     binary data after a JSON header whose length `Inference-Header-Content-Length` gives."""
     wanted = request.outputs if request.outputs is not None else [RequestedOutput(name, None) for name in outputs]
@@ -255,8 +249,8 @@ def encode_infer(model: str, version: int, request: InferRequest, outputs: dict[
         response["parameters"] = parameters
     header = codec.dumps(response)
     if not blobs:
-        return inference.Encoded(header, codec.JSON_MEDIA_TYPE)
-    return inference.Encoded(b"".join((header, *blobs)), BINARY_MEDIA_TYPE, {HEADER_LENGTH: str(len(header))})
+        return Encoded(header, codec.JSON_MEDIA_TYPE)
+    return Encoded(b"".join((header, *blobs)), BINARY_MEDIA_TYPE, {HEADER_LENGTH: str(len(header))})
 
 
 # -- per model kind ---------------------------------------------------------------------------
@@ -266,7 +260,7 @@ def oip_shape(shape: list[int | str]) -> list[int]:
 
 
 class ModelIO:
-    """What one kind of model shows over OIP, and how an OIP input becomes today's call."""
+    """What one kind of model shows over OIP: metadata, parameters, outputs."""
 
     kind: ClassVar[str]
     output_name: ClassVar[str]
@@ -278,25 +272,15 @@ class ModelIO:
     def metadata_tensors(self, served: ProvenVersion) -> tuple[list[dict], list[dict]]:
         raise NotImplementedError
 
-    def query(self, request: InferRequest) -> dict[str, Any]:
-        """The request parameters that become /smooth's or /classify's parameters."""
+    def query(self, request: OipRequest) -> dict[str, Any]:
+        """The request parameters that become the kind's parameters."""
         raise NotImplementedError
 
-    def decode(self, registry: ModelRegistry, array: np.ndarray, query: dict[str, Any], max_length: int) -> Any:
+    def outputs(self, result: InferResult) -> dict[str, np.ndarray]:
+        """The output tensors by name, shaped as the metadata says."""
         raise NotImplementedError
 
-    def work(self, call: Any) -> int:
-        """Input elements (what the model's cost model predicts from)."""
-        raise NotImplementedError
-
-    def infer(self, call: Any, smooth_method: str) -> np.ndarray:
-        raise NotImplementedError
-
-    def outputs(self, call: Any, output: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """(output tensors by name, response parameters)."""
-        raise NotImplementedError
-
-    def check(self, request: InferRequest, served: ProvenVersion) -> InputTensor:
+    def check(self, request: OipRequest, served: ProvenVersion) -> InputTensor:
         """The request's one input, checked against this model (400 naming what is wrong)."""
         _no_unknown(request.parameters, self.parameters, f"parameters (a {self.kind})")
         expected = self.input_name(served)
@@ -312,15 +296,6 @@ class ModelIO:
         return request.inputs[0]
 
 
-def _npy(array: np.ndarray) -> bytes:
-    """An input as a .npy body: until the endpoint pipeline lands, this hands OIP tensors to the very
-    decoder of .npy bodies, so limits, validation and errors are /smooth's and /classify's own (one
-    copy of the data; float32/float64 pass through, other datatypes become float32 first)."""
-    if array.dtype.newbyteorder("=") not in codec.ACCEPTED_DTYPES:
-        array = array.astype(np.float32)
-    return codec.encode_npy(array)
-
-
 class SmootherIO(ModelIO):
     kind = "smoother"
     output_name = "smoothed"
@@ -332,23 +307,14 @@ class SmootherIO(ModelIO):
         return ([{"name": spec.name, "datatype": "FP32", "shape": shape}],
                 [{"name": self.output_name, "datatype": "FP32", "shape": [-1] * len(shape)}])
 
-    def decode(self, registry: ModelRegistry, array: np.ndarray, query: dict[str, Any], max_length: int) -> Any:
-        return inference.decode_smooth(registry, _npy(array), codec.NPY_MEDIA_TYPE, query, max_length)
-
-    def query(self, request: InferRequest) -> dict[str, Any]:
+    def query(self, request: OipRequest) -> dict[str, Any]:
         mode = request.parameters.get("mode")
         if mode is not None and mode not in EDGE_MODES:
             raise BadRequestError(f"parameters.mode must be one of {list(EDGE_MODES)}, got {mode!r}"[:300], field="mode")
-        return {"mode": mode} if mode is not None else {}
+        return {"mode": mode}
 
-    def work(self, call: Any) -> int:
-        return inference.smooth_work(call)
-
-    def infer(self, call: Any, smooth_method: str) -> np.ndarray:
-        return inference.infer_smooth(call, method=smooth_method)
-
-    def outputs(self, call: Any, output: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        return {self.output_name: output}, {"mode": call.mode}
+    def outputs(self, result: InferResult) -> dict[str, np.ndarray]:
+        return {self.output_name: result.outputs["smoothed"]}
 
 
 class ClassifierIO(ModelIO):
@@ -360,22 +326,12 @@ class ClassifierIO(ModelIO):
         return ([{"name": spec.name, "datatype": "FP32", "shape": oip_shape(spec.shape)}],
                 [{"name": out.name, "datatype": "FP32", "shape": oip_shape(out.shape)}])
 
-    def decode(self, registry: ModelRegistry, array: np.ndarray, query: dict[str, Any], max_length: int) -> Any:
-        return inference.decode_classify(registry, _npy(array), codec.NPY_MEDIA_TYPE, query)
-
-    def query(self, request: InferRequest) -> dict[str, Any]:
+    def query(self, request: OipRequest) -> dict[str, Any]:
         return {}
 
-    def work(self, call: Any) -> int:
-        return inference.classify_work(call)
-
-    def infer(self, call: Any, smooth_method: str) -> np.ndarray:
-        return inference.infer_classify(call)
-
-    def outputs(self, call: Any, output: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        info = call.served.manifest.classifier
-        assert info is not None
-        return {self.output_name: output}, {"labels": info.labels, "threshold": info.threshold}
+    def outputs(self, result: InferResult) -> dict[str, np.ndarray]:
+        scores = result.outputs["scores"]  # /classify's: [N] with one label
+        return {self.output_name: scores.reshape(len(scores), -1)}
 
 
 MODEL_IO: dict[str, ModelIO] = {io.kind: io for io in (SmootherIO(), ClassifierIO())}
@@ -394,3 +350,62 @@ def model_metadata(served: ProvenVersion, versions: list[int], engine: str) -> d
 
 def server_metadata(version: str, extensions: list[str]) -> dict[str, Any]:
     return {"name": "monoserve", "version": version, "extensions": extensions}
+
+
+def version_number(name: str, version: str | None) -> int | None:
+    """A version from the URL path: a positive integer of at most 64 bits, else 404."""
+    if version is None:
+        return None
+    if not (version.isascii() and version.isdigit()) or len(version) > 19 or not 1 <= int(version) <= native.MAX_VERSION:
+        raise NotFoundError(f"model {name!r} has no version {version[:40]!r}: versions are positive integers",
+                            model=name)
+    return int(version)
+
+
+def resolve(service: "Service", name: str, version: str | None) -> ProvenVersion:
+    """The version a request names (the newest valid one when none): 404 unknown, 503 not valid."""
+    registry = service.registry
+    if registry is None:
+        raise ModelUnavailableError("models are still loading")
+    entry = registry.model(name)
+    if entry.kind is None or entry.kind not in MODEL_IO:
+        raise ModelUnavailableError(entry.reason or f"model {name!r} is unavailable", model=name)
+    return registry.resolve(entry.kind, name, version_number(name, version))
+
+
+# Working memory per value reserved before allocating, as the native adapters reserve it.
+JSON_BYTES = native.JSON_BYTES_PER_VALUE + native.OUTPUT_BYTES_PER_VALUE + native.ENCODED_BYTES_PER_VALUE[False]
+BINARY_BYTES = native.OUTPUT_BYTES_PER_VALUE + native.ENCODED_BYTES_PER_VALUE[True]
+
+
+class OipAdapter:
+    """POST /v2/models/{name}[/versions/{version}]/infer as a ProtocolAdapter of service.pipeline."""
+
+    query = frozenset()
+
+    def __init__(self, service: "Service", name: str, version: str | None, route: str):
+        self.service, self.name, self.version, self.route = service, name, version, route
+
+    def decode(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str], limits: Limits) -> InferRequest:
+        served = resolve(self.service, self.name, self.version)
+        io = MODEL_IO[served.kind]
+        header_length = headers.get(HEADER_LENGTH.lower())
+        json_end = len(body)
+        if header_length is not None and header_length.strip().isascii() and header_length.strip().isdigit():
+            json_end = min(len(body), int(header_length.strip()))
+        values, lists = codec.json_counts(bytes(body[:json_end]) if json_end < len(body) else body)
+        limits.admit(values, JSON_BYTES, "inputs", extra_bytes=lists * native.JSON_BYTES_PER_LIST)
+
+        def admit(count: int, dtype: np.dtype, where: str) -> None:  # a float32 copy unless sent as float32
+            limits.admit(count, BINARY_BYTES + (0 if dtype == np.float32 else 4), where)
+
+        request = decode_infer(body, header_length, admit)
+        tensor = io.check(request, served)
+        array = tensor.array if tensor.array.dtype == np.float32 else tensor.array.astype(np.float32)
+        return InferRequest(served.kind, self.name, served.manifest.version, inputs=array, params=io.query(request),
+                            context={"oip": request, "io": io})
+
+    def encode(self, result: InferResult, request: InferRequest) -> Encoded:
+        manifest = result.served.manifest
+        io: ModelIO = request.context["io"]
+        return encode_infer(manifest.name, manifest.version, request.context["oip"], io.outputs(result), result.facts)

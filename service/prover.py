@@ -314,9 +314,6 @@ class _Proof:
 
     def _policy_checks(self) -> tuple[list[dict], list[str]]:
         """The policy's rules on the tensors at their point of use, whatever the manifest names."""
-        from contract.certificate import output_layer, smoother_kernel
-        from contract.policy import CLASSIFIER_RULE, NORMALIZED_RULE, SMOOTHER_RULES, SUM_TOLERANCE
-
         assert self.manifest is not None and self.graph_info is not None
         info, file = self.graph_info, self._file("onnx")
         checks: list[dict] = []
@@ -329,28 +326,10 @@ class _Proof:
                            "violations": [v.to_dict() for v in violations[:MAX_REPORTED]]})
             problems.extend(str(v) for v in violations)
 
-        if self.manifest.kind == "smoother":
-            smoother = self.manifest.smoother
-            assert smoother is not None
-            try:
-                label, weight_name, weight = smoother_kernel(info, self.manifest.inputs[0].name,
-                                                             self.manifest.outputs[0].name, smoother.kernel_size)
-            except ValueError as exc:
-                return checks, [f"{file}: {exc}"]
-            where = f"node {label} weight {file}:{weight_name}"
-            for rule in SMOOTHER_RULES:
-                check(rule, where, weight, tolerance=0.0, axis=-1)
-            if smoother.normalized:
-                check(NORMALIZED_RULE, where, weight, tolerance=SUM_TOLERANCE, axis=-1)
-            self.checked_tensors["kernel"] = np.asarray(weight)
-        elif self.manifest.classifier is not None and self.manifest.classifier.scope != "none":
-            try:
-                layer = output_layer(info, self.manifest.outputs[0].name)
-            except ValueError as exc:
-                return checks, [f"{file}: {exc}"]
-            self.output_layer = layer
-            check(CLASSIFIER_RULE, f"output layer node {layer.node} weight {file}:{layer.input_name}",
-                  layer.values, tolerance=0.0)
+        try:
+            service_kind(self.manifest.kind).policy_checks(self, info, file, check)
+        except ValueError as exc:  # the weight the policy names is not where the policy needs it
+            return checks, [f"{file}: {exc}"]
         return checks, problems
 
     # 5 ------------------------------------------------------------------------------------
@@ -359,24 +338,12 @@ class _Proof:
 
         manifest = self.manifest
         assert manifest is not None and self.graph_info is not None
-        input_name, output_name = manifest.inputs[0].name, manifest.outputs[0].name
-        proofs: list[tuple[str, list[tuple[int | None, str, str]]]] = []
-        if manifest.kind == "smoother":
-            proofs.append((input_name, [(None, input_name, "increasing")]))
-            claim = f"{output_name!r} is non-decreasing in every sample of {input_name!r}"
-        else:
-            info = manifest.classifier
-            assert info is not None
-            if info.scope == "none":
-                return "skipped", "scope 'none': an unconstrained classifier the policy allows; nothing to certify", {}
-            layer = self.output_layer
-            assert layer is not None
-            proofs.append((layer.data_input, [(None, f"output layer input {layer.data_input!r}", "increasing")]))
-            features = self.policy.certified_features(manifest)
-            if features:
-                proofs.append((input_name, features))
-            claim = (f"every score is non-decreasing in the output layer's input and monotone in {len(features)} "
-                     f"feature(s) as declared (scope {info.scope!r})")
+        output_name = manifest.outputs[0].name
+        adapter = service_kind(manifest.kind)
+        plan = adapter.certificate_plan(self)
+        if plan is None:
+            return "skipped", adapter.uncertified_reason(manifest), {}
+        proofs, claim = plan
         findings, failures = [], []
         for seed, features in proofs:
             certificate = certify(self.graph_info, seed, features, outputs=[output_name])
@@ -386,9 +353,9 @@ class _Proof:
         if failures:
             more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
             raise StepFailed(failures[0].message + more, node=failures[0].node, problems=[f.message for f in failures], **details)
-        if manifest.kind == "smoother" and any(f.found == "independent" for f in findings):
-            raise StepFailed(f"{output_name!r} does not depend on {input_name!r}: the kernel is never applied to the signal",
-                             **details)
+        problem = adapter.certificate_problem(manifest, findings)
+        if problem:
+            raise StepFailed(problem, **details)
         return "ok", claim, details
 
     # 6 ------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from contract.manifest import KINDS, Manifest
+from contract.manifest import Manifest
 from contract.policy import Policy
 from service.errors import BadRequestError, ModelUnavailableError, NotFoundError
 from service.kinds import service_kind

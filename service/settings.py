@@ -51,6 +51,37 @@ def cgroup_cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) 
     return None
 
 
+DEFAULT_MEMORY_LIMIT = 1536 * 1024 * 1024  # 1.5 GiB: the memory target outside a container
+
+
+def cgroup_memory_limit(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> int | None:
+    """Bytes allowed by the cgroup (v2 memory.max, or v1 memory.limit_in_bytes); None when unlimited."""
+    candidates = []
+    for line in (_read(proc_cgroup) or "").splitlines():
+        hierarchy_id, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy_id == "0" and controllers == "" and path:
+            candidates.append(root / path.lstrip("/") / "memory.max")
+    candidates += [root / "memory.max", root / "memory" / "memory.limit_in_bytes"]
+    for path in candidates:
+        text = (_read(path) or "").strip()
+        if not text:
+            continue
+        if text == "max":
+            return None
+        try:
+            value = int(text)
+        except ValueError:
+            continue
+        return value if 0 < value < 2**62 else None  # v1 reports "unlimited" as a huge number
+    return None
+
+
+def default_memory_limit() -> int:
+    """The container's memory limit when there is one (compose's mem_limit), else 1.5 GiB."""
+    return cgroup_memory_limit() or DEFAULT_MEMORY_LIMIT
+
+
 def available_cpus(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> int:
     """CPUs this process may actually use: its affinity mask, capped by the cgroup quota (rounded down)."""
     try:
@@ -69,6 +100,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MONOSERVE_", extra="ignore")
 
     repo: Path = Field(Path("model_repository"), description="model repository (REPO/NAME/VERSION)")
+    host: str = Field("127.0.0.1", description="address to bind (`monoserve serve --host` overrides)")
+    port: int = Field(8000, ge=1, le=65535, description="port (`monoserve serve --port` overrides)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     engine: Literal["onnx", "torchscript"] = "onnx"
     cpu_threads: int = Field(default_factory=available_cpus, ge=1,
@@ -78,6 +111,24 @@ class Settings(BaseSettings):
     max_signal_length: int = Field(10_000_000, ge=1)
     max_artifact_bytes: int = Field(DEFAULT_MAX_FILE_BYTES, ge=1,
                                     description="largest file of a model version the proof reads (checked before reading)")
+    # Limits counted before any array is allocated (docs/service.md, "Limits"): values per request
+    # (B x C x L for /smooth, N x F for /classify; JSON values counted on the raw bytes) and rows.
+    max_elements: int = Field(2**25, ge=1)
+    max_rows: int = Field(1_000_000, ge=1)
+    # Memory: the process's target (default: the cgroup's limit, e.g. compose's mem_limit, else
+    # 1.5 GiB) and the share of it that requests in flight may hold together (bodies + estimated
+    # working arrays; default half the target, the rest is the models, the runtime and slack).
+    # A request that does not fit now answers 503 + Retry-After; one that never could, 413.
+    memory_limit_bytes: int = Field(default_factory=default_memory_limit, ge=1)
+    inflight_budget_bytes: int | None = Field(None, ge=1)
+    # Time limits (seconds): the whole body (408 after it), the request line + headers (the
+    # connection is closed; service.http), idle keep-alive connections, and the drain on SIGTERM.
+    body_timeout_s: float = Field(30.0, gt=0)
+    header_timeout_s: float = Field(10.0, gt=0)
+    keep_alive_timeout_s: int = Field(5, ge=1)
+    graceful_shutdown_s: int = Field(30, ge=1)
+    http: Literal["auto", "httptools", "h11"] = "auto"
+    access_log: bool = False
     api_token: SecretStr | None = None
     log_level: str = "INFO"
     default_smoother: str | None = None
@@ -117,6 +168,10 @@ class Settings(BaseSettings):
         return Policy(allow_free_features=self.allow_free_features,
                       allow_decreasing_features=self.allow_decreasing_features,
                       allow_unconstrained=self.allow_unconstrained)
+
+    @property
+    def inflight_budget(self) -> int:
+        return self.inflight_budget_bytes or self.memory_limit_bytes // 2
 
     @property
     def threads_per_worker(self) -> int:

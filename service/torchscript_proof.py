@@ -110,13 +110,13 @@ def _load(data: bytes) -> Any:
     return module.eval()
 
 
-def reference_module(kind: str, tensors: Mapping[str, np.ndarray]) -> Any:
-    """The trusted module of `kind` with these tensors, scripted, saved and loaded back."""
+def reference_module(manifest: Manifest, tensors: Mapping[str, np.ndarray]) -> Any:
+    """The trusted module of the manifest's kind with these tensors, scripted, saved and loaded back."""
     import torch
 
     from export.kinds import export_kind  # the one definition of what export scripts into model.ts
 
-    module = export_kind(kind).reference_module(tensors)
+    module = export_kind(manifest.kind).reference_module(manifest, tensors)
     buffer = io.BytesIO()
     torch.jit.save(torch.jit.script(module), buffer)
     return _load(buffer.getvalue())
@@ -145,7 +145,7 @@ def prove_torchscript(data: bytes, manifest: Manifest, onnx_tensors: Mapping[str
                 ([f"model.onnx has no tensor {missing} (the reference takes every tensor from the proven graph)"] if missing else [])
                 + ([f"model.onnx holds {unused} but no node reads them"] if unused else []))
         try:
-            reference = reference_module(manifest.kind, onnx_tensors)
+            reference = reference_module(manifest, onnx_tensors)
         except (KeyError, ValueError, RuntimeError, IndexError) as exc:
             raise TorchScriptRefused([f"the reference {manifest.kind} cannot be built from model.onnx's tensors: {exc}"]) from exc
         problems = compare_modules(candidate, reference)

@@ -645,3 +645,34 @@ def test_random_honest_classifiers_pass_and_sign_flips_are_refused(tmp_path, spe
     assert proven is None, f"flip of w{layer}[{row}, {column}] was not refused:\n{report.render()}"
     assert report.failed_step.step in ("constraints", "certificate")
     assert re.search(r"\b(w|layer|act)\d", report.reason), report.reason  # names the node or tensor
+
+
+@st.composite
+def monotone_kernels(draw):
+    steps = draw(st.lists(st.floats(0.0, 1.0), min_size=9, max_size=9))
+    kernel = np.cumsum(np.asarray(steps) + 1e-3)  # positive, non-decreasing
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kernel=monotone_kernels(), data=st.data())
+def test_random_positive_monotone_kernels_pass_and_a_broken_order_is_refused(tmp_path, kernel, data):
+    repo = tmp_path / f"r{next(_COUNTER)}"
+    repo.mkdir()
+    repo = fresh_repo(repo, models=("smoother",))
+    good = copy_version(repo, "smoother", 1, 2)
+    edit_onnx(good, lambda m: initializer(m, "kernel").CopyFrom(numpy_helper.from_array(kernel.reshape(1, 1, -1), "kernel")))
+    seal(good)
+    report, proven = prove_version(good)
+    assert report.ok, report.render()
+    np.testing.assert_array_equal(proven.tensors["kernel"].reshape(-1), kernel)  # the fast paths get the proven kernel
+
+    tap = data.draw(st.integers(0, 7), label="tap")
+    broken = kernel.copy()
+    broken[tap], broken[tap + 1] = kernel[tap + 1] + 0.01, kernel[tap]  # tap now exceeds the next one
+    bad = copy_version(repo, "smoother", 1, 3)
+    edit_onnx(bad, lambda m: initializer(m, "kernel").CopyFrom(numpy_helper.from_array(broken.reshape(1, 1, -1), "kernel")))
+    seal(bad)
+    report, proven = prove_version(bad)
+    assert proven is None and report.failed_step.step == "constraints"
+    assert f"model.onnx:kernel[0, 0, {tap + 1}]: monotone_nondecreasing violated" in report.reason

@@ -423,22 +423,29 @@ def test_big_json_and_npy_bodies_give_the_same_smoothing(repo: Path) -> None:
             np.testing.assert_array_equal(np.asarray(as_json.json()["smoothed"], dtype=np.float32), load_npy(as_npy.content))
 
 
-def test_serve_gives_blas_the_same_thread_budget_as_onnx_runtime(repo: Path, monkeypatch) -> None:
-    """threads per worker x workers <= usable CPUs, for numpy's BLAS (the direct method) as for ORT."""
-    import uvicorn
-
+def test_serve_builds_the_worker_environment_without_touching_its_own(repo: Path, monkeypatch) -> None:
+    """threads per worker x workers <= usable CPUs, for numpy's BLAS (the direct method) as for ORT,
+    and the flags, BLAS and malloc variables go to the serving process only: `monoserve serve`
+    called in-process leaves os.environ exactly as it found it (issue 10, item 7)."""
+    import service.cli
     from monoserve.cli import main
-    from service.settings import get_settings
 
-    calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
+    launched = []
+    monkeypatch.setattr(service.cli, "launch", lambda argv, env: launched.append((argv, env)) or 0)
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "MONOSERVE_WORKERS",
-                     "MONOSERVE_REPO", "MONOSERVE_CPU_THREADS"):  # fmt: skip
+                     "MONOSERVE_REPO", "MONOSERVE_CPU_THREADS", "MALLOC_MMAP_THRESHOLD_", "MONOSERVE_PORT"):  # fmt: skip
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("MONOSERVE_CPU_THREADS", "4")
-    try:
-        assert main(["serve", "--repo", str(repo), "--workers", "2", "--device", "cpu"]) == 0
-    finally:
-        get_settings.cache_clear()  # the CLI cached settings built from this test's environment
-    assert calls and calls[0]["workers"] == 2
-    assert os.environ["OPENBLAS_NUM_THREADS"] == os.environ["OMP_NUM_THREADS"] == "2"  # 4 CPUs / 2 workers
+    before = dict(os.environ)
+    assert main(["serve", "--repo", str(repo), "--workers", "2", "--device", "cpu", "--port", "8123"]) == 0
+    assert dict(os.environ) == before  # nothing leaked into the calling process
+    (argv, env), = launched
+    assert argv[1:] == ["-m", "service.server"]
+    assert env["MONOSERVE_WORKERS"] == "2" and env["MONOSERVE_REPO"] == str(repo) and env["MONOSERVE_PORT"] == "8123"
+    assert env["OPENBLAS_NUM_THREADS"] == env["OMP_NUM_THREADS"] == "2"  # 4 CPUs / 2 workers
+    assert env["MALLOC_MMAP_THRESHOLD_"] == "67108864"
+    # an explicit variable of the caller wins over the computed default
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    launched.clear()
+    assert main(["serve", "--repo", str(repo), "--device", "cpu"]) == 0
+    assert launched[0][1]["OMP_NUM_THREADS"] == "1" and "MONOSERVE_PORT" not in launched[0][1]

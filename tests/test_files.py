@@ -130,3 +130,64 @@ def test_verify_reads_its_cap_from_the_environment(repo):
                             capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "over the 1000-byte limit" in result.stdout
+
+
+def test_the_engine_runs_the_bytes_that_were_hashed_not_the_file_rewritten_since(repo, tmp_path, monkeypatch):
+    """TOCTOU: model.onnx is swapped for a negated-kernel graph right after it was hashed; the proof and the
+    engine work on the hashed bytes, so the version serves the original kernel."""
+    import numpy as np
+
+    import service.prover as prover
+    from service_fixtures import edit_initializer, onnx_initializers
+
+    version = copy_version(repo, "smoother", 1, 6)
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "model.onnx").write_bytes((version / "model.onnx").read_bytes())
+    edit_initializer(evil, "kernel", lambda k: -k)
+    real = prover.read_checked
+
+    def read_then_swap(directory, relative, **options):
+        result = real(directory, relative, **options)
+        if relative == "model.onnx":
+            (directory / relative).write_bytes((evil / "model.onnx").read_bytes())
+        return result
+
+    monkeypatch.setattr(prover, "read_checked", read_then_swap)
+    report, proven = prove_version(version)
+    assert report.ok, report.render()
+    kernel = onnx_initializers(repo / "smoother" / "1")["kernel"].reshape(-1)
+    assert (onnx_initializers(version)["kernel"].reshape(-1) == -kernel).all()  # the file on disk was swapped
+    x = np.zeros((1, 1, 3), dtype=np.float32)
+    x[0, 0, 1] = 1.0
+    assert (proven.engine.run(x) >= 0).all()  # an impulse through the hashed (positive) kernel
+    np.testing.assert_allclose(proven.engine.run(x)[0, 0, 1:1 + kernel.size][::-1], kernel, rtol=1e-6)
+
+
+def test_a_running_service_refuses_files_outside_or_over_the_cap_and_keeps_serving(tmp_path):
+    import httpx
+
+    from test_service_e2e import free_port, start_server, stop, wait_ready
+
+    repo = fresh_repo(tmp_path / "served", models=("smoother",))
+    linked = copy_version(repo, "smoother", 1, 2)  # model.onnx is a symlink to a copy outside the repository
+    outside = tmp_path / "outside.onnx"
+    outside.write_bytes((linked / "model.onnx").read_bytes())
+    (linked / "model.onnx").unlink()
+    (linked / "model.onnx").symlink_to(outside)
+    big = copy_version(repo, "smoother", 1, 3)  # lists a sparse 3 GiB file
+    with open(big / "model.pt2", "wb") as handle:
+        handle.truncate(3 * GIB)
+    _list_file(big, "model.pt2", 3 * GIB, "0" * 64)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = start_server(repo, port, env={"MONOSERVE_MAX_ARTIFACT_BYTES": str(64 << 20)})
+    try:
+        wait_ready(process, base)
+        assert httpx.post(f"{base}/smooth", json={"signal": [1.0, 2.0, 3.0]}).json()["version"] == 1
+        versions = {v["version"]: v for v in httpx.get(f"{base}/models/smoother").json()["versions"]}
+        assert versions[2]["state"] == "refused" and "model.onnx: resolves to" in versions[2]["report"]["reason"]
+        assert versions[3]["state"] == "refused"
+        assert "model.pt2: 3221225472 bytes, over the 67108864-byte limit" in versions[3]["report"]["reason"]
+    finally:
+        stop(process)

@@ -58,6 +58,31 @@ def stop(process: subprocess.Popen) -> str:
     return process.stdout.read() if process.stdout else ""
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (uvicorn's supervisor and its worker processes)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        children = Path(f"/proc/{current}/task/{current}/children")
+        if children.exists():
+            queue += [int(child) for child in children.read_text().split()]
+    return found
+
+
+def serving_processes(pid: int) -> list[int]:
+    """The processes that answer requests: the workers when uvicorn supervises several (spawned by
+    multiprocessing; a resource tracker may be there too, and serves nothing), else `pid` itself."""
+    workers = [child for child in process_tree(pid)[1:]
+               if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes() and b"resource_tracker" not in
+               Path(f"/proc/{child}/cmdline").read_bytes()]
+    return workers or [pid]
+
+
+def libtorch_mapped(pid: int) -> bool:
+    return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     return fresh_repo(tmp_path_factory.mktemp("e2e"))
@@ -92,10 +117,11 @@ def test_serve_end_to_end(repo):
         assert bad.status_code == 400 and "malformed JSON" in bad.json()["error"]
         assert "monoserve_requests_total" in httpx.get(f"{base}/metrics").text
 
-        # The ONNX path of the real server never loaded torch: no libtorch is mapped into it.
-        maps = Path(f"/proc/{process.pid}/maps")
-        if maps.exists():
-            assert "libtorch" not in maps.read_text()
+        # The ONNX path of the real server never loaded torch: no libtorch is mapped into the
+        # process that serves (and, with several workers, into none of them; see the negative control below).
+        serving = serving_processes(process.pid)
+        assert serving, "found no process serving"
+        assert not [pid for pid in serving if libtorch_mapped(pid)]
     finally:
         output = stop(process)
     assert process.returncode == 0, output
@@ -144,3 +170,38 @@ def test_make_models_trains_exports_and_the_service_proves_them(tmp_path):
         assert body["labels"] == ["spam"] and 0.0 <= body["scores"][0] <= 1.0
         nile = client.post("/smooth", json={"signal": [1120.0, 1160.0, 963.0, 1210.0, 1160.0], "mode": "causal"}).json()
         assert len(nile["smoothed"]) == 5
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc")
+def test_the_libtorch_check_inspects_the_workers_and_can_fail(repo):
+    """Negative control for the check above: with the TorchScript engine and two workers, libtorch is
+    mapped into the worker processes, which the check finds, while uvicorn's supervisor has none."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = start_server(repo, port, "--engine", "torchscript", "--workers", "2", "--device", "cpu")
+    try:
+        wait_ready(process, base)
+        workers = serving_processes(process.pid)
+        assert len(workers) >= 2 and process.pid not in workers
+        assert all(libtorch_mapped(pid) for pid in workers)
+        assert not libtorch_mapped(process.pid)  # the supervisor: inspecting it could never fail
+    finally:
+        stop(process)
+
+
+def test_host_port_and_repo_come_from_the_environment_and_flags_override(repo):
+    env_port, flag_port = free_port(), free_port()
+    command = [sys.executable, "-m", "monoserve.cli", "serve", "--port", str(flag_port)]
+    env = {**os.environ, "MONOSERVE_HOST": "127.0.0.1", "MONOSERVE_PORT": str(env_port), "MONOSERVE_REPO": str(repo),
+           "MONOSERVE_DEFAULT_CLASSIFIER": "classifier"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        wait_ready(process, f"http://127.0.0.1:{flag_port}")  # the flag won over MONOSERVE_PORT
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{env_port}/readyz", timeout=2)
+        assert httpx.get(f"http://127.0.0.1:{flag_port}/models", timeout=5).json()  # the repository from MONOSERVE_REPO
+    finally:
+        stop(process)
+    bad = subprocess.run([sys.executable, "-m", "monoserve.cli", "serve"], capture_output=True, text=True, timeout=60,
+                         env={**env, "MONOSERVE_PORT": "70000"})
+    assert bad.returncode == 2 and "MONOSERVE_" in bad.stderr and "port" in bad.stderr

@@ -115,3 +115,27 @@ def test_verify_cli_refuses_a_negated_model_ts(repo):
     assert result.returncode == 1, result.stdout + result.stderr
     assert "FAILED" in result.stdout and "PASSED" not in result.stdout
     assert "kernel" in result.stdout
+
+
+def test_a_running_torchscript_service_refuses_the_hostile_model_ts_and_serves_the_good_version(tmp_path):
+    """`monoserve serve --engine torchscript`: version 2's model.ts negates and reverses the kernel; the
+    service serves version 1, and GET /models/smoother says why version 2 was refused."""
+    import httpx
+
+    from test_service_e2e import free_port, start_server, stop, wait_ready
+
+    repo = fresh_repo(tmp_path, models=("smoother",))
+    _tampered(repo, "smoother", 2, FullCorrelation(-_kernel(repo).flip(0)))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = start_server(repo, port, "--engine", "torchscript")
+    try:
+        wait_ready(process, base)
+        answer = httpx.post(f"{base}/smooth", json={"signal": [1.0, 2.0, 3.0]}).json()
+        assert answer["version"] == 1
+        detail = httpx.get(f"{base}/models/smoother").json()
+        assert detail["serving_version"] == 1
+        refused_version = next(v for v in detail["versions"] if v["version"] == 2)
+        assert refused_version["state"] == "refused" and "kernel" in refused_version["report"]["reason"]
+    finally:
+        stop(process)

@@ -8,7 +8,6 @@ plain `def` dependency in the thread pool (four such hops once cost ~1 ms of CPU
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -16,8 +15,9 @@ import anyio
 from fastapi import Depends, Request
 
 from service.batching import DynamicBatcher
-from service.errors import BadRequestError, ModelUnavailableError, PayloadTooLargeError, UnauthorizedError
+from service.errors import ModelUnavailableError
 from service.metrics import Metrics
+from service.pipeline import MemoryBudget, check_authorization
 from service.registry import ModelRegistry
 from service.settings import Settings
 
@@ -31,25 +31,16 @@ class Service:
     registry: ModelRegistry | None = None  # None until the models are proved and loaded
     limiter: anyio.CapacityLimiter | None = None  # bounds concurrent inference threads
     batchers: dict[int, DynamicBatcher] = field(default_factory=dict)  # by id() of the ProvenVersion
+    budget: MemoryBudget = field(init=False)  # bytes held by requests in flight (service.pipeline)
+
+    def __post_init__(self) -> None:
+        self.budget = MemoryBudget(self.settings.inflight_budget)
 
 
 def check_token(request: Request, settings: Settings) -> None:
     """When MONOSERVE_API_TOKEN is set, requests must send `Authorization: Bearer <token>`."""
     if settings.api_token is not None:
         check_authorization(settings, request.headers.get("authorization"))
-
-
-def check_authorization(settings: Settings, authorization: str | None) -> None:
-    """The token check on the Authorization header's value (service.fastpath has no Request)."""
-    token = settings.api_token
-    if token is None:
-        return
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not given:
-        raise UnauthorizedError("missing API token: send 'Authorization: Bearer <token>'",
-                                headers={"WWW-Authenticate": "Bearer"})
-    if not hmac.compare_digest(given.strip().encode(), token.get_secret_value().encode()):
-        raise UnauthorizedError("wrong API token", headers={"WWW-Authenticate": "Bearer"})
 
 
 async def get_service(request: Request) -> Service:
@@ -67,23 +58,3 @@ async def get_metrics(request: Request) -> Metrics:
 
 ServiceDep = Annotated[Service, Depends(get_service)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) more than `limit` bytes before reading them where possible."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise BadRequestError(f"invalid Content-Length {declared!r}") from None
-        if size > limit:
-            raise PayloadTooLargeError(f"request body of {size} bytes exceeds the limit of {limit} bytes", limit=limit)
-        return await request.body()
-    chunks, size = [], 0
-    async for chunk in request.stream():  # chunked transfer: count as it arrives
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"request body exceeds the limit of {limit} bytes", limit=limit)
-        chunks.append(chunk)
-    return b"".join(chunks)

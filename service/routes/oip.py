@@ -1,11 +1,10 @@
 """The Open Inference Protocol v2 REST routes (KServe / Triton), beside /smooth and /classify.
 
 Health and server metadata are open (probes); model metadata, readiness and infer follow the API
-token like /models and /smooth. Errors answer {"error": message, ...} (KServe's shape) through the
-app's one error mapping. The protocol itself (bodies to arrays and back) is service.oip;
-`infer_endpoint` is the one function that resolves the model, applies the limits and runs
-inference, with today's service.inference functions (service.routes.predict.answer: inline or
-worker thread, stage timings, request metrics).
+token like /models and /smooth. Errors answer {"error": message, ...} (KServe's shape). Infer goes
+through the one endpoint pipeline (service.pipeline.handle) with the OIP adapter (service.oip):
+the same body reader, limits, in-flight budget, inference (with batching), metrics and error
+mapping as /smooth and /classify.
 """
 
 from __future__ import annotations
@@ -14,12 +13,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from service import __version__, codec, oip
-from service.errors import ModelUnavailableError, NotFoundError
-from service.prover import ProvenVersion
-from service.registry import ModelRegistry
-from service.routes.deps import Service, ServiceDep, read_body
-from service.routes.predict import answer
+from service import __version__, codec, oip, pipeline
+from service.errors import NotFoundError
+from service.routes.deps import Service, ServiceDep
 
 router = APIRouter(tags=["open inference protocol v2"])
 
@@ -30,23 +26,6 @@ ERRORS = {400: {"description": "bad request, or (ready) the model is not ready"}
 
 def _json(body: dict[str, Any], status: int = 200) -> Response:
     return Response(codec.dumps(body), status_code=status, media_type=codec.JSON_MEDIA_TYPE)
-
-
-def _version_number(name: str, version: str | None) -> int | None:
-    if version is None:
-        return None
-    if not (version.isascii() and version.isdigit()) or int(version) < 1:
-        raise NotFoundError(f"model {name!r} has no version {version!r}: versions are positive integers"[:300],
-                            model=name)
-    return int(version)
-
-
-def _served(registry: ModelRegistry, name: str, version: str | None) -> ProvenVersion:
-    """The version a request names (the newest valid one when none): 404 unknown, 503 not valid."""
-    entry = registry.model(name)
-    if entry.kind is None:
-        raise ModelUnavailableError(entry.reason or f"model {name!r} is unavailable", model=name)
-    return registry.resolve(entry.kind, name, _version_number(name, version))
 
 
 # -- server -------------------------------------------------------------------------------------
@@ -75,15 +54,15 @@ async def server_ready(request: Request) -> Response:
 
 # -- models -------------------------------------------------------------------------------------
 async def _metadata(service: Service, name: str, version: str | None) -> Response:
+    served = oip.resolve(service, name, version)
     registry = service.registry
-    served = _served(registry, name, version)
     return _json(oip.model_metadata(served, list(registry.model(name).served), registry.engine))
 
 
 async def _ready(service: Service, name: str, version: str | None) -> Response:
     registry = service.registry
     entry = registry.model(name)  # 404 for an unknown model
-    number = _version_number(name, version)
+    number = oip.version_number(name, version)
     ready = bool(entry.served) if number is None else number in entry.served
     if ready:
         return _json({"name": name, "ready": True})
@@ -118,39 +97,15 @@ async def model_version_ready(name: str, version: str, service: ServiceDep) -> R
 
 
 # -- infer --------------------------------------------------------------------------------------
-async def infer_endpoint(request: Request, service: Service, name: str, version: str | None) -> Response:
-    """The one function that resolves the model, applies the limits and runs inference for OIP.
-
-    Today it goes through service.routes.predict.answer with /smooth's and /classify's own decode
-    (the OIP tensor is handed over as a .npy body: same limits, validation and errors), infer and
-    encode-to-OIP; when the endpoint pipeline lands, this is where OIP plugs into it.
-    """
-    registry, settings = service.registry, service.settings
-    entry = registry.model(name)
-    request.state.model = name  # the error handlers label their metrics with it
-    if entry.kind is None:
-        raise ModelUnavailableError(entry.reason or f"model {name!r} is unavailable", model=name)
-    kind, number = entry.kind, _version_number(name, version)
-    io = oip.MODEL_IO[kind]
-    body = await read_body(request, settings.max_body_bytes)
-    header_length = request.headers.get(oip.HEADER_LENGTH)
+async def infer_endpoint(request: Request, name: str, version: str | None) -> Response:
+    """OIP infer over the one endpoint pipeline, with the OIP protocol adapter."""
+    service: Service = request.app.state.service
     route = getattr(request.scope.get("route"), "path", "/v2/models/{name}/infer")
-
-    def decode(data: bytes) -> oip.OipCall:
-        oip_request = oip.decode_infer(data, header_length)
-        served = registry.resolve(kind, name, number)
-        tensor = io.check(oip_request, served)
-        query = {"model": name, "version": served.manifest.version, **io.query(oip_request)}
-        return oip.OipCall(oip_request, io.decode(registry, tensor.array, query, settings.max_signal_length))
-
-    def encode(call: oip.OipCall, output: Any, _npy: bool):
-        outputs, parameters = io.outputs(call.call, output)
-        manifest = call.served.manifest
-        return oip.encode_infer(manifest.name, manifest.version, call.request, outputs, parameters)
-
-    encoded = await answer(service, route, body, None, lambda _name: None, decode,
-                           lambda call: io.work(call.call), lambda call: io.infer(call.call, settings.smooth_method), encode)
-    return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
+    adapter = oip.OipAdapter(service, name, version, route)
+    reply = await pipeline.handle(service, adapter, request.receive, request.headers, request.scope.get("query_string", b""))
+    if reply is None:  # the client went away: nobody reads this
+        return Response(status_code=400)
+    return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=reply.headers)
 
 
 INFER_DOCS = {
@@ -179,12 +134,12 @@ INFER_DOCS = {
 
 
 @router.post("/v2/models/{name}/infer", responses=ERRORS, openapi_extra=INFER_DOCS)
-async def model_infer(name: str, request: Request, service: ServiceDep) -> Response:
+async def model_infer(name: str, request: Request) -> Response:
     """Infer: a smoother answers what /smooth answers (parameters.mode, default the model's), a
-    classifier its scores [N, labels] (with labels and threshold in the response's parameters)."""
-    return await infer_endpoint(request, service, name, None)
+    classifier its scores [N, labels] (with labels, threshold and decisions in the response's parameters)."""
+    return await infer_endpoint(request, name, None)
 
 
 @router.post("/v2/models/{name}/versions/{version}/infer", responses=ERRORS, openapi_extra=INFER_DOCS)
-async def model_version_infer(name: str, version: str, request: Request, service: ServiceDep) -> Response:
-    return await infer_endpoint(request, service, name, version)
+async def model_version_infer(name: str, version: str, request: Request) -> Response:
+    return await infer_endpoint(request, name, version)

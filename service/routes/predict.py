@@ -1,25 +1,18 @@
-"""POST /smooth and POST /classify.
-
-The body is read raw (no pydantic model over big lists), decoded once into numpy, and answered
-with orjson or .npy bytes. Small requests run inline on the event loop, where a thread hop would
-cost more than the work; anything bigger is decoded, inferred and encoded in a worker thread
-(ONNX Runtime releases the GIL while it computes), so the event loop is never blocked for long.
+"""POST /smooth and POST /classify as FastAPI routes: their OpenAPI documentation, and the
+answers when the hot path is off. Both call the one endpoint pipeline (service.pipeline with the
+adapters of service.native), as service.fastpath does: the body is read raw (no pydantic model
+over big lists), decoded once into numpy, and answered with orjson or .npy bytes. The pydantic
+models below document the bodies; they do not parse them.
 """
 
 from __future__ import annotations
 
-import time
-from functools import partial
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
-from anyio import to_thread
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from service import codec, inference
-from service.batching import DynamicBatcher, QueueFullError
-from service.errors import OverloadedError
-from service.routes.deps import Service, ServiceDep, read_body
+from service import codec, native, pipeline
 
 router = APIRouter(tags=["inference"])
 
@@ -52,8 +45,16 @@ class ClassifyResponse(BaseModel):
     model: str
     version: int
     scores: list[float] | list[list[float]] = Field(description="probabilities; one list per instance with several labels")
-    labels: list[str]
-    threshold: float
+    labels: list[str] = Field(description="the model's labels, in the order of each instance's scores")
+    threshold: float = Field(description="a label is decided for an instance when its score >= threshold")
+    decisions: list[list[str]] = Field(description="per instance, the labels whose score reaches the threshold ([] for none)")
+
+
+class ErrorResponse(BaseModel):
+    """Every error: a message, and fields such as `field`, `index`, `limit` naming what was wrong."""
+
+    model_config = ConfigDict(extra="allow")
+    error: str
 
 
 def _docs(schema: type[BaseModel], npy_note: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
@@ -76,138 +77,33 @@ MODEL_PARAMETERS = [
 MODE_PARAMETER = _query_parameter("mode", {"type": "string", "enum": ["same", "causal", "valid"]}, "edge mode")
 
 
-ERRORS = {400: {"description": "bad input"}, 401: {"description": "missing or wrong token"},
-          404: {"description": "unknown model or version"}, 413: {"description": "body or signal too large"},
-          415: {"description": "unsupported content type"}, 503: {"description": "no valid model version"}}
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse, "description": text} for status, text in {
+    400: "bad input (malformed body, wrong shape, non-numbers, unknown field or query parameter)",
+    401: "missing or wrong token", 404: "unknown model or version", 408: "the body did not arrive in time",
+    413: "body, values, rows or signal over a limit", 415: "unsupported content type or content encoding",
+    503: "no valid model version, or busy (Retry-After)"}.items()}
 
 
-async def answer(service: Service, route: str, body: bytes, accept: str | None, on_model: Callable[[str], None],
-                 decode: Callable[[bytes], Any], work: Callable[[Any], int], infer: Callable[[Any], Any],
-                 encode: Callable[[Any, Any, bool], inference.Encoded]) -> inference.Encoded:
-    """decode -> infer -> encode, each timed into the metrics: the one implementation of both routes,
-    shared by the FastAPI routes below and service.fastpath (which answers them ahead of FastAPI).
-
-    Big bodies are decoded, inferred and encoded in a worker thread. Small ones are decoded inline;
-    their inference goes to the dynamic batcher (/classify requests smaller than a batch, when
-    enabled), or runs inline when it is predicted to be short, or in a worker thread.
-    """
-    settings, metrics = service.settings, service.metrics
-    npy_out = codec.wants_npy(accept)
-
-    def decode_timed():
-        start = time.perf_counter()
-        call = decode(body)
-        on_model(call.served.manifest.name)
-        metrics.observe_stage(route, "decode", time.perf_counter() - start)
-        return call
-
-    def infer_timed(call):
-        start = time.perf_counter()
-        output = infer(call)
-        metrics.observe_stage(route, "inference", time.perf_counter() - start)
-        return output
-
-    def encode_timed(call, output):
-        start = time.perf_counter()
-        encoded = encode(call, output, npy_out)
-        metrics.observe_stage(route, "encode", time.perf_counter() - start)
-        return encoded
-
-    def everything():
-        call = decode_timed()
-        return call, encode_timed(call, infer_timed(call))
-
-    limiter = service.limiter
-    if len(body) > settings.inline_max_body_bytes:
-        call, encoded = await to_thread.run_sync(everything, limiter=limiter)
-    else:
-        call = decode_timed()
-        # Only requests smaller than a batch are batched: a full-size request gains nothing from
-        # the queue, and 64 of them would fill it.
-        small = route == "/classify" and call.features.shape[0] < service.settings.max_batch_size
-        batcher = batcher_for(service, call) if small else None
-        if batcher is not None:
-            start = time.perf_counter()
-            try:
-                output = await batcher.submit(call.features)  # the queue wait + the shared engine call
-            except QueueFullError as exc:
-                raise OverloadedError(str(exc), headers={"Retry-After": exc.retry_after_header},
-                                      queued_rows=exc.queued_rows, limit=exc.limit) from None
-            metrics.observe_stage(route, "inference", time.perf_counter() - start)
-        elif call.served.predicted_seconds(work(call)) * 1e6 <= settings.inline_max_inference_us:
-            output = infer_timed(call)
-        else:
-            output = await to_thread.run_sync(infer_timed, call, limiter=limiter)
-        encoded = encode_timed(call, output)
-    metrics.count_request(route, call.served.manifest.name, 200)
-    return encoded
-
-
-def batcher_for(service: Service, call: inference.ClassifyCall) -> DynamicBatcher | None:
-    """The dynamic batcher of the classifier version serving `call`; None when batching is off."""
-    settings = service.settings
-    if not settings.batching:
-        return None
-    batcher = service.batchers.get(id(call.served))
-    if batcher is None:
-        limiter = service.limiter
-        served = call.served
-
-        async def offload(run, batch):
-            return await to_thread.run_sync(run, batch, limiter=limiter)
-
-        # Batches predicted to run within inline_max_inference_us run inline, bigger ones in a thread.
-        fixed, per_element = served.predicted_seconds(0), served.predicted_seconds(1) - served.predicted_seconds(0)
-        budget = settings.inline_max_inference_us * 1e-6 - fixed
-        features = max(1, int(call.features.shape[1]))
-        inline_rows = int(budget / (per_element * features)) if per_element > 0 else settings.max_batch_size
-        batcher = service.batchers[id(served)] = DynamicBatcher(
-            served.engine.run, max_batch_size=settings.max_batch_size, max_queue_delay_us=settings.max_queue_delay_us,
-            max_queue_size=settings.max_queue_size, inline_max_rows=max(1, inline_rows), offload=offload,
-            on_batch=service.metrics.batch_rows.labels(served.manifest.name).observe)
-    return batcher
-
-
-async def _answer(request: Request, route: str, service: Service, decode: Callable[[bytes], Any],
-                  work: Callable[[Any], int], infer: Callable[[Any], Any], encode: Callable[[Any, Any, bool], inference.Encoded]) -> Response:
-    body = await read_body(request, service.settings.max_body_bytes)
-
-    def on_model(name: str) -> None:
-        request.state.model = name  # the error handlers label their metrics with it
-
-    encoded = await answer(service, route, body, request.headers.get("accept"), on_model, decode, work, infer, encode)
-    return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
-
-
-def _query(request: Request) -> dict[str, Any]:
-    query = request.scope.get("query_string")
-    return dict(request.query_params) if query else {}
+async def _answer(request: Request, adapter: pipeline.ProtocolAdapter) -> Response:
+    """The FastAPI side of the one endpoint pipeline (service.pipeline): same reader, limits, errors."""
+    service = request.app.state.service
+    reply = await pipeline.handle(service, adapter, request.receive, request.headers, request.scope.get("query_string", b""))
+    if reply is None:  # the client went away: nobody reads this
+        return Response(status_code=400)
+    return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=reply.headers)
 
 
 @router.post("/smooth", response_model=SmoothResponse, responses=ERRORS,
              openapi_extra=_docs(SmoothRequest, ".npy of float32/float64, 1-3 dims; model/version/mode as query parameters",
                                  [*MODEL_PARAMETERS, MODE_PARAMETER]))
-async def smooth(request: Request, service: ServiceDep) -> Response:
+async def smooth(request: Request) -> Response:
     """Smooth a signal: [L], [C, L] or [B, C, L] -> the same nesting, per edge mode."""
-    query = _query(request)
-    content_type = request.headers.get("content-type")
-    registry, max_length = service.registry, service.settings.max_signal_length
-    return await _answer(
-        request, "/smooth", service,
-        lambda body: inference.decode_smooth(registry, body, content_type, query, max_length),
-        inference.smooth_work, partial(inference.infer_smooth, method=service.settings.smooth_method),
-        inference.encode_smooth)
+    return await _answer(request, native.SMOOTH)
 
 
 @router.post("/classify", response_model=ClassifyResponse, responses=ERRORS,
              openapi_extra=_docs(ClassifyRequest, ".npy of float32/float64 [N, n_features]; model/version as query parameters",
                                  MODEL_PARAMETERS))
-async def classify(request: Request, service: ServiceDep) -> Response:
-    """Score instances: probabilities per label, with the labels and the decision threshold."""
-    query = _query(request)
-    content_type = request.headers.get("content-type")
-    registry = service.registry
-    return await _answer(
-        request, "/classify", service,
-        lambda body: inference.decode_classify(registry, body, content_type, query),
-        inference.classify_work, inference.infer_classify, inference.encode_classify)
+async def classify(request: Request) -> Response:
+    """Score instances: probabilities per label, the labels that pass the threshold per instance, the threshold."""
+    return await _answer(request, native.CLASSIFY)

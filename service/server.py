@@ -1,0 +1,36 @@
+"""The serving process: `python -m service.server` runs uvicorn with every setting from the
+environment (`MONOSERVE_*`, service.settings). `monoserve serve` builds that environment
+explicitly and execs this module, so the process that called it never has its own os.environ
+changed, and the malloc and BLAS variables are in place before the interpreter starts."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+
+def main() -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from service.http import protocol_class
+    from service.settings import get_settings
+
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        print(f"monoserve: error: invalid MONOSERVE_* setting: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        "service.app:create_app", factory=True, host=settings.host, port=settings.port, workers=settings.workers,
+        log_level=settings.log_level.lower(), access_log=settings.access_log, proxy_headers=False,
+        server_header=False, date_header=False, http=protocol_class(settings.http),
+        timeout_keep_alive=settings.keep_alive_timeout_s, timeout_graceful_shutdown=settings.graceful_shutdown_s,
+    )  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
