@@ -70,6 +70,7 @@ RUN --mount=type=bind,source=${WHEELHOUSE},target=/wheelhouse \
 # The project as a wheel; the runtime installs the same wheel (no source tree at run time).
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY contract ./contract
 COPY models ./models
 COPY export ./export
 COPY service ./service

@@ -2,8 +2,9 @@
 
 Only argparse and the stdlib at import time: `monoserve serve` builds this parser without torch.
 Exit codes: 0 published; 1 refused (constraint violations, parity mismatches, an artifact that
-could not be written); 2 bad input (missing or unreadable checkpoint, unknown kind or checkpoint
-format, unknown export format, bad name/opset/tolerance, unwritable repository).
+could not be written, a name that holds another model kind without --replace-kind); 2 bad input
+(missing or unreadable checkpoint, unknown kind or checkpoint format, unknown export format, bad
+name/opset/tolerance, unwritable repository).
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
         help="prove with a policy that allows an unconstrained (scope 'none') classifier, to publish it as a "
              "baseline; a service with the default policy still refuses it",
     )
+    parser.add_argument(
+        "--replace-kind", action="store_true",
+        help="publish even when NAME holds versions of another model kind (refused otherwise, exit 1)")
 
 
 def register(subparsers) -> None:
@@ -101,7 +105,7 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    from export.errors import ExportError, ParityError, ProofRefusedError
+    from export.errors import ExportError, KindConflictError, ParityError, ProofRefusedError
     from models.checkpoint import CheckpointError  # imports torch
 
     from export.core import ConstraintRefusedError, export_checkpoint
@@ -118,6 +122,7 @@ def run_export(args: argparse.Namespace) -> int:
                 atol=DEFAULT_ATOL if args.atol is None else args.atol,
                 rtol=DEFAULT_RTOL if args.rtol is None else args.rtol,
                 allow_unconstrained=args.allow_unconstrained,
+                replace_kind=args.replace_kind,
             )
     except (CheckpointError, ExportInputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -136,6 +141,9 @@ def run_export(args: argparse.Namespace) -> int:
         )
         for mismatch in exc.mismatches:
             print(f"  {mismatch}", file=sys.stderr)
+        return EXIT_REFUSED
+    except KindConflictError as exc:
+        print(f"refused, nothing published: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except ProofRefusedError as exc:
         print(f"refused: {exc}", file=sys.stderr)

@@ -189,12 +189,14 @@ def export_checkpoint(
     *,
     seed: int = 0,
     allow_unconstrained: bool = False,
+    replace_kind: bool = False,
 ) -> ExportResult:
     """Export `checkpoint` as the next version of REPO/NAME (NAME defaults to the model kind).
 
     Raises CheckpointError / ExportInputError for bad input, ConstraintRefusedError when the folded
     weights break their rules (nothing written), ParityError when an artifact disagrees with eager
-    torch and ArtifactError when an artifact cannot be written (nothing published in every case).
+    torch, ArtifactError when an artifact cannot be written, KindConflictError when NAME holds
+    versions of another kind and `replace_kind` is False (nothing published in every case).
     ProofRefusedError when the service's proof refuses the staged version (nothing published).
     Tolerance: |artifact - eager| <= atol + rtol * |eager|, element-wise. `allow_unconstrained`
     proves with Policy(allow_unconstrained=True), so a scope-"none" baseline classifier can be
@@ -214,6 +216,7 @@ def export_checkpoint(
     kind: str = payload["kind"]
     adapter = export_kind(kind)
     name = validate_name(name or kind)
+    publish.check_kind(repo / name, kind, replace_kind)  # before any work; again just before publishing
     reference = build_model(kind, payload["config"])
     reference.load_state_dict(payload["state_dict"])
     reference.eval()
@@ -302,6 +305,7 @@ def export_checkpoint(
         manifests: dict[int, Manifest] = {}
 
         def finalize(version: int) -> None:
+            publish.check_kind(repo / name, kind, replace_kind)  # a concurrent export may have published
             manifest = Manifest(version=version, **base)
             (staging / card.CARD_MD).write_text(card.render_card(manifest, adapter.card_caption), encoding="utf-8")
             (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")

@@ -14,6 +14,10 @@ class ExportInputError(ExportError, ValueError):
     """Bad arguments: unknown format, bad name/opset/tolerance, unwritable repository (CLI exit 2)."""
 
 
+class KindConflictError(ExportError):
+    """The name holds versions of another model kind (CLI exit 1); `--replace-kind` overrides."""
+
+
 class ProofRefusedError(ExportError):
     """The staged version fails the service's own load-time proof: publishing it would only be refused."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import shutil
@@ -18,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
-from export.errors import ExportInputError
+from export.errors import ExportInputError, KindConflictError
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,34 @@ def existing_versions(model_dir: Path) -> list[int]:
         if entry.name.isdigit() and entry.is_dir():
             versions.append(int(entry.name))
     return sorted(versions)
+
+
+def published_kinds(model_dir: Path) -> dict[int, str]:
+    """The kind each published version's manifest.json declares (versions without a readable one are skipped)."""
+    kinds = {}
+    for version in existing_versions(model_dir):
+        try:
+            kind = json.loads((model_dir / str(version) / "manifest.json").read_text(encoding="utf-8")).get("kind")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(kind, str):
+            kinds[version] = kind
+    return kinds
+
+
+def check_kind(model_dir: Path, kind: str, replace_kind: bool = False) -> None:
+    """Refuse to publish a `kind` under a name whose versions are of another kind: the new version
+    would become the name's default and every client of the old kind would lose it."""
+    others = {v: k for v, k in published_kinds(model_dir).items() if k != kind}
+    if not others:
+        return
+    listed = ", ".join(f"version {v} is a {k}" for v, k in sorted(others.items()))
+    if replace_kind:
+        logger.warning("publishing a %s under %r, which holds another kind (%s): --replace-kind", kind, model_dir.name, listed)
+        return
+    raise KindConflictError(
+        f"model name {model_dir.name!r} already holds another kind ({listed}); refusing to publish a {kind} "
+        f"under it: choose another --name, or pass --replace-kind to make it a {kind} from now on")
 
 
 def next_version(model_dir: Path) -> int:

@@ -1,7 +1,8 @@
 """The FastAPI app factory: `create_app(settings=None)`.
 
 Models are proved and loaded in the lifespan (service.registry), kept on app.state and injected
-into routes; domain exceptions answer {"error": message, ...} with their status.
+into routes; the lifespan also runs the repository poller (service.lifecycle); domain exceptions
+answer {"error": message, ...} with their status.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 import anyio
-from anyio import to_thread
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -20,7 +20,8 @@ from contract.manifest import KINDS
 from service import codec, fastpath
 from service.engines import resolve_device
 from service.errors import ServiceError
-from service.metrics import UNKNOWN_MODEL, Metrics
+from service.lifecycle import Lifecycle
+from service.metrics import UNKNOWN_MODEL, Metrics, mark_worker_dead
 from service.registry import ModelRegistry
 from service.routes.deps import Service
 from service.settings import Settings, get_settings
@@ -82,20 +83,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     registry = ModelRegistry(settings.repo, engine=settings.engine, device=device, threads=threads,
                              defaults={kind: settings.default_model(kind) for kind in KINDS}, on_version=refused,
                              policy=settings.policy)
-    await to_thread.run_sync(registry.load)
-    for name, entry in registry.models.items():
-        metrics.models_loaded.labels(name).set(len(entry.served))
+    lifecycle = Lifecycle(registry, metrics, service.batchers, settings.poll_interval_s)
+    await lifecycle.refresh()
     service.limiter = anyio.CapacityLimiter(max(1, threads))
     service.registry = registry
+    app.state.lifecycle = lifecycle
     if registry.ready:
         log.info("ready: %s", ", ".join(f"{n} v{e.latest.manifest.version}" for n, e in registry.models.items()))
     else:
         log.error("not ready: %s", "; ".join(registry.not_ready_reasons()))
+    lifecycle.start()  # after the first load: a new version is proved and swapped in while serving
     try:
         yield
     finally:
+        await lifecycle.stop()
         service.registry = None
+        app.state.lifecycle = None
         registry.close()
+        mark_worker_dead()
 
 
 class MonoserveApp(FastAPI):
@@ -113,7 +118,7 @@ class MonoserveApp(FastAPI):
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     from service import __version__
-    from service.routes import health, metrics, models, oip, predict
+    from service.routes import health, metrics, models, oip, predict, repository
     from service.routes.docs import mount_docs
 
     settings = settings or get_settings()
@@ -129,9 +134,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.service = Service(settings=settings, metrics=Metrics())
+    app.state.lifecycle = None  # set by the lifespan once the repository is loaded
     register_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(models.router)
+    app.include_router(repository.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(oip.router)  # Open Inference Protocol v2

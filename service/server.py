@@ -16,6 +16,7 @@ def main() -> int:
     from pydantic import ValidationError
 
     from service.http import protocol_class
+    from service.metrics import multiprocess_mode
     from service.settings import get_settings
 
     try:
@@ -23,12 +24,13 @@ def main() -> int:
     except ValidationError as exc:
         print(f"monoserve: error: invalid MONOSERVE_* setting: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
-        "service.app:create_app", factory=True, host=settings.host, port=settings.port, workers=settings.workers,
-        log_level=settings.log_level.lower(), access_log=settings.access_log, proxy_headers=False,
-        server_header=False, date_header=False, http=protocol_class(settings.http),
-        timeout_keep_alive=settings.keep_alive_timeout_s, timeout_graceful_shutdown=settings.graceful_shutdown_s,
-    )  # fmt: skip
+    with multiprocess_mode(settings.workers):  # /metrics counts across the worker processes
+        uvicorn.run(
+            "service.app:create_app", factory=True, host=settings.host, port=settings.port, workers=settings.workers,
+            log_level=settings.log_level.lower(), access_log=settings.access_log, proxy_headers=False,
+            server_header=False, date_header=False, http=protocol_class(settings.http),
+            timeout_keep_alive=settings.keep_alive_timeout_s, timeout_graceful_shutdown=settings.graceful_shutdown_s,
+        )  # fmt: skip
     return 0
 
 

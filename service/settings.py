@@ -130,6 +130,11 @@ class Settings(BaseSettings):
     http: Literal["auto", "httptools", "h11"] = "auto"
     access_log: bool = False
     api_token: SecretStr | None = None
+    # The model control API (POST /v2/repository/...) needs this token when set, else api_token when set.
+    admin_token: SecretStr | None = None
+    # Seconds between polls of the repository for new, changed and removed versions (0: never;
+    # the control API still loads and unloads). service.lifecycle.
+    poll_interval_s: float = Field(5.0, ge=0)
     log_level: str = "INFO"
     default_smoother: str | None = None
     default_classifier: str | None = None

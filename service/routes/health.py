@@ -18,8 +18,13 @@ async def healthz() -> Response:
 async def readyz(request: Request) -> Response:
     registry = request.app.state.service.registry
     if registry is not None and registry.ready:
-        serving = {name: entry.latest.manifest.version for name, entry in registry.models.items()}
-        return Response(codec.dumps({"status": "ready", "models": serving}), media_type=codec.JSON_MEDIA_TYPE)
+        models = registry.models
+        serving = {name: entry.latest.manifest.version for name, entry in models.items() if entry.latest}
+        body: dict = {"status": "ready", "models": serving}
+        unavailable = {name: entry.reason for name, entry in models.items() if not entry.latest}
+        if unavailable:  # new names that never served (service.registry: readiness)
+            body["unavailable"] = unavailable
+        return Response(codec.dumps(body), media_type=codec.JSON_MEDIA_TYPE)
     reasons = ["models are still loading"] if registry is None else registry.not_ready_reasons()
     return Response(codec.dumps({"error": "not ready: " + "; ".join(reasons), "reasons": reasons}),
                     status_code=503, media_type=codec.JSON_MEDIA_TYPE)

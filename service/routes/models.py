@@ -1,11 +1,13 @@
-"""GET /models and GET /models/{name}: versions, state, proof reports, checksums, io spec."""
+"""GET /models and GET /models/{name}: versions, state, proof reports, checksums, io spec, and when
+the repository was last refreshed (versions refused on a reload are listed with their report)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
 from service import codec
-from service.routes.deps import ServiceDep
+from service.registry import iso_time
+from service.routes.deps import Service, ServiceDep
 
 router = APIRouter(tags=["models"])
 
@@ -17,9 +19,19 @@ async def list_models(service: ServiceDep) -> Response:
             "models": [entry.summary() for entry in registry.models.values()]}
     if registry.problem:
         body["problem"] = registry.problem
+    if registry.unloaded:
+        body["unloaded"] = sorted(registry.unloaded)
+    body["lifecycle"] = _lifecycle(service)
     return Response(codec.dumps(body), media_type=codec.JSON_MEDIA_TYPE)
 
 
 @router.get("/models/{name}", responses={404: {"description": "unknown model"}, 401: {"description": "missing or wrong token"}})
 async def model_detail(name: str, service: ServiceDep) -> Response:
-    return Response(codec.dumps(service.registry.model(name).detail()), media_type=codec.JSON_MEDIA_TYPE)
+    body = {**service.registry.model(name).detail(), "lifecycle": _lifecycle(service)}
+    return Response(codec.dumps(body), media_type=codec.JSON_MEDIA_TYPE)
+
+
+def _lifecycle(service: Service) -> dict:
+    """When the repository was last looked at, and how often it is (service.lifecycle)."""
+    registry = service.registry
+    return {"poll_interval_s": service.settings.poll_interval_s, "refreshed_at": iso_time(registry.refreshed_at)}

@@ -1,0 +1,110 @@
+"""The model control API, in Triton's shape (KServe/Triton "model repository extension"):
+
+POST /v2/repository/index                      -> [{"name", "version", "state", "reason"}, ...]
+POST /v2/repository/models/{name}/load         -> prove the model's versions now and serve the newest
+POST /v2/repository/models/{name}/unload       -> stop serving it (the poller leaves it alone)
+
+Behind MONOSERVE_ADMIN_TOKEN when set, else MONOSERVE_API_TOKEN when set (the same Bearer check).
+A load that leaves the newest version refused answers 400 naming the reason, while the version
+that served before keeps serving; 404 for a name with no directory in the repository.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+
+from service import codec
+from service.errors import BadRequestError, ModelUnavailableError
+from service.lifecycle import Lifecycle
+from service.registry import ModelEntry
+from service.pipeline import check_authorization
+
+router = APIRouter(prefix="/v2/repository", tags=["model control"])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "bad body, or the model's newest version was refused (the reason is given)"},
+    401: {"description": "missing or wrong token"}, 404: {"description": "no such model directory"},
+    503: {"description": "models are still loading"}}
+
+
+async def get_lifecycle(request: Request) -> Lifecycle:
+    """The lifecycle manager, after the admin token check (401) and once models are loaded (503 before)."""
+    settings = request.app.state.service.settings
+    token = settings.admin_token or settings.api_token
+    if token is not None:  # the service's one Bearer check, on the admin token
+        check_authorization(SimpleNamespace(api_token=token), request.headers.get("authorization"))
+    lifecycle: Lifecycle | None = getattr(request.app.state, "lifecycle", None)
+    if lifecycle is None:
+        raise ModelUnavailableError("models are still loading")
+    return lifecycle
+
+
+LifecycleDep = Annotated[Lifecycle, Depends(get_lifecycle)]
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequestError(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequestError(f"the body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(codec.dumps(body), status_code=status, media_type=codec.JSON_MEDIA_TYPE)
+
+
+@router.post("/index", responses=ERRORS)
+async def repository_index(request: Request, lifecycle: LifecycleDep) -> Response:
+    """Every model version and its state (READY or UNAVAILABLE, with the reason); {"ready": true}
+    lists only the versions that serve."""
+    body = await _json_body(request)
+    ready_only = body.get("ready", False)
+    if not isinstance(ready_only, bool):
+        raise BadRequestError(f"'ready' must be true or false, got {ready_only!r}", field="ready")
+    rows = lifecycle.registry.index()
+    return _json([row for row in rows if row["state"] == "READY"] if ready_only else rows)
+
+
+@router.post("/models/{name}/load", responses=ERRORS)
+async def load_model(name: str, request: Request, lifecycle: LifecycleDep) -> Response:
+    """Prove the model's new, changed and refused versions now, and serve its newest valid one."""
+    body = await _json_body(request)
+    parameters = body.get("parameters") or {}
+    if not isinstance(parameters, dict) or parameters:
+        # Triton's load can carry a model config or files: this server loads from the repository only.
+        raise BadRequestError("load takes no parameters here (no config or file overrides): publish the version "
+                              "into the repository with `monoserve export`, then load", field="parameters")
+    await lifecycle.load(name)
+    entry = lifecycle.registry.models.get(name)
+    if entry is None:
+        raise BadRequestError(f"failed to load {name!r}: it has no version directories", model=name)
+    _raise_unless_newest_serves(entry)
+    return _json(entry.summary())
+
+
+@router.post("/models/{name}/unload", responses=ERRORS)
+async def unload_model(name: str, request: Request, lifecycle: LifecycleDep) -> Response:
+    """Stop serving the model: requests in flight finish on it; load serves it again."""
+    await _json_body(request)  # Triton's optional {"parameters": {"unload_dependents": ...}}: nothing depends here
+    await lifecycle.unload(name)
+    return _json({"name": name, "state": "unloaded"})
+
+
+def _raise_unless_newest_serves(entry: ModelEntry) -> None:
+    newest = max(entry.reports)
+    if newest in entry.served:
+        return
+    latest = entry.latest
+    keeps = f"; version {latest.manifest.version} keeps serving" if latest else "; no version serves"
+    raise BadRequestError(f"failed to load {entry.name!r}: version {newest} was refused: {entry.reports[newest].reason}"
+                          + keeps, model=entry.name, version=newest,
+                          serving_version=latest.manifest.version if latest else None)
