@@ -118,7 +118,7 @@ class MonoserveApp(FastAPI):
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     from service import __version__
-    from service.routes import health, metrics, models, predict, repository
+    from service.routes import health, metrics, models, oip, predict, repository
     from service.routes.docs import mount_docs
 
     settings = settings or get_settings()
@@ -141,5 +141,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(repository.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(oip.router)  # Open Inference Protocol v2
     mount_docs(app)
     return app

@@ -1,0 +1,325 @@
+"""A small Python client for a monoserve service: `Client` (sync) and `AsyncClient` (asyncio).
+
+    from monoserve.client import Client
+    with Client("http://127.0.0.1:8000") as client:
+        result = client.smooth(np.random.randn(8, 4096), mode="causal")   # result.smoothed: np.ndarray
+        scores = client.classify(rows).scores                              # [N] or [N, labels]
+
+Arrays travel as `.npy` both ways by default (no text conversion of the numbers); `json=True`
+sends and receives JSON instead (and is the only way to send instances as {feature: value}
+objects). A 503 (no valid model yet, or a full batching queue) is retried up to `retries` times,
+waiting what its `Retry-After` header says (capped at `max_retry_wait` seconds; a short backoff
+when the header is absent). Every other error raises a `MonoserveError` subclass carrying the
+service's {"error": ...} message, its HTTP status and the whole body.
+
+Needs numpy and httpx only (`pip install monoserve[client]`): no torch, no service code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import io
+import json as jsonlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import httpx
+import numpy as np
+
+NPY_MEDIA_TYPE = "application/x-npy"
+JSON_MEDIA_TYPE = "application/json"
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+# -- errors -----------------------------------------------------------------------------------
+class MonoserveError(Exception):
+    """An error answer of the service: `status`, `message` (its "error" field) and `body`."""
+
+    def __init__(self, status: int, message: str, body: Mapping[str, Any] | None = None):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.body = dict(body or {})
+
+
+class BadRequestError(MonoserveError):
+    """400: malformed input, wrong shape, NaN/Inf, unknown feature or mode, ..."""
+
+
+class UnauthorizedError(MonoserveError):
+    """401: missing or wrong API token."""
+
+
+class NotFoundError(MonoserveError):
+    """404: unknown model or version."""
+
+
+class PayloadTooLargeError(MonoserveError):
+    """413: body or signal over the service's limits."""
+
+
+class UnsupportedMediaTypeError(MonoserveError):
+    """415."""
+
+
+class UnavailableError(MonoserveError):
+    """503 after every retry: no valid model version, models still loading, or overloaded."""
+
+
+class ServerError(MonoserveError):
+    """Any other status (500, ...)."""
+
+
+ERRORS_BY_STATUS: dict[int, type[MonoserveError]] = {
+    400: BadRequestError, 401: UnauthorizedError, 404: NotFoundError, 413: PayloadTooLargeError,
+    415: UnsupportedMediaTypeError, 503: UnavailableError,
+}
+
+
+def error_from(response: httpx.Response) -> MonoserveError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        message = body["error"]
+    else:
+        body, message = None, (response.text[:500] or response.reason_phrase)
+    return ERRORS_BY_STATUS.get(response.status_code, ServerError)(response.status_code, message, body)
+
+
+# -- results ----------------------------------------------------------------------------------
+@dataclass
+class SmoothResult:
+    smoothed: np.ndarray  # float32, the input's nesting ([L], [C, L] or [B, C, L])
+    model: str
+    version: int
+    mode: str
+
+
+@dataclass
+class ClassifyResult:
+    scores: np.ndarray  # float32: [N] with one label, [N, labels] with several
+    labels: list[str]
+    threshold: float
+    model: str
+    version: int
+    # Per instance, the labels whose score reaches the threshold, as the service decided them
+    # (JSON answers of services that send them; None otherwise: compare scores with threshold).
+    decisions: list[list[str]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # any other field of a JSON answer
+
+
+# -- requests and answers (shared by both clients) --------------------------------------------
+@dataclass
+class _Request:
+    path: str
+    content: bytes
+    headers: dict[str, str]
+    params: dict[str, Any]
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _as_array(data: Any, name: str) -> np.ndarray:
+    array = np.asarray(data)
+    if array.dtype not in (np.float32, np.float64):
+        if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+            raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+        array = array.astype(np.float32)
+    return np.ascontiguousarray(array)
+
+
+def _query(**values: Any) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _smooth_request(signal: Any, model: str | None, version: int | None, mode: str | None, json: bool) -> _Request:
+    params = _query(model=model, version=version, mode=mode)
+    array = _as_array(signal, "signal")
+    if json:
+        return _Request("/smooth", _dumps({"signal": array.tolist(), **params}), {"content-type": JSON_MEDIA_TYPE}, {})
+    return _Request("/smooth", _npy_bytes(array), {"content-type": NPY_MEDIA_TYPE, "accept": NPY_MEDIA_TYPE}, params)
+
+
+def _classify_request(instances: Any, model: str | None, version: int | None, json: bool) -> _Request:
+    params = _query(model=model, version=version)
+    is_objects = isinstance(instances, Sequence) and bool(instances) and all(isinstance(i, Mapping) for i in instances)
+    if is_objects and not json:
+        raise ValueError("instances as {feature: value} objects need json=True (.npy carries arrays only)")
+    if json:
+        payload = [dict(i) for i in instances] if is_objects else _as_array(instances, "instances").tolist()
+        return _Request("/classify", _dumps({"instances": payload, **params}), {"content-type": JSON_MEDIA_TYPE}, {})
+    array = _as_array(instances, "instances")
+    return _Request("/classify", _npy_bytes(array), {"content-type": NPY_MEDIA_TYPE, "accept": NPY_MEDIA_TYPE}, params)
+
+
+def _dumps(payload: dict[str, Any]) -> bytes:
+    return jsonlib.dumps(payload, allow_nan=False).encode()  # NaN is not JSON: refused here, clearly
+
+
+def _load_npy(response: httpx.Response) -> np.ndarray:
+    return np.load(io.BytesIO(response.content), allow_pickle=False)
+
+
+def _smooth_result(response: httpx.Response) -> SmoothResult:
+    if response.headers.get("content-type", "").startswith(NPY_MEDIA_TYPE):
+        headers = response.headers
+        return SmoothResult(_load_npy(response), headers["x-model"], int(headers["x-model-version"]), headers["x-mode"])
+    body = response.json()
+    return SmoothResult(np.asarray(body["smoothed"], dtype=np.float32), body["model"], int(body["version"]), body["mode"])
+
+
+def _classify_result(response: httpx.Response) -> ClassifyResult:
+    if response.headers.get("content-type", "").startswith(NPY_MEDIA_TYPE):
+        headers = response.headers
+        return ClassifyResult(_load_npy(response), jsonlib.loads(headers["x-labels"]), float(headers["x-threshold"]),
+                              headers["x-model"], int(headers["x-model-version"]))
+    body = dict(response.json())
+    known = {key: body.pop(key) for key in ("scores", "labels", "threshold", "model", "version")}
+    decisions = body.pop("decisions", None)
+    return ClassifyResult(np.asarray(known["scores"], dtype=np.float32), list(known["labels"]), float(known["threshold"]),
+                          known["model"], int(known["version"]), decisions=decisions, extra=body)
+
+
+def retry_after_seconds(header: str | None, attempt: int, cap: float) -> float:
+    """Seconds to wait before retry `attempt` (1-based): Retry-After as seconds or an HTTP date,
+    else an exponential backoff from 0.1 s; never more than `cap`, never negative."""
+    wait: float | None = None
+    if header:
+        text = header.strip()
+        try:
+            wait = float(text)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(text)
+                wait = when.timestamp() - time.time()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                wait = None
+    if wait is None or wait != wait:  # absent, unreadable or NaN
+        wait = 0.1 * 2 ** (attempt - 1)
+    return max(0.0, min(wait, cap))
+
+
+class _Base:
+    def __init__(self, base_url: str, token: str | None, retries: int, max_retry_wait: float):
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        if max_retry_wait < 0:
+            raise ValueError(f"max_retry_wait must be >= 0, got {max_retry_wait}")
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.max_retry_wait = max_retry_wait
+        self.headers = {"authorization": f"Bearer {token}"} if token else {}
+
+    def _wait(self, response: httpx.Response, attempt: int) -> float | None:
+        """Seconds to wait before retrying `response`, or None when it is final."""
+        if response.status_code != 503 or attempt > self.retries:
+            return None
+        return retry_after_seconds(response.headers.get("retry-after"), attempt, self.max_retry_wait)
+
+
+# -- sync -------------------------------------------------------------------------------------
+class Client(_Base):
+    """Blocking client (httpx.Client). Use as a context manager, or call close()."""
+
+    def __init__(self, base_url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = 60.0,
+                 retries: int = 3, max_retry_wait: float = 10.0, transport: httpx.BaseTransport | None = None):
+        super().__init__(base_url, token, retries, max_retry_wait)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=self.headers, transport=transport)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        attempt = 0
+        while True:
+            attempt += 1
+            response = self._http.request(method, path, **kwargs)
+            if response.is_success:
+                return response
+            wait = self._wait(response, attempt)
+            if wait is None:
+                raise error_from(response)
+            time.sleep(wait)
+
+    def _post(self, request: _Request) -> httpx.Response:
+        return self._send("POST", request.path, content=request.content, headers=request.headers, params=request.params)
+
+    def smooth(self, signal: Any, *, model: str | None = None, version: int | None = None, mode: str | None = None,
+               json: bool = False) -> SmoothResult:
+        """Smooth [L], [C, L] or [B, C, L]; the answer keeps the nesting."""
+        return _smooth_result(self._post(_smooth_request(signal, model, version, mode, json)))
+
+    def classify(self, instances: Any, *, model: str | None = None, version: int | None = None,
+                 json: bool = False) -> ClassifyResult:
+        """Score [N, features] rows (or, with json=True, a list of {feature: value} objects)."""
+        return _classify_result(self._post(_classify_request(instances, model, version, json)))
+
+    def ready(self) -> bool:
+        """True when every model of the service has a valid version (GET /readyz)."""
+        return self._http.get("/readyz").status_code == 200
+
+    def models(self) -> dict[str, Any]:
+        return self._send("GET", "/models").json()
+
+
+# -- async ------------------------------------------------------------------------------------
+class AsyncClient(_Base):
+    """asyncio client (httpx.AsyncClient). Use `async with`, or await aclose()."""
+
+    def __init__(self, base_url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = 60.0,
+                 retries: int = 3, max_retry_wait: float = 10.0, transport: httpx.AsyncBaseTransport | None = None):
+        super().__init__(base_url, token, retries, max_retry_wait)
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, headers=self.headers, transport=transport)
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        attempt = 0
+        while True:
+            attempt += 1
+            response = await self._http.request(method, path, **kwargs)
+            if response.is_success:
+                return response
+            wait = self._wait(response, attempt)
+            if wait is None:
+                raise error_from(response)
+            await asyncio.sleep(wait)
+
+    async def _post(self, request: _Request) -> httpx.Response:
+        return await self._send("POST", request.path, content=request.content, headers=request.headers,
+                                params=request.params)
+
+    async def smooth(self, signal: Any, *, model: str | None = None, version: int | None = None,
+                     mode: str | None = None, json: bool = False) -> SmoothResult:
+        return _smooth_result(await self._post(_smooth_request(signal, model, version, mode, json)))
+
+    async def classify(self, instances: Any, *, model: str | None = None, version: int | None = None,
+                       json: bool = False) -> ClassifyResult:
+        return _classify_result(await self._post(_classify_request(instances, model, version, json)))
+
+    async def ready(self) -> bool:
+        return (await self._http.get("/readyz")).status_code == 200
+
+    async def models(self) -> dict[str, Any]:
+        return (await self._send("GET", "/models")).json()

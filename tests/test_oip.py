@@ -1,0 +1,321 @@
+"""The Open Inference Protocol v2 routes.
+
+`tritonclient.http` (NVIDIA's client, written by others) against a real `monoserve serve` process,
+in JSON and binary tensor modes: health, metadata and infer agree with /smooth and /classify on the
+same inputs. Error cases and the protocol's edges go through TestClient (the same app, in process)
+and through service.oip's decoder directly.
+"""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+import tritonclient.http as triton
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from fastapi.testclient import TestClient
+from tritonclient.utils import InferenceServerException
+
+from service import oip
+from service.app import create_app
+from service.errors import BadRequestError, PayloadTooLargeError, ServiceError
+from service.settings import Settings
+from service_fixtures import CLASSIFIER_FEATURES, MULTILABEL_FEATURES, MULTILABEL_LABELS, fresh_repo
+from test_service_e2e import free_port, start_server, stop, wait_ready
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    return fresh_repo(tmp_path_factory.mktemp("oip"))
+
+
+@pytest.fixture(scope="module")
+def server(repo):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = start_server(repo, port)
+    try:
+        wait_ready(process, base)
+        yield base
+    finally:
+        output = stop(process)
+        assert process.returncode == 0, output
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with triton.InferenceServerClient(server.removeprefix("http://"), network_timeout=60.0) as tc:
+        yield tc
+
+
+@pytest.fixture(scope="module")
+def app_client(repo):
+    settings = Settings(repo=repo, device="cpu", default_classifier="classifier", cpu_threads=1,
+                        max_body_bytes=1024 * 1024, max_signal_length=50_000)
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def infer_input(name: str, array: np.ndarray, binary: bool) -> triton.InferInput:
+    tensor = triton.InferInput(name, list(array.shape), triton.np_to_triton_dtype(array.dtype))
+    tensor.set_data_from_numpy(array, binary_data=binary)
+    return tensor
+
+
+# -- health and metadata, with tritonclient ---------------------------------------------------
+def test_health_and_readiness(client, server):
+    assert client.is_server_live() and client.is_server_ready()
+    for name in ("smoother", "classifier", "multilabel"):
+        assert client.is_model_ready(name) and client.is_model_ready(name, "1")
+    assert not client.is_model_ready("smoother", "7")
+    assert not client.is_model_ready("no-such-model")
+    metadata = client.get_server_metadata()
+    assert metadata["name"] == "monoserve" and "binary_tensor_data" in metadata["extensions"]
+    # The OIP readiness is /readyz's: both 200 on a ready server.
+    assert httpx.get(f"{server}/readyz").status_code == 200
+
+
+def test_model_metadata_names_datatypes_and_shapes(client):
+    smoother = client.get_model_metadata("smoother")
+    assert smoother["name"] == "smoother" and smoother["versions"] == ["1"] and smoother["platform"] == "onnxruntime_onnx"
+    assert smoother["inputs"] == [{"name": "signal", "datatype": "FP32", "shape": [-1, -1, -1]}]
+    assert smoother["outputs"] == [{"name": "smoothed", "datatype": "FP32", "shape": [-1, -1, -1]}]
+    classifier = client.get_model_metadata("classifier", "1")
+    assert classifier["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, len(CLASSIFIER_FEATURES)]}]
+    assert classifier["outputs"] == [{"name": "scores", "datatype": "FP32", "shape": [-1, 1]}]
+    multilabel = client.get_model_metadata("multilabel")
+    assert multilabel["inputs"][0]["shape"] == [-1, len(MULTILABEL_FEATURES)]
+    assert multilabel["outputs"][0]["shape"] == [-1, len(MULTILABEL_LABELS)]
+    with pytest.raises(InferenceServerException) as unknown:
+        client.get_model_metadata("no-such-model")
+    assert unknown.value.status() == "404" and "unknown model 'no-such-model'" in unknown.value.message()
+    with pytest.raises(InferenceServerException) as version:
+        client.get_model_metadata("smoother", "3")
+    assert version.value.status() == "404" and "no version 3" in version.value.message()
+
+
+# -- infer agrees with /smooth and /classify, with tritonclient -------------------------------
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+@pytest.mark.parametrize("shape", [(40,), (3, 25), (2, 3, 300)])
+def test_smoother_infer_agrees_with_smooth(client, server, binary, shape):
+    signal = (np.random.default_rng(len(shape)).standard_normal(shape) * 5).astype(np.float32)
+    for mode in (None, "same", "causal", "valid"):
+        parameters = {"mode": mode} if mode else None
+        result = client.infer("smoother", [infer_input("signal", signal, binary)],
+                              outputs=[triton.InferRequestedOutput("smoothed", binary_data=binary)], parameters=parameters)
+        smooth = httpx.post(f"{server}/smooth", json={"signal": signal.tolist(), **({"mode": mode} if mode else {})})
+        assert smooth.status_code == 200, smooth.text
+        expected = np.asarray(smooth.json()["smoothed"], dtype=np.float32)
+        got = result.as_numpy("smoothed")
+        assert got.dtype == np.float32 and got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)
+        response = result.get_response()
+        assert response["model_name"] == "smoother" and response["model_version"] == "1"
+        assert response["parameters"]["mode"] == smooth.json()["mode"]  # the default mode when none is named
+        assert ("data" not in response["outputs"][0]) == binary
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_smoother_infer_binary_float64_input_and_no_outputs_named(client, server, binary):
+    """FP64 in, like a float64 .npy body; no outputs named: tritonclient asks for binary_data_output."""
+    signal = np.random.default_rng(5).standard_normal((2, 4, 100))
+    result = client.infer("smoother", [infer_input("signal", signal, binary)], model_version="1")
+    smooth = httpx.post(f"{server}/smooth", json={"signal": signal.tolist()})
+    np.testing.assert_array_equal(result.as_numpy("smoothed"), np.asarray(smooth.json()["smoothed"], dtype=np.float32))
+    assert "binary_data_size" in result.get_response()["outputs"][0]["parameters"]
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+@pytest.mark.parametrize("model,features", [("classifier", len(CLASSIFIER_FEATURES)), ("multilabel", len(MULTILABEL_FEATURES))])
+def test_classifier_infer_agrees_with_classify(client, server, binary, model, features):
+    rows = (np.random.default_rng(features).standard_normal((37, features)) * 3).astype(np.float32)
+    result = client.infer(model, [infer_input("features", rows, binary)], request_id="req-7",
+                          outputs=[triton.InferRequestedOutput("scores", binary_data=binary)])
+    classify = httpx.post(f"{server}/classify", json={"instances": rows.tolist(), "model": model})
+    assert classify.status_code == 200, classify.text
+    expected = np.asarray(classify.json()["scores"], dtype=np.float32)
+    scores = result.as_numpy("scores")
+    assert scores.shape == (37, len(classify.json()["labels"]))
+    np.testing.assert_array_equal(scores.reshape(expected.shape), expected)
+    response = result.get_response()
+    assert response["id"] == "req-7"
+    # labels and threshold (and whatever else /classify answers beside the scores, e.g. decisions) agree
+    assert {"labels", "threshold"} <= set(response["parameters"])
+    assert response["parameters"] == {key: classify.json()[key] for key in response["parameters"]}
+
+
+def test_errors_come_back_through_tritonclient(client):
+    signal = np.ones((1, 1, 20), dtype=np.float32)
+    cases = [
+        (lambda: client.infer("smoother", [infer_input("wrong", signal, True)]), "400", "one input named 'signal'"),
+        (lambda: client.infer("smoother", [infer_input("signal", signal, False)], parameters={"mode": "sideways"}),
+         "400", "parameters.mode must be one of"),
+        (lambda: client.infer("classifier", [infer_input("features", np.ones((2, 3), np.float32), True)]),
+         "400", "needs 4 features"),
+        (lambda: client.infer("smoother", [infer_input("signal", np.full((1, 1, 20), np.nan, np.float32), True)]),
+         "400", "non-finite"),
+        (lambda: client.infer("classifier", [infer_input("signal", signal, True)], parameters={"mode": "same"}),
+         "400", "unknown field(s) ['mode']"),
+        (lambda: client.infer("no-such-model", [infer_input("signal", signal, True)]), "404", "unknown model"),
+        (lambda: client.infer("smoother", [infer_input("signal", signal, True)], model_version="2"), "404", "no version 2"),
+        (lambda: client.infer("smoother", [infer_input("signal", signal, True)],
+                              outputs=[triton.InferRequestedOutput("full")]), "400", "unknown output(s) ['full']"),
+    ]
+    for call, status, message in cases:
+        with pytest.raises(InferenceServerException) as caught:
+            call()
+        assert caught.value.status() == status and message in caught.value.message(), caught.value
+
+
+# -- the protocol's edges, in process ---------------------------------------------------------
+def post_infer(app_client: TestClient, model: str, header: dict, blobs: bytes = b"", header_length: int | None = None):
+    head = orjson.dumps(header)
+    headers = {oip.HEADER_LENGTH: str(len(head) if header_length is None else header_length)} if blobs or header_length is not None else {}
+    return app_client.post(f"/v2/models/{model}/infer", content=head + blobs, headers=headers)
+
+
+def binary_header(name: str, shape: list[int], size: int, datatype: str = "FP32") -> dict:
+    return {"inputs": [{"name": name, "shape": shape, "datatype": datatype, "parameters": {"binary_data_size": size}}]}
+
+
+def test_server_metadata_lists_the_extensions_served(app_client):
+    extensions = app_client.get("/v2").json()["extensions"]
+    paths = app_client.get("/openapi.json").json()["paths"]
+    assert "binary_tensor_data" in extensions
+    assert ("model_repository" in extensions) == ("/v2/repository/index" in paths)
+
+
+def test_binary_request_and_response_by_hand(app_client):
+    signal = np.arange(30, dtype=np.float32).reshape(2, 15)
+    header = {**binary_header("signal", [2, 15], signal.nbytes), "outputs": [{"name": "smoothed", "parameters": {"binary_data": True}}],
+              "parameters": {"mode": "causal"}}
+    response = post_infer(app_client, "smoother", header, signal.tobytes())
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == oip.BINARY_MEDIA_TYPE
+    length = int(response.headers[oip.HEADER_LENGTH])
+    meta = orjson.loads(response.content[:length])
+    out = meta["outputs"][0]
+    got = np.frombuffer(response.content[length:], dtype="<f4").reshape(out["shape"])
+    assert out["parameters"]["binary_data_size"] == got.nbytes == len(response.content) - length
+    expected = app_client.post("/smooth", json={"signal": signal.tolist(), "mode": "causal"}).json()["smoothed"]
+    np.testing.assert_array_equal(got, np.asarray(expected, dtype=np.float32))
+
+
+@pytest.mark.parametrize("header,blobs,header_length,status,message", [
+    (binary_header("signal", [2, 15], 100), b"\0" * 100, None, 400, "needs 120 bytes, binary_data_size says 100"),
+    (binary_header("signal", [2, 15], 120), b"\0" * 100, None, 400, "only 100 follow"),
+    (binary_header("signal", [1, 5], 20), b"\0" * 24, None, 400, "4 byte(s) after the JSON header"),
+    (binary_header("signal", [2**40, 2**40], 8), b"\0" * 8, None, 413, "declares more elements"),
+    ({"inputs": [{"name": "signal", "shape": [2**62, 2**62], "datatype": "FP32", "data": [1.0]}]}, b"", None, 413,
+     "declares more elements"),
+    ({"inputs": [{"name": "signal", "shape": [2, 3], "datatype": "FP32", "data": [1, 2, 3]}]}, b"", None, 400,
+     "holds 3 value(s), its shape [2, 3] needs 6"),
+    ({"inputs": [{"name": "signal", "shape": [3], "datatype": "BYTES", "data": ["a", "b", "c"]}]}, b"", None, 400,
+     "datatype 'BYTES' is not supported"),
+    ({"inputs": [{"name": "signal", "shape": [-1], "datatype": "FP32", "data": [1.0]}]}, b"", None, 400,
+     "shape must hold nonnegative integers"),
+    ({"inputs": [{"name": "signal", "shape": [2], "datatype": "FP32"}]}, b"", None, 400,
+     "neither 'data' nor parameters.binary_data_size"),
+    ({"inputs": [{"name": "signal", "shape": [2], "datatype": "FP32", "data": [1, 2]}], "extra": 1}, b"", None, 400,
+     "unknown field(s) ['extra']"),
+    ({"inputs": []}, b"", None, 400, "'inputs' must be a non-empty list"),
+    (binary_header("signal", [1, 5], 20), b"\0" * 20, 10**9, 400, "Inference-Header-Content-Length must be"),
+])
+def test_malformed_requests_are_refused_with_the_reason(app_client, header, blobs, header_length, status, message):
+    response = post_infer(app_client, "smoother", header, blobs, header_length)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+
+
+def test_request_size_limits_still_apply(app_client):
+    too_long = np.zeros(50_001, dtype=np.float32)  # the app's max_signal_length is 50,000
+    response = post_infer(app_client, "smoother", binary_header("signal", [50_001], too_long.nbytes), too_long.tobytes())
+    assert response.status_code == 413 and "exceeds the limit of 50000 samples" in response.json()["error"]
+    huge = app_client.post("/v2/models/smoother/infer", content=b"{" + b" " * (1024 * 1024) + b"}")
+    assert huge.status_code == 413 and "exceeds the limit" in huge.json()["error"]
+
+
+def test_not_ready_and_token(tmp_path):
+    """A model without a valid version is not ready (OIP: 4xx); with a token, models need it, health does not."""
+    repo = fresh_repo(tmp_path, models=("smoother",))
+    (repo / "smoother" / "1" / "model.onnx").write_bytes(b"tampered")
+    settings = Settings(repo=repo, device="cpu", cpu_threads=1, api_token="s3cret")
+    with TestClient(create_app(settings)) as app_client:
+        assert app_client.get("/v2/health/live").status_code == 200
+        ready = app_client.get("/v2/health/ready")
+        assert ready.status_code == 400 and ready.json()["ready"] is False and "no valid version" in ready.json()["error"]
+        assert app_client.get("/v2/models/smoother/ready").status_code == 401
+        auth = {"authorization": "Bearer s3cret"}
+        model_ready = app_client.get("/v2/models/smoother/ready", headers=auth)
+        assert model_ready.status_code == 400 and "checksums" in model_ready.json()["error"]
+        metadata = app_client.get("/v2/models/smoother", headers=auth)
+        assert metadata.status_code == 503 and "no valid version" in metadata.json()["error"]
+
+
+# -- the decoder ------------------------------------------------------------------------------
+def test_binary_inputs_are_views_of_the_body():
+    data = np.arange(12, dtype=np.float32)
+    head = orjson.dumps(binary_header("signal", [3, 4], data.nbytes))
+    body = head + data.tobytes()
+    request = oip.decode_infer(body, str(len(head)))
+    array = request.inputs[0].array
+    assert array.shape == (3, 4) and np.shares_memory(array, np.frombuffer(body, dtype=np.uint8))
+    np.testing.assert_array_equal(array.reshape(-1), data)
+
+
+def test_element_count_stops_at_the_limit():
+    assert oip.element_count([2, 3, 4], "x", 24) == ((2, 3, 4), 24)
+    with pytest.raises(PayloadTooLargeError):
+        oip.element_count([10**30, 0], "x", 10**6)  # refused before the zero could hide the product
+    with pytest.raises(BadRequestError):
+        oip.element_count([True, 2], "x", 10)
+    with pytest.raises(BadRequestError):
+        oip.element_count(list(range(1, 20)), "x", 10**30)  # more dimensions than any model takes
+
+
+def test_json_nested_data_is_row_major():
+    request = oip.decode_infer(orjson.dumps(
+        {"inputs": [{"name": "features", "shape": [2, 3], "datatype": "INT32", "data": [[1, 2, 3], [4, 5, 6]]}]}), None)
+    np.testing.assert_array_equal(request.inputs[0].array, np.array([[1, 2, 3], [4, 5, 6]], dtype=np.float32))
+
+
+# -- fuzzing: any body is an answer with a status below 500 ----------------------------------
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=12)
+tensors = st.fixed_dictionaries(
+    {"name": st.sampled_from(["signal", "features", "x"]), "datatype": st.sampled_from([*oip.DATATYPES, "BYTES", 3]),
+     "shape": st.lists(st.integers(-2, 2**40), max_size=4) | json_values},
+    optional={"data": json_values | st.lists(st.floats(-1e3, 1e3), max_size=40),
+              "parameters": st.fixed_dictionaries({}, optional={"binary_data_size": st.integers(-4, 200) | json_values,
+                                                                 "content_type": json_values})})
+requests = st.fixed_dictionaries(
+    {"inputs": st.lists(tensors, max_size=2) | json_values},
+    optional={"id": json_values, "parameters": st.dictionaries(st.sampled_from(["mode", "binary_data_output", "x"]),
+                                                             json_values | st.sampled_from(["same", "valid"])),
+              "outputs": st.lists(st.fixed_dictionaries({"name": json_values | st.sampled_from(["smoothed", "scores"])}),
+                                  max_size=2) | json_values})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payload=requests, tail=st.binary(max_size=64), split=st.booleans())
+def test_decoder_answers_any_request_with_a_request_or_a_client_error(payload, tail, split):
+    head = orjson.dumps(payload)
+    try:
+        request = oip.decode_infer(head + tail if split else head, str(len(head)) if split else None)
+    except ServiceError as exc:
+        assert 400 <= exc.status < 500 and exc.message
+        return
+    for tensor in request.inputs:  # what was accepted is what was declared
+        assert tensor.array.shape == tensor.shape
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(payload=requests, model=st.sampled_from(["smoother", "classifier", "multilabel"]))
+def test_infer_route_never_answers_5xx(app_client, payload, model):
+    response = app_client.post(f"/v2/models/{model}/infer", content=orjson.dumps(payload))
+    assert response.status_code < 500, response.text
+    assert response.status_code == 200 or "error" in response.json()
