@@ -417,3 +417,18 @@ def test_server_gives_workers_a_metrics_directory_and_restores_the_environment(r
         get_settings.cache_clear()
     assert seen[0] and Path(seen[0]).name.startswith("monoserve-metrics-") and seen[1] is None
     assert not Path(seen[0]).exists()
+
+
+def test_control_api_bodies_are_small_json_objects(tmp_path):
+    repo = fresh_repo(tmp_path, models=("smoother",))
+    with make_client(repo) as client:
+        too_big = client.post("/v2/repository/index", content=b" " * (70 * 1024),
+                              headers={"content-type": "application/json"})
+        assert too_big.status_code == 413 and "exceeds 65536 bytes" in too_big.json()["error"]
+        chunked = client.post("/v2/repository/index", content=iter([b"{" + b" " * 40_000, b" " * 40_000 + b"}"]))
+        assert chunked.status_code == 413, chunked.text
+        malformed = client.post("/v2/repository/index", content=b"{not json")
+        assert malformed.status_code == 400 and "malformed JSON" in malformed.json()["error"]
+        not_object = client.post("/v2/repository/index", content=b"[1]")
+        assert not_object.status_code == 400 and "JSON object" in not_object.json()["error"]
+        assert client.post("/v2/repository/index", content=b"").status_code == 200

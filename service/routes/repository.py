@@ -14,11 +14,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Request, Response
 
 from service import codec
-from service.errors import BadRequestError, ModelUnavailableError
+from service.errors import BadRequestError, ModelUnavailableError, PayloadTooLargeError
 from service.lifecycle import Lifecycle
 from service.registry import ModelEntry
 from service.pipeline import check_authorization
@@ -45,17 +44,24 @@ async def get_lifecycle(request: Request) -> Lifecycle:
 LifecycleDep = Annotated[Lifecycle, Depends(get_lifecycle)]
 
 
+# Control bodies are tiny ({"ready": true}, {"parameters": {...}}): a small cap, checked while
+# reading, so an open control API cannot be made to hold a large body in memory.
+MAX_CONTROL_BODY_BYTES = 64 * 1024
+
+
 async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequestError(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequestError(f"the body must be a JSON object, got {type(body).__name__}")
-    return body
+    """The optional JSON object of a control request ({} when empty), at most MAX_CONTROL_BODY_BYTES."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_CONTROL_BODY_BYTES:
+        raise PayloadTooLargeError(f"control request body of {declared} bytes exceeds {MAX_CONTROL_BODY_BYTES} bytes",
+                                   limit=MAX_CONTROL_BODY_BYTES)
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_CONTROL_BODY_BYTES:
+            raise PayloadTooLargeError(f"control request body exceeds {MAX_CONTROL_BODY_BYTES} bytes",
+                                       limit=MAX_CONTROL_BODY_BYTES)
+    return codec.loads_object(bytes(raw)) if raw.strip() else {}
 
 
 def _json(body: Any, status: int = 200) -> Response:
