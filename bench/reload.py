@@ -24,7 +24,6 @@ import logging
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,17 +34,13 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))  # the fixtures' real export and tamper helpers
+sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 import httpx  # noqa: E402
+from run import free_port, wait_ready  # noqa: E402
 
 log = logging.getLogger("bench.reload")
 SIGNAL = [float(i % 7) for i in range(256)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:
@@ -58,17 +53,8 @@ class Server:
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def __enter__(self) -> "Server":
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"monoserve serve exited with {self.process.returncode}")
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("monoserve serve did not become ready")
+        wait_ready(self.process, f"{self.base}/readyz")
+        return self
 
     def __exit__(self, *exc) -> None:
         self.process.send_signal(signal.SIGINT)

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 from prepare import DEFAULT_WORK, prepare  # noqa: E402
+from run import free_port, wait_ready  # noqa: E402
 
 log = logging.getLogger("soak")
 RESULTS = BENCH_DIR / "results" / "soak.json"
@@ -57,29 +57,17 @@ def npy_header(shape: tuple[int, ...]) -> bytes:
     return header.getvalue()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # -- the server ---------------------------------------------------------------------------------
 def start_server(repo: Path, port: int, log_path: Path) -> subprocess.Popen:
     """`monoserve serve` with default settings (only the port, repository and default models named)."""
     env = {**os.environ, "MONOSERVE_DEFAULT_SMOOTHER": "smoother", "MONOSERVE_DEFAULT_CLASSIFIER": "classifier"}
     argv = [sys.executable, "-m", "monoserve.cli", "serve", "--repo", str(repo), "--port", str(port)]
     process = subprocess.Popen(argv, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("server did not become ready")
+    try:
+        wait_ready(process, f"http://127.0.0.1:{port}/readyz")
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}: {log_path.read_text()[-2000:]}") from None
+    return process
 
 
 def status_kb(pid: int, field: str) -> int:
