@@ -159,9 +159,7 @@ def decode_infer(body: bytes, header_length: str | None, admit: Callable[[int, n
         where = f"inputs[{index}]"
         tensor = _object(raw, where)
         _no_unknown(tensor, TENSOR_FIELDS, where)
-        name = tensor.get("name")
-        if not isinstance(name, str) or not name:
-            raise BadRequestError(f"{where}.name must be a non-empty string", field=where)
+        name = _name(tensor, where)
         dtype = _datatype(tensor.get("datatype"), where)
         tensor_parameters = _object(tensor.get("parameters", {}), f"{where}.parameters")
         _no_unknown(tensor_parameters, TENSOR_PARAMETERS, f"{where}.parameters")
@@ -197,6 +195,13 @@ def decode_infer(body: bytes, header_length: str | None, admit: Callable[[int, n
     return OipRequest(request_id, inputs, parameters, _requested_outputs(payload.get("outputs")))
 
 
+def _name(item: dict[str, Any], where: str) -> str:
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise BadRequestError(f"{where}.name must be a non-empty string", field=where)
+    return name
+
+
 def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
     if raw is None:
         return None
@@ -207,9 +212,7 @@ def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
         where = f"outputs[{index}]"
         item = _object(item, where)
         _no_unknown(item, OUTPUT_FIELDS, where)
-        name = item.get("name")
-        if not isinstance(name, str) or not name:
-            raise BadRequestError(f"{where}.name must be a non-empty string", field=where)
+        name = _name(item, where)
         parameters = _object(item.get("parameters", {}), f"{where}.parameters")
         _no_unknown(parameters, OUTPUT_PARAMETERS, f"{where}.parameters")
         binary = parameters.get("binary_data")
