@@ -35,6 +35,7 @@ ACCEPTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 MAX_NPY_HEADER = 10_000
 
 
+@functools.lru_cache(maxsize=256)  # clients send the same few header values again and again
 def media_type(header: str | None) -> str:
     """'Application/JSON; charset=utf-8' -> 'application/json'; a missing header means JSON."""
     if not header:
@@ -54,6 +55,7 @@ def body_format(content_type: str | None) -> str:
         content_type=kind, supported=[JSON_MEDIA_TYPE, NPY_MEDIA_TYPE])
 
 
+@functools.lru_cache(maxsize=256)
 def wants_npy(accept: str | None) -> bool:
     return bool(accept) and NPY_MEDIA_TYPE in accept.lower()
 
@@ -201,6 +203,29 @@ def _json_name(value: Any) -> str:
     return f"a JSON {type(value).__name__}"
 
 
+SMALL_ARRAY = 64  # below this, checks on Python numbers beat numpy calls (~1 us against ~3.5 us)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _small_max_abs(data: list, budget: int) -> float:
+    """The largest magnitude in a nested list of numbers (checked by `_all_numbers`) of at most
+    `budget` values; inf when it holds more (then numpy converts under errstate and check_finite
+    refuses what overflowed)."""
+    if not data:
+        return 0.0
+    if type(data[0]) is not list:
+        return max(map(abs, data)) if len(data) <= budget else math.inf  # ints stay ints: no overflow
+    if len(data) > budget:
+        return math.inf
+    largest = 0.0
+    for row in data:
+        largest = max(largest, _small_max_abs(row, budget))
+        budget -= len(row)
+        if budget < 0:
+            return math.inf
+    return largest
+
+
 def to_float32(data: Any, field: str) -> np.ndarray:
     """Nested lists of JSON numbers -> float32 array. Only numbers: a string, boolean, null or
     object inside is a 400 naming where (numpy would otherwise turn "2" and true into 2.0 and 1.0);
@@ -218,8 +243,12 @@ def to_float32(data: Any, field: str) -> np.ndarray:
                 message = f"'{field}' contains a non-finite value (null; NaN and Inf are refused too) at index {list(index)}"
             raise BadRequestError(message, field=field, index=list(index))
     try:
+        if _small_max_abs(data, SMALL_ARRAY) <= FLOAT32_MAX:  # cannot overflow: no errstate (1.8 us of ~3)
+            return np.asarray(data, dtype=np.float32)
         with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused by check_finite
             return np.asarray(data, dtype=np.float32)
+    except OverflowError as exc:  # an integer beyond float64 (a caller other than orjson, which gives floats)
+        raise BadRequestError(f"'{field}' holds a number beyond float32 range: {exc}", field=field) from exc
     except (ValueError, TypeError) as exc:
         message = str(exc)
         if "inhomogeneous" in message or "sequence" in message:
@@ -228,6 +257,8 @@ def to_float32(data: Any, field: str) -> np.ndarray:
 
 
 def check_finite(array: np.ndarray, field: str) -> None:
+    if array.size <= SMALL_ARRAY and all(map(math.isfinite, array.ravel().tolist())):
+        return
     if not np.isfinite(array).all():
         bad = np.argwhere(~np.isfinite(array))
         index = [int(i) for i in bad[0]]

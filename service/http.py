@@ -15,12 +15,13 @@ that it does not cut off a client still uploading a body that was refused early 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from service.deadlines import Deadline, sweeper
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class _HeaderDeadline:
     """Mixin over a uvicorn HTTP protocol (it uses their `loop` and `transport`); subclasses say
     whether the parser is between the start of a request and the end of its headers."""
 
-    _header_timer: asyncio.TimerHandle | None = None
+    _header_timer: Deadline | None = None
     _header_bytes = 0
 
     _drain_started: float | None = None
@@ -79,7 +80,8 @@ class _HeaderDeadline:
     def _arm_header_timer(self) -> None:
         if self._header_timer is None:
             self._header_bytes = 0
-            self._header_timer = self.loop.call_later(_header_timeout_s(), self._on_header_timeout)  # type: ignore[attr-defined]
+            # a coarse deadline (service.deadlines), not a TimerHandle per request
+            self._header_timer = sweeper(self.loop).add(_header_timeout_s(), self._on_header_timeout)  # type: ignore[attr-defined]
 
     def _disarm_header_timer(self) -> None:
         if self._header_timer is not None:
