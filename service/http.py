@@ -21,14 +21,14 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from service.deadlines import Deadline, sweeper
+from service.deadlines import Deadline, DeadlineSweeper, sweeper
 
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 64 * 1024
 
 
-def _header_timeout_s() -> float:
+def _configured_header_timeout_s() -> float:
     from service.settings import get_settings
 
     return get_settings().header_timeout_s
@@ -45,6 +45,8 @@ class _HeaderDeadline:
     whether the parser is between the start of a request and the end of its headers."""
 
     _header_timer: Deadline | None = None
+    _sweeper: DeadlineSweeper
+    _header_timeout_s: float
     _header_bytes = 0
 
     _drain_started: float | None = None
@@ -75,13 +77,15 @@ class _HeaderDeadline:
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         self._header_timer = None
+        self._sweeper = sweeper(self.loop)  # type: ignore[attr-defined]
+        self._header_timeout_s = _configured_header_timeout_s()
         self._arm_header_timer()
 
     def _arm_header_timer(self) -> None:
         if self._header_timer is None:
             self._header_bytes = 0
             # a coarse deadline (service.deadlines), not a TimerHandle per request
-            self._header_timer = sweeper(self.loop).add(_header_timeout_s(), self._on_header_timeout)  # type: ignore[attr-defined]
+            self._header_timer = self._sweeper.add(self._header_timeout_s, self._on_header_timeout)
 
     def _disarm_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -112,7 +116,7 @@ class _HeaderDeadline:
         self._header_timer = None
         transport = self.transport  # type: ignore[attr-defined]
         if self._in_headers() and not transport.is_closing():
-            log.info("closing a connection whose request headers did not arrive within %.3g s", _header_timeout_s())
+            log.info("closing a connection whose request headers did not arrive within %.3g s", self._header_timeout_s)
             transport.close()
 
 

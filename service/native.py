@@ -76,9 +76,12 @@ def npy_working_ratio(headers: Mapping[str, str]) -> float:
     return (NPY_BYTES_PER_VALUE + OUTPUT_BYTES_PER_VALUE + ENCODED_BYTES_PER_VALUE[npy_out]) / 4
 
 
-def _params(query: Mapping[str, str], others: Mapping[str, Any]) -> dict[str, Any]:
+def _params(query: Mapping[str, str], fields: Mapping[str, Any], data_field: str | None = None) -> dict[str, Any]:
+    """The query's parameters, then the body's fields (but its data field) that are not null."""
     params: dict[str, Any] = dict(query)
-    params.update({k: v for k, v in others.items() if v is not None})
+    for key, value in fields.items():
+        if value is not None and key != data_field:
+            params[key] = value
     return params
 
 
@@ -142,21 +145,27 @@ class ClassifyAdapter:
             unknown_fields(payload, CLASSIFY_FIELDS)
             if "instances" not in payload:
                 raise BadRequestError("missing field 'instances'", field="instances")
-            others = {k: v for k, v in payload.items() if k != "instances"}
+            others = payload  # its "instances" is skipped by _params
             instances = payload["instances"]
             if not isinstance(instances, list):
                 raise BadRequestError(f"'instances' must be a list of instances, got {type(instances).__name__}",
                                       field="instances")
             limits.check_rows(len(instances), "instances")
-            if instances and all(isinstance(item, dict) for item in instances):
+            if instances and type(instances[0]) is dict:  # instances keyed by feature name
+                if not all(type(item) is dict for item in instances):
+                    raise BadRequestError("'instances' mixes objects and lists: use one form", field="instances")
                 records = instances
-            elif any(isinstance(item, dict) for item in instances):
-                raise BadRequestError("'instances' mixes objects and lists: use one form", field="instances")
             else:
-                features = codec.to_float32(instances, "instances")
+                try:
+                    features = codec.to_float32(instances, "instances")
+                except BadRequestError:
+                    if any(type(item) is dict for item in instances):
+                        raise BadRequestError("'instances' mixes objects and lists: use one form",
+                                              field="instances") from None
+                    raise
         else:
             others, features = {}, _decode_npy(body, limits, "instances", npy_out)
-        params = _params(query, others)
+        params = _params(query, others, "instances")
         return InferRequest("classifier", model_param(params.get("model")), version_param(params.get("version")),
                             inputs=features, records=records, context={"npy": npy_out})
 

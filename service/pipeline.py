@@ -240,9 +240,14 @@ def check_content_encoding(value: str | None) -> None:
 
 
 async def read_body(receive: Receive, declared_length: str | None, max_bytes: int, timeout_s: float, limits: Limits,
-                    working_ratio: float = 0.0) -> bytes:
+                    working_ratio: float = 0.0, min_rate: float = 0.0) -> bytes:
     """The whole body, within `max_bytes` (413, before reading when the length is declared), within
-    `timeout_s` for all of it (408), with its bytes reserved in the in-flight budget first (503).
+    its deadline (408), with its bytes reserved in the in-flight budget first (503).
+
+    The deadline is `timeout_s` from the start, pushed back by `received / min_rate` as bytes
+    arrive: a body still arriving at `min_rate` bytes/s or faster on average is never cut off, and
+    one that stalls or dribbles is cut off `timeout_s` after it started (0: the whole body within
+    `timeout_s`). So no body holds its reservation for more than `timeout_s + max_bytes / min_rate`.
 
     A declared length is read into one preallocated buffer (no list of chunks joined at the end,
     which would hold the body twice)."""
@@ -267,8 +272,9 @@ async def read_body(receive: Receive, declared_length: str | None, max_bytes: in
     task = asyncio.current_task()
     assert task is not None
     deadline = deadlines.sweeper().add(timeout_s, task.cancel)
+    extend = _Extension(deadline, min_rate) if min_rate > 0 else None
     try:
-        body = await _receive_all(receive, size, max_bytes, limits)
+        body = await _receive_all(receive, size, max_bytes, limits, extend)
     except asyncio.CancelledError:
         if not deadline.fired:
             raise  # cancelled by someone else (shutdown)
@@ -286,11 +292,24 @@ async def read_body(receive: Receive, declared_length: str | None, max_bytes: in
 
 
 def _body_timeout(timeout_s: float) -> RequestTimeoutError:
-    return RequestTimeoutError(f"the request body did not arrive within {timeout_s:g} s",
-                               limit_s=timeout_s, headers={"Connection": "close"})
+    return RequestTimeoutError(f"the request body did not arrive within {timeout_s:g} s (or slowed below the "
+                               f"minimum rate after it)", limit_s=timeout_s, headers={"Connection": "close"})
 
 
-async def _receive_all(receive: Receive, size: int | None, max_bytes: int, limits: Limits) -> bytes:
+class _Extension:
+    """Pushes a body deadline back by the time `received` bytes take at the minimum rate."""
+
+    __slots__ = ("deadline", "base", "min_rate")
+
+    def __init__(self, deadline: deadlines.Deadline, min_rate: float):
+        self.deadline, self.base, self.min_rate = deadline, deadline.when, min_rate
+
+    def __call__(self, received: int) -> None:
+        self.deadline.when = self.base + received / self.min_rate
+
+
+async def _receive_all(receive: Receive, size: int | None, max_bytes: int, limits: Limits,
+                       extend: Callable[[int], None] | None = None) -> bytes:
     if size is not None:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -308,6 +327,8 @@ async def _receive_all(receive: Receive, size: int | None, max_bytes: int, limit
                                           headers={"Connection": "close"})
                 buffer[position:end] = chunk
                 position = end
+                if extend is not None:
+                    extend(position)
             if not message.get("more_body", False):
                 break
             message = await receive()
@@ -331,6 +352,8 @@ async def _receive_all(receive: Receive, size: int | None, max_bytes: int, limit
                                            headers={"Connection": "close"})
             limits.reserve(len(chunk), "the request body")
             chunks.append(chunk)
+            if extend is not None:
+                extend(total)
         if not message.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -408,7 +431,8 @@ async def handle(service: Service, adapter: ProtocolAdapter, receive: Receive, h
         query = parse_query(query_string, adapter.query)
         working_ratio = getattr(adapter, "working_ratio", None)
         body = await read_body(receive, headers.get("content-length"), settings.max_body_bytes, settings.body_timeout_s,
-                               limits, working_ratio(headers) if working_ratio is not None else 0.0)
+                               limits, working_ratio(headers) if working_ratio is not None else 0.0,
+                               settings.body_min_rate_bytes_s)
         encoded, model = await _run(service, adapter, body, headers, query, limits)
         reply = Reply(200, encoded.body, encoded.media_type, encoded.headers)
     except ClientDisconnected:

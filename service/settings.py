@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     # Time limits (seconds): the whole body (408 after it), the request line + headers (the
     # connection is closed; service.http), idle keep-alive connections, and the drain on SIGTERM.
     body_timeout_s: float = Field(30.0, gt=0)
+    # After body_timeout_s, a body may go on arriving while its average rate is at least this
+    # (bytes/s; 0: the whole body within body_timeout_s): 128 MiB at 1 MiB/s is held at most ~158 s.
+    body_min_rate_bytes_s: float = Field(1024 * 1024, ge=0)
     header_timeout_s: float = Field(10.0, gt=0)
     keep_alive_timeout_s: int = Field(5, ge=1)
     graceful_shutdown_s: int = Field(30, ge=1)
@@ -176,7 +179,13 @@ class Settings(BaseSettings):
 
     @property
     def inflight_budget(self) -> int:
+        """Bytes that requests in flight may hold together, in all worker processes."""
         return self.inflight_budget_bytes or self.memory_limit_bytes // 2
+
+    @property
+    def inflight_budget_per_worker(self) -> int:
+        """Each worker process has its own budget (no shared memory between them): an equal share."""
+        return max(1, self.inflight_budget // self.workers)
 
     @property
     def threads_per_worker(self) -> int:

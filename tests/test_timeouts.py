@@ -19,6 +19,7 @@ from test_service_e2e import free_port, start_server, stop, wait_ready
 BODY_TIMEOUT_S = 2
 HEADER_TIMEOUT_S = 2
 BUDGET_BYTES = 2 * 1024 * 1024
+MIN_RATE = 10_000  # bytes/s a body must keep up after BODY_TIMEOUT_S
 CUT_OFF_WITHIN_S = 10  # generous: the shared 2-core machine; the bound under test is the setting
 
 
@@ -32,7 +33,8 @@ def server(repo, request):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {"MONOSERVE_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S), "MONOSERVE_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
-           "MONOSERVE_HTTP": request.param, "MONOSERVE_INFLIGHT_BUDGET_BYTES": str(BUDGET_BYTES)}
+           "MONOSERVE_HTTP": request.param, "MONOSERVE_INFLIGHT_BUDGET_BYTES": str(BUDGET_BYTES),
+           "MONOSERVE_BODY_MIN_RATE_BYTES_S": str(MIN_RATE)}
     process = start_server(repo, port, env=env)
     try:
         wait_ready(process, base)
@@ -101,6 +103,31 @@ def test_a_dribbled_body_is_answered_408_and_cut_off(server):
     assert b'"error"' in answer and b"did not arrive within" in answer
     assert BODY_TIMEOUT_S - 0.5 <= elapsed <= CUT_OFF_WITHIN_S
     normal_request_is_answered(base)
+
+
+def test_a_slow_but_steady_upload_outlasts_the_body_timeout(server):
+    """30 KB/s, three times the minimum rate, for about 1.5 x BODY_TIMEOUT_S: answered 200."""
+    import io
+
+    import numpy as np
+
+    port, _, _ = server
+    buffer = io.BytesIO()
+    np.save(buffer, np.linspace(0, 1, 22_500, dtype=np.float32))
+    body = buffer.getvalue()
+    chunk, interval_s = 3_000, 0.1
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"POST /smooth HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-npy\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        start = time.monotonic()
+        for offset in range(0, len(body), chunk):
+            sock.sendall(body[offset:offset + chunk])
+            time.sleep(interval_s)
+        elapsed = time.monotonic() - start
+        sock.settimeout(10)
+        answer = sock.recv(65536)
+    assert elapsed > BODY_TIMEOUT_S + 0.5, elapsed  # the test is about a body slower than the timeout
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
 
 
 def test_dribbled_headers_get_the_connection_closed(server):

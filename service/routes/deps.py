@@ -34,7 +34,7 @@ class Service:
     budget: MemoryBudget = field(init=False)  # bytes held by requests in flight (service.pipeline)
 
     def __post_init__(self) -> None:
-        self.budget = MemoryBudget(self.settings.inflight_budget)
+        self.budget = MemoryBudget(self.settings.inflight_budget_per_worker)
 
 
 def check_token(request: Request, settings: Settings) -> None:
