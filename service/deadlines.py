@@ -51,11 +51,18 @@ class DeadlineSweeper:
 
     def add(self, delay_s: float, callback: Callable[[], object]) -> Deadline:
         """Call `callback` (on the loop) about `delay_s` from now, unless the deadline is cancelled first."""
-        deadline = Deadline(self, self.loop.time() + delay_s, callback)
+        deadline = Deadline(self, 0.0, callback)
+        self.rearm(deadline, delay_s)
+        return deadline
+
+    def rearm(self, deadline: Deadline, delay_s: float) -> None:
+        """Arm `deadline` (made by `add`, pending or not) again, `delay_s` from now: a connection
+        re-uses one for every request instead of making a new one."""
+        deadline.when = self.loop.time() + delay_s
+        deadline.fired = False
         self._pending.add(deadline)
         if self._timer is None:
             self._timer = self.loop.call_later(min(self.tick_s, max(delay_s, 0.0)), self._sweep)
-        return deadline
 
     def _sweep(self) -> None:
         self._timer = None
@@ -75,10 +82,18 @@ class DeadlineSweeper:
 _sweepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, DeadlineSweeper] = weakref.WeakKeyDictionary()
 
 
+_last: DeadlineSweeper | None = None  # a process serves from one loop: skip the weak-key lookup (~1 us)
+
+
 def sweeper(loop: asyncio.AbstractEventLoop | None = None) -> DeadlineSweeper:
     """The sweeper of `loop` (default: the running loop), made on first use."""
+    global _last
     loop = loop or asyncio.get_running_loop()
+    last = _last
+    if last is not None and last.loop is loop:
+        return last
     found = _sweepers.get(loop)
     if found is None:
         found = _sweepers[loop] = DeadlineSweeper(loop)
+    _last = found
     return found

@@ -44,7 +44,8 @@ class _HeaderDeadline:
     """Mixin over a uvicorn HTTP protocol (it uses their `loop` and `transport`); subclasses say
     whether the parser is between the start of a request and the end of its headers."""
 
-    _header_timer: Deadline | None = None
+    _header_timer: Deadline | None = None  # the connection's _header_deadline while it is armed
+    _header_deadline: Deadline
     _sweeper: DeadlineSweeper
     _header_timeout_s: float
     _header_bytes = 0
@@ -79,13 +80,16 @@ class _HeaderDeadline:
         self._header_timer = None
         self._sweeper = sweeper(self.loop)  # type: ignore[attr-defined]
         self._header_timeout_s = _configured_header_timeout_s()
+        self._header_deadline = self._sweeper.add(self._header_timeout_s, self._on_header_timeout)
+        self._header_deadline.cancel()  # armed just below, like every request's
         self._arm_header_timer()
 
     def _arm_header_timer(self) -> None:
         if self._header_timer is None:
             self._header_bytes = 0
-            # a coarse deadline (service.deadlines), not a TimerHandle per request
-            self._header_timer = self._sweeper.add(self._header_timeout_s, self._on_header_timeout)
+            # a coarse deadline (service.deadlines), not a TimerHandle per request; one per connection
+            self._header_timer = self._header_deadline
+            self._sweeper.rearm(self._header_deadline, self._header_timeout_s)
 
     def _disarm_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -100,6 +104,10 @@ class _HeaderDeadline:
         if not self._in_headers():
             self._disarm_header_timer()
             return
+        self._count_header_bytes(data)
+
+    def _count_header_bytes(self, data: bytes) -> None:
+        """Headers still incomplete after `data`: the deadline runs, and their size is capped."""
         self._arm_header_timer()
         self._header_bytes += len(data)
         transport = self.transport  # type: ignore[attr-defined]
@@ -132,30 +140,43 @@ try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class HttpToolsHeaderDeadline(_HeaderDeadline, HttpToolsProtocol):
-        _reading_headers = True  # from the connection's start; again from each request's first byte
+        # uvicorn makes a new cycle when a request's headers are complete: the parser is reading
+        # headers while the cycle is still the one it had when the message began (None at first).
+        # Each override is a Python frame per request: on_message_begin, on_message_complete, data_received.
+        _cycle_at_begin: Any = None
         _message_complete = False
 
         def _in_headers(self) -> bool:
-            return self._reading_headers
+            return self.cycle is self._cycle_at_begin
 
         def _draining(self) -> bool:
             return self.cycle is not None and self.cycle.response_complete and not self._message_complete
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._reading_headers = True
+            self._cycle_at_begin = self.cycle
             self._message_complete = False
             self._drain_started = None
-            self._arm_header_timer()
+            if self._header_timer is None:  # _arm_header_timer, inlined: once per request
+                self._header_bytes = 0
+                self._header_timer = self._header_deadline
+                self._sweeper.rearm(self._header_deadline, self._header_timeout_s)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.cycle is not self._cycle_at_begin:  # the headers are complete: the common case, inlined
+                timer = self._header_timer
+                if timer is not None:
+                    timer.cancel()
+                    self._header_timer = None
+                return
+            self._count_header_bytes(data)
 
         def on_message_complete(self) -> None:
+            # uvicorn returns early here when the answer was sent before the body ended (an early
+            # 413/503), so its cycle cannot tell whether the body is complete
             self._message_complete = True
             super().on_message_complete()
-
-        def on_headers_complete(self) -> None:
-            self._reading_headers = False
-            self._disarm_header_timer()
-            super().on_headers_complete()
 
 except ImportError:  # pragma: no cover - uvicorn without httptools (the serve extra installs it)
     HttpToolsHeaderDeadline = None  # type: ignore[assignment,misc]
