@@ -162,10 +162,13 @@ async def dribble_body(port: int) -> dict:
     start = time.monotonic()
     answer = b""
 
+    closed_at: list[float] = []
+
     async def read_all() -> bytes:
         data = b""
         while chunk := await reader.read(65536):
             data += chunk
+        closed_at.append(time.monotonic())  # when the server closed the connection, not when we looked
         return data
 
     reading = asyncio.ensure_future(read_all())
@@ -181,7 +184,8 @@ async def dribble_body(port: int) -> dict:
     except asyncio.TimeoutError:
         pass
     writer.close()
-    return {"status_line": answer.split(b"\r\n", 1)[0].decode(errors="replace"), "cut_off_after_s": round(time.monotonic() - start, 1)}
+    cut_off = (closed_at[0] if closed_at else time.monotonic()) - start
+    return {"status_line": answer.split(b"\r\n", 1)[0].decode(errors="replace"), "cut_off_after_s": round(cut_off, 2)}
 
 
 async def hostile(base: str, port: int) -> dict:

@@ -231,7 +231,8 @@ def to_float32(data: Any, field: str) -> np.ndarray:
     object inside is a 400 naming where (numpy would otherwise turn "2" and true into 2.0 and 1.0);
     ragged lists are a 400 too."""
     if type(data) is int or type(data) is float:  # a bare number: a 0-d array, refused by rank with its shape
-        return np.asarray(data, dtype=np.float32)
+        with np.errstate(over="ignore"):
+            return np.asarray(data, dtype=np.float32)
     if not isinstance(data, list):
         raise BadRequestError(f"'{field}' must be a (nested) list of numbers, got {_json_name(data)}", field=field)
     if not _all_numbers(data):
