@@ -279,7 +279,7 @@ async def read_body(receive: Receive, declared_length: str | None, max_bytes: in
         if not deadline.fired:
             raise  # cancelled by someone else (shutdown)
         task.uncancel()
-        raise _body_timeout(timeout_s) from None
+        raise _body_timeout(timeout_s, min_rate) from None
     finally:
         deadline.cancel()
     if deadline.fired:  # the body completed in the same loop iteration the deadline fired: absorb the cancel
@@ -287,13 +287,14 @@ async def read_body(receive: Receive, declared_length: str | None, max_bytes: in
             await asyncio.sleep(0)
         except asyncio.CancelledError:
             task.uncancel()
-        raise _body_timeout(timeout_s)
+        raise _body_timeout(timeout_s, min_rate)
     return body
 
 
-def _body_timeout(timeout_s: float) -> RequestTimeoutError:
-    return RequestTimeoutError(f"the request body did not arrive within {timeout_s:g} s (or slowed below the "
-                               f"minimum rate after it)", limit_s=timeout_s, headers={"Connection": "close"})
+def _body_timeout(timeout_s: float, min_rate: float) -> RequestTimeoutError:
+    after = f", nor kept up {min_rate:g} bytes/s after that" if min_rate > 0 else ""
+    return RequestTimeoutError(f"the request body did not arrive within {timeout_s:g} s{after}",
+                               limit_s=timeout_s, headers={"Connection": "close"})
 
 
 class _Extension:
