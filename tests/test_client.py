@@ -17,7 +17,7 @@ import pytest
 
 from monoserve import client as mc
 from service_fixtures import CLASSIFIER_FEATURES, MULTILABEL_LABELS, fresh_repo
-from test_service_e2e import free_port, start_server, stop, wait_ready
+from test_service_e2e import running_server
 
 TOKEN = "client-test-token"
 
@@ -34,25 +34,26 @@ def repo(tmp_path_factory):
     return repo
 
 
+def smoother_served(process, base: str) -> None:
+    """/readyz stays 503 here (the broken model): wait for the smoother instead."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/models/smoother", headers={"authorization": f"Bearer {TOKEN}"}).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.2)
+    raise AssertionError("the smoother was not served in time")
+
+
 @pytest.fixture(scope="module")
 def server(repo):
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    process = start_server(repo, port, env={"MONOSERVE_API_TOKEN": TOKEN, "MONOSERVE_DEFAULT_SMOOTHER": "smoother"})
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:  # /readyz stays 503 (the broken model): wait for the smoother instead
-            try:
-                if httpx.get(f"{base}/models/smoother", headers={"authorization": f"Bearer {TOKEN}"}).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.stdout.read()
-            time.sleep(0.2)
-        yield base
-    finally:
-        output = stop(process)
-        assert process.returncode == 0, output
+    env = {"MONOSERVE_API_TOKEN": TOKEN, "MONOSERVE_DEFAULT_SMOOTHER": "smoother"}
+    with running_server(repo, env=env, ready=smoother_served) as running:
+        yield running.base
+    assert running.process.returncode == 0, running.output
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from service.app import create_app
 from service.errors import BadRequestError, PayloadTooLargeError, ServiceError
 from service.settings import Settings
 from service_fixtures import CLASSIFIER_FEATURES, MULTILABEL_FEATURES, MULTILABEL_LABELS, fresh_repo
-from test_service_e2e import free_port, start_server, stop, wait_ready
+from test_service_e2e import running_server
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +33,9 @@ def repo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(repo):
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    process = start_server(repo, port)
-    try:
-        wait_ready(process, base)
-        yield base
-    finally:
-        output = stop(process)
-        assert process.returncode == 0, output
+    with running_server(repo) as running:
+        yield running.base
+    assert running.process.returncode == 0, running.output
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import checks as st_checks
 
 from service_fixtures import fresh_repo
-from test_service_e2e import free_port, start_server, stop, wait_ready
+from test_service_e2e import running_server
 
 MAX_EXAMPLES = 25  # per operation: bounded, so `make test` stays short
 
@@ -19,15 +19,9 @@ MAX_EXAMPLES = 25  # per operation: bounded, so `make test` stays short
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     repo = fresh_repo(tmp_path_factory.mktemp("schemathesis"))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    process = start_server(repo, port, env={"MONOSERVE_DEFAULT_SMOOTHER": "smoother"})
-    try:
-        wait_ready(process, base)
-        yield base
-    finally:
-        output = stop(process)
-        assert "Traceback" not in output, output[-3000:]  # nothing the fuzzer sent was our bug
+    with running_server(repo, env={"MONOSERVE_DEFAULT_SMOOTHER": "smoother"}) as running:
+        yield running.base
+    assert "Traceback" not in running.output, running.output[-3000:]  # nothing the fuzzer sent was our bug
 
 
 CHECKS = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -9,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -56,6 +59,28 @@ def stop(process: subprocess.Popen) -> str:
             process.kill()
             process.wait(timeout=10)
     return process.stdout.read() if process.stdout else ""
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen
+    port: int
+    base: str
+    output: str = ""  # what it printed, once stopped
+
+
+@contextlib.contextmanager
+def running_server(repo: Path, *extra: str, env: dict[str, str] | None = None,
+                   ready: Callable[[subprocess.Popen, str], None] = None) -> Iterator[RunningServer]:
+    """`monoserve serve` on a free port, yielded once `ready` (default: GET /readyz answers 200); stopped
+    afterwards, with its output in `.output` for the caller's checks."""
+    port = free_port()
+    server = RunningServer(start_server(repo, port, *extra, env=env), port, f"http://127.0.0.1:{port}")
+    try:
+        (ready or wait_ready)(server.process, server.base)
+        yield server
+    finally:
+        server.output = stop(server.process)
 
 
 def process_tree(pid: int) -> list[int]:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from service_fixtures import fresh_repo
-from test_service_e2e import free_port, start_server, stop, wait_ready
+from test_service_e2e import free_port, running_server, start_server, stop, wait_ready
 
 BODY_TIMEOUT_S = 2
 HEADER_TIMEOUT_S = 2
@@ -30,17 +30,11 @@ def repo(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=["httptools", "h11"])
 def server(repo, request):
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     env = {"MONOSERVE_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S), "MONOSERVE_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
            "MONOSERVE_HTTP": request.param, "MONOSERVE_INFLIGHT_BUDGET_BYTES": str(BUDGET_BYTES),
            "MONOSERVE_BODY_MIN_RATE_BYTES_S": str(MIN_RATE)}
-    process = start_server(repo, port, env=env)
-    try:
-        wait_ready(process, base)
-        yield port, base, request.param
-    finally:
-        stop(process)
+    with running_server(repo, env=env) as running:
+        yield running.port, running.base, request.param
 
 
 def base_http(server) -> str:
