@@ -100,9 +100,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.collect()
     gc.freeze()
     lifecycle.start()  # after the first load: a new version is proved and swapped in while serving
+    grpc_server = None
     try:
+        if app.state.serve_grpc and settings.grpc_port:  # the serving process (serving_app), not in-process apps
+            from service.grpc_oip import start_server  # grpcio is imported only where gRPC is served
+
+            grpc_server = await start_server(service, lambda: app.state.lifecycle)
         yield
     finally:
+        if grpc_server is not None:  # drained first: its calls in flight still need the models
+            await grpc_server.stop()
         gc.unfreeze()
         await lifecycle.stop()
         service.registry = None
@@ -124,7 +131,13 @@ class MonoserveApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def serving_app() -> FastAPI:
+    """The serving process's app (service.server): create_app() plus the Open Inference Protocol's
+    gRPC service on MONOSERVE_GRPC_PORT (service.grpc_oip), started and drained by the lifespan."""
+    return create_app(serve_grpc=True)
+
+
+def create_app(settings: Settings | None = None, *, serve_grpc: bool = False) -> FastAPI:
     from service import __version__
     from service.routes import health, metrics, models, oip, predict, repository
     from service.routes.docs import mount_docs
@@ -143,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = Service(settings=settings, metrics=Metrics())
     app.state.lifecycle = None  # set by the lifespan once the repository is loaded
+    app.state.serve_grpc = serve_grpc
     register_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(models.router)

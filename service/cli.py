@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--repo", type=Path, default=None, help="model repository (default: MONOSERVE_REPO or ./model_repository)")
     serve.add_argument("--host", default=None, help="address to bind (default: MONOSERVE_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default: MONOSERVE_PORT or 8000)")
+    serve.add_argument("--grpc-port", type=int, default=None,
+                       help="Open Inference Protocol gRPC port, 0 for none (default: MONOSERVE_GRPC_PORT or 8001)")
     serve.add_argument("--device", choices=DEVICES, default=None, help="auto (CUDA when present), cpu or cuda (default: auto)")
     serve.add_argument("--engine", choices=ENGINES, default=None, help="onnx (ONNX Runtime, default) or torchscript")
     serve.add_argument("--workers", type=int, default=None, help="uvicorn worker processes (default: 1)")
@@ -56,7 +58,8 @@ def _usage_error(message: str) -> int:
 def flag_overrides(args: argparse.Namespace) -> dict[str, object]:
     """The settings given as command-line flags (they win over MONOSERVE_* variables)."""
     given = {"repo": args.repo, "host": args.host, "port": args.port, "device": args.device, "engine": args.engine,
-             "workers": args.workers, "access_log": getattr(args, "access_log", None)}
+             "workers": args.workers, "access_log": getattr(args, "access_log", None),
+             "grpc_port": getattr(args, "grpc_port", None)}
     return {name: value for name, value in given.items() if value is not None}
 
 
@@ -92,6 +95,9 @@ def serve_command(args: argparse.Namespace) -> int:
         return _usage_error(f"--workers must be >= 1, got {args.workers}")
     if args.port is not None and not 0 < args.port < 65536:
         return _usage_error(f"--port must be in 1..65535, got {args.port}")
+    grpc_port = getattr(args, "grpc_port", None)
+    if grpc_port is not None and not 0 <= grpc_port < 65536:
+        return _usage_error(f"--grpc-port must be in 0..65535 (0: no gRPC), got {grpc_port}")
     overrides = flag_overrides(args)
 
     from pydantic import ValidationError
@@ -112,8 +118,9 @@ def serve_command(args: argparse.Namespace) -> int:
     except DeviceUnavailableError as exc:
         return _usage_error(str(exc))
     env = server_environment(os.environ, overrides, settings.threads_per_worker, getattr(args, "log_level", None))
-    log.info("serving %s on http://%s:%d (engine %s, device %s, %d worker(s), %d CPU thread(s))",
-             settings.repo, settings.host, settings.port, settings.engine, device, settings.workers, settings.cpu_threads)
+    log.info("serving %s on http://%s:%d%s (engine %s, device %s, %d worker(s), %d CPU thread(s))",
+             settings.repo, settings.host, settings.port,
+             f" and gRPC port {settings.grpc_port}" if settings.grpc_port else "", settings.engine, device, settings.workers, settings.cpu_threads)
     return launch([sys.executable, "-m", "service.server"], env)
 
 

@@ -26,7 +26,7 @@ def main() -> int:
         return 2
     with multiprocess_mode(settings.workers):  # /metrics counts across the worker processes
         uvicorn.run(
-            "service.app:create_app", factory=True, host=settings.host, port=settings.port, workers=settings.workers,
+            "service.app:serving_app", factory=True, host=settings.host, port=settings.port, workers=settings.workers,
             log_level=settings.log_level.lower(), access_log=settings.access_log, proxy_headers=False,
             server_header=False, date_header=False, http=protocol_class(settings.http),
             timeout_keep_alive=settings.keep_alive_timeout_s, timeout_graceful_shutdown=settings.graceful_shutdown_s,

@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     repo: Path = Field(Path("model_repository"), description="model repository (REPO/NAME/VERSION)")
     host: str = Field("127.0.0.1", description="address to bind (`monoserve serve --host` overrides)")
     port: int = Field(8000, ge=1, le=65535, description="port (`monoserve serve --port` overrides)")
+    # The Open Inference Protocol's gRPC service (service.grpc_oip) on this port of `host`, beside
+    # HTTP (8001 as in Triton; 0: no gRPC server). Started by the serving process only.
+    grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port (0: off; `monoserve serve --grpc-port` overrides)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     engine: Literal["onnx", "torchscript"] = "onnx"
     cpu_threads: int = Field(default_factory=available_cpus, ge=1,

@@ -33,7 +33,9 @@ def start_server(repo: Path, port: int, *extra: str, env: dict[str, str] | None 
     command = [sys.executable, "-m", "monoserve.cli", "serve", "--repo", str(repo), "--host", "127.0.0.1",
                "--port", str(port), *extra]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "MONOSERVE_DEFAULT_CLASSIFIER": "classifier", **(env or {})})
+                            env={**os.environ, "MONOSERVE_DEFAULT_CLASSIFIER": "classifier",
+                                 # no gRPC port unless a test asks for one: servers of tests run at once never share 8001
+                                 "MONOSERVE_GRPC_PORT": "0", **(env or {})})
 
 
 def wait_ready(process: subprocess.Popen, base: str) -> None:

@@ -29,12 +29,17 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"description": "models are still loading"}}
 
 
-async def get_lifecycle(request: Request) -> Lifecycle:
-    """The lifecycle manager, after the admin token check (401) and once models are loaded (503 before)."""
-    settings = request.app.state.service.settings
+def check_control_token(settings: Any, authorization: str | None) -> None:
+    """The control API's token rule (401 when it is not met), for every protocol that carries the
+    control API: these routes and the gRPC repository RPCs (service.grpc_oip)."""
     token = settings.admin_token or settings.api_token
     if token is not None:  # the service's one Bearer check, on the admin token
-        check_authorization(SimpleNamespace(api_token=token), request.headers.get("authorization"))
+        check_authorization(SimpleNamespace(api_token=token), authorization)
+
+
+async def get_lifecycle(request: Request) -> Lifecycle:
+    """The lifecycle manager, after the admin token check (401) and once models are loaded (503 before)."""
+    check_control_token(request.app.state.service.settings, request.headers.get("authorization"))
     lifecycle: Lifecycle | None = getattr(request.app.state, "lifecycle", None)
     if lifecycle is None:
         raise ModelUnavailableError("models are still loading")
