@@ -16,8 +16,8 @@ and the memory its parse can take in the in-flight budget before protobuf decode
 
 Tensors come as typed `contents` (by datatype: fp32_contents, int_contents, ...) or as
 `raw_input_contents` (little-endian, row-major; one entry per input); the answer is raw
-(`raw_output_contents`) when the request was raw or asked for `binary_data_output`, typed
-otherwise. A smoother answers what /smooth answers (parameter `mode`), a classifier its scores
+(`raw_output_contents`) or typed as the parameter `binary_data_output` says, else as the request
+was sent. A smoother answers what /smooth answers (parameter `mode`), a classifier its scores
 [N, labels] with labels, threshold and decisions as response parameters (lists as JSON text).
 
 The repository RPCs follow the REST control API's token rule (service.routes.repository.
@@ -246,7 +246,9 @@ class GrpcInferAdapter:
         request = oip_request(message, limits, self.drop)
         tensor = io.check(request, served)
         array = tensor.array if tensor.array.dtype == np.float32 else tensor.array.astype(np.float32)
-        raw = bool(message.raw_input_contents) or request.binary_output
+        # The answer's form: binary_data_output when given, else the request's own (Triton answers raw,
+        # and tritonclient.grpc reads raw outputs only; it always sends raw inputs).
+        raw = request.parameters.get("binary_data_output", bool(message.raw_input_contents))
         return InferRequest(served.kind, message.model_name, served.manifest.version, inputs=array,
                             params=io.query(request), context={"oip": request, "io": io, "raw": raw})
 
@@ -261,7 +263,9 @@ class GrpcInferAdapter:
 # -- errors -----------------------------------------------------------------------------------
 _STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
            404: grpc.StatusCode.NOT_FOUND, 408: grpc.StatusCode.DEADLINE_EXCEEDED,
+           403: grpc.StatusCode.PERMISSION_DENIED, 409: grpc.StatusCode.FAILED_PRECONDITION,
            413: grpc.StatusCode.RESOURCE_EXHAUSTED, 415: grpc.StatusCode.INVALID_ARGUMENT,
+           429: grpc.StatusCode.RESOURCE_EXHAUSTED, 501: grpc.StatusCode.UNIMPLEMENTED,
            503: grpc.StatusCode.UNAVAILABLE}
 
 
@@ -271,7 +275,8 @@ def grpc_status(status: int, headers: Mapping[str, str] | None) -> tuple[grpc.St
     retry_after = (headers or {}).get("Retry-After")
     if status == 503 and retry_after is not None:
         return grpc.StatusCode.RESOURCE_EXHAUSTED, (("grpc-retry-pushback-ms", str(int(float(retry_after) * 1000))),)
-    return _STATUS.get(status, grpc.StatusCode.INTERNAL), ()
+    default = grpc.StatusCode.FAILED_PRECONDITION if 400 <= status < 500 else grpc.StatusCode.INTERNAL
+    return _STATUS.get(status, default), ()
 
 
 def reply_message(reply: pipeline.Reply) -> str:
