@@ -60,3 +60,9 @@ class OverloadedError(ServiceError):
     """The dynamic batching queue or the in-flight memory budget is full: retry after Retry-After seconds."""
 
     status = 503
+
+
+class VersionGoneError(ServiceError):
+    """A stream's pinned model version no longer serves (removed, unloaded or replaced): start a new stream."""
+
+    status = 409

@@ -1,0 +1,174 @@
+"""The transport-free stream core (service.streaming) against one-shot inference, in process: real
+proofs, real ONNX Runtime sessions, hypothesis cutting signals into chunks; and the carried state
+(HMAC-signed) against forged, altered, foreign, expired and mismatched states and gone versions."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from service.errors import BadRequestError, VersionGoneError
+from service.inference import SmoothCall, infer_smooth
+from service.registry import ModelRegistry
+from service.streaming import SmoothStream, StateCodec, check_pinned, open_stream, resume
+from service_fixtures import KERNEL_SIZE, build_smoother, copy_version, fresh_repo
+
+SECRET = b"a test secret of enough bytes!!!"
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = fresh_repo(tmp_path_factory.mktemp("stream"), models=("smoother", "classifier"))
+    build_smoother(repo, tmp_path_factory.mktemp("ckpt"), name="wide", kernel_size=31)  # direct/FFT paths too
+    return repo
+
+
+@pytest.fixture(scope="module")
+def registry(repo):
+    registry = ModelRegistry(repo)
+    registry.load()
+    assert registry.ready, registry.not_ready_reasons()
+    return registry
+
+
+def one_shot(served, signal: np.ndarray, mode: str, method: str = "auto") -> np.ndarray:
+    return np.asarray(infer_smooth(SmoothCall(served, signal[None], 3, mode), method=method))[0]
+
+
+def cut(signal: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    chunks, start = [], 0
+    for size in sizes:
+        chunks.append(signal[:, start : start + size])
+        start += size
+    chunks.append(signal[:, start:])
+    return chunks
+
+
+def run_stream(stream: SmoothStream, chunks: list[np.ndarray], codec: StateCodec | None = None,
+               registry: ModelRegistry | None = None, method: str = "auto") -> np.ndarray:
+    outputs = []
+    for chunk in chunks:
+        if codec is not None:  # through the carried state, as an HTTP client would
+            stream = resume(registry, codec.unseal(codec.seal(stream)))
+        out = stream.push(chunk, method=method)
+        assert out.shape[0] == chunk.shape[0] and out.dtype == np.float32
+        outputs.append(out)
+    outputs.append(stream.end(method=method))
+    return np.concatenate(outputs, axis=1)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), mode=st.sampled_from(["causal", "same", "valid"]), channels=st.integers(1, 5),
+       model=st.sampled_from(["smoother", "wide"]), carried=st.booleans())
+def test_stream_equals_one_shot_for_every_chunking(registry, data, mode, channels, model, carried):
+    served = registry.resolve("smoother", model)
+    kernel = served.manifest.smoother.kernel_size
+    length = data.draw(st.integers(kernel if mode == "valid" else 1, 120), label="length")
+    sizes = data.draw(st.lists(st.integers(0, 40), max_size=12), label="sizes")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    signal = (rng.standard_normal((channels, length)) * 10 + rng.standard_normal((channels, 1)) * 50).astype(np.float32)
+    streamed = run_stream(SmoothStream.open(served, mode), cut(signal, sizes),
+                          StateCodec(SECRET) if carried else None, registry)
+    expected = one_shot(served, signal, mode)
+    assert streamed.shape == expected.shape
+    np.testing.assert_allclose(streamed, expected, rtol=1e-6, atol=1e-6 * float(np.abs(signal).max()))
+
+
+@pytest.mark.parametrize("mode", ["causal", "same", "valid"])
+def test_bit_exact_where_the_same_path_runs(registry, mode):
+    """With the engine on both sides (K=9: the engine is what /smooth runs), the bits are equal."""
+    served = registry.resolve("smoother", "smoother")
+    signal = np.random.default_rng(1).standard_normal((8, 500)).astype(np.float32)
+    for sizes in ([1] * 40, [7, 0, 64, 3, 100], [256, 256]):
+        streamed = run_stream(SmoothStream.open(served, mode), cut(signal, sizes), method="engine")
+        assert np.array_equal(streamed, one_shot(served, signal, mode, method="engine")), sizes
+
+
+def test_delays_and_flushes(registry):
+    served = registry.resolve("smoother", "smoother")
+    half = KERNEL_SIZE // 2
+    chunk = np.ones((2, 3), dtype=np.float32)
+    causal, same, valid = (SmoothStream.open(served, mode) for mode in ("causal", "same", "valid"))
+    assert causal.push(chunk).shape == (2, 3)  # no delay
+    assert same.push(chunk).shape == (2, max(0, 3 - half))
+    assert valid.push(chunk).shape == (2, 0)
+    assert valid.push(np.ones((2, KERNEL_SIZE), dtype=np.float32)).shape == (2, 3 + KERNEL_SIZE - KERNEL_SIZE + 1)
+    assert same.end().shape == (2, min(3, half)) and causal.end().shape == (2, 0) and valid.end().shape == (2, 0)
+
+
+def test_bad_chunks_and_short_streams_are_400(registry):
+    served = registry.resolve("smoother", "smoother")
+    stream = SmoothStream.open(served, "same")
+    for bad in (np.ones(4, np.float32), np.ones((1, 2, 3), np.float32), np.array([[1.0, np.nan]], np.float32),
+                np.ones((0, 3), np.float32)):
+        with pytest.raises(BadRequestError):
+            stream.push(bad)
+    stream.push(np.ones((2, 4), np.float32))
+    with pytest.raises(BadRequestError, match="2 channel"):
+        stream.push(np.ones((3, 4), np.float32))
+    with pytest.raises(BadRequestError, match="before any sample"):
+        SmoothStream.open(served, "causal").end()
+    short = SmoothStream.open(served, "valid")
+    short.push(np.ones((1, KERNEL_SIZE - 1), np.float32))
+    with pytest.raises(BadRequestError, match="at least"):
+        short.end()
+    with pytest.raises(BadRequestError, match="mode"):
+        SmoothStream.open(served, "mirror")
+    with pytest.raises(BadRequestError, match="not a smoother"):
+        open_stream(registry, "classifier", None, None)
+
+
+def test_forged_altered_foreign_and_expired_states_are_400(registry):
+    codec = StateCodec(SECRET, max_age_s=60)
+    stream = SmoothStream.open(registry.resolve("smoother", "smoother"), "causal")
+    stream.push(np.arange(20, dtype=np.float32).reshape(2, 10))
+    token = codec.seal(stream, now=1000.0)
+    assert resume(registry, codec.unseal(token, now=1010.0)).seen == 10
+    body, mac = token.split(".")
+    altered = [body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1] + "." + mac,  # one character of the tail
+               body + "." + mac[::-1], "garbage", "", body, "." + mac, token + "x"]
+    for bad in altered:
+        with pytest.raises(BadRequestError, match="state"):
+            codec.unseal(bad, now=1010.0)
+    with pytest.raises(BadRequestError, match="issued by this service"):
+        StateCodec(b"another secret, 32 bytes long...").unseal(token, now=1010.0)
+    with pytest.raises(BadRequestError, match="expired"):
+        codec.unseal(token, now=1061.0)
+    with pytest.raises(BadRequestError):
+        codec.unseal(12345)
+    state = codec.unseal(token, now=1010.0)
+    for field, value in (("model", "wide"), ("version", 2), ("mode", "same")):
+        with pytest.raises(BadRequestError, match=field):
+            resume(registry, state, **{field: value})
+    resumed = resume(registry, state, model="smoother", version=1, mode="causal")
+    with pytest.raises(BadRequestError, match="channel"):
+        resumed.push(np.ones((3, 1), np.float32))
+
+
+def test_a_gone_or_replaced_version_is_409(tmp_path):
+    repo = fresh_repo(tmp_path / "repo", models=("smoother",))
+    copy_version(repo, "smoother", 1, 2)
+    registry = ModelRegistry(repo)
+    registry.load()
+    codec = StateCodec(SECRET)
+    stream = open_stream(registry, "smoother", 2, "same")
+    stream.push(np.ones((1, 5), np.float32))
+    token = codec.seal(stream)
+    pinned_v1 = open_stream(registry, "smoother", 1, "same")
+    shutil.rmtree(repo / "smoother" / "2")
+    registry.refresh()
+    with pytest.raises(VersionGoneError):
+        check_pinned(registry, stream)
+    with pytest.raises(VersionGoneError):
+        resume(registry, codec.unseal(token))
+    check_pinned(registry, pinned_v1)  # a version that stays is not affected
+    # the same number re-published with other files (another kernel): gone too
+    assert build_smoother(repo, tmp_path, kernel_size=7).name == "2"
+    registry.refresh()
+    assert registry.resolve("smoother", "smoother", 2).manifest.smoother.kernel_size == 7
+    with pytest.raises(VersionGoneError):
+        resume(registry, codec.unseal(token))
