@@ -55,6 +55,7 @@ CONTENTS_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int
                   "FP64": "fp64_contents", "BYTES": "bytes_contents"}
 TYPED_FIELDS = tuple(dict.fromkeys(CONTENTS_FIELD.values()))
 DATATYPE_OF = {dtype: name for name, dtype in oip.DATATYPES.items()}
+SEQUENCE_PARAMETERS = frozenset({"sequence_id", "sequence_start", "sequence_end"})  # Triton's, streams only
 
 # Memory a message's parse may take, per byte of the message, reserved before parsing: raw tensor
 # bytes are held once by the message and once more when read out of it; any other byte can be a
@@ -239,6 +240,13 @@ class GrpcInferAdapter:
 
     def decode(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str], limits: Limits) -> InferRequest:
         message = parse_infer_request(body, limits)
+        sequence = sorted(SEQUENCE_PARAMETERS & set(message.parameters))
+        if sequence:
+            raise BadRequestError(f"parameters {sequence} belong to ModelStreamInfer: a sequence lives in one stream",
+                                  field="parameters")
+        return self.decode_message(message, limits)
+
+    def decode_message(self, message: Any, limits: Limits) -> InferRequest:
         if not message.model_name:
             raise BadRequestError("model_name must name the model to run", field="model_name")
         served = oip.resolve(self.service, message.model_name, message.model_version or None)

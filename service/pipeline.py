@@ -25,7 +25,9 @@ Then call `await handle(service, adapter, receive, headers, query_string)`; path
 model name in the URL) go into the adapter instance or the decoded `InferRequest.model`.
 
 Model kinds are plugged the same way: one `ModelKind` per kind (service.inference: smoother,
-classifier) supplies `prepare`, `work`, `infer`, `result`; the pipeline never branches on kind.
+classifier) supplies `prepare`, `work`, `infer`, `result`; the pipeline never branches on kind. An
+adapter may hand a request its own `ModelKind` in `InferRequest.context["kind"]` (the chunks of a
+gRPC stream's smoother sequence: service.grpc_stream), still resolved, limited and answered here.
 Limits, resolution, inference (with batching), metrics and errors are shared by all protocols.
 """
 
@@ -473,7 +475,7 @@ def _decode(service: Service, adapter: ProtocolAdapter, body: bytes, headers: Ma
     request = adapter.decode(body, headers, query, limits)
     registry = service.registry
     kind_name = request.kind or _kind_of(registry, request.model)
-    kind = _kinds()[kind_name]
+    kind = request.context.get("kind") or _kinds()[kind_name]  # an adapter's own, for a request that needs one
     served = registry.resolve(kind_name, request.model, request.version)
     progress.model = served.manifest.name
     call = kind.prepare(served, request, limits)

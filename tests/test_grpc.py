@@ -389,3 +389,63 @@ def test_raw_contents_are_counted_from_the_wire():
     assert raw_contents_bytes(b"\xff\xff") == 0  # not a message: counted as all "other" bytes
     many = service_pb2.ModelInferRequest(raw_input_contents=[b"ab"] * (MAX_TOP_LEVEL_FIELDS + 1))
     assert raw_contents_bytes(many.SerializeToString()) == 0
+
+
+# -- smoother sequences over ModelStreamInfer -------------------------------------------------
+def chunked(signal: np.ndarray, cuts: list[int]) -> list[np.ndarray]:
+    edges = [0, *cuts, signal.shape[-1]]
+    return [signal[..., start:stop] for start, stop in zip(edges, edges[1:])]
+
+
+@pytest.mark.parametrize("mode", ["same", "causal", "valid"])
+def test_sequence_of_smoother_chunks_equals_one_shot(client, server, mode):
+    """Two sequences interleaved in one stream ([C, n] and [n] chunks, an empty chunk among them):
+    each sequence's answers, concatenated, are /smooth's answer of its whole signal, bit for bit."""
+    rng = np.random.default_rng(11)
+    first = (rng.standard_normal((3, 500)) * 4).astype(np.float32)
+    second = rng.standard_normal(230).astype(np.float32)
+    plans = {7: chunked(first, [1, 1, 40, 41, 300]), "b": chunked(second, [5, 100, 229])}
+    requests, order = [], []
+    for step in range(max(len(chunks) for chunks in plans.values())):
+        for sequence_id, chunks in plans.items():
+            if step < len(chunks):
+                requests.append({"model_name": "smoother", "inputs": [raw_input("signal", chunks[step])],
+                                 "sequence_id": sequence_id, "sequence_start": step == 0,
+                                 "sequence_end": step == len(chunks) - 1, "parameters": {"mode": mode}})
+                order.append(sequence_id)
+    answers = run_stream(client, requests)
+    got: dict = {sequence_id: [] for sequence_id in plans}
+    for sequence_id, (result, error) in zip(order, answers):
+        assert error is None, error
+        response = result.get_response()
+        assert response.parameters["mode"].string_param == mode
+        got[sequence_id].append(result.as_numpy("smoothed"))
+    np.testing.assert_array_equal(np.concatenate(got[7], axis=1), smooth(server[0], first, mode))
+    np.testing.assert_array_equal(np.concatenate(got["b"]), smooth(server[0], second, mode))
+    # the answers come as the samples they complete: causal answers every sample at once
+    if mode == "causal":
+        assert [a.shape[-1] for a in got["b"]] == [c.shape[-1] for c in plans["b"]]
+
+
+def test_sequence_errors_are_answered_in_the_stream(client):
+    signal = np.ones((2, 30), np.float32)
+    answers = run_stream(client, [
+        {"model_name": "smoother", "inputs": [raw_input("signal", signal)], "sequence_id": 5},  # never started
+        {"model_name": "classifier", "inputs": [raw_input("features", np.ones((1, 4), np.float32))],
+         "sequence_id": 6, "sequence_start": True},  # not a smoother
+        {"model_name": "smoother", "inputs": [raw_input("signal", signal)], "sequence_id": 8, "sequence_start": True},
+        {"model_name": "smoother", "inputs": [raw_input("signal", np.ones((3, 30), np.float32))], "sequence_id": 8},
+        {"model_name": "smoother", "inputs": [raw_input("signal", signal)], "sequence_id": 8, "sequence_end": True},
+    ])
+    messages = [error.message() if error is not None else None for _, error in answers]
+    assert "is not open in this stream" in messages[0]
+    assert "sequences (sequence_id) are for smoothers" in messages[1]
+    assert messages[2] is None and messages[4] is None  # the refused chunk left sequence 8 open and unchanged
+    assert "has 2 channel(s)" in messages[3]
+    assert answers[2][0].as_numpy("smoothed").shape[0] == 2
+
+
+def test_sequence_parameters_on_a_unary_infer_are_refused(client):
+    status, message = status_of(lambda: client.infer("smoother", [raw_input("signal", np.ones(20, np.float32))],
+                                                     sequence_id=3, sequence_start=True))
+    assert status == "StatusCode.INVALID_ARGUMENT" and "belong to ModelStreamInfer" in message
