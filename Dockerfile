@@ -128,10 +128,12 @@ ENV PATH=/opt/monoserve/bin:$PATH \
     MONOSERVE_REPO=/srv/model_repository \
     MONOSERVE_HOST=0.0.0.0 \
     MONOSERVE_PORT=8000 \
+    MONOSERVE_GRPC_PORT=8001 \
     MONOSERVE_DEVICE=cuda
 USER 10001:10001
 WORKDIR /srv
-EXPOSE 8000
+# HTTP (REST, Open Inference Protocol REST) and gRPC (inference.GRPCInferenceService, grpc.health.v1).
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "/usr/local/lib/monoserve/healthcheck.py"]
 CMD ["monoserve", "serve"]
@@ -157,13 +159,15 @@ ENV PATH=/opt/monoserve/bin:$PATH \
     MALLOC_TRIM_THRESHOLD_=268435456 \
     MONOSERVE_REPO=/srv/model_repository \
     MONOSERVE_HOST=0.0.0.0 \
-    MONOSERVE_PORT=8000
+    MONOSERVE_PORT=8000 \
+    MONOSERVE_GRPC_PORT=8001
 USER 10001:10001
 WORKDIR /srv
-EXPOSE 8000
+# HTTP (REST, Open Inference Protocol REST) and gRPC (inference.GRPCInferenceService, grpc.health.v1).
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "/usr/local/lib/monoserve/healthcheck.py"]
-# `monoserve serve` reads MONOSERVE_HOST, MONOSERVE_PORT, MONOSERVE_REPO (and every other setting,
+# `monoserve serve` reads MONOSERVE_HOST, MONOSERVE_PORT, MONOSERVE_GRPC_PORT, MONOSERVE_REPO (and every other setting,
 # MONOSERVE_LOG_LEVEL included) from the environment; no shell wrapper. It execs the server, which
-# stays PID 1 and gets the signals (SIGTERM drains the requests in flight).
+# stays PID 1 and gets the signals (SIGTERM drains the requests and gRPC calls in flight).
 CMD ["monoserve", "serve"]

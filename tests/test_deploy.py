@@ -125,10 +125,12 @@ def test_probes_hit_real_routes_on_the_served_port(tmp_path):
     paths = app_paths(tmp_path)
     deployment = manifests()["Deployment"]
     (isvc,) = documents(KSERVE / "inferenceservice.yaml")
-    for doc, port in ((deployment, "8000"), (isvc, "8080")):
+    for doc, port, grpc_port, grpc_name in ((deployment, "8000", "8001", "grpc"), (isvc, "8080", "8081", "h2c")):
         item = container(doc)
         assert env(item)["MONOSERVE_PORT"] == port and env(item)["MONOSERVE_HOST"] == "0.0.0.0"
-        assert [p["containerPort"] for p in item["ports"]] == [int(port)]
+        assert [p["containerPort"] for p in item["ports"]] == [int(port), int(grpc_port)]
+        # the gRPC port: MONOSERVE_GRPC_PORT, named as the platform expects (KServe: h2c)
+        assert env(item)["MONOSERVE_GRPC_PORT"] == grpc_port and item["ports"][1]["name"] == grpc_name
         assert item["readinessProbe"]["httpGet"]["path"] in {"/readyz", "/v2/health/ready"}
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             if probe in item:
@@ -142,7 +144,8 @@ def test_service_hpa_and_pdb_select_the_deployment():
     assert deployment["spec"]["selector"]["matchLabels"] == SELECTOR
     assert SELECTOR.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     assert docs["Service"]["spec"]["selector"] == SELECTOR
-    assert docs["Service"]["spec"]["ports"][0]["targetPort"] == container(deployment)["ports"][0]["name"]
+    assert [port["targetPort"] for port in docs["Service"]["spec"]["ports"]] == \
+        [port["name"] for port in container(deployment)["ports"]]
     assert docs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == SELECTOR
     target = docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
