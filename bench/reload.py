@@ -49,7 +49,8 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "MONOSERVE_POLL_INTERVAL_S": str(poll_interval_s), "MONOSERVE_LOG_LEVEL": "WARNING"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "monoserve.cli", "serve", "--repo", str(repo), "--port", str(self.port)],
+            [sys.executable, "-m", "monoserve.cli", "serve", "--repo", str(repo), "--port", str(self.port),
+             "--grpc-port", "0"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def __enter__(self) -> "Server":

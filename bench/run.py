@@ -196,7 +196,9 @@ class ServerSpec:
 
 
 def monoserve_argv(repo: Path, workers: int = 1) -> list[str]:
-    argv = [str(VENV_BIN / "monoserve"), "serve", "--repo", str(repo), "--host", "127.0.0.1", "--port", "{port}"]
+    # no gRPC port: these runs measure HTTP, and a fixed 8001 could clash on a shared machine (bench/grpc.py measures gRPC)
+    argv = [str(VENV_BIN / "monoserve"), "serve", "--repo", str(repo), "--host", "127.0.0.1", "--port", "{port}",
+            "--grpc-port", "0"]
     return argv + (["--workers", str(workers)] if workers != 1 else [])
 
 

@@ -61,7 +61,8 @@ def npy_header(shape: tuple[int, ...]) -> bytes:
 def start_server(repo: Path, port: int, log_path: Path) -> subprocess.Popen:
     """`monoserve serve` with default settings (only the port, repository and default models named)."""
     env = {**os.environ, "MONOSERVE_DEFAULT_SMOOTHER": "smoother", "MONOSERVE_DEFAULT_CLASSIFIER": "classifier"}
-    argv = [sys.executable, "-m", "monoserve.cli", "serve", "--repo", str(repo), "--port", str(port)]
+    argv = [sys.executable, "-m", "monoserve.cli", "serve", "--repo", str(repo), "--port", str(port),
+            "--grpc-port", "0"]  # HTTP is soaked; a fixed gRPC port could clash with other servers on the machine
     process = subprocess.Popen(argv, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         wait_ready(process, f"http://127.0.0.1:{port}/readyz")

@@ -200,7 +200,7 @@ def test_tanh_log1p_calibrated_version_serves_from_a_real_server(published, tmp_
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     process = subprocess.Popen([sys.executable, "-m", "monoserve.cli", "serve", "--repo", str(repo), "--host",
-                                "127.0.0.1", "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE,
+                                "127.0.0.1", "--port", str(port), "--grpc-port", "0"], cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -294,7 +294,7 @@ def start_server(repo: Path, workers: int, log: Path) -> tuple[subprocess.Popen,
     port = free_port()
     env = {**os.environ, "MONOSERVE_DEFAULT_CLASSIFIER": "classifier", "MONOSERVE_DEFAULT_SMOOTHER": "smoother"}
     argv = [sys.executable, "-m", "monoserve.cli", "serve", "--repo", str(repo), "--port", str(port),
-            "--workers", str(workers), "--device", "cpu"]  # fmt: skip
+            "--workers", str(workers), "--device", "cpu", "--grpc-port", "0"]  # fmt: skip
     process = subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
