@@ -449,3 +449,45 @@ def test_sequence_parameters_on_a_unary_infer_are_refused(client):
     status, message = status_of(lambda: client.infer("smoother", [raw_input("signal", np.ones(20, np.float32))],
                                                      sequence_id=3, sequence_start=True))
     assert status == "StatusCode.INVALID_ARGUMENT" and "belong to ModelStreamInfer" in message
+
+
+def test_sigterm_drains_a_stream_in_flight(tmp_path_factory):
+    """SIGTERM: new calls are refused, a stream already open goes on being answered until its client
+    closes it (within MONOSERVE_GRACEFUL_SHUTDOWN_S), then the process exits cleanly."""
+    import signal
+    import time
+
+    own = fresh_repo(tmp_path_factory.mktemp("grpc-drain"))
+    context, target = grpc_server(own, MONOSERVE_GRACEFUL_SHUTDOWN_S="20")
+    with context as running:
+        client = triton.InferenceServerClient(target)
+        chunk = np.random.default_rng(2).standard_normal((2, 100)).astype(np.float32)
+        answers: queue.Queue = queue.Queue()
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        send = lambda start, end: client.async_stream_infer(  # noqa: E731
+            "smoother", [raw_input("signal", chunk)], sequence_id=1, sequence_start=start, sequence_end=end,
+            parameters={"mode": "causal"})
+        send(True, False)
+        assert answers.get(timeout=30)[1] is None
+        running.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        with triton.InferenceServerClient(target) as fresh:
+            while time.monotonic() < deadline:  # until the gRPC server stops taking new calls
+                try:
+                    fresh.is_server_live(client_timeout=2)
+                except InferenceServerException as refused:
+                    assert refused.status() in ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
+                    break
+                time.sleep(0.1)
+            else:
+                pytest.fail("new gRPC calls were still served 15 s after SIGTERM")
+        send(False, True)  # the open stream is still answered
+        result, error = answers.get(timeout=30)
+        assert error is None and result.as_numpy("smoothed").shape == (2, 100)
+        client.stop_stream()
+        client.close()
+        running.process.wait(timeout=15)  # well within the 20 s grace: it ended when the stream did
+    # uvicorn re-raises the signal it caught once shut down: the exit says SIGTERM, after a clean drain
+    assert running.process.returncode in (0, -signal.SIGTERM), running.output
+    assert "Application shutdown complete" in running.output
+    assert "gRPC server on port" in running.output and "Traceback" not in running.output
