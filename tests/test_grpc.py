@@ -493,3 +493,23 @@ def test_sigterm_drains_a_stream_in_flight(tmp_path_factory):
     assert running.process.returncode in (0, -signal.SIGTERM), running.output
     assert "Application shutdown complete" in running.output
     assert "gRPC server on port" in running.output and "Traceback" not in running.output
+
+
+def test_a_taken_grpc_port_stops_the_start(repo):
+    """One process alone owns its gRPC port (no SO_REUSEPORT with one worker): a second server on it
+    does not start half-served, and says why."""
+    import socket
+
+    from test_service_e2e import start_server
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = start_server(repo, free_port(), env={"MONOSERVE_GRPC_PORT": str(port)})
+        try:
+            output, _ = process.communicate(timeout=120)
+        finally:
+            process.kill()
+    assert process.returncode != 0
+    assert f"cannot serve gRPC on 127.0.0.1:{port}" in output and "MONOSERVE_GRPC_PORT=0" in output
