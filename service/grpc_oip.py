@@ -134,10 +134,21 @@ def set_parameter(parameter: Any, value: Any) -> None:
         parameter.string_param = codec.dumps(value).decode()
 
 
-def parse_infer_request(body: bytes, limits: Limits) -> Any:
-    """The ModelInferRequest in `body`, its parse's memory reserved first (413/503 when it cannot be)."""
+def parse_bytes(body: bytes, raw: int) -> int:
+    return raw * RAW_PARSE_BYTES + (len(body) - raw) * OTHER_PARSE_BYTES
+
+
+def working_bytes(body: bytes) -> int:
+    """The memory a ModelInferRequest will take beyond its bytes, predicted from its wire: its parse,
+    and its raw tensors' values as FP32 (what clients send; other datatypes reserve more later)."""
     raw = raw_contents_bytes(body)
-    limits.reserve(raw * RAW_PARSE_BYTES + (len(body) - raw) * OTHER_PARSE_BYTES, "the decoded message")
+    return parse_bytes(body, raw) + raw // 4 * RAW_VALUE_BYTES
+
+
+def parse_infer_request(body: bytes, limits: Limits) -> Any:
+    """The ModelInferRequest in `body`, its parse's memory reserved first (413/503 when it cannot be;
+    drawn from what was reserved with the body, see GrpcInferAdapter.working_ratio)."""
+    limits.spend(parse_bytes(body, raw_contents_bytes(body)), "the decoded message")
     try:
         return messages().ModelInferRequest.FromString(bytes(body))
     except DecodeError as exc:
@@ -237,6 +248,14 @@ class GrpcInferAdapter:
 
     def __init__(self, service: Service, route: str, drop: frozenset[str] = frozenset()):
         self.service, self.route, self.drop = service, route, drop
+        self.working = 0  # working_bytes() of the message being answered (run_pipeline sets it)
+
+    def working_ratio(self, headers: Mapping[str, str]) -> float:
+        """Working bytes per message byte, reserved with the message in one go (service.pipeline):
+        a message admitted is not refused for want of memory after it was read, and one that could
+        never fit is a 413 (RESOURCE_EXHAUSTED) at once, whichever of its parts would not fit."""
+        size = int(headers.get("content-length") or 0)
+        return self.working / size if size else 0.0
 
     def decode(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str], limits: Limits) -> InferRequest:
         message = parse_infer_request(body, limits)
@@ -461,6 +480,7 @@ async def run_pipeline(service: Service, adapter: GrpcInferAdapter, body: bytes,
         return {"type": "http.request", "body": body, "more_body": False}
 
     headers = {"content-length": str(len(body))}
+    adapter.working = working_bytes(body)
     if "authorization" in metadata:
         headers["authorization"] = metadata["authorization"]
     reply = await pipeline.handle(service, adapter, receive, headers, b"")

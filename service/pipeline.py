@@ -198,10 +198,13 @@ class Limits:
             raise PayloadTooLargeError(
                 f"'{field_name}' holds {elements} values, more than the limit of {self.max_elements} per request",
                 field=field_name, limit=self.max_elements)
-        needed = elements * bytes_per_element + extra_bytes
-        covered = min(needed, self.prepaid)
+        self.spend(elements * bytes_per_element + extra_bytes, (field_name, elements))
+
+    def spend(self, amount: int, what: str | tuple[str, int]) -> None:
+        """Reserve `amount` bytes, drawing first on the working memory reserved with the body."""
+        covered = min(amount, self.prepaid)
         self.prepaid -= covered
-        self.reserve(needed - covered, (field_name, elements))
+        self.reserve(amount - covered, what)
 
     def check_rows(self, rows: int, field_name: str) -> None:
         if rows > self.max_rows:

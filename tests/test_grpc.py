@@ -513,3 +513,48 @@ def test_a_taken_grpc_port_stops_the_start(repo):
             process.kill()
     assert process.returncode != 0
     assert f"cannot serve gRPC on 127.0.0.1:{port}" in output and "MONOSERVE_GRPC_PORT=0" in output
+
+
+def test_in_flight_budget_answers_resource_exhausted(tmp_path_factory):
+    """A message that could never fit the in-flight budget: RESOURCE_EXHAUSTED, no retry hint. Ones
+    that fit alone but not all at once: the late ones RESOURCE_EXHAUSTED with grpc-retry-pushback-ms,
+    the others answered."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    own = fresh_repo(tmp_path_factory.mktemp("grpc-budget"))
+    # 8 x 125,000 raw FP32 (4 MB) reserves about 28 MB (message, its parse, its values): one fits
+    context, target = grpc_server(own, MONOSERVE_INFLIGHT_BUDGET_BYTES=str(40 * 2**20))
+    with context, grpc.insecure_channel(target, options=[("grpc.max_send_message_length", -1)]) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+        def smooth_request(rows: int) -> service_pb2.ModelInferRequest:
+            signal = np.random.default_rng(rows).standard_normal((rows, 125_000)).astype(np.float32)
+            request = service_pb2.ModelInferRequest(model_name="smoother", raw_input_contents=[signal.tobytes()])
+            request.inputs.add(name="signal", datatype="FP32", shape=list(signal.shape))
+            return request
+
+        with pytest.raises(grpc.RpcError) as never:
+            stub.ModelInfer(smooth_request(16), timeout=60)
+        assert never.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "in-flight memory budget" in never.value.details()
+        assert "grpc-retry-pushback-ms" not in dict(never.value.trailing_metadata() or ())
+
+        request = smooth_request(8)
+        assert stub.ModelInfer(request, timeout=60).raw_output_contents  # alone, it fits
+
+        def attempt(_: int) -> tuple[str, dict]:
+            try:
+                stub.ModelInfer(request, timeout=60)
+                return "ok", {}
+            except grpc.RpcError as error:
+                return error.code().name, dict(error.trailing_metadata() or ())
+
+        for _ in range(5):  # eight at once: some must wait their turn
+            with ThreadPoolExecutor(8) as pool:
+                outcomes = list(pool.map(attempt, range(8)))
+            busy = [metadata for code, metadata in outcomes if code == "RESOURCE_EXHAUSTED"]
+            if busy:
+                break
+        assert busy, outcomes
+        assert {code for code, _ in outcomes} <= {"ok", "RESOURCE_EXHAUSTED"} and ("ok", {}) in outcomes
+        assert all(metadata.get("grpc-retry-pushback-ms") == "1000" for metadata in busy)
