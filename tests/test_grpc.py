@@ -558,3 +558,71 @@ def test_in_flight_budget_answers_resource_exhausted(tmp_path_factory):
         assert busy, outcomes
         assert {code for code, _ in outcomes} <= {"ok", "RESOURCE_EXHAUSTED"} and ("ok", {}) in outcomes
         assert all(metadata.get("grpc-retry-pushback-ms") == "1000" for metadata in busy)
+
+
+# -- any message, in process: a request or a client's error, never a 5xx ----------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+TYPED = ["bool_contents", "int_contents", "int64_contents", "uint_contents", "uint64_contents", "fp32_contents",
+         "fp64_contents", "bytes_contents"]
+values_for = {"bool_contents": st.booleans(), "int_contents": st.integers(-2**31, 2**31 - 1),
+              "int64_contents": st.integers(-2**63, 2**63 - 1), "uint_contents": st.integers(0, 2**32 - 1),
+              "uint64_contents": st.integers(0, 2**64 - 1), "fp32_contents": st.floats(width=32),
+              "fp64_contents": st.floats(), "bytes_contents": st.binary(max_size=4)}
+
+
+@st.composite
+def infer_messages(draw) -> bytes:
+    message = service_pb2.ModelInferRequest(
+        model_name=draw(st.sampled_from(["smoother", "classifier", "multilabel", "", "nope"])),
+        model_version=draw(st.sampled_from(["", "1", "2", "x", "99999999999999999999999"])))
+    for key in draw(st.lists(st.sampled_from(["mode", "binary_data_output", "sequence_id", "other"]), max_size=2)):
+        parameter = message.parameters[key]
+        choice = draw(st.sampled_from(["bool_param", "int64_param", "string_param", "double_param"]))
+        setattr(parameter, choice, draw({"bool_param": st.booleans(), "int64_param": st.integers(-5, 5),
+                                         "string_param": st.sampled_from(["same", "causal", "valid", "x"]),
+                                         "double_param": st.floats(allow_nan=False)}[choice]))
+    raw = draw(st.booleans())
+    for _ in range(draw(st.integers(0, 2))):
+        tensor = message.inputs.add(name=draw(st.sampled_from(["signal", "features", "x", ""])),
+                                    datatype=draw(st.sampled_from(["FP32", "FP64", "INT8", "UINT64", "FP16", "BYTES",
+                                                                   "BOOL", "BF16", "fp32", ""])),
+                                    shape=draw(st.lists(st.integers(-2, 2**40), max_size=4)))
+        if raw:
+            message.raw_input_contents.append(draw(st.binary(max_size=64)))
+        else:
+            for field in draw(st.lists(st.sampled_from(TYPED), max_size=2, unique=True)):
+                getattr(tensor.contents, field).extend(draw(st.lists(values_for[field], max_size=12)))
+    if draw(st.booleans()):
+        message.outputs.add(name=draw(st.sampled_from(["smoothed", "scores", "full"])))
+    body = message.SerializeToString()
+    cut = draw(st.integers(0, len(body)))
+    return body[:cut] + draw(st.binary(max_size=3)) if draw(st.integers(0, 9)) == 0 else body
+
+
+@pytest.fixture(scope="module")
+def in_process(repo):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    settings = Settings(repo=repo, device="cpu", cpu_threads=1, max_body_bytes=1024 * 1024)
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(body=infer_messages(), stream=st.booleans())
+def test_any_message_is_answered_or_refused_as_the_clients_mistake(in_process, body, stream):
+    from service.grpc_oip import GrpcInferAdapter, grpc_status, method_route, run_pipeline
+    from service.grpc_stream import StreamAdapter
+
+    service = in_process.app.state.service
+    adapter = StreamAdapter(service) if stream else GrpcInferAdapter(service, method_route("ModelInfer"))
+    reply = in_process.portal.call(run_pipeline, service, adapter, body, {})
+    assert reply.status == 200 or 400 <= reply.status < 500 or (reply.status == 503 and b"loading" not in reply.body)
+    assert grpc_status(reply.status, reply.headers)[0] != grpc.StatusCode.INTERNAL
+    assert service.budget.used == 0  # everything reserved was given back
