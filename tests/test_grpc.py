@@ -626,3 +626,22 @@ def test_any_message_is_answered_or_refused_as_the_clients_mistake(in_process, b
     assert reply.status == 200 or 400 <= reply.status < 500 or (reply.status == 503 and b"loading" not in reply.body)
     assert grpc_status(reply.status, reply.headers)[0] != grpc.StatusCode.INTERNAL
     assert service.budget.used == 0  # everything reserved was given back
+
+
+def test_serve_grpc_port_flag(repo, monkeypatch, capsys):
+    """`--grpc-port` becomes MONOSERVE_GRPC_PORT of the serving process (0: no gRPC); out of range: a usage error."""
+    import service.cli
+    from monoserve.cli import main
+
+    launched = []
+    monkeypatch.setattr(service.cli, "launch", lambda argv, env: launched.append(env) or 0)
+    monkeypatch.delenv("MONOSERVE_GRPC_PORT", raising=False)
+    assert main(["serve", "--repo", str(repo), "--device", "cpu", "--grpc-port", "0"]) == 0
+    assert launched[-1]["MONOSERVE_GRPC_PORT"] == "0"
+    assert main(["serve", "--repo", str(repo), "--device", "cpu"]) == 0
+    assert "MONOSERVE_GRPC_PORT" not in launched[-1]  # the setting's default (8001) applies
+    assert main(["serve", "--repo", str(repo), "--device", "cpu", "--grpc-port", "70000"]) == 2
+    assert "--grpc-port must be in 0..65535" in capsys.readouterr().err
+    from service.settings import Settings
+
+    assert Settings().grpc_port == 8001
