@@ -197,6 +197,9 @@ class ServerSpec:
     wrk_cpus: str = WRK_CPUS
     note: str = ""
     ready_path: str = "/readyz"
+    # large bodies timed with back-to-back requests on one connection (servers that take seconds per
+    # request: wrk counts only requests that finish inside its run, and would report 0)
+    sequential_heavy: bool = False
 
 
 def monoserve_argv(repo: Path, workers: int = 1) -> list[str]:
@@ -505,6 +508,7 @@ def server_specs(plan: Plan, work: Path, repo: Path | None, include: set[str] | 
             naive,
             env={"NAIVE_CHECKPOINTS": str(work / "checkpoints")},
             note="uvicorn defaults (access log on), as a user runs it",
+            sequential_heavy=True,
         )
     )
     ceiling = {"classify_1_json": [64] if plan.quick else [1, 16, 64], "smooth_large_json": heavy_levels}
@@ -549,9 +553,12 @@ def peer_specs(plan: Plan, work: Path, onnx: dict[str, Path], peers: list[str]) 
             unavailable[name] = f"install failed: {(install_error(work, name) or '?')[-800:]}"
             continue
         workloads = peer_specs_module.peer_workloads(name, oip_levels(plan), native_levels(plan))
+        for workload in workloads:  # large bodies: one connection, timed back to back (seconds per request)
+            if workload.startswith(("smooth_large", "smooth_long")):
+                workloads[workload] = [1]
         specs.append(ServerSpec(name, peer_specs_module.peer_argv(python, name), workloads,
                                 env=peer_specs_module.peer_env(onnx), note=peer_specs_module.NOTES[name],
-                                ready_path=peer_specs_module.READY_PATH[name]))  # fmt: skip
+                                ready_path=peer_specs_module.READY_PATH[name], sequential_heavy=True))  # fmt: skip
     return specs, unavailable
 
 
@@ -611,7 +618,7 @@ def run_cell(server: RunningServer, workload: Workload, connections: int, plan: 
     spec, process, body_file = server.spec, server.process, workload.body_file(work)
     wait_idle(process.pid)
     heavy = workload.name.startswith(("smooth_large", "smooth_long"))
-    if spec.name == "naive" and heavy:
+    if spec.sequential_heavy and heavy:
         run = measure_sequential(spec, process, server.base_url, workload, body_file, plan.heavy_duration)
     else:
         duration = plan.heavy_duration if heavy else plan.duration
