@@ -1,15 +1,19 @@
-"""Benchmark monoserve against the naive server and the framework ceiling, with wrk over loopback.
+"""Benchmark monoserve against the naive server, the framework ceiling and peer servers (MLServer,
+LitServe, KServe, Triton through PyTriton: bench/peers/), with wrk over loopback.
 
-    make bench            # full run (about 15 minutes): every workload at concurrency 1, 16, 64
-    make bench QUICK=1    # under 3 minutes: fewer concurrency levels, shorter runs
+    make bench            # full run: every workload at concurrency 1, 16, 64
+    make bench QUICK=1    # about 6 minutes with the peers: fewer concurrency levels, shorter runs
     .venv/bin/python bench/run.py --help
 
 What it does, in order:
 1. builds the benchmark models (bench/prepare.py) and request bodies (bench/workloads.py);
 2. measures in-process compute (bench/inprocess.py: ONNX Runtime called directly, no HTTP);
 3. for each server (monoserve via `monoserve serve`, the naive FastAPI + torch server, the
-   constant-returning FastAPI ceiling), starts it as users do (a real uvicorn process), pinned with
-   taskset to SERVER_CPUS, waits for /readyz, checks one answer against the in-process result,
+   constant-returning FastAPI ceiling, each peer in its own venv under bench/work/peers, installed
+   when missing; a peer that cannot be installed or started is reported with its error), starts
+   it as users do (a real process), pinned with taskset to SERVER_CPUS, waits until it is ready
+   (/readyz, or the peer's own path), checks one answer per workload against the in-process result
+   (a workload answered wrongly is reported, not timed),
    then drives each workload with wrk pinned to WRK_CPUS, each run bounded by --duration, and
    reads the server's CPU time and RSS from /proc; waits for the server to go idle between runs;
 4. stops every process it started (also on Ctrl-C or failure) and writes
@@ -1004,7 +1008,7 @@ def install_stop_on_signals(registry: ProcessRegistry) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the < 3 minute variant")
+    parser.add_argument("--quick", action="store_true", help="the short variant (about 6 minutes with the peers)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="models, bodies and logs (default bench/work)")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
     parser.add_argument("--servers", help="comma-separated subset of the servers (monoserve,naive,ceiling,...)")
