@@ -55,7 +55,8 @@ serve: models
 container-check:
 	scripts/container-check
 
-# Benchmark (bench/run.py): `make bench` full (about 15 min), `make bench QUICK=1` (< 3 min).
+# Benchmark (bench/run.py): `make bench` full, `make bench QUICK=1` (about 6 min with the peers,
+# which bench/peers/setup.py installs into bench/work/peers/ the first time; BENCH_ARGS=--peers=none skips them).
 bench: $(STAMP)
 	$(PY) bench/run.py $(if $(QUICK),--quick) $(BENCH_ARGS)
 

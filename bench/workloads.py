@@ -19,11 +19,24 @@ class Workload:
     model: str
     rows: int  # smooth: channels; classify: instances
     length: int  # smooth: samples per channel; classify: features
-    fmt: str  # "json" | "npy"
+    fmt: str  # "json" | "npy" (the service's own routes) | "oip" | "oipbin" (OIP v2 JSON / binary tensor extension)
+
+    @property
+    def oip(self) -> bool:
+        return self.fmt in ("oip", "oipbin")
 
     @property
     def route(self) -> str:
-        return f"/{self.kind}"
+        return f"/v2/models/{self.model}/infer" if self.oip else f"/{self.kind}"
+
+    @property
+    def input_name(self) -> str:
+        """The OIP input tensor: the graph's input name."""
+        return "signal" if self.kind == "smooth" else "features"
+
+    @property
+    def output_name(self) -> str:
+        return "smoothed" if self.kind == "smooth" else "scores"
 
     @property
     def family(self) -> str:
@@ -41,7 +54,7 @@ class Workload:
 
     @property
     def content_type(self) -> str:
-        return "application/x-npy" if self.fmt == "npy" else "application/json"
+        return {"npy": "application/x-npy", "oipbin": "application/octet-stream"}.get(self.fmt, "application/json")
 
     @property
     def accept(self) -> str:
@@ -50,6 +63,28 @@ class Workload:
     @property
     def url_path(self) -> str:
         return self.route + (self.query if self.fmt == "npy" else "")
+
+    def oip_header(self) -> bytes:
+        """The JSON part of an OIP request: data inline (flat, row-major, as tritonclient sends it),
+        or declared as binary data that follows, with the output asked for as binary too."""
+        import orjson
+
+        data = self.array()
+        tensor: dict = {"name": self.input_name, "shape": list(data.shape), "datatype": "FP32"}
+        payload: dict = {"inputs": [tensor]}
+        if self.fmt == "oipbin":
+            tensor["parameters"] = {"binary_data_size": data.nbytes}
+            payload["outputs"] = [{"name": self.output_name, "parameters": {"binary_data": True}}]
+        else:
+            tensor["data"] = data.reshape(-1).tolist()
+        return orjson.dumps(payload)
+
+    @property
+    def extra_headers(self) -> dict[str, str]:
+        """Headers beyond Content-Type and Accept (the binary extension's header length)."""
+        if self.fmt != "oipbin":
+            return {}
+        return {"Inference-Header-Content-Length": str(len(self.oip_header()))}
 
     def array(self) -> np.ndarray:
         """The request's data, deterministic: random walks for signals, spam7-like rows for features."""
@@ -61,6 +96,10 @@ class Workload:
 
     def body(self) -> bytes:
         data = self.array()
+        if self.fmt == "oip":
+            return self.oip_header()
+        if self.fmt == "oipbin":
+            return self.oip_header() + data.astype("<f4").tobytes()
         if self.fmt == "npy":
             buffer = io.BytesIO()
             np.save(buffer, data, allow_pickle=False)
@@ -88,6 +127,16 @@ def _smooth(size: str, rows: int, length: int, model: str = "smoother") -> list[
     return [Workload(f"smooth_{size}_{fmt}", "smooth", model, rows, length, fmt) for fmt in ("json", "npy")]
 
 
+OIP_FORMATS = ("oip", "oipbin")
+# The workloads every OIP server runs (the service, MLServer, KServe, Triton): the same tensors.
+OIP_WORKLOADS = [
+    *(Workload(f"classify_{rows}_{fmt}", "classify", "classifier", rows, N_FEATURES, fmt)
+      for rows in (1, 64) for fmt in OIP_FORMATS),
+    *(Workload(f"smooth_{size}_{fmt}", "smooth", "smoother", 8, length, fmt)
+      for size, length in (("medium", 4096), ("large", 125_000)) for fmt in OIP_FORMATS),
+]
+
+
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in [
@@ -97,5 +146,6 @@ WORKLOADS: dict[str, Workload] = {
         Workload("smooth_long_npy", "smooth", "smoother_long", 8, 1_000_000, "npy"),
         Workload("classify_1_json", "classify", "classifier", 1, N_FEATURES, "json"),
         Workload("classify_64_json", "classify", "classifier", 64, N_FEATURES, "json"),
+        *OIP_WORKLOADS,
     ]
 }

@@ -56,10 +56,12 @@ def unknown_fields(payload: Mapping[str, Any], allowed: frozenset[str]) -> None:
         raise BadRequestError(f"unknown field(s) {unknown}; expected {sorted(allowed)}", fields=unknown)
 
 
-def _admit_json(body: bytes, limits: Limits, field: str, npy_out: bool) -> None:
+def _admit_json(body: bytes, limits: Limits, field: str, npy_out: bool) -> int:
+    """Counts the body's values and lists into the limits; returns its count of '[' (the simdjson road's check)."""
     values, lists = codec.json_counts(body)
     per_value = JSON_BYTES_PER_VALUE + OUTPUT_BYTES_PER_VALUE + ENCODED_BYTES_PER_VALUE[npy_out]
     limits.admit(values, per_value, field, extra_bytes=lists * JSON_BYTES_PER_LIST)
+    return lists
 
 
 def _decode_npy(body: bytes, limits: Limits, field: str, npy_out: bool) -> np.ndarray:
@@ -96,8 +98,8 @@ class SmoothAdapter:
         fmt = codec.body_format(headers.get("content-type"))
         npy_out = codec.wants_npy(headers.get("accept"))
         if fmt == "json":
-            _admit_json(body, limits, "signal", npy_out)
-            fast = codec.loads_with_array(body, "signal")
+            brackets = _admit_json(body, limits, "signal", npy_out)
+            fast = codec.loads_with_array(body, "signal", brackets)
             if fast is not None:  # a big plain numeric array, parsed straight into numpy
                 others, signal = fast
                 unknown_fields({**others, "signal": None}, SMOOTH_FIELDS)

@@ -122,18 +122,25 @@ def _datatype(value: Any, where: str) -> np.dtype:
 
 
 def _json_data(data: Any, shape: tuple[int, ...], count: int, where: str) -> np.ndarray:
-    """`data` (flat in row-major order, or nested) -> a float32 array of `shape`."""
-    array = codec.to_float32(data, f"{where}.data")
+    """`data` (flat in row-major order, or nested; or already parsed by the simdjson road) -> a float32 array of `shape`."""
+    array = data.array if isinstance(data, codec.ParsedArray) else codec.to_float32(data, f"{where}.data")
     if array.size != count:
         raise BadRequestError(f"{where}.data holds {array.size} value(s), its shape {list(shape)} needs {count}",
                               field=where, shape=list(shape), got=int(array.size))
     return array.reshape(shape)
 
 
-def decode_infer(body: bytes, header_length: str | None, admit: Callable[[int, np.dtype, str], None] | None = None) -> OipRequest:
+def _is_input_data(path: tuple) -> bool:
+    return len(path) == 3 and path[0] == "inputs" and path[2] == "data"
+
+
+def decode_infer(body: bytes, header_length: str | None, admit: Callable[[int, np.dtype, str], None] | None = None,
+                 brackets: int | None = None) -> OipRequest:
     """An OIP infer request body -> OipRequest (400 naming what is wrong). `admit(count, dtype,
     where)` is called for each binary input before its array is made (the JSON header is counted
-    by the caller before it is parsed)."""
+    by the caller before it is parsed). `brackets`: the JSON part's count of '[' when the caller
+    has it; a big JSON body whose inputs' data are plain numbers goes the simdjson road
+    (codec.loads_with_arrays), the same road as /smooth's."""
     binary_start = len(body)
     if header_length is not None:
         text = header_length.strip()
@@ -141,7 +148,10 @@ def decode_infer(body: bytes, header_length: str | None, admit: Callable[[int, n
             raise BadRequestError(f"{HEADER_LENGTH} must be an integer between 0 and the body's {len(body)} bytes, "
                                   f"got {header_length!r}"[:300], field=HEADER_LENGTH)
         binary_start = int(text)
-    payload = codec.loads_object(body[:binary_start] if binary_start < len(body) else body)
+    text = body[:binary_start] if binary_start < len(body) else body
+    payload = codec.loads_with_arrays(text, _is_input_data, brackets)
+    if payload is None:
+        payload = codec.loads_object(text)
     _no_unknown(payload, REQUEST_FIELDS, "the request")
     request_id = payload.get("id")
     if request_id is not None and not isinstance(request_id, str):
@@ -402,7 +412,7 @@ class OipAdapter:
         def admit(count: int, dtype: np.dtype, where: str) -> None:  # a float32 copy unless sent as float32
             limits.admit(count, BINARY_BYTES + (0 if dtype == np.float32 else 4), where)
 
-        request = decode_infer(body, header_length, admit)
+        request = decode_infer(body, header_length, admit, lists if json_end == len(body) else None)
         tensor = io.check(request, served)
         array = tensor.array if tensor.array.dtype == np.float32 else tensor.array.astype(np.float32)
         return InferRequest(served.kind, self.name, served.manifest.version, inputs=array, params=io.query(request),

@@ -424,7 +424,7 @@ async def handle(service: Service, adapter: ProtocolAdapter, receive: Receive, h
     """Answer one request end to end; None when the client went away before its body arrived.
 
     `headers`: lower-case names (only content-type, content-length, content-encoding, accept and
-    authorization are read)."""
+    authorization are read, and inference-header-content-length by OIP)."""
     settings, metrics = service.settings, service.metrics
     model = UNKNOWN_MODEL
     limits = Limits(service.budget, settings.max_elements, settings.max_rows, settings.max_signal_length)
@@ -580,7 +580,8 @@ def batcher_for(service: Service, kind: ModelKind, call: Any):
 
 
 # -- ASGI -------------------------------------------------------------------------------------
-_WANTED_HEADERS = frozenset({b"content-type", b"content-length", b"content-encoding", b"accept", b"authorization"})
+_WANTED_HEADERS = frozenset({b"content-type", b"content-length", b"content-encoding", b"accept", b"authorization",
+                             b"inference-header-content-length"})  # OIP's binary extension (service.oip)
 
 
 def asgi_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:

@@ -363,7 +363,9 @@ def orjson_road(body: bytes, field: str) -> tuple[dict, np.ndarray]:
         ({"signal": [list(range(5000))] * 3}, True),  # integers
         ({"signal": [[1e39] * 6000]}, True),  # beyond float32: inf, as np.asarray gives (check_finite refuses it)
         ({"signal": [[]] * 3}, True),
-        ({"signal": [[1.0] * 5000] * 2, "extra": {"a": [1, 2]}}, False),  # other brackets: the orjson road
+        ({"signal": [[1.0] * 5000] * 2, "extra": {"a": [1, 2]}}, True),  # short lists elsewhere: converted as they are
+        ({"signal": [[1.0] * 5000] * 2, "extra": list(range(100))}, False),  # a long list elsewhere: the orjson road
+        ({"signal": [[1.0] * 5000] * 2, "model": "a[b"}, False),  # a '[' inside a string: the orjson road
     ],
 )
 def test_simdjson_road_gives_the_orjson_road_s_array(payload: dict, fast_road: bool, monkeypatch) -> None:

@@ -1,0 +1,51 @@
+"""Start one peer server (run with that peer's own python, bench/work/peers/NAME/bin/python):
+
+    python bench/peers/launch.py mlserver|litserve|kserve|pytriton PORT
+
+Every peer: 127.0.0.1, one worker, logs at error level, ONNX Runtime on one intra-op thread
+(onnx_models.py). MLServer gets a settings directory written here (its server and two models).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def mlserver(port: int) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="mlserver-bench-"))
+    settings = {"debug": False, "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(),
+                "metrics_port": free_port(), "parallel_workers": 0}
+    (directory / "settings.json").write_text(json.dumps(settings))
+    for name, runtime in (("smoother", "SmootherRuntime"), ("classifier", "ClassifierRuntime")):
+        (directory / name).mkdir()
+        (directory / name / "model-settings.json").write_text(json.dumps(
+            {"name": name, "implementation": f"mlserver_runtime.{runtime}", "parallel_workers": 0}))
+    binary = str(Path(sys.executable).parent / "mlserver")
+    os.execv(binary, [binary, "start", str(directory)])
+
+
+def main() -> None:
+    name, port = sys.argv[1], int(sys.argv[2])
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    sys.path.insert(0, str(HERE))
+    if name == "mlserver":
+        mlserver(port)
+    script = {"litserve": "litserve_server.py", "kserve": "kserve_server.py", "pytriton": "pytriton_server.py"}[name]
+    os.execv(sys.executable, [sys.executable, str(HERE / script), str(port), str(free_port())])
+
+
+if __name__ == "__main__":
+    main()
