@@ -81,14 +81,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not report.ok and report.failed_step is not None:
             metrics.load_refusals.labels(name, report.failed_step.step).inc()
 
+    from contract.signing import TrustedKeys
+
+    try:
+        trusted_keys = TrustedKeys.from_setting(settings.trusted_keys)
+    except ValueError as exc:
+        log.error("cannot start: MONOSERVE_TRUSTED_KEYS: %s", exc)
+        raise
+    if trusted_keys is not None:
+        log.info("versions must be signed by one of: %s", ", ".join(trusted_keys.describe()))
     registry = ModelRegistry(settings.repo, engine=settings.engine, device=device, threads=threads,
                              defaults={kind: settings.default_model(kind) for kind in KINDS}, on_version=refused,
-                             policy=settings.policy)
+                             policy=settings.policy, trusted_keys=trusted_keys)
     lifecycle = Lifecycle(registry, metrics, service.batchers, settings.poll_interval_s)
     await lifecycle.refresh()
     service.limiter = anyio.CapacityLimiter(max(1, threads))
     service.registry = registry
     app.state.lifecycle = lifecycle
+    from service.control import control_is_open
+
+    if not control_is_open(settings):
+        log.info("model control API off (POST /v2/repository/... answers 403): set MONOSERVE_ADMIN_TOKEN to open it")
     if registry.ready:
         log.info("ready: %s", ", ".join(f"{n} v{e.latest.manifest.version}" for n, e in registry.models.items()))
     else:
