@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import stat
 import tempfile
 from dataclasses import dataclass
@@ -56,12 +55,13 @@ def _hashing_config():
 
 
 def public_key_fingerprint(pem: bytes) -> str:
-    """sha256 of the key's DER SubjectPublicKeyInfo: what the signature's `hint` names too."""
+    """sha256 of the key's PEM SubjectPublicKeyInfo, as model-signing computes the bundle's key
+    `hint`: the same fingerprint names the signer of a bundle and a trusted key."""
     from cryptography.hazmat.primitives import serialization
 
     key = serialization.load_pem_public_key(pem)
-    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
+    normalized = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(normalized).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -157,17 +157,30 @@ def sign_version(version_dir: str | Path, private_key: str | Path, password: str
     return target
 
 
-_CHANGED = re.compile(r"Hash mismatch for '([^']+)'")
-_LISTED = re.compile(r"(Extra files found|Missing files) in model '[^']*': ([^\"\]]+)")
+def _differences(version_dir: Path, signature: Path) -> list[str]:
+    """What differs between the files now and the signed list (called once the signature itself
+    was verified, so the payload read here is the signer's): added, changed, removed files."""
+    import base64
+    import json
 
+    from contract.files import sha256_file
 
-def _differences(message: str) -> list[str]:
-    """model-signing's manifest diff, without the raw digests."""
-    found = [f"changed: {name}" for name in _CHANGED.findall(message)]
-    for what, names in _LISTED.findall(message):
-        label = "added (not signed)" if what.startswith("Extra") else "removed (signed, now missing)"
-        found += [f"{label}: {name.strip()}" for name in names.rstrip("'").split(", ")]
-    return found or [message]
+    try:
+        bundle = json.loads(signature.read_bytes())
+        statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+        signed = {item["name"]: item["digest"] for item in statement["predicate"]["resources"]}
+    except Exception:  # noqa: BLE001 - the verifier accepted it; only the details are unavailable
+        return ["the files differ from the signed list"]
+    present = {}
+    for path in sorted(version_dir.rglob("*")):
+        relative = path.relative_to(version_dir).as_posix()
+        if path.is_file() and not path.is_symlink() and relative != SIGNATURE_NAME:
+            present[relative] = path
+    found = [f"added (not signed): {name}" for name in sorted(set(present) - set(signed))]
+    found += [f"removed (signed, now missing): {name}" for name in sorted(set(signed) - set(present))]
+    found += [f"changed: {name}" for name in sorted(set(signed) & set(present))
+              if sha256_file(present[name]) != signed[name]]
+    return found or ["the files changed while they were checked"]
 
 
 def _key_hint(signature_path: Path) -> str | None:
@@ -214,7 +227,7 @@ def verify_version(version_dir: str | Path, trusted: TrustedKeys, max_file_bytes
         except ValueError as exc:
             message = str(exc)
             if message.startswith("Signature mismatch"):  # the signer is trusted; the files are not what it signed
-                problems = _differences(message)
+                problems = _differences(version_dir, signature)
                 raise SignatureError(f"files differ from what {signer} signed: " + "; ".join(problems), problems,
                                      reason="files-differ") from None
             rejections.append(f"{signer}: {message.strip()}")
