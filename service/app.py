@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contract.manifest import KINDS
-from service import codec, fastpath
+from service import codec, context as request_context, fastpath
 from service.engines import resolve_device
 from service.errors import ServiceError
 from service.lifecycle import Lifecycle
@@ -39,6 +39,9 @@ def _error_response(request: Request, status: int, body: dict, headers: dict[str
     metrics: Metrics = request.app.state.service.metrics
     model = getattr(request.state, "model", None) or UNKNOWN_MODEL
     metrics.count_request(_route_label(request), model, status)
+    request_id = request_context.current_id()
+    if request_id is not None:
+        body = {**body, "request_id": request_id}
     return Response(codec.dumps(body), status_code=status, media_type=codec.JSON_MEDIA_TYPE, headers=headers)
 
 
@@ -132,9 +135,23 @@ class MonoserveApp(FastAPI):
     async def __call__(self, scope, receive, send) -> None:
         service: Service = self.state.service
         if service.settings.hot_path and fastpath.is_hot(scope):
-            await fastpath.answer_hot(service, scope, receive, send)
+            await fastpath.answer_hot(service, scope, receive, send)  # sets its own request context
             return
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        context = request_context.begin(request_context.from_scope(scope))
+        id_header = (request_context.HEADER_BYTES, context.id.encode("latin-1"))
+
+        async def send_with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                context.status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        await super().__call__(scope, receive, send_with_id)
+        if request_context.access_log.isEnabledFor(logging.INFO):
+            request_context.log_access(context, scope["method"], scope["path"])
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -143,9 +160,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from service.routes.docs import mount_docs
 
     settings = settings or get_settings()
-    if not logging.getLogger().handlers:  # uvicorn worker processes start with no logging set up
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not logging.getLogger().handlers:  # no logging set up (service.server passes its own config to uvicorn)
+        request_context.configure_logging(settings.log_format, settings.log_level, settings.access_log)
     logging.getLogger("service").setLevel(settings.log_level.upper())
+    request_context.access_log.setLevel(logging.INFO if settings.access_log else logging.WARNING)
     app = MonoserveApp(
         title="monoserve",
         version=__version__,

@@ -44,7 +44,7 @@ from urllib.parse import parse_qsl
 import numpy as np
 from anyio import to_thread
 
-from service import codec, deadlines
+from service import codec, context as request_context, deadlines
 from service.batching import QueueFullError
 from service.errors import (
     BadRequestError,
@@ -384,11 +384,18 @@ def _dumps_error(body: dict[str, Any]) -> bytes:
 def error_reply(exc: BaseException, route: str) -> Reply:
     """The one mapping from an exception to an answer: ServiceError -> its status and body;
     anything else is our bug: 500, logged with its traceback (client errors are not)."""
+    request_id = request_context.current_id()
     if isinstance(exc, ServiceError):
         log.debug("%s: %d %s", route, exc.status, exc.message)
-        return Reply(exc.status, _dumps_error(exc.body()), codec.JSON_MEDIA_TYPE, exc.headers)
+        body = exc.body()
+        if request_id is not None:
+            body["request_id"] = request_id
+        return Reply(exc.status, _dumps_error(body), codec.JSON_MEDIA_TYPE, exc.headers)
     log.error("unexpected error on POST %s", route, exc_info=exc)
-    return Reply(500, _dumps_error({"error": f"internal server error ({type(exc).__name__})"}), codec.JSON_MEDIA_TYPE)
+    body = {"error": f"internal server error ({type(exc).__name__})"}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return Reply(500, _dumps_error(body), codec.JSON_MEDIA_TYPE)
 
 
 # -- the pipeline -----------------------------------------------------------------------------
@@ -476,6 +483,9 @@ def _decode(service: Service, adapter: ProtocolAdapter, body: bytes, headers: Ma
     kind = _kinds()[kind_name]
     served = registry.resolve(kind_name, request.model, request.version)
     progress.model = served.manifest.name
+    context = request_context.CURRENT.get()
+    if context is not None:  # for the request's log lines (service.context)
+        context.model, context.version = served.manifest.name, served.manifest.version
     call = kind.prepare(served, request, limits)
     progress.decode_s = time.perf_counter() - start
     return kind, call, request
@@ -575,7 +585,8 @@ def batcher_for(service: Service, kind: ModelKind, call: Any):
 
 
 # -- ASGI -------------------------------------------------------------------------------------
-_WANTED_HEADERS = frozenset({b"content-type", b"content-length", b"content-encoding", b"accept", b"authorization"})
+_WANTED_HEADERS = frozenset({b"content-type", b"content-length", b"content-encoding", b"accept", b"authorization",
+                             request_context.HEADER_BYTES})
 
 
 def asgi_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -583,8 +594,10 @@ def asgi_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return {key.decode("latin-1"): value.decode("latin-1") for key, value in raw if key in _WANTED_HEADERS}
 
 
-async def send_reply(send: Callable[[dict[str, Any]], Awaitable[None]], reply: Reply) -> None:
+async def send_reply(send: Callable[[dict[str, Any]], Awaitable[None]], reply: Reply, request_id: str | None = None) -> None:
     raw_headers = [(b"content-length", str(len(reply.body)).encode()), (b"content-type", reply.media_type.encode("latin-1"))]
+    if request_id is not None:
+        raw_headers.append((request_context.HEADER_BYTES, request_id.encode("latin-1")))
     if reply.headers:
         raw_headers += [(name.lower().encode("latin-1"), str(value).encode("latin-1")) for name, value in reply.headers.items()]
     await send({"type": "http.response.start", "status": reply.status, "headers": raw_headers})
@@ -593,8 +606,15 @@ async def send_reply(send: Callable[[dict[str, Any]], Awaitable[None]], reply: R
 
 async def serve_asgi(service: Service, adapter: ProtocolAdapter, scope: dict[str, Any], receive: Receive,
                      send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-    reply = await handle(service, adapter, receive, asgi_headers(scope["headers"]), scope.get("query_string", b""))
+    headers = asgi_headers(scope["headers"])
+    context = request_context.begin(request_context.accept(headers.get(request_context.HEADER)))
+    reply = await handle(service, adapter, receive, headers, scope.get("query_string", b""))
     if reply is not None:
-        await send_reply(send, reply)
+        context.status = reply.status
+        await send_reply(send, reply, context.id)
+    else:
+        context.status = 499  # the client went away
+    if request_context.access_log.isEnabledFor(logging.INFO):
+        request_context.log_access(context, "POST", scope["path"])
 
 
