@@ -120,6 +120,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         gc.unfreeze()
+        from service import tracing
+
+        tracing.shutdown()
         await lifecycle.stop()
         service.registry = None
         app.state.lifecycle = None
@@ -152,6 +155,11 @@ class MonoserveApp(FastAPI):
         await super().__call__(scope, receive, send_with_id)
         if request_context.access_log.isEnabledFor(logging.INFO):
             request_context.log_access(context, scope["method"], scope["path"])
+        if context.marks is not None:
+            from service import tracing
+
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            tracing.record(context, scope["method"], route, tracing.headers_of_scope(scope))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -172,6 +180,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    from service import tracing
+
+    tracing.setup_from_environment()  # OTEL_* settings; off (and nothing imported) by default
     app.state.service = Service(settings=settings, metrics=Metrics())
     app.state.lifecycle = None  # set by the lifespan once the repository is loaded
     register_error_handlers(app)

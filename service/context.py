@@ -28,6 +28,8 @@ from typing import Any
 
 import orjson
 
+from service import tracing
+
 HEADER = "x-request-id"
 HEADER_BYTES = b"x-request-id"
 MAX_ID_LENGTH = 128
@@ -37,7 +39,7 @@ access_log = logging.getLogger("service.access")
 
 
 class RequestContext:
-    __slots__ = ("id", "model", "version", "status", "start", "span")
+    __slots__ = ("id", "model", "version", "status", "start", "marks")
 
     def __init__(self, request_id: str) -> None:
         self.id = request_id
@@ -45,7 +47,8 @@ class RequestContext:
         self.version: int | None = None
         self.status: int | None = None
         self.start = time.perf_counter()
-        self.span: Any = None  # the request's tracing span, when tracing is on (service.tracing)
+        # (stage, start ns, end ns) noted by the pipeline when tracing is on (service.tracing); else None
+        self.marks: list[tuple[str, int, int]] | None = [] if tracing._tracer is not None else None
 
 
 CURRENT: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar("monoserve_request", default=None)

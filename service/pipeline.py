@@ -429,6 +429,8 @@ async def handle(service: Service, adapter: ProtocolAdapter, receive: Receive, h
     authorization are read)."""
     settings, metrics = service.settings, service.metrics
     model = UNKNOWN_MODEL
+    context = request_context.CURRENT.get()
+    marks = context.marks if context is not None else None  # None unless tracing is on (service.tracing)
     limits = Limits(service.budget, settings.max_elements, settings.max_rows, settings.max_signal_length)
     try:
         check_authorization(settings, headers.get("authorization"))
@@ -438,10 +440,13 @@ async def handle(service: Service, adapter: ProtocolAdapter, receive: Receive, h
         check_content_encoding(headers.get("content-encoding"))
         query = parse_query(query_string, adapter.query)
         working_ratio = getattr(adapter, "working_ratio", None)
+        read_start = time.perf_counter_ns() if marks is not None else 0
         body = await read_body(receive, headers.get("content-length"), settings.max_body_bytes, settings.body_timeout_s,
                                limits, working_ratio(headers) if working_ratio is not None else 0.0,
                                settings.body_min_rate_bytes_s)
-        encoded, model = await _run(service, adapter, body, headers, query, limits)
+        if marks is not None:
+            marks.append(("read", read_start, time.perf_counter_ns()))
+        encoded, model = await _run(service, adapter, body, headers, query, limits, marks)
         reply = Reply(200, encoded.body, encoded.media_type, encoded.headers)
     except ClientDisconnected:
         metrics.count_request(adapter.route, model, 499)  # nginx's "client closed request"
@@ -459,11 +464,12 @@ class _Progress:
     """What one request's stages did: the model they resolved (for the metrics of a failure too) and
     their durations, observed into the metrics on the event loop thread once the request is done."""
 
-    __slots__ = ("model", "decode_s", "inference_s", "encode_s")
+    __slots__ = ("model", "decode_s", "inference_s", "encode_s", "marks")
 
-    def __init__(self) -> None:
+    def __init__(self, marks: list | None = None) -> None:
         self.model: str | None = None
         self.decode_s = self.inference_s = self.encode_s = -1.0  # -1: the stage did not complete
+        self.marks = marks  # the tracing stage marks (service.tracing), None when tracing is off
 
     def observe(self, metrics: Any, route: str) -> None:
         if self.decode_s >= 0:
@@ -478,6 +484,10 @@ def _decode(service: Service, adapter: ProtocolAdapter, body: bytes, headers: Ma
             query: Mapping[str, str], limits: Limits, progress: _Progress) -> tuple[ModelKind, Any, InferRequest]:
     start = time.perf_counter()
     request = adapter.decode(body, headers, query, limits)
+    marks = progress.marks
+    if marks is not None:
+        decoded = time.perf_counter_ns()
+        marks.append(("decode", int(start * 1e9), decoded))
     registry = service.registry
     kind_name = request.kind or _kind_of(registry, request.model)
     kind = _kinds()[kind_name]
@@ -488,6 +498,8 @@ def _decode(service: Service, adapter: ProtocolAdapter, body: bytes, headers: Ma
         context.model, context.version = served.manifest.name, served.manifest.version
     call = kind.prepare(served, request, limits)
     progress.decode_s = time.perf_counter() - start
+    if marks is not None:
+        marks.append(("resolve", decoded, time.perf_counter_ns()))
     return kind, call, request
 
 
@@ -495,6 +507,8 @@ def _infer(kind: ModelKind, call: Any, settings: Any, progress: _Progress) -> np
     start = time.perf_counter()
     output = kind.infer(call, settings)
     progress.inference_s = time.perf_counter() - start
+    if progress.marks is not None:
+        progress.marks.append(("infer", int(start * 1e9), time.perf_counter_ns()))
     return output
 
 
@@ -503,6 +517,8 @@ def _encode(adapter: ProtocolAdapter, kind: ModelKind, call: Any, request: Infer
     start = time.perf_counter()
     encoded = adapter.encode(kind.result(call, output), request)
     progress.encode_s = time.perf_counter() - start
+    if progress.marks is not None:
+        progress.marks.append(("encode", int(start * 1e9), time.perf_counter_ns()))
     return encoded
 
 
@@ -513,7 +529,7 @@ def _whole(service: Service, adapter: ProtocolAdapter, body: bytes, headers: Map
 
 
 async def _run(service: Service, adapter: ProtocolAdapter, body: bytes, headers: Mapping[str, str],
-               query: Mapping[str, str], limits: Limits) -> tuple[Encoded, str]:
+               query: Mapping[str, str], limits: Limits, marks: list | None = None) -> tuple[Encoded, str]:
     """decode -> resolve -> prepare -> infer -> result -> encode, each stage timed into the metrics.
 
     Big bodies are decoded, inferred and encoded in one worker-thread call. Small ones are decoded
@@ -521,7 +537,7 @@ async def _run(service: Service, adapter: ProtocolAdapter, body: bytes, headers:
     batch), or runs inline when predicted to be short, or in a worker thread.
     """
     settings = service.settings
-    progress = _Progress()
+    progress = _Progress(marks)
     try:
         if len(body) > settings.inline_max_body_bytes:
             encoded = await to_thread.run_sync(_whole, service, adapter, body, headers, query, limits, progress,
@@ -537,6 +553,8 @@ async def _run(service: Service, adapter: ProtocolAdapter, body: bytes, headers:
                     raise OverloadedError(str(exc), headers={"Retry-After": exc.retry_after_header},
                                           queued_rows=exc.queued_rows, limit=exc.limit) from None
                 progress.inference_s = time.perf_counter() - start
+                if marks is not None:
+                    marks.append(("batch", int(start * 1e9), time.perf_counter_ns()))
             elif call.served.predicted_seconds(kind.work(call)) * 1e6 <= settings.inline_max_inference_us:
                 output = _infer(kind, call, settings, progress)
             else:
@@ -586,7 +604,7 @@ def batcher_for(service: Service, kind: ModelKind, call: Any):
 
 # -- ASGI -------------------------------------------------------------------------------------
 _WANTED_HEADERS = frozenset({b"content-type", b"content-length", b"content-encoding", b"accept", b"authorization",
-                             request_context.HEADER_BYTES})
+                             request_context.HEADER_BYTES, b"traceparent", b"tracestate"})
 
 
 def asgi_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -616,5 +634,9 @@ async def serve_asgi(service: Service, adapter: ProtocolAdapter, scope: dict[str
         context.status = 499  # the client went away
     if request_context.access_log.isEnabledFor(logging.INFO):
         request_context.log_access(context, "POST", scope["path"])
+    if context.marks is not None:
+        from service import tracing
+
+        tracing.record(context, "POST", adapter.route, headers)
 
 
