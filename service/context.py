@@ -39,37 +39,44 @@ access_log = logging.getLogger("service.access")
 
 
 class RequestContext:
-    __slots__ = ("id", "model", "version", "status", "start", "marks")
+    """What log lines and spans say about the request being served. Class-level defaults: a new
+    context sets two attributes (the hot path makes one per request)."""
+
+    model: str | None = None
+    version: int | None = None
+    status: int | None = None
+    # (stage, start ns, end ns) noted by the pipeline when tracing is on (service.tracing); else None
+    marks: list[tuple[str, int, int]] | None = None
 
     def __init__(self, request_id: str) -> None:
         self.id = request_id
-        self.model: str | None = None
-        self.version: int | None = None
-        self.status: int | None = None
-        self.start = time.perf_counter()
-        # (stage, start ns, end ns) noted by the pipeline when tracing is on (service.tracing); else None
-        self.marks: list[tuple[str, int, int]] | None = [] if tracing._tracer is not None else None
+        self.start = _perf_counter()
+        if tracing._tracer is not None:
+            self.marks = []
 
 
+_perf_counter = time.perf_counter
 CURRENT: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar("monoserve_request", default=None)
 
 
 class _IdSource:
-    """'<pid hex>-<6 random hex>-<counter hex>': unique across workers and restarts, cheap to make."""
+    """'<pid hex>-<6 random hex>-<counter hex>': unique across workers and restarts, cheap to make
+    (no syscall, no randomness per request: ~0.2 us). A forked child starts its own prefix."""
 
     def __init__(self) -> None:
-        self._pid = -1
-        self._prefix = ""
+        self.reset()
+
+    def reset(self) -> None:
+        self._prefix = f"{os.getpid():x}-{secrets.token_hex(3)}-"
         self._counter = itertools.count(1)
 
     def next(self) -> str:
-        pid = os.getpid()
-        if pid != self._pid:  # first use in this process (or after a fork)
-            self._pid, self._prefix, self._counter = pid, f"{pid:x}-{secrets.token_hex(3)}-", itertools.count(1)
-        return self._prefix + format(next(self._counter), "x")
+        return f"{self._prefix}{next(self._counter):x}"
 
 
-new_id = _IdSource().next
+_ids = _IdSource()
+os.register_at_fork(after_in_child=_ids.reset)
+new_id = _ids.next
 
 
 def accept(value: str | None) -> str:
