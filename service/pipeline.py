@@ -446,7 +446,7 @@ async def handle(service: Service, adapter: ProtocolAdapter, receive: Receive, h
                                settings.body_min_rate_bytes_s)
         if marks is not None:
             marks.append(("read", read_start, time.perf_counter_ns()))
-        encoded, model = await _run(service, adapter, body, headers, query, limits, marks)
+        encoded, model = await _run(service, adapter, body, headers, query, limits, context)
         reply = Reply(200, encoded.body, encoded.media_type, encoded.headers)
     except ClientDisconnected:
         metrics.count_request(adapter.route, model, 499)  # nginx's "client closed request"
@@ -464,12 +464,14 @@ class _Progress:
     """What one request's stages did: the model they resolved (for the metrics of a failure too) and
     their durations, observed into the metrics on the event loop thread once the request is done."""
 
-    __slots__ = ("model", "decode_s", "inference_s", "encode_s", "marks")
+    __slots__ = ("model", "decode_s", "inference_s", "encode_s", "context", "marks")
 
-    def __init__(self, marks: list | None = None) -> None:
+    def __init__(self, context: Any = None) -> None:
         self.model: str | None = None
         self.decode_s = self.inference_s = self.encode_s = -1.0  # -1: the stage did not complete
-        self.marks = marks  # the tracing stage marks (service.tracing), None when tracing is off
+        self.context = context  # the request's service.context.RequestContext (None outside a request)
+        # the tracing stage marks (service.tracing), None when tracing is off
+        self.marks = context.marks if context is not None else None
 
     def observe(self, metrics: Any, route: str) -> None:
         if self.decode_s >= 0:
@@ -493,8 +495,8 @@ def _decode(service: Service, adapter: ProtocolAdapter, body: bytes, headers: Ma
     kind = _kinds()[kind_name]
     served = registry.resolve(kind_name, request.model, request.version)
     progress.model = served.manifest.name
-    context = request_context.CURRENT.get()
-    if context is not None:  # for the request's log lines (service.context)
+    context = progress.context
+    if context is not None:  # for the request's log lines and span (service.context)
         context.model, context.version = served.manifest.name, served.manifest.version
     call = kind.prepare(served, request, limits)
     progress.decode_s = time.perf_counter() - start
@@ -529,7 +531,7 @@ def _whole(service: Service, adapter: ProtocolAdapter, body: bytes, headers: Map
 
 
 async def _run(service: Service, adapter: ProtocolAdapter, body: bytes, headers: Mapping[str, str],
-               query: Mapping[str, str], limits: Limits, marks: list | None = None) -> tuple[Encoded, str]:
+               query: Mapping[str, str], limits: Limits, context: Any = None) -> tuple[Encoded, str]:
     """decode -> resolve -> prepare -> infer -> result -> encode, each stage timed into the metrics.
 
     Big bodies are decoded, inferred and encoded in one worker-thread call. Small ones are decoded
@@ -537,7 +539,8 @@ async def _run(service: Service, adapter: ProtocolAdapter, body: bytes, headers:
     batch), or runs inline when predicted to be short, or in a worker thread.
     """
     settings = service.settings
-    progress = _Progress(marks)
+    progress = _Progress(context)
+    marks = progress.marks
     try:
         if len(body) > settings.inline_max_body_bytes:
             encoded = await to_thread.run_sync(_whole, service, adapter, body, headers, query, limits, progress,
