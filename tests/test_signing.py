@@ -224,3 +224,26 @@ def test_server_serves_signed_versions_and_refuses_every_bad_one(tmp_path, keys)
         assert httpx.post(f"{server.base}/smooth", json=signal).json()["version"] == 7
     for number in cases:
         assert f"refused smoother/{number}: signature:" in server.output
+
+
+def test_export_with_sign_key_publishes_a_signed_version(tmp_path, keys, capsys):
+    import torch
+
+    from models.checkpoint import save_checkpoint
+    from models.smoother import MonotoneSmoother, SmootherConfig
+
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "smoother.ckpt", MonotoneSmoother(SmootherConfig(kernel_size=5)), metrics={})
+    repo = tmp_path / "repo"
+    private, public = keys["ours"]
+    argv = ["export", str(checkpoint), "--repo", str(repo), "--name", "smoother", "--formats", "onnx"]
+    assert monoserve_main([*argv, "--sign-key", str(tmp_path / "missing.key")]) == 2  # checked before any work
+    assert not (repo / "smoother").exists() or not any((repo / "smoother").iterdir())
+    assert monoserve_main([*argv, "--sign-key", str(private)]) == 0
+    version_dir = repo / "smoother" / "1"
+    assert (version_dir / SIGNATURE_NAME).is_file()
+    report = prove(version_dir, TrustedKeys.from_paths([public]))
+    assert report.ok and report.signature["status"] == "verified", report.render()
+    assert report.signature["files"] == len([p for p in version_dir.iterdir() if p.name != SIGNATURE_NAME])
+    assert not [p for p in (repo / "smoother").iterdir() if p.name != "1"]  # no temporary left behind
+    capsys.readouterr()
