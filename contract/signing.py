@@ -131,9 +131,13 @@ def check_bounds(version_dir: Path, max_file_bytes: int) -> int:
     return count
 
 
-def sign_version(version_dir: str | Path, private_key: str | Path, password: str | None = None) -> Path:
+def sign_version(version_dir: str | Path, private_key: str | Path, password: str | None = None,
+                 certificate: str | Path | None = None, chain: Iterable[str | Path] = ()) -> Path:
     """Write VERSION/model.sig over every other file of the version; returns its path.
 
+    With `certificate` (the signing certificate of `private_key`, PEM) and `chain` (intermediate
+    certificates), the bundle carries the certificate chain, verified against a trusted CA
+    (MONOSERVE_TRUSTED_KEYS naming certificates); else it names the public key only.
     The bundle is written beside the model directory first and renamed into place, so a reader
     never sees half a signature."""
     from model_signing import signing
@@ -147,7 +151,16 @@ def sign_version(version_dir: str | Path, private_key: str | Path, password: str
     os.close(handle)
     try:
         config = signing.Config().set_hashing_config(_hashing_config())
-        config.use_elliptic_key_signer(private_key=Path(private_key), password=password)
+        if certificate is not None:
+            if password is not None:
+                raise ValueError("an encrypted private key cannot sign with a certificate here: decrypt it first")
+            # model-signing 1.1.1 cannot load an empty chain: the leaf stands in (a repeated
+            # certificate adds nothing to the path the verifier builds)
+            intermediates = [Path(c) for c in chain] or [Path(certificate)]
+            config.use_certificate_signer(private_key=Path(private_key), signing_certificate=Path(certificate),
+                                          certificate_chain=intermediates)
+        else:
+            config.use_elliptic_key_signer(private_key=Path(private_key), password=password)
         config.sign(version_dir, temporary)
         os.chmod(temporary, 0o644)
         os.replace(temporary, target)
@@ -194,6 +207,21 @@ def _key_hint(signature_path: Path) -> str | None:
         return None
 
 
+def _certificate_subject(signature_path: Path) -> str | None:
+    """The signing certificate's subject, when the bundle carries a certificate chain."""
+    import base64
+    import json
+
+    from cryptography import x509
+
+    try:
+        bundle = json.loads(signature_path.read_bytes())
+        raw = bundle["verificationMaterial"]["x509CertificateChain"]["certificates"][0]["rawBytes"]
+        return x509.load_der_x509_certificate(base64.b64decode(raw)).subject.rfc4514_string()
+    except Exception:  # noqa: BLE001 - only for the report
+        return None
+
+
 def verify_version(version_dir: str | Path, trusted: TrustedKeys, max_file_bytes: int) -> dict[str, Any]:
     """Check VERSION/model.sig against the trusted keys and every file of the version.
 
@@ -234,9 +262,12 @@ def verify_version(version_dir: str | Path, trusted: TrustedKeys, max_file_bytes
         except Exception as exc:  # noqa: BLE001 - a malformed bundle is a refusal, never a crash
             rejections.append(f"{signer}: {type(exc).__name__}: {str(exc).strip()[:200]}")
         else:
+            if signer.startswith("certificate chain"):
+                subject = _certificate_subject(signature)
+                signer = f"certificate {subject!r} (chain {', '.join(str(c) for c in trusted.certificates)})"
             return {"signer": signer, "files": files}
-    hint = _key_hint(signature)
-    by = f" (signed by key sha256:{hint[:16]})" if hint else ""
+    hint, subject = _key_hint(signature), _certificate_subject(signature)
+    by = f" (signed by key sha256:{hint[:16]})" if hint else (f" (signed by certificate {subject!r})" if subject else "")
     raise SignatureError(f"signed by no trusted key{by}", rejections, reason="untrusted")
 
 
@@ -246,7 +277,10 @@ def signature_hint(version_dir: str | Path) -> str | None:
     if not path.is_file() or path.stat().st_size > MAX_SIGNATURE_BYTES:
         return None
     hint = _key_hint(path)
-    return f"key sha256:{hint[:16]}" if hint else "unknown signer"
+    if hint:
+        return f"key sha256:{hint[:16]}"
+    subject = _certificate_subject(path)
+    return f"certificate {subject!r}" if subject else "unknown signer"
 
 
 __all__ = ["SIGNATURE_NAME", "SignatureError", "TrustedKeys", "sign_version", "verify_version", "check_bounds",

@@ -98,6 +98,11 @@ def register(subparsers) -> None:
                     "MONOSERVE_TRUSTED_KEYS names the public key.")
     sign.add_argument("version_dir", type=Path, metavar="DIR/NAME/VERSION", help="a published model version directory")
     sign.add_argument("--key", type=Path, required=True, help="elliptic-curve private key (PEM)")
+    sign.add_argument("--certificate", type=Path, default=None, metavar="PEM",
+                      help="the key's signing certificate: the bundle then carries it (and --chain), for a service "
+                           "that trusts a CA (MONOSERVE_TRUSTED_KEYS naming certificates)")
+    sign.add_argument("--chain", type=Path, action="append", default=[], metavar="PEM",
+                      help="an intermediate certificate to include (repeatable)")
     sign.set_defaults(func=run_sign)
 
 
@@ -110,7 +115,8 @@ def run_sign(args: argparse.Namespace) -> int:
         print(f"error: {args.version_dir} is not a model version (no manifest.json)", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        path = sign_version(args.version_dir, args.key, os.environ.get("MONOSERVE_SIGN_KEY_PASSWORD"))
+        path = sign_version(args.version_dir, args.key, os.environ.get("MONOSERVE_SIGN_KEY_PASSWORD"),
+                            certificate=args.certificate, chain=args.chain)
     except (SignatureError, ValueError, OSError, TypeError) as exc:
         print(f"error: cannot sign {args.version_dir}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -247,3 +247,74 @@ def test_export_with_sign_key_publishes_a_signed_version(tmp_path, keys, capsys)
     assert report.signature["files"] == len([p for p in version_dir.iterdir() if p.name != SIGNATURE_NAME])
     assert not [p for p in (repo / "smoother").iterdir() if p.name != "1"]  # no temporary left behind
     capsys.readouterr()
+
+
+def make_ca(directory: Path, name: str):
+    """A self-signed CA: (its key, its certificate path)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    path = directory / f"{name}-ca.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key, cert, path
+
+
+def make_signing_cert(directory: Path, name: str, ca_key, ca_cert) -> tuple[Path, Path]:
+    """A signing key and its certificate issued by the CA: (private key path, certificate path)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    private, _ = make_key(directory, name)
+    key = serialization.load_pem_private_key(private.read_bytes(), None)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} publisher")]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=7))
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_sign=False, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    path = directory / f"{name}.crt"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return private, path
+
+
+def test_certificate_chain_as_trust_root(tmp_path, capsys):
+    """MONOSERVE_TRUSTED_KEYS naming a CA certificate: versions signed with a certificate it issued
+    serve; a certificate from another CA, or a changed file, is refused."""
+    repo = fresh_repo(tmp_path, models=("smoother",))
+    version_dir = repo / "smoother" / "1"
+    ca_key, ca_cert, ca_path = make_ca(tmp_path, "ours")
+    other_key, other_cert, _ = make_ca(tmp_path, "other")
+    private, certificate = make_signing_cert(tmp_path, "alice", ca_key, ca_cert)
+    trusted = TrustedKeys.from_paths([ca_path])
+    assert trusted.certificates == (ca_path,) and trusted.public_keys == ()
+    assert monoserve_main(["sign", str(version_dir), "--key", str(private), "--certificate", str(certificate)]) == 0
+    capsys.readouterr()
+    report = prove(version_dir, trusted)
+    assert report.ok, report.render()
+    assert "alice publisher" in report.signature["signer"]
+    (version_dir / "card.md").write_text("rewritten")
+    assert "changed: card.md" in prove(version_dir, trusted).steps[0].message
+    rogue_key, rogue_cert = make_signing_cert(tmp_path, "mallory", other_key, other_cert)
+    sign_version(version_dir, rogue_key, certificate=rogue_cert)
+    refused = prove(version_dir, trusted)
+    assert refused.signature["reason"] == "untrusted" and "mallory publisher" in refused.steps[0].message
