@@ -139,10 +139,13 @@ def record(context: Any, method: str, route: str, headers: Mapping[str, str]) ->
         attributes["monoserve.version"] = context.version
     span = tracer.start_span(f"{method} {route}", context=parent, kind=SpanKind.SERVER, start_time=start,
                              attributes=attributes)
+    end = time.time_ns()
+    if not span.is_recording():  # not sampled (OTEL_TRACES_SAMPLER): no stage spans either
+        span.end(end_time=end)
+        return
     if context.status is not None and context.status >= 500:
         span.set_status(Status(StatusCode.ERROR))
     child_context = set_span_in_context(span)
-    end = time.time_ns()
     for name, stage_start, stage_end in context.marks or ():
         stage = tracer.start_span(name, context=child_context, start_time=stage_start + offset)
         stage.end(end_time=stage_end + offset)

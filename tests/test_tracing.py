@@ -132,3 +132,21 @@ with TestClient(app) as client:
                             env={"PATH": "/usr/bin:/bin", "OTEL_TRACES_EXPORTER": "otlp"}, cwd=ROOT)
     assert "STATUS 200 ACTIVE False" in result.stdout, result.stderr[-3000:]
     assert "tracing requested by OTEL_* settings but opentelemetry.sdk" in result.stderr
+
+
+def test_unsampled_requests_make_no_stage_spans(repo):
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracing.use_provider(provider)
+    try:
+        with client_for(repo) as client:
+            assert client.post("/smooth", json={"signal": [1.0, 2.0, 3.0]}).status_code == 200  # not sampled
+            sampled = client.post("/smooth", json={"signal": [1.0, 2.0, 3.0]}, headers={"traceparent": TRACEPARENT})
+            assert sampled.status_code == 200  # the caller sampled it (flags 01): recorded, stages too
+    finally:
+        tracing.use_provider(None)
+    names = sorted(span.name for span in memory.get_finished_spans())
+    assert names == sorted(["POST /smooth", "read", "decode", "resolve", "infer", "encode"])
