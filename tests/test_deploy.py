@@ -167,10 +167,10 @@ def test_resources_match_the_container_budget():
 
 def test_admin_token_comes_from_an_optional_secret():
     """The control API stays closed unless the operator creates the Secret; the pod starts without it."""
-    (item,) = manifests()["Deployment"]["spec"]["template"]["spec"]["containers"]
-    (var,) = [var for var in item["env"] if var["name"] == "MONOSERVE_ADMIN_TOKEN"]
-    ref = var["valueFrom"]["secretKeyRef"]
-    assert ref == {"name": "monoserve-admin", "key": "token", "optional": True}
-    assert "value" not in var  # never a token written into the manifest
+    (isvc,) = documents(KSERVE / "inferenceservice.yaml")
+    for doc in (manifests()["Deployment"], isvc):
+        (var,) = [var for var in container(doc)["env"] if var["name"] == "MONOSERVE_ADMIN_TOKEN"]
+        assert var["valueFrom"]["secretKeyRef"] == {"name": "monoserve-admin", "key": "token", "optional": True}
+        assert "value" not in var  # never a token written into the manifest
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert compose["services"]["api"]["environment"]["MONOSERVE_ADMIN_TOKEN"] == "${MONOSERVE_ADMIN_TOKEN:-}"
