@@ -12,7 +12,7 @@ saying how to open it; the repository poller keeps loading new versions either w
 
 `check_control_access(settings, authorization, peer_host)` is the rule; the REST routes
 (service.routes.repository) call it, and the gRPC repository RPCs call the same function with the
-`authorization` metadata and the peer's host, mapping its exceptions to gRPC status codes
+`authorization` metadata and `grpc_peer_host(context.peer())`, mapping its exceptions to gRPC status codes
 (ForbiddenError -> PERMISSION_DENIED, UnauthorizedError -> UNAUTHENTICATED).
 """
 
@@ -38,6 +38,20 @@ def is_loopback(host: str | None) -> bool:
         return False
     mapped = getattr(address, "ipv4_mapped", None)
     return (mapped or address).is_loopback
+
+
+def grpc_peer_host(peer: str | None) -> str | None:
+    """The host of a gRPC `context.peer()` ("ipv4:127.0.0.1:5000", "ipv6:[::1]:5000",
+    "unix:/path"), for check_control_access; None for anything that is not an IP peer."""
+    if not peer:
+        return None
+    scheme, _, rest = peer.partition(":")
+    if scheme == "ipv4":
+        return rest.rpartition(":")[0] or None
+    if scheme == "ipv6":
+        host = rest.rpartition(":")[0]
+        return host.strip("[]") or None
+    return None
 
 
 def _bearer(authorization: str | None) -> str:

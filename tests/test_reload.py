@@ -342,6 +342,12 @@ def test_unsafe_loopback_setting_opens_to_loopback_callers_only(tmp_path):
         check_control_access(settings, None, host)  # no exception: allowed
     for host in ("10.0.0.1", "192.168.1.5", "::ffff:10.0.0.1", "localhost.evil", "", None):
         assert not is_loopback(host)
+    # the same rule for gRPC peers (context.peer())
+    from service.control import grpc_peer_host
+
+    assert grpc_peer_host("ipv4:127.0.0.1:50051") == "127.0.0.1" and grpc_peer_host("ipv6:[::1]:50051") == "::1"
+    assert grpc_peer_host("ipv4:10.1.2.3:4") == "10.1.2.3" and grpc_peer_host("unix:/tmp/sock") is None
+    assert grpc_peer_host(None) is None
 
 
 def test_readyz_reports_a_new_model_that_never_served(tmp_path):
