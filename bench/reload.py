@@ -43,11 +43,16 @@ log = logging.getLogger("bench.reload")
 SIGNAL = [float(i % 7) for i in range(256)]
 
 
+ADMIN_TOKEN = "bench-admin"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
 class Server:
     def __init__(self, repo: Path, poll_interval_s: float):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "MONOSERVE_POLL_INTERVAL_S": str(poll_interval_s), "MONOSERVE_LOG_LEVEL": "WARNING"}
+        env = {**os.environ, "MONOSERVE_POLL_INTERVAL_S": str(poll_interval_s), "MONOSERVE_LOG_LEVEL": "WARNING",
+               "MONOSERVE_ADMIN_TOKEN": ADMIN_TOKEN}  # the control API is closed without it
         self.process = subprocess.Popen(
             [sys.executable, "-m", "monoserve.cli", "serve", "--repo", str(repo), "--port", str(self.port),
              "--grpc-port", "0"],
@@ -183,7 +188,8 @@ def phase_load(repo: Path, rounds: int, clients: int) -> dict:
             published = publish(repo, version, version + 1)
             version += 1
             start = time.monotonic()
-            response = httpx.post(f"{server.base}/v2/repository/models/smoother/load", timeout=120)
+            response = httpx.post(f"{server.base}/v2/repository/models/smoother/load", timeout=120,
+                                  headers=ADMIN)
             calls.append(time.monotonic() - start)
             if response.status_code != 200:
                 raise RuntimeError(f"load failed: {response.text}")
@@ -201,7 +207,8 @@ def phase_tampered(repo: Path, clients: int) -> dict:
         time.sleep(1.0)
         version = max(int(p.name) for p in (repo / "smoother").iterdir() if p.name.isdigit())
         publish(repo, version, version + 1, tamper=True)
-        response = httpx.post(f"{server.base}/v2/repository/models/smoother/load", timeout=120)
+        response = httpx.post(f"{server.base}/v2/repository/models/smoother/load", timeout=120,
+                                  headers=ADMIN)
         time.sleep(1.0)
         refused = response.status_code == 400 and "refused" in response.json()["error"]
         versions = {o[3] for o in load.outcomes}

@@ -44,6 +44,9 @@ def precheck(args: argparse.Namespace) -> None:
     if not args.checkpoint.is_file():
         raise ExportInputError(f"checkpoint not found: {args.checkpoint}")
     check_repository_writable(args.repo)
+    sign_key = getattr(args, "sign_key", None)
+    if sign_key is not None and not sign_key.is_file():
+        raise ExportInputError(f"signing key not found: {sign_key}")
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +74,13 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
         help="publish even when NAME holds versions of another model kind (refused otherwise, exit 1)")
 
 
+def add_sign_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sign-key", type=Path, default=None, metavar="KEY",
+        help="sign the version with this elliptic-curve private key (PEM; password, if any, in "
+             "MONOSERVE_SIGN_KEY_PASSWORD): VERSION/model.sig covers every file (docs/threat-model.md)")
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "export",
@@ -78,7 +88,40 @@ def register(subparsers) -> None:
         description=__doc__.splitlines()[0],
     )
     add_export_arguments(parser)
+    add_sign_argument(parser)
     parser.set_defaults(func=run_export)
+
+    sign = subparsers.add_parser(
+        "sign", help="sign a published model version (VERSION/model.sig over every file of it)",
+        description="Write VERSION/model.sig, an OpenSSF model-signing signature over every file of the version "
+                    "directory, with an elliptic-curve private key (offline). The service checks it when "
+                    "MONOSERVE_TRUSTED_KEYS names the public key.")
+    sign.add_argument("version_dir", type=Path, metavar="DIR/NAME/VERSION", help="a published model version directory")
+    sign.add_argument("--key", type=Path, required=True, help="elliptic-curve private key (PEM)")
+    sign.add_argument("--certificate", type=Path, default=None, metavar="PEM",
+                      help="the key's signing certificate: the bundle then carries it (and --chain), for a service "
+                           "that trusts a CA (MONOSERVE_TRUSTED_KEYS naming certificates)")
+    sign.add_argument("--chain", type=Path, action="append", default=[], metavar="PEM",
+                      help="an intermediate certificate to include (repeatable)")
+    sign.set_defaults(func=run_sign)
+
+
+def run_sign(args: argparse.Namespace) -> int:
+    import os
+
+    from contract.signing import SignatureError, sign_version
+
+    if not (args.version_dir / "manifest.json").is_file():
+        print(f"error: {args.version_dir} is not a model version (no manifest.json)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        path = sign_version(args.version_dir, args.key, os.environ.get("MONOSERVE_SIGN_KEY_PASSWORD"),
+                            certificate=args.certificate, chain=args.chain)
+    except (SignatureError, ValueError, OSError, TypeError) as exc:
+        print(f"error: cannot sign {args.version_dir}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(path)
+    return EXIT_OK
 
 
 @contextlib.contextmanager
@@ -99,6 +142,8 @@ def _sigterm_as_exit() -> Iterator[None]:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    import os
+
     try:
         precheck(args)
     except ExportInputError as exc:
@@ -123,6 +168,8 @@ def run_export(args: argparse.Namespace) -> int:
                 rtol=DEFAULT_RTOL if args.rtol is None else args.rtol,
                 allow_unconstrained=args.allow_unconstrained,
                 replace_kind=args.replace_kind,
+                sign_key=getattr(args, "sign_key", None),
+                sign_key_password=os.environ.get("MONOSERVE_SIGN_KEY_PASSWORD"),
             )
     except (CheckpointError, ExportInputError) as exc:
         print(f"error: {exc}", file=sys.stderr)

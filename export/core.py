@@ -190,6 +190,8 @@ def export_checkpoint(
     seed: int = 0,
     allow_unconstrained: bool = False,
     replace_kind: bool = False,
+    sign_key: str | Path | None = None,
+    sign_key_password: str | None = None,
 ) -> ExportResult:
     """Export `checkpoint` as the next version of REPO/NAME (NAME defaults to the model kind).
 
@@ -198,6 +200,8 @@ def export_checkpoint(
     torch, ArtifactError when an artifact cannot be written, KindConflictError when NAME holds
     versions of another kind and `replace_kind` is False (nothing published in every case).
     ProofRefusedError when the service's proof refuses the staged version (nothing published).
+    `sign_key`: an elliptic-curve private key (PEM); the version is published with VERSION/model.sig,
+    a model-signing signature over every file of it (contract.signing), written before the rename.
     Tolerance: |artifact - eager| <= atol + rtol * |eager|, element-wise. `allow_unconstrained`
     proves with Policy(allow_unconstrained=True), so a scope-"none" baseline classifier can be
     published (a service with the default policy still refuses it).
@@ -313,6 +317,10 @@ def export_checkpoint(
             (staging / card.CARD_MD).write_text(card.render_card(manifest, adapter.card_caption, curve=bool(curves)), encoding="utf-8")
             (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
             prove_staged(staging, repo, formats, allow_unconstrained)
+            if sign_key is not None:  # last: it covers the card and the manifest just written
+                from contract.signing import sign_version
+
+                sign_version(staging, sign_key, sign_key_password)
             manifests[version] = manifest
 
         # 9. publish atomically

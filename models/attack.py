@@ -290,13 +290,25 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def attach_to_version(version_dir: str | Path, report: dict) -> list[Path]:
-    """Write attack.json next to the version and put the table into its card.md (replacing an earlier
-    attack section). Neither file is listed in the manifest, so its checksums stay valid."""
+ATTACK_DIR_SUFFIX = ".attack"  # REPO/NAME/VERSION.attack/: not an integer, so never taken for a version
+
+
+def attack_directory(version_dir: str | Path) -> Path:
+    """Where the attack of REPO/NAME/VERSION goes: the sibling REPO/NAME/VERSION.attack/."""
     version_dir = Path(version_dir)
-    written = [version_dir / ATTACK_JSON]
+    return version_dir.with_name(version_dir.name + ATTACK_DIR_SUFFIX)
+
+
+def attach_to_version(version_dir: str | Path, report: dict) -> list[Path]:
+    """Write attack.json and the version's card with the attack table (replacing an earlier attack
+    section) into VERSION.attack/, next to the version. A published version is immutable: nothing
+    is written into it (its files may be covered by a signature; contract.signing)."""
+    version_dir = Path(version_dir)
+    target = attack_directory(version_dir)
+    target.mkdir(exist_ok=True)
+    written = [target / ATTACK_JSON]
     _write_atomic(written[0], json.dumps(report, indent=2) + "\n")
-    card = version_dir / CARD_MD
+    card = target / CARD_MD if (target / CARD_MD).is_file() else version_dir / CARD_MD
     if card.is_file():
         text = card.read_text(encoding="utf-8")
         if CARD_SECTION in text:  # replace the previous section (it runs to the next "## " heading)
@@ -304,8 +316,8 @@ def attach_to_version(version_dir: str | Path, report: dict) -> list[Path]:
             next_heading = rest.find("\n## ")
             text = head + (rest[next_heading + 1 :] if next_heading >= 0 else "")
         text = text.rstrip("\n") + "\n\n" + render_markdown(report)
-        _write_atomic(card, text)
-        written.append(card)
+        _write_atomic(target / CARD_MD, text)
+        written.append(target / CARD_MD)
     return written
 
 

@@ -226,7 +226,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     attack.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     attack.add_argument("--report", type=Path, default=None, metavar="PATH", help="write the report as JSON")
     attack.add_argument("--card", action=argparse.BooleanOptionalAction, default=True,
-                        help="write attack.json next to the version and the table into its card.md (default: on)")
+                        help="write attack.json and the card with the table next to the version, into "
+                             "DIR/NAME/VERSION.attack/ (the published version is never written; default: on)")
     attack.set_defaults(func=_run_attack)
 
 

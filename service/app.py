@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contract.manifest import KINDS
-from service import codec, fastpath
+from service import codec, context as request_context, fastpath
 from service.engines import resolve_device
 from service.errors import ServiceError
 from service.lifecycle import Lifecycle
@@ -39,6 +39,9 @@ def _error_response(request: Request, status: int, body: dict, headers: dict[str
     metrics: Metrics = request.app.state.service.metrics
     model = getattr(request.state, "model", None) or UNKNOWN_MODEL
     metrics.count_request(_route_label(request), model, status)
+    request_id = request_context.current_id()
+    if request_id is not None:
+        body = {**body, "request_id": request_id}
     return Response(codec.dumps(body), status_code=status, media_type=codec.JSON_MEDIA_TYPE, headers=headers)
 
 
@@ -81,14 +84,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not report.ok and report.failed_step is not None:
             metrics.load_refusals.labels(name, report.failed_step.step).inc()
 
+    from contract.signing import TrustedKeys
+
+    try:
+        trusted_keys = TrustedKeys.from_setting(settings.trusted_keys)
+    except ValueError as exc:
+        log.error("cannot start: MONOSERVE_TRUSTED_KEYS: %s", exc)
+        raise
+    if trusted_keys is not None:
+        log.info("versions must be signed by one of: %s", ", ".join(trusted_keys.describe()))
     registry = ModelRegistry(settings.repo, engine=settings.engine, device=device, threads=threads,
                              defaults={kind: settings.default_model(kind) for kind in KINDS}, on_version=refused,
-                             policy=settings.policy)
+                             policy=settings.policy, trusted_keys=trusted_keys)
     lifecycle = Lifecycle(registry, metrics, service.batchers, settings.poll_interval_s)
     await lifecycle.refresh()
     service.limiter = anyio.CapacityLimiter(max(1, threads))
     service.registry = registry
     app.state.lifecycle = lifecycle
+    from service.control import control_is_open
+
+    if not control_is_open(settings):
+        log.info("model control API off (POST /v2/repository/... answers 403): set MONOSERVE_ADMIN_TOKEN to open it")
     if registry.ready:
         log.info("ready: %s", ", ".join(f"{n} v{e.latest.manifest.version}" for n, e in registry.models.items()))
     else:
@@ -111,6 +127,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if grpc_server is not None:  # drained first: its calls in flight still need the models
             await grpc_server.stop()
         gc.unfreeze()
+        from service import tracing
+
+        tracing.shutdown()
         await lifecycle.stop()
         service.registry = None
         app.state.lifecycle = None
@@ -126,9 +145,28 @@ class MonoserveApp(FastAPI):
     async def __call__(self, scope, receive, send) -> None:
         service: Service = self.state.service
         if service.settings.hot_path and fastpath.is_hot(scope):
-            await fastpath.answer_hot(service, scope, receive, send)
+            await fastpath.answer_hot(service, scope, receive, send)  # sets its own request context
             return
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        context = request_context.begin(request_context.from_scope(scope))
+        id_header = (request_context.HEADER_BYTES, context.id.encode("latin-1"))
+
+        async def send_with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                context.status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        await super().__call__(scope, receive, send_with_id)
+        if request_context.access_log.isEnabledFor(logging.INFO):
+            request_context.log_access(context, scope["method"], scope["path"])
+        if context.marks is not None:
+            from service import tracing
+
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            tracing.record(context, scope["method"], route, tracing.headers_of_scope(scope))
 
 
 def serving_app() -> FastAPI:
@@ -143,9 +181,10 @@ def create_app(settings: Settings | None = None, *, serve_grpc: bool = False) ->
     from service.routes.docs import mount_docs
 
     settings = settings or get_settings()
-    if not logging.getLogger().handlers:  # uvicorn worker processes start with no logging set up
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not logging.getLogger().handlers:  # no logging set up (service.server passes its own config to uvicorn)
+        request_context.configure_logging(settings.log_format, settings.log_level, settings.access_log)
     logging.getLogger("service").setLevel(settings.log_level.upper())
+    request_context.access_log.setLevel(logging.INFO if settings.access_log else logging.WARNING)
     app = MonoserveApp(
         title="monoserve",
         version=__version__,
@@ -154,6 +193,9 @@ def create_app(settings: Settings | None = None, *, serve_grpc: bool = False) ->
         docs_url=None,
         redoc_url=None,
     )
+    from service import tracing
+
+    tracing.setup_from_environment()  # OTEL_* settings; off (and nothing imported) by default
     app.state.service = Service(settings=settings, metrics=Metrics())
     app.state.lifecycle = None  # set by the lifespan once the repository is loaded
     app.state.serve_grpc = serve_grpc

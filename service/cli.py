@@ -47,6 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument("--engine", choices=ENGINES, default="onnx", help="engine whose artifact is checked and run (default: onnx)")
     verify.add_argument("--device", choices=DEVICES, default="cpu", help="device for the probe and warm-up (default: cpu)")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument("--trusted-key", action="append", type=Path, default=None, metavar="PEM",
+                        help="check VERSION/model.sig against this public key or certificate (repeatable; "
+                             "default: MONOSERVE_TRUSTED_KEYS); a changed, added or removed file, the card "
+                             "included, fails the signature step")
     verify.set_defaults(func=verify_command)
 
 
@@ -139,11 +143,20 @@ def verify_command(args: argparse.Namespace) -> int:
         return _usage_error(str(exc))
     from pydantic import ValidationError
 
+    from contract.signing import TrustedKeys
+
     try:
-        policy = Settings().policy  # the same MONOSERVE_ALLOW_* policy the service applies
+        settings = Settings()
+        policy = settings.policy  # the same MONOSERVE_ALLOW_* policy the service applies
     except ValidationError as exc:
         return _usage_error(f"invalid MONOSERVE_* setting: {exc}")
-    report, _ = prove_version(version_dir, engine=args.engine, device=device, threads=available_cpus(), policy=policy)
+    try:
+        trusted = (TrustedKeys.from_paths(args.trusted_key) if args.trusted_key
+                   else TrustedKeys.from_setting(settings.trusted_keys))
+    except ValueError as exc:
+        return _usage_error(str(exc))
+    report, _ = prove_version(version_dir, engine=args.engine, device=device, threads=available_cpus(), policy=policy,
+                              trusted_keys=trusted)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:

@@ -28,6 +28,12 @@ class UnauthorizedError(ServiceError):
     status = 401
 
 
+class ForbiddenError(ServiceError):
+    """The model control API is off (or open to loopback callers only, and this one is not)."""
+
+    status = 403
+
+
 class NotFoundError(ServiceError):
     """Unknown model or version."""
 

@@ -20,8 +20,9 @@ Tensors come as typed `contents` (by datatype: fp32_contents, int_contents, ...)
 was sent. A smoother answers what /smooth answers (parameter `mode`), a classifier its scores
 [N, labels] with labels, threshold and decisions as response parameters (lists as JSON text).
 
-The repository RPCs follow the REST control API's token rule (service.routes.repository.
-check_control_token). grpc.health.v1: "" is SERVING while the server runs (NOT_SERVING once it
+The repository RPCs follow the REST control API's rule (service.control.check_control_access:
+closed unless opened, PERMISSION_DENIED when closed, UNAUTHENTICATED for a wrong token).
+grpc.health.v1: "" is SERVING while the server runs (NOT_SERVING once it
 drains), "inference.GRPCInferenceService" while every model has a valid version (/readyz).
 """
 
@@ -38,6 +39,7 @@ from google.protobuf.message import DecodeError
 
 from service import __version__, codec, oip, pipeline
 from service.errors import BadRequestError, ModelUnavailableError, NotFoundError, ServiceError
+from service.control import check_control_access, grpc_peer_host
 from service.grpc_proto import PROTO_SERVICE, SERVICE_NAME, messages
 from service.metrics import UNKNOWN_MODEL
 from service.pipeline import Encoded, InferRequest, InferResult, Limits
@@ -420,9 +422,8 @@ class InferenceService:
 
     # -- the model repository (the control API's token rule) --
     async def _control(self, context: grpc.aio.ServicerContext) -> Lifecycle:
-        from service.routes.repository import check_control_token
-
-        check_control_token(self.service.settings, _metadata(context).get("authorization"))
+        check_control_access(self.service.settings, _metadata(context).get("authorization"),
+                             grpc_peer_host(context.peer()))
         lifecycle = self.lifecycle()
         if lifecycle is None:
             raise ModelUnavailableError("models are still loading")

@@ -46,7 +46,7 @@ from urllib.parse import parse_qsl
 import numpy as np
 from anyio import to_thread
 
-from service import codec, deadlines
+from service import codec, context as request_context, deadlines
 from service.batching import QueueFullError
 from service.errors import (
     BadRequestError,
@@ -389,11 +389,18 @@ def _dumps_error(body: dict[str, Any]) -> bytes:
 def error_reply(exc: BaseException, route: str) -> Reply:
     """The one mapping from an exception to an answer: ServiceError -> its status and body;
     anything else is our bug: 500, logged with its traceback (client errors are not)."""
+    request_id = request_context.current_id()
     if isinstance(exc, ServiceError):
         log.debug("%s: %d %s", route, exc.status, exc.message)
-        return Reply(exc.status, _dumps_error(exc.body()), codec.JSON_MEDIA_TYPE, exc.headers)
+        body = exc.body()
+        if request_id is not None:
+            body["request_id"] = request_id
+        return Reply(exc.status, _dumps_error(body), codec.JSON_MEDIA_TYPE, exc.headers)
     log.error("unexpected error on POST %s", route, exc_info=exc)
-    return Reply(500, _dumps_error({"error": f"internal server error ({type(exc).__name__})"}), codec.JSON_MEDIA_TYPE)
+    body = {"error": f"internal server error ({type(exc).__name__})"}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return Reply(500, _dumps_error(body), codec.JSON_MEDIA_TYPE)
 
 
 # -- the pipeline -----------------------------------------------------------------------------
@@ -427,6 +434,8 @@ async def handle(service: Service, adapter: ProtocolAdapter, receive: Receive, h
     authorization are read, and inference-header-content-length by OIP)."""
     settings, metrics = service.settings, service.metrics
     model = UNKNOWN_MODEL
+    context = request_context.CURRENT.get()
+    marks = context.marks if context is not None else None  # None unless tracing is on (service.tracing)
     limits = Limits(service.budget, settings.max_elements, settings.max_rows, settings.max_signal_length)
     try:
         check_authorization(settings, headers.get("authorization"))
@@ -436,10 +445,13 @@ async def handle(service: Service, adapter: ProtocolAdapter, receive: Receive, h
         check_content_encoding(headers.get("content-encoding"))
         query = parse_query(query_string, adapter.query)
         working_ratio = getattr(adapter, "working_ratio", None)
+        read_start = time.perf_counter_ns() if marks is not None else 0
         body = await read_body(receive, headers.get("content-length"), settings.max_body_bytes, settings.body_timeout_s,
                                limits, working_ratio(headers) if working_ratio is not None else 0.0,
                                settings.body_min_rate_bytes_s)
-        encoded, model = await _run(service, adapter, body, headers, query, limits)
+        if marks is not None:
+            marks.append(("read", read_start, time.perf_counter_ns()))
+        encoded, model = await _run(service, adapter, body, headers, query, limits, context)
         reply = Reply(200, encoded.body, encoded.media_type, encoded.headers)
     except ClientDisconnected:
         metrics.count_request(adapter.route, model, 499)  # nginx's "client closed request"
@@ -457,11 +469,14 @@ class _Progress:
     """What one request's stages did: the model they resolved (for the metrics of a failure too) and
     their durations, observed into the metrics on the event loop thread once the request is done."""
 
-    __slots__ = ("model", "decode_s", "inference_s", "encode_s")
+    __slots__ = ("model", "decode_s", "inference_s", "encode_s", "context", "marks")
 
-    def __init__(self) -> None:
+    def __init__(self, context: Any = None) -> None:
         self.model: str | None = None
         self.decode_s = self.inference_s = self.encode_s = -1.0  # -1: the stage did not complete
+        self.context = context  # the request's service.context.RequestContext (None outside a request)
+        # the tracing stage marks (service.tracing), None when tracing is off
+        self.marks = context.marks if context is not None else None
 
     def observe(self, metrics: Any, route: str) -> None:
         if self.decode_s >= 0:
@@ -476,13 +491,22 @@ def _decode(service: Service, adapter: ProtocolAdapter, body: bytes, headers: Ma
             query: Mapping[str, str], limits: Limits, progress: _Progress) -> tuple[ModelKind, Any, InferRequest]:
     start = time.perf_counter()
     request = adapter.decode(body, headers, query, limits)
+    marks = progress.marks
+    if marks is not None:
+        decoded = time.perf_counter_ns()
+        marks.append(("decode", int(start * 1e9), decoded))
     registry = service.registry
     kind_name = request.kind or _kind_of(registry, request.model)
     kind = request.context.get("kind") or _kinds()[kind_name]  # an adapter's own, for a request that needs one
     served = registry.resolve(kind_name, request.model, request.version)
     progress.model = served.manifest.name
+    context = progress.context
+    if context is not None:  # for the request's log lines and span (service.context)
+        context.model, context.version = served.manifest.name, served.manifest.version
     call = kind.prepare(served, request, limits)
     progress.decode_s = time.perf_counter() - start
+    if marks is not None:
+        marks.append(("resolve", decoded, time.perf_counter_ns()))
     return kind, call, request
 
 
@@ -490,6 +514,8 @@ def _infer(kind: ModelKind, call: Any, settings: Any, progress: _Progress) -> np
     start = time.perf_counter()
     output = kind.infer(call, settings)
     progress.inference_s = time.perf_counter() - start
+    if progress.marks is not None:
+        progress.marks.append(("infer", int(start * 1e9), time.perf_counter_ns()))
     return output
 
 
@@ -498,6 +524,8 @@ def _encode(adapter: ProtocolAdapter, kind: ModelKind, call: Any, request: Infer
     start = time.perf_counter()
     encoded = adapter.encode(kind.result(call, output), request)
     progress.encode_s = time.perf_counter() - start
+    if progress.marks is not None:
+        progress.marks.append(("encode", int(start * 1e9), time.perf_counter_ns()))
     return encoded
 
 
@@ -508,7 +536,7 @@ def _whole(service: Service, adapter: ProtocolAdapter, body: bytes, headers: Map
 
 
 async def _run(service: Service, adapter: ProtocolAdapter, body: bytes, headers: Mapping[str, str],
-               query: Mapping[str, str], limits: Limits) -> tuple[Encoded, str]:
+               query: Mapping[str, str], limits: Limits, context: Any = None) -> tuple[Encoded, str]:
     """decode -> resolve -> prepare -> infer -> result -> encode, each stage timed into the metrics.
 
     Big bodies are decoded, inferred and encoded in one worker-thread call. Small ones are decoded
@@ -516,7 +544,8 @@ async def _run(service: Service, adapter: ProtocolAdapter, body: bytes, headers:
     batch), or runs inline when predicted to be short, or in a worker thread.
     """
     settings = service.settings
-    progress = _Progress()
+    progress = _Progress(context)
+    marks = progress.marks
     try:
         if len(body) > settings.inline_max_body_bytes:
             encoded = await to_thread.run_sync(_whole, service, adapter, body, headers, query, limits, progress,
@@ -532,6 +561,8 @@ async def _run(service: Service, adapter: ProtocolAdapter, body: bytes, headers:
                     raise OverloadedError(str(exc), headers={"Retry-After": exc.retry_after_header},
                                           queued_rows=exc.queued_rows, limit=exc.limit) from None
                 progress.inference_s = time.perf_counter() - start
+                if marks is not None:
+                    marks.append(("batch", int(start * 1e9), time.perf_counter_ns()))
             elif call.served.predicted_seconds(kind.work(call)) * 1e6 <= settings.inline_max_inference_us:
                 output = _infer(kind, call, settings, progress)
             else:
@@ -581,7 +612,8 @@ def batcher_for(service: Service, kind: ModelKind, call: Any):
 
 # -- ASGI -------------------------------------------------------------------------------------
 _WANTED_HEADERS = frozenset({b"content-type", b"content-length", b"content-encoding", b"accept", b"authorization",
-                             b"inference-header-content-length"})  # OIP's binary extension (service.oip)
+                             b"inference-header-content-length",  # OIP's binary extension (service.oip)
+                             request_context.HEADER_BYTES, b"traceparent", b"tracestate"})
 
 
 def asgi_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -589,8 +621,10 @@ def asgi_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return {key.decode("latin-1"): value.decode("latin-1") for key, value in raw if key in _WANTED_HEADERS}
 
 
-async def send_reply(send: Callable[[dict[str, Any]], Awaitable[None]], reply: Reply) -> None:
+async def send_reply(send: Callable[[dict[str, Any]], Awaitable[None]], reply: Reply, request_id: str | None = None) -> None:
     raw_headers = [(b"content-length", str(len(reply.body)).encode()), (b"content-type", reply.media_type.encode("latin-1"))]
+    if request_id is not None:
+        raw_headers.append((request_context.HEADER_BYTES, request_id.encode("latin-1")))
     if reply.headers:
         raw_headers += [(name.lower().encode("latin-1"), str(value).encode("latin-1")) for name, value in reply.headers.items()]
     await send({"type": "http.response.start", "status": reply.status, "headers": raw_headers})
@@ -599,8 +633,19 @@ async def send_reply(send: Callable[[dict[str, Any]], Awaitable[None]], reply: R
 
 async def serve_asgi(service: Service, adapter: ProtocolAdapter, scope: dict[str, Any], receive: Receive,
                      send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-    reply = await handle(service, adapter, receive, asgi_headers(scope["headers"]), scope.get("query_string", b""))
+    headers = asgi_headers(scope["headers"])
+    context = request_context.begin(request_context.accept(headers.get(request_context.HEADER)))
+    reply = await handle(service, adapter, receive, headers, scope.get("query_string", b""))
     if reply is not None:
-        await send_reply(send, reply)
+        context.status = reply.status
+        await send_reply(send, reply, context.id)
+    else:
+        context.status = 499  # the client went away
+    if request_context.access_log.isEnabledFor(logging.INFO):
+        request_context.log_access(context, "POST", scope["path"])
+    if context.marks is not None:
+        from service import tracing
+
+        tracing.record(context, "POST", adapter.route, headers)
 
 

@@ -1,6 +1,9 @@
 """Loading = proving: the checks a model version must pass before it may serve.
 
 For one version directory (REPO/NAME/VERSION):
+0. signature    only with trusted keys (MONOSERVE_TRUSTED_KEYS, contract.signing): VERSION/model.sig
+                is a signature by a trusted key over every file of the directory, before any file
+                is parsed; without trusted keys the step is absent and the report says "unsigned";
 1. manifest     parse manifest.json (contract.manifest.Manifest) and check it names this directory;
 2. checksums    sha256 and size of every file against the manifest, each read once (contract.files:
                 inside the version directory, under the size cap, hashed while read; the bytes
@@ -42,6 +45,7 @@ from service.kinds import service_kind
 
 log = logging.getLogger(__name__)
 
+SIGNATURE_STEP = "signature"  # first, and only when trusted keys are configured
 STEPS = ("manifest", "checksums", "graph", "constraints", "certificate", "probe", "warmup")
 Status = Literal["ok", "failed", "skipped"]
 
@@ -74,10 +78,14 @@ class VersionReport:
     engine: str
     device: str
     steps: list[StepReport] = field(default_factory=list)
+    # {"status": "verified", "signer", "files"} | {"status": "refused", "reason"} | {"status": "unsigned"}
+    # | {"status": "signed, not checked", "signer"} (a model.sig, and no trusted keys configured)
+    signature: dict[str, Any] = field(default_factory=lambda: {"status": "unsigned"})
 
     @property
     def ok(self) -> bool:
-        return len(self.steps) == len(STEPS) and all(s.status == "ok" or (s.status == "skipped" and s.step == "certificate") for s in self.steps)
+        core = [s.step for s in self.steps if s.step != SIGNATURE_STEP]
+        return core == list(STEPS) and all(s.status == "ok" or (s.status == "skipped" and s.step == "certificate") for s in self.steps)
 
     @property
     def failed_step(self) -> StepReport | None:
@@ -90,12 +98,15 @@ class VersionReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "name": self.name, "version": self.version, "engine": self.engine,
-                "device": self.device, "ok": self.ok, "reason": self.reason,
+                "device": self.device, "ok": self.ok, "reason": self.reason, "signature": self.signature,
                 "steps": [s.to_dict() for s in self.steps]}
 
     def render(self) -> str:
         """A short human report (the CLI prints it)."""
         lines = [f"monoserve verify {self.path} (engine {self.engine}, device {self.device})"]
+        if not any(step.step == SIGNATURE_STEP for step in self.steps):
+            lines.append(f"  {'-':<7} {SIGNATURE_STEP:<12} {self.signature['status']}"
+                         + (f" ({self.signature['signer']})" if "signer" in self.signature else ""))
         for step in self.steps:
             lines.append(f"  {step.status:<7} {step.step:<12} {step.message}")
             if step.status == "failed":
@@ -476,13 +487,15 @@ def _first_lines(text: str, count: int = 3) -> str:
 
 def prove_version(
     version_dir: str | Path, engine: str = "onnx", device: str = "cpu", threads: int = 1, policy: Policy | None = None,
-    *, repo: str | Path | None = None, max_file_bytes: int | None = None,
+    *, repo: str | Path | None = None, max_file_bytes: int | None = None, trusted_keys: Any = None,
 ) -> tuple[VersionReport, ProvenVersion | None]:
     """Run every step on one version directory: (report, the loaded version if it passed).
 
     policy: what the service requires whatever the manifest says (None: the default policy).
     `repo` (default: the directory two levels up, REPO/NAME/VERSION) is where the version must
     resolve to; `max_file_bytes` caps every file read (default: MONOSERVE_MAX_ARTIFACT_BYTES).
+    `trusted_keys` (contract.signing.TrustedKeys): when given, the signature step runs first and
+    a version not signed by one of them over exactly its files fails it (the others are skipped).
     """
     version_dir = Path(version_dir)
     repo = Path(repo) if repo is not None else version_dir.parent.parent
@@ -491,6 +504,10 @@ def prove_version(
     report = VersionReport(str(version_dir), version_dir.parent.name, _version_number(version_dir), engine, device)
     proof = _Proof(version_dir, engine, device, threads, policy, Path(repo), max_file_bytes)
     failed = False
+    if trusted_keys is not None:
+        failed = not _signature_step(report, version_dir, repo, trusted_keys, max_file_bytes)
+    else:
+        _note_unchecked_signature(report, version_dir)
     for step in STEPS:
         if failed:
             report.steps.append(StepReport(step, "skipped", "not run: an earlier step failed"))
@@ -514,6 +531,37 @@ def prove_version(
         return report, None
     assert proof.manifest is not None
     return report, ProvenVersion(proof.manifest, proof.engine, report, version_dir, proof.checked_tensors)
+
+
+def _signature_step(report: VersionReport, version_dir: Path, repo: Path, trusted_keys: Any, max_file_bytes: int) -> bool:
+    from contract.signing import SignatureError, verify_version
+
+    start = time.perf_counter()
+    try:
+        check_inside(version_dir, repo, f"version directory {version_dir}")
+        accepted = verify_version(version_dir, trusted_keys, max_file_bytes)
+    except (SignatureError, FileRefusedError, OSError) as exc:
+        problems = getattr(exc, "problems", [str(exc)])
+        reason = getattr(exc, "reason", "invalid")
+        report.signature = {"status": "refused", "reason": reason, "message": str(exc)}
+        report.steps.append(StepReport(SIGNATURE_STEP, "failed", str(exc), {"reason": reason, "problems": problems},
+                                       time.perf_counter() - start))
+        return False
+    report.signature = {"status": "verified", **accepted}
+    report.steps.append(StepReport(SIGNATURE_STEP, "ok", f"signed by {accepted['signer']} over {accepted['files']} file(s)",
+                                   accepted, time.perf_counter() - start))
+    return True
+
+
+def _note_unchecked_signature(report: VersionReport, version_dir: Path) -> None:
+    from contract.signing import signature_hint
+
+    try:
+        hint = signature_hint(version_dir)
+    except OSError:
+        hint = None
+    if hint is not None:
+        report.signature = {"status": "signed, not checked (no MONOSERVE_TRUSTED_KEYS)", "signer": hint}
 
 
 def _configured_max_file_bytes() -> int:

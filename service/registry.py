@@ -111,6 +111,7 @@ class ModelEntry:
             "state": "serving" if latest else "unavailable",
             "serving_version": latest.manifest.version if latest else None,
             "versions": {str(v): ("ok" if r.ok else "refused") for v, r in sorted(self.reports.items())},
+            "signatures": {str(v): r.signature["status"] for v, r in sorted(self.reports.items())},
             "reason": self.reason,
         }
 
@@ -170,8 +171,10 @@ class ModelRegistry:
         defaults: dict[str, str | None] | None = None,
         on_version: Callable[[str, VersionReport], None] | None = None,
         policy: Policy | None = None,
+        trusted_keys: Any = None,
     ):
         self.repo = Path(repo)
+        self.trusted_keys = trusted_keys  # contract.signing.TrustedKeys: every version must be signed by one
         self.engine = engine
         self.device = device
         self.threads = threads
@@ -271,7 +274,7 @@ class ModelRegistry:
 
     def _prove(self, name: str, number: int, version_dir: Path, before: Fingerprint | None) -> VersionRecord:
         report, proven = prove_version(version_dir, engine=self.engine, device=self.device, threads=self.threads,
-                                       policy=self.policy)
+                                       policy=self.policy, trusted_keys=self.trusted_keys)
         after = fingerprint(version_dir)
         if before is None or after != before:
             # Files changed while they were read (a publisher writing in place): what was proved may

@@ -15,6 +15,7 @@ def main() -> int:
     import uvicorn
     from pydantic import ValidationError
 
+    from service.context import logging_config
     from service.http import protocol_class
     from service.metrics import multiprocess_mode
     from service.settings import get_settings
@@ -27,7 +28,8 @@ def main() -> int:
     with multiprocess_mode(settings.workers):  # /metrics counts across the worker processes
         uvicorn.run(
             "service.app:serving_app", factory=True, host=settings.host, port=settings.port, workers=settings.workers,
-            log_level=settings.log_level.lower(), access_log=settings.access_log, proxy_headers=False,
+            log_level=settings.log_level.lower(), access_log=False, proxy_headers=False,
+            log_config=logging_config(settings.log_format, settings.log_level, settings.access_log),
             server_header=False, date_header=False, http=protocol_class(settings.http),
             timeout_keep_alive=settings.keep_alive_timeout_s, timeout_graceful_shutdown=settings.graceful_shutdown_s,
         )  # fmt: skip

@@ -134,14 +134,26 @@ class Settings(BaseSettings):
     keep_alive_timeout_s: int = Field(5, ge=1)
     graceful_shutdown_s: int = Field(30, ge=1)
     http: Literal["auto", "httptools", "h11"] = "auto"
-    access_log: bool = False
+    access_log: bool = False  # one line per request on service.access (id, model, version, status, duration)
     api_token: SecretStr | None = None
-    # The model control API (POST /v2/repository/...) needs this token when set, else api_token when set.
+    # The model control API (POST /v2/repository/..., service.control) is off unless this token is
+    # set (callers send it as a Bearer token); the API token unlocks it only with
+    # control_accepts_api_token; unsafe_control_loopback opens it without a token to loopback
+    # callers only (a development machine; unsafe on a shared host or behind a local proxy).
     admin_token: SecretStr | None = None
+    control_accepts_api_token: bool = False
+    unsafe_control_loopback: bool = False
+    # Signed versions (contract.signing): PEM public keys and/or a PEM certificate chain, paths
+    # separated by commas. Set, every version must carry VERSION/model.sig by one of them over
+    # exactly its files, checked before the proof; unset, nothing is checked ("unsigned" in /models).
+    trusted_keys: str | None = None
     # Seconds between polls of the repository for new, changed and removed versions (0: never;
     # the control API still loads and unloads). service.lifecycle.
     poll_interval_s: float = Field(5.0, ge=0)
     log_level: str = "INFO"
+    # "json": one JSON object per line (time, level, logger, message, request_id, model, version,
+    # status, duration_ms; service.context); "text": the classic line, with [request_id=...].
+    log_format: Literal["text", "json"] = "text"
     default_smoother: str | None = None
     default_classifier: str | None = None
     # Small requests run inline on the event loop, where a worker-thread hop costs more than their

@@ -111,8 +111,8 @@ def test_scope_none_checkpoint_exports_with_no_weight_rules(published):
 def test_attack_cli_writes_json_and_the_card_table_without_touching_manifest_files(published, tmp_path):
     data, versions = published
     version_dir = versions["final"]
-    manifest_before = (version_dir / "manifest.json").read_bytes()
-    onnx_before = (version_dir / "model.onnx").read_bytes()
+    before = {path: path.read_bytes() for path in sorted(version_dir.rglob("*")) if path.is_file()}
+    attack_dir = version_dir.with_name(version_dir.name + ".attack")
     report = tmp_path / "attack.json"
     result = subprocess.run(
         [sys.executable, "-m", "monoserve.cli", "attack", str(version_dir), "--data", str(data), "--label", "y",
@@ -122,19 +122,19 @@ def test_attack_cli_writes_json_and_the_card_table_without_touching_manifest_fil
     assert result.returncode == 0, result.stderr
     data_json = json.loads(report.read_text())
     assert data_json["budgets"] == [1.0, 5.0] and len(data_json["evasion_rate"]) == 2
-    assert json.loads((version_dir / "attack.json").read_text())["evasion_rate"] == data_json["evasion_rate"]
-    card = (version_dir / "card.md").read_text()
+    assert json.loads((attack_dir / "attack.json").read_text())["evasion_rate"] == data_json["evasion_rate"]
+    card = (attack_dir / "card.md").read_text()
     assert card.count("## Evasion attack (increase-only)") == 1 and "| 5 |" in card
     # a second run replaces the section instead of appending another one
     again = subprocess.run(
         [sys.executable, "-m", "monoserve.cli", "attack", str(version_dir), "--data", str(data), "--label", "y",
          "--budgets", "2", "--pairs", "100"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    card = (version_dir / "card.md").read_text()
+    card = (attack_dir / "card.md").read_text()
     assert card.count("## Evasion attack (increase-only)") == 1 and "| 2 |" in card and "| 5 |" not in card
     assert "## Files" in card  # the sections export wrote are kept
-    assert (version_dir / "manifest.json").read_bytes() == manifest_before
-    assert (version_dir / "model.onnx").read_bytes() == onnx_before
+    # the published version is immutable: the same files, byte for byte, none added
+    assert {path: path.read_bytes() for path in sorted(version_dir.rglob("*")) if path.is_file()} == before
     verify = subprocess.run([sys.executable, "-m", "monoserve.cli", "verify", str(version_dir)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert verify.returncode == 0, verify.stdout  # checksums still hold

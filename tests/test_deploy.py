@@ -45,7 +45,7 @@ def container(doc: dict) -> dict:
 
 
 def env(item: dict) -> dict[str, str]:
-    return {var["name"]: var["value"] for var in item.get("env", [])}
+    return {var["name"]: var["value"] for var in item.get("env", []) if "value" in var}
 
 
 # -- validation -------------------------------------------------------------------------------
@@ -166,3 +166,14 @@ def test_resources_match_the_container_budget():
         assert env(item)["MONOSERVE_CPU_THREADS"] == str(compose["cpus"])
     user = re.search(r"^USER (\d+):(\d+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
     assert user and manifests()["Deployment"]["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == int(user[1])
+
+
+def test_admin_token_comes_from_an_optional_secret():
+    """The control API stays closed unless the operator creates the Secret; the pod starts without it."""
+    (isvc,) = documents(KSERVE / "inferenceservice.yaml")
+    for doc in (manifests()["Deployment"], isvc):
+        (var,) = [var for var in container(doc)["env"] if var["name"] == "MONOSERVE_ADMIN_TOKEN"]
+        assert var["valueFrom"]["secretKeyRef"] == {"name": "monoserve-admin", "key": "token", "optional": True}
+        assert "value" not in var  # never a token written into the manifest
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert compose["services"]["api"]["environment"]["MONOSERVE_ADMIN_TOKEN"] == "${MONOSERVE_ADMIN_TOKEN:-}"

@@ -141,9 +141,12 @@ def test_hot_path_answers_exactly_like_the_fastapi_routes(repo: Path, monkeypatc
         create_app(settings(repo, hot_path=False))
     ) as plain:
         statuses = set()
-        for path, kwargs in matrix:
+        for number, (path, kwargs) in enumerate(matrix):
+            # the same client request ID both ways: answers (error bodies too) then match exactly
+            kwargs = {**kwargs, "headers": {**kwargs.get("headers", {}), "X-Request-ID": f"matrix-{number}"}}
             fast, slow = hot.post(path, **kwargs), plain.post(path, **kwargs)
             assert comparable(fast) == comparable(slow), (path, kwargs.get("json") or kwargs.get("params"))
+            assert fast.headers["x-request-id"] == f"matrix-{number}"
             statuses.add(fast.status_code)
         assert {200, 400, 404, 413, 415} <= statuses
         # the request counters agree too (same routes, models, statuses)

@@ -363,6 +363,15 @@ def test_repository_load_and_unload_with_and_without_the_token(token_server):
     assert status == "StatusCode.INVALID_ARGUMENT" and "takes no parameters" in message
 
 
+def test_repository_rpcs_are_closed_without_an_admin_token(client, server):
+    """The default service (no admin token): every control RPC is PERMISSION_DENIED, serving goes on."""
+    for call in (lambda: client.unload_model("classifier"), lambda: client.load_model("classifier"),
+                 lambda: client.get_model_repository_index()):
+        status, message = status_of(call)
+        assert status == "StatusCode.PERMISSION_DENIED" and "MONOSERVE_ADMIN_TOKEN" in message, message
+    assert client.is_model_ready("classifier")
+
+
 # -- units ------------------------------------------------------------------------------------
 def test_status_mapping_and_retry_hint():
     from service.grpc_oip import grpc_status

@@ -183,6 +183,43 @@ def test_load_and_unload_through_the_control_api(tmp_path):
         stop(process)
 
 
+def test_default_service_refuses_every_control_call_and_keeps_serving(tmp_path):
+    """Started as the README says (no token): load, unload and index answer 403 and say how to open
+    the control API; the models keep serving and the poller still loads a new version."""
+    repo = fresh_repo(tmp_path, models=("smoother",))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = start_server(repo, port, *ONE_WORKER, env={"MONOSERVE_POLL_INTERVAL_S": "0.5", "MONOSERVE_ADMIN_TOKEN": "",
+                                                         "MONOSERVE_UNSAFE_CONTROL_LOOPBACK": "false"})
+    try:
+        wait_ready(process, base)
+        for path in ("index", "models/smoother/unload", "models/smoother/load", "models/nope/load"):
+            for headers in ({}, {"Authorization": "Bearer anything"}):
+                response = httpx.post(f"{base}/v2/repository/{path}", headers=headers)
+                assert response.status_code == 403, (path, response.text)
+                assert "MONOSERVE_ADMIN_TOKEN" in response.json()["error"]
+        assert served_version(base, {}) == 1  # the unload was refused: still serving
+        copy_version(repo, "smoother", 1, 2)  # polling keeps working with the control API closed
+        wait_for(lambda: served_version(base, {}) == 2, "the poller to serve version 2")
+    finally:
+        stop(process)
+
+
+def test_unsafe_loopback_setting_opens_control_to_a_local_caller(tmp_path):
+    repo = fresh_repo(tmp_path, models=("smoother",))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = start_server(repo, port, *ONE_WORKER, env={"MONOSERVE_POLL_INTERVAL_S": "0", "MONOSERVE_ADMIN_TOKEN": "",
+                                                         "MONOSERVE_UNSAFE_CONTROL_LOOPBACK": "true"})
+    try:
+        wait_ready(process, base)
+        assert httpx.post(f"{base}/v2/repository/models/smoother/unload").status_code == 200  # from 127.0.0.1
+        assert httpx.post(f"{base}/v2/repository/models/smoother/load").status_code == 200
+        assert served_version(base, {}) == 1
+    finally:
+        stop(process)
+
+
 def test_empty_repository_becomes_ready_once_a_model_is_exported(tmp_path):
     repo = tmp_path / "empty-repo"
     repo.mkdir()

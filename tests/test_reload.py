@@ -235,9 +235,14 @@ def test_fingerprint_sees_rename_and_in_place_edits(repo):
 
 
 # -- the control API through the app -------------------------------------------------------------
+ADMIN = {"Authorization": "Bearer admin"}
+
+
 def make_client(repo: Path, **overrides) -> TestClient:
-    values = dict(repo=repo, device="cpu", cpu_threads=1, poll_interval_s=0, default_classifier="classifier")
-    return TestClient(create_app(Settings(**{**values, **overrides})))
+    """An app with the control API opened by an admin token, which the client sends by default."""
+    values = dict(repo=repo, device="cpu", cpu_threads=1, poll_interval_s=0, default_classifier="classifier",
+                  admin_token="admin")
+    return TestClient(create_app(Settings(**{**values, **overrides})), headers=ADMIN)
 
 
 def smooth(client: TestClient, headers: dict | None = None):
@@ -288,19 +293,61 @@ def test_control_api_index_load_unload(tmp_path):
         assert client.post("/v2/repository/index", content=b"[1]").status_code == 400
 
 
-def test_control_api_needs_the_token(tmp_path):
+CONTROL_CALLS = ("/v2/repository/index", "/v2/repository/models/smoother/load", "/v2/repository/models/smoother/unload")
+
+
+def test_control_api_is_closed_by_default(tmp_path):
+    repo = fresh_repo(tmp_path, models=("smoother",))
+    with make_client(repo, admin_token=None) as client:
+        for path in CONTROL_CALLS:
+            for headers in ({}, ADMIN):
+                response = client.post(path, headers=headers)
+                assert response.status_code == 403, (path, response.text)
+                assert "MONOSERVE_ADMIN_TOKEN" in response.json()["error"]
+        assert smooth(client).status_code == 200  # still served, the model was not unloaded
+    with make_client(repo, admin_token=None, api_token="reader") as client:  # an API token alone opens nothing
+        reader = {"Authorization": "Bearer reader"}
+        assert client.post("/v2/repository/models/smoother/unload", headers=reader).status_code == 403
+        assert smooth(client, reader).status_code == 200
+
+
+def test_control_api_needs_the_admin_token(tmp_path):
     repo = fresh_repo(tmp_path, models=("smoother",))
     with make_client(repo, api_token="reader") as client:
-        assert client.post("/v2/repository/index").status_code == 401
-        assert client.post("/v2/repository/models/smoother/unload").status_code == 401
-        assert smooth(client, {"Authorization": "Bearer reader"}).status_code == 200  # still served
+        reader = {"Authorization": "Bearer reader"}
+        for headers in ({"Authorization": ""}, {"Authorization": "Bearer wrong"}, reader):
+            response = client.post("/v2/repository/models/smoother/unload", headers=headers)
+            assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer", response.text
+        assert smooth(client, reader).status_code == 200  # still served
+        assert client.post("/v2/repository/models/smoother/load", headers=ADMIN).status_code == 200
+        assert client.post("/v2/repository/index", headers=ADMIN).status_code == 200
+    # the operator's explicit choice: the API token unlocks the control API too
+    with make_client(repo, api_token="reader", control_accepts_api_token=True) as client:
+        reader = {"Authorization": "Bearer reader"}
+        assert client.post("/v2/repository/index", headers=reader).status_code == 200
+        assert client.post("/v2/repository/index", headers=ADMIN).status_code == 200
         assert client.post("/v2/repository/index", headers={"Authorization": "Bearer wrong"}).status_code == 401
-        assert client.post("/v2/repository/index", headers={"Authorization": "Bearer reader"}).status_code == 200
-    with make_client(repo, api_token="reader", admin_token="admin") as client:
-        reader, admin = {"Authorization": "Bearer reader"}, {"Authorization": "Bearer admin"}
-        assert client.post("/v2/repository/models/smoother/load", headers=reader).status_code == 401
-        assert client.post("/v2/repository/models/smoother/load", headers=admin).status_code == 200
-        assert smooth(client, reader).status_code == 200
+
+
+def test_unsafe_loopback_setting_opens_to_loopback_callers_only(tmp_path):
+    from service.control import check_control_access, is_loopback
+
+    repo = fresh_repo(tmp_path, models=("smoother",))
+    with make_client(repo, admin_token=None, unsafe_control_loopback=True) as client:  # TestClient's peer: "testclient"
+        response = client.post("/v2/repository/index")
+        assert response.status_code == 403 and "loopback" in response.json()["error"]
+    settings = Settings(repo=repo, unsafe_control_loopback=True)
+    for host in ("127.0.0.1", "127.9.0.1", "::1", "::ffff:127.0.0.1"):
+        assert is_loopback(host)
+        check_control_access(settings, None, host)  # no exception: allowed
+    for host in ("10.0.0.1", "192.168.1.5", "::ffff:10.0.0.1", "localhost.evil", "", None):
+        assert not is_loopback(host)
+    # the same rule for gRPC peers (context.peer())
+    from service.control import grpc_peer_host
+
+    assert grpc_peer_host("ipv4:127.0.0.1:50051") == "127.0.0.1" and grpc_peer_host("ipv6:[::1]:50051") == "::1"
+    assert grpc_peer_host("ipv4:10.1.2.3:4") == "10.1.2.3" and grpc_peer_host("unix:/tmp/sock") is None
+    assert grpc_peer_host(None) is None
 
 
 def test_readyz_reports_a_new_model_that_never_served(tmp_path):

@@ -252,7 +252,8 @@ def test_chunked_body_over_the_limit_is_413(client):
 
 
 def test_unknown_route_and_method_answer_error_json(client):
-    assert client.get("/nowhere").json() == {"error": "Not Found"}
+    missing = client.get("/nowhere")
+    assert missing.json() == {"error": "Not Found", "request_id": missing.headers["x-request-id"]}
     response = client.get("/smooth")
     assert response.status_code == 405 and "error" in response.json()
 

@@ -4,14 +4,15 @@ POST /v2/repository/index                      -> [{"name", "version", "state", 
 POST /v2/repository/models/{name}/load         -> prove the model's versions now and serve the newest
 POST /v2/repository/models/{name}/unload       -> stop serving it (the poller leaves it alone)
 
-Behind MONOSERVE_ADMIN_TOKEN when set, else MONOSERVE_API_TOKEN when set (the same Bearer check).
+Closed unless the operator opens it (service.control.check_control_access: MONOSERVE_ADMIN_TOKEN,
+or the explicit MONOSERVE_CONTROL_ACCEPTS_API_TOKEN / MONOSERVE_UNSAFE_CONTROL_LOOPBACK): 403 when
+closed, 401 for a missing or wrong token.
 A load that leaves the newest version refused answers 400 naming the reason, while the version
 that served before keeps serving; 404 for a name with no directory in the repository.
 """
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -20,26 +21,22 @@ from service import codec
 from service.errors import BadRequestError, ModelUnavailableError, PayloadTooLargeError
 from service.lifecycle import Lifecycle
 from service.registry import ModelEntry
-from service.pipeline import check_authorization
+from service.control import check_control_access
 
 router = APIRouter(prefix="/v2/repository", tags=["model control"])
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "bad body, or the model's newest version was refused (the reason is given)"},
-    401: {"description": "missing or wrong token"}, 404: {"description": "no such model directory"},
+    401: {"description": "missing or wrong admin token"},
+    403: {"description": "the control API is off (set MONOSERVE_ADMIN_TOKEN), or loopback-only"}, 404: {"description": "no such model directory"},
     503: {"description": "models are still loading"}}
 
 
-def check_control_token(settings: Any, authorization: str | None) -> None:
-    """The control API's token rule (401 when it is not met), for every protocol that carries the
-    control API: these routes and the gRPC repository RPCs (service.grpc_oip)."""
-    token = settings.admin_token or settings.api_token
-    if token is not None:  # the service's one Bearer check, on the admin token
-        check_authorization(SimpleNamespace(api_token=token), authorization)
-
-
 async def get_lifecycle(request: Request) -> Lifecycle:
-    """The lifecycle manager, after the admin token check (401) and once models are loaded (503 before)."""
-    check_control_token(request.app.state.service.settings, request.headers.get("authorization"))
+    """The lifecycle manager, after the control access check (403 closed, 401 wrong token) and once
+    models are loaded (503 before)."""
+    client = request.client
+    check_control_access(request.app.state.service.settings, request.headers.get("authorization"),
+                         client.host if client is not None else None)
     lifecycle: Lifecycle | None = getattr(request.app.state, "lifecycle", None)
     if lifecycle is None:
         raise ModelUnavailableError("models are still loading")
