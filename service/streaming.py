@@ -356,3 +356,35 @@ def service_error_status(exc: BaseException) -> int:
     """The HTTP status an exception of a stream answers with (500 for our own bugs)."""
     return exc.status if isinstance(exc, ServiceError) else 500
 
+
+
+class StreamHub:
+    """A worker's streams: the cap on open ones, and the state codec (one per Service).
+
+    `secret`: the configured key (MONOSERVE_STREAM_SECRET); None: a random one for this process
+    (service.server gives the workers of one server a common one)."""
+
+    def __init__(self, max_open: int, secret: bytes | None = None, max_age_s: float = 0.0):
+        import os
+
+        self.max_open = max_open
+        self.open = 0
+        self.codec = StateCodec(secret if secret else os.urandom(32), max_age_s=max_age_s)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> StreamHub:
+        secret = settings.stream_secret.get_secret_value().encode() if settings.stream_secret is not None else None
+        return cls(settings.stream_max_open, secret, settings.stream_state_max_age_s)
+
+    def acquire(self) -> None:
+        """Count one more open stream; 503 when this worker already has `max_open`."""
+        if self.open >= self.max_open:
+            from service.errors import OverloadedError
+
+            raise OverloadedError(f"this worker already streams {self.open} streams, its limit "
+                                  f"(MONOSERVE_STREAM_MAX_OPEN); retry shortly", limit=self.max_open,
+                                  headers={"Retry-After": "1"})
+        self.open += 1
+
+    def release(self) -> None:
+        self.open -= 1
