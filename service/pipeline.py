@@ -474,7 +474,8 @@ def _decode(service: Service, adapter: ProtocolAdapter, body: bytes, headers: Ma
     registry = service.registry
     kind_name = request.kind or _kind_of(registry, request.model)
     kind = _kinds()[kind_name]
-    served = registry.resolve(kind_name, request.model, request.version)
+    resolve = getattr(kind, "resolve", None)  # a kind may resolve by itself (a stream: the version its state pins)
+    served = resolve(service, request) if resolve is not None else registry.resolve(kind_name, request.model, request.version)
     progress.model = served.manifest.name
     call = kind.prepare(served, request, limits)
     progress.decode_s = time.perf_counter() - start
@@ -575,7 +576,8 @@ def batcher_for(service: Service, kind: ModelKind, call: Any):
 
 
 # -- ASGI -------------------------------------------------------------------------------------
-_WANTED_HEADERS = frozenset({b"content-type", b"content-length", b"content-encoding", b"accept", b"authorization"})
+_WANTED_HEADERS = frozenset({b"content-type", b"content-length", b"content-encoding", b"accept", b"authorization",
+                             b"x-stream-state"})  # the last: service.stream_http
 
 
 def asgi_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:

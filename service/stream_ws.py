@@ -220,8 +220,8 @@ class StreamSession:
         settings = self.settings
         inline = stream.served.predicted_seconds(stream.work_elements(samples)) * 1e6 <= settings.inline_max_inference_us
         if inline:
-            return _step(stream, chunk, end, method)
-        return await to_thread.run_sync(_step, stream, chunk, end, method, limiter=self.service.limiter)
+            return stream.step(chunk, end, method)
+        return await to_thread.run_sync(stream.step, chunk, end, method, limiter=self.service.limiter)
 
     @staticmethod
     def _encode(stream: SmoothStream, out: np.ndarray, end: bool, binary: bool) -> dict[str, Any]:
@@ -250,16 +250,6 @@ class StreamSession:
             pass
         except Exception:  # noqa: BLE001 - the client is gone (uvicorn's ClientDisconnected): nobody to tell
             pass
-
-
-def _step(stream: SmoothStream, chunk: np.ndarray | None, end: bool, method: str) -> np.ndarray:
-    """One frame's answer: the chunk's, and with `end` the flushed tail after it."""
-    out = stream.push(chunk, method) if chunk is not None else None
-    if not end:
-        assert out is not None
-        return out
-    tail = stream.end(method)
-    return tail if out is None else np.concatenate((out, tail), axis=1)
 
 
 def is_stream(scope: dict[str, Any]) -> bool:

@@ -26,6 +26,7 @@ API (stable; the WebSocket route, the HTTP carried state and the gRPC stream all
     stream = SmoothStream.open(served, mode)      # served: a ProvenVersion (the version is pinned)
     out = stream.push(chunk)                      # chunk [C, n] float32 -> [C, m] float32
     tail = stream.end()                           # -> [C, t]; the stream is closed afterwards
+    out = stream.step(chunk_or_None, end=False)   # push, and with end=True the tail after it
     codec = StateCodec(secret)                    # secret: bytes shared by every worker/replica
     token = codec.seal(stream)                    # a str carrying everything the next chunk needs
     stream = resume(registry, codec.unseal(token), model=..., version=..., mode=...)  # 400 / 409
@@ -199,6 +200,17 @@ class SmoothStream:
         right = np.repeat(self.tail[:, -1:], history, axis=1)  # the right edge: K-1 copies of the last sample
         out = self._valid(np.concatenate((self.tail, right), axis=1), method)  # full[length : length + K-1]
         return np.ascontiguousarray(out[:, first - length : stop - length])
+
+    def step(self, chunk: np.ndarray | None, end: bool = False, method: str = "auto") -> np.ndarray:
+        """One request's or frame's answer: `push(chunk)` (None: no new samples), and with `end` the
+        flushed tail after it, in one [C, m] array."""
+        out = self.push(chunk, method) if chunk is not None else None
+        if not end:
+            if out is None:
+                raise BadRequestError("a stream chunk needs a 'signal' unless it ends the stream", field="signal")
+            return out
+        tail = self.end(method)
+        return tail if out is None else np.concatenate((out, tail), axis=1)
 
     def _valid(self, work: np.ndarray, method: str) -> np.ndarray:
         """Valid correlation of each row of `work` [C, M] with the kernel: [C, M - K + 1] float32,
