@@ -404,6 +404,20 @@ def _ws_frame(array: np.ndarray, json: bool) -> bytes | str:
     return _dumps({"signal": array.tolist()}).decode() if json else _npy_bytes(array)
 
 
+def _ws_check_size(frame: bytes | str, limit: int | None) -> bytes | str:
+    """A frame over the server's limit (its handshake says it) is refused here: sent, it would end the
+    stream with close 1009, or a reset that loses even that."""
+    if limit is not None and len(frame) > limit:
+        raise PayloadTooLargeError(413, f"a stream frame of {len(frame)} bytes exceeds the server's limit of {limit} "
+                                        f"bytes (MONOSERVE_STREAM_MAX_FRAME_BYTES): send smaller chunks")
+    return frame
+
+
+def _ws_limit(ws: Any) -> int | None:
+    value = ws.response.headers.get("x-max-frame-bytes") if ws.response is not None else None
+    return int(value) if value and value.isdigit() else None
+
+
 def _ws_answer(data: bytes | str) -> np.ndarray:
     if isinstance(data, str):
         body = jsonlib.loads(data)
@@ -496,10 +510,10 @@ def _stream_ws_sync(client: "Client", chunks: Iterable[Any], model, version, mod
     try:
         with connect(url, additional_headers=client.headers, max_size=None, open_timeout=client.timeout,
                      compression=None) as ws:
-            flat = False
+            flat, limit = False, _ws_limit(ws)
             for chunk in chunks:
                 array, flat = _chunk_array(chunk)
-                ws.send(_ws_frame(array, json))
+                ws.send(_ws_check_size(_ws_frame(array, json), limit))
                 flats.append(flat)
                 if len(flats) >= window:
                     yield _shape_answer(_ws_answer(ws.recv(timeout=client.timeout)), flats.popleft())
@@ -520,10 +534,10 @@ async def _stream_ws_async(client: "AsyncClient", chunks: Any, model, version, m
     try:
         async with connect(url, additional_headers=client.headers, max_size=None, open_timeout=client.timeout,
                            compression=None) as ws:
-            flat = False
+            flat, limit = False, _ws_limit(ws)
             async for chunk in _aiter(chunks):
                 array, flat = _chunk_array(chunk)
-                await ws.send(_ws_frame(array, json))
+                await ws.send(_ws_check_size(_ws_frame(array, json), limit))
                 flats.append(flat)
                 if len(flats) >= window:
                     yield _shape_answer(_ws_answer(await asyncio.wait_for(ws.recv(), client.timeout)), flats.popleft())

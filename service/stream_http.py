@@ -28,6 +28,7 @@ from service.pipeline import InferRequest, InferResult, Limits
 from service.streaming import SmoothStream, StateCodec, resume
 
 STATE_HEADER = "x-stream-state"
+TRANSPORT = "http"
 
 
 def flag(value: Any, name: str) -> bool:
@@ -47,6 +48,7 @@ class StreamCall:
     chunk: np.ndarray | None  # [C, n] float32, or None (an end with no new samples)
     end: bool
     codec: StateCodec
+    metrics: Any
 
     @property
     def served(self):
@@ -70,6 +72,7 @@ class SmoothStreamKind:
         else:
             stream = resume(service.registry, codec.unseal(token), request.model, request.version, mode)
         stream_context["stream"], stream_context["codec"] = stream, codec
+        stream_context["metrics"] = service.metrics
         return stream.served
 
     def prepare(self, served: Any, request: InferRequest, limits: Limits) -> StreamCall:
@@ -85,7 +88,7 @@ class SmoothStreamKind:
         elif not context["end"]:
             raise BadRequestError("missing the signal to smooth (only the request that ends a stream may leave it out)",
                                   field="signal")
-        return StreamCall(stream, chunk, context["end"], context["codec"])
+        return StreamCall(stream, chunk, context["end"], context["codec"], context["metrics"])
 
     def work(self, call: StreamCall) -> int:
         return call.stream.work_elements(0 if call.chunk is None else call.chunk.shape[1])
@@ -99,6 +102,11 @@ class SmoothStreamKind:
     def result(self, call: StreamCall, output: np.ndarray) -> InferResult:
         stream = call.stream
         state = None if call.end else call.codec.seal(stream)
+        call.metrics.stream_frames.labels(TRANSPORT, stream.model).inc()
+        if call.chunk is not None:
+            call.metrics.stream_samples.labels(TRANSPORT, stream.model).inc(call.chunk.shape[1])
+        if call.end:
+            call.metrics.streams_closed.labels(TRANSPORT, "ended").inc()
         return InferResult(stream.served, {"smoothed": output},
                            {"mode": stream.mode, "stream": True, "state": state, "end": call.end})
 

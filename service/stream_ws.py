@@ -161,7 +161,8 @@ class StreamSession:
             manifest = stream.served.manifest
             await self.send({"type": "websocket.accept", "headers": [
                 (b"x-model", manifest.name.encode()), (b"x-model-version", str(manifest.version).encode()),
-                (b"x-mode", stream.mode.encode()), (b"x-kernel-size", str(stream.kernel_size).encode())]})
+                (b"x-mode", stream.mode.encode()), (b"x-kernel-size", str(stream.kernel_size).encode()),
+                (b"x-max-frame-bytes", str(settings.stream_max_frame_bytes).encode())]})
             await self._frames()
         except Exception as exc:  # noqa: BLE001 - the stream's one error mapping
             await self._close(exc)
