@@ -131,10 +131,10 @@ def one_shot(base: str, length: int, repeats: int) -> dict:
     body = npy(signal_array)
     headers = {"content-type": "application/x-npy", "accept": "application/x-npy"}
     with httpx.Client(timeout=120) as client:
-        client.post(f"{base}/smooth?mode=causal", content=body, headers=headers).raise_for_status()
+        client.post(f"{base}/smooth?model=smoother&mode=causal", content=body, headers=headers).raise_for_status()
         started = time.perf_counter()
         for _ in range(repeats):
-            client.post(f"{base}/smooth?mode=causal", content=body, headers=headers).raise_for_status()
+            client.post(f"{base}/smooth?model=smoother&mode=causal", content=body, headers=headers).raise_for_status()
         elapsed = time.perf_counter() - started
     return {"length": length, "requests": repeats, "seconds": elapsed, "samples_per_s": repeats * length / elapsed}
 

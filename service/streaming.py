@@ -60,7 +60,7 @@ import numpy as np
 import orjson
 
 from contract.modes import EDGE_MODES, mode_slice
-from service.convolve import choose_method, full_correlation_direct
+from service.convolve import choose_method, full_correlation
 from service.errors import BadRequestError, ServiceError, VersionGoneError
 
 if TYPE_CHECKING:
@@ -225,12 +225,8 @@ class SmoothStream:
             method = "engine"
         if method == "engine":
             full = served.engine.run(work[None])[0]  # [C, M + K - 1]
-        elif method == "fft":
-            from service.convolve import full_correlation_fft
-
-            full = full_correlation_fft(work, kernel)
         else:
-            full = full_correlation_direct(work, kernel)
+            full = full_correlation(work, kernel.reshape(-1), method=method)  # type: ignore[arg-type]
         return full[:, kernel_size - 1 : length]
 
     # -- state ----------------------------------------------------------------------------------
