@@ -396,3 +396,22 @@ def test_bad_request_errors_reach_the_client(client):
         list(client.stream_smooth(np.ones((1, 10)), mode="sideways", transport="http"))
     with pytest.raises(BadRequestError, match="at least"):
         list(client.stream_smooth(np.ones((1, 3)), mode="valid"))  # fewer than K samples: as one-shot, a 400
+
+
+def test_a_state_works_on_every_worker_of_one_server(tmp_path):
+    """Two workers and no configured secret: `monoserve serve` draws one key for both, so a stream
+    whose requests land on either worker (a new connection each) goes on, equal to one-shot."""
+    repo = fresh_repo(tmp_path / "workers", models=("smoother",))
+    env = {key: value for key, value in ENV.items() if key != "MONOSERVE_STREAM_SECRET"}
+    signal = np.random.default_rng(5).standard_normal((2, 400)).astype(np.float32)
+    with running_server(repo, "--workers", "2", env=env) as two, Client(two.base, token=TOKEN) as client:
+        state, outputs = None, []
+        for index, part in enumerate(np.array_split(signal, 24, axis=1)):
+            payload = {"signal": part.tolist(), **({"stream": True, "mode": "same"} if state is None else {"state": state})}
+            if index == 23:
+                payload["end"] = True
+            response = httpx.post(f"{two.base}/smooth", headers={**AUTH, "connection": "close"}, json=payload)
+            assert response.status_code == 200, response.text
+            state = response.json().get("state")
+            outputs.append(np.asarray(response.json()["smoothed"], np.float32).reshape(2, -1))
+        np.testing.assert_allclose(np.concatenate(outputs, axis=1), one_shot(client, signal, "same"), rtol=1e-6, atol=1e-5)
