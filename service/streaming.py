@@ -31,6 +31,15 @@ API (stable; the WebSocket route, the HTTP carried state and the gRPC stream all
     token = codec.seal(stream)                    # a str carrying everything the next chunk needs
     stream = resume(registry, codec.unseal(token), model=..., version=..., mode=...)  # 400 / 409
     check_pinned(registry, stream)                # 409 when the pinned version no longer serves
+    stream = open_stream(registry, model, version, mode)   # resolve + open (404/400/503 as /smooth)
+    hub = StreamHub.from_settings(settings)       # per worker: hub.acquire()/release() (503 over
+                                                  # MONOSERVE_STREAM_MAX_OPEN), hub.codec (the secret)
+    stream.check_chunk(array)                     # 400 unless a finite [C, n] with the stream's C
+    stream.work_elements(n)                       # for the pipeline's inline/thread rule:
+        # served.predicted_seconds(...) * 1e6 <= settings.inline_max_inference_us -> inline
+
+Every method argument `method` is settings.smooth_method ("auto": the convolution path one-shot
+/smooth takes for that length). The Service (service.routes.deps) holds one hub as `service.streams`.
 
 `SmoothStream` holds (served ProvenVersion, mode, channels, the last K-1 padded samples per
 channel, samples seen); `push`/`end` are plain CPU work (call them in a worker thread when not tiny;

@@ -415,3 +415,31 @@ def test_a_state_works_on_every_worker_of_one_server(tmp_path):
             state = response.json().get("state")
             outputs.append(np.asarray(response.json()["smoothed"], np.float32).reshape(2, -1))
         np.testing.assert_allclose(np.concatenate(outputs, axis=1), one_shot(client, signal, "same"), rtol=1e-6, atol=1e-5)
+
+
+def test_async_client_streams_over_both_transports(server):
+    from monoserve.client import AsyncClient
+
+    signal = np.random.default_rng(8).standard_normal((3, 500)).astype(np.float32)
+
+    async def chunks():
+        for part in np.array_split(signal, 7, axis=1):
+            yield part
+
+    async def run() -> list[np.ndarray]:
+        async with AsyncClient(server.base, token=TOKEN) as client:
+            results = []
+            for transport in ("websocket", "http"):
+                outs = [out async for out in client.stream_smooth(chunks(), mode="valid", transport=transport)]
+                assert len(outs) == 8
+                results.append(np.concatenate(outs, axis=1))
+            results.append(np.concatenate([out async for out in client.stream_smooth(signal[0], chunk_samples=64,
+                                                                                     mode="same", json=True)]))
+            return results
+
+    ws_out, http_out, flat = asyncio.run(run())
+    with Client(server.base, token=TOKEN) as client:
+        expected = one_shot(client, signal, "valid")
+        np.testing.assert_allclose(ws_out, expected, rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(http_out, expected, rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(flat, one_shot(client, signal[0], "same"), rtol=1e-6, atol=1e-5)
