@@ -113,8 +113,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 class MonoserveApp(FastAPI):
     """FastAPI, with POST /smooth and /classify answered by service.fastpath before FastAPI's own
-    request handling, and the WebSocket /smooth/stream by service.stream_ws (the same code and answers as the FastAPI routes, at a fraction of the cost;
-    docs/performance.md). MONOSERVE_HOT_PATH=false sends them through the FastAPI routes."""
+    request handling (the same code and answers as the FastAPI routes, at a fraction of the cost;
+    docs/performance.md). MONOSERVE_HOT_PATH=false sends them through the FastAPI routes. The
+    WebSocket /smooth/stream is always answered by service.stream_ws (raw ASGI)."""
 
     async def __call__(self, scope, receive, send) -> None:
         service: Service = self.state.service
