@@ -39,7 +39,13 @@ import orjson
 from anyio import to_thread
 
 from service import codec, deadlines, native
-from service.errors import BadRequestError, ModelUnavailableError, RequestTimeoutError, ServiceError
+from service.errors import (
+    BadRequestError,
+    ModelUnavailableError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    ServiceError,
+)
 from service.pipeline import Limits, asgi_headers, check_authorization, parse_query
 from service.streaming import SmoothStream, check_pinned, open_stream
 
@@ -198,6 +204,11 @@ class StreamSession:
                 return
             limits = Limits(service.budget, settings.max_elements, settings.max_rows, settings.max_signal_length)
             try:
+                size = len(message.get("bytes") or message.get("text") or "")
+                if size > settings.stream_max_frame_bytes:  # uvicorn run without service.server's ws_max_size
+                    raise PayloadTooLargeError(f"a frame of {size} bytes exceeds the limit of "
+                                               f"{settings.stream_max_frame_bytes} bytes (MONOSERVE_STREAM_MAX_FRAME_BYTES)",
+                                               limit=settings.stream_max_frame_bytes)
                 chunk, end, binary = _decode_frame(message, limits)
                 if chunk is not None:
                     chunk = stream.check_chunk(chunk)
