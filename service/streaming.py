@@ -328,7 +328,9 @@ def pinned_version(registry: ModelRegistry, model: str, version: int, digest: st
     if current is None:
         raise VersionGoneError(f"model {model!r} version {version}, which this stream is pinned to, is no longer "
                                f"served: start a new stream", model=model, version=version)
-    if (served is not None and current is not served) or (digest is not None and version_digest(current) != digest):
+    if served is not None and current is not served and digest is None:
+        digest = version_digest(served)  # proved again (e.g. unloaded and loaded): the same files are the same kernel
+    if current is not served and digest is not None and version_digest(current) != digest:
         raise VersionGoneError(f"model {model!r} version {version}, which this stream is pinned to, was replaced by "
                                f"other files: start a new stream", model=model, version=version)
     return current
