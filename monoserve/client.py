@@ -12,18 +12,22 @@ waiting what its `Retry-After` header says (capped at `max_retry_wait` seconds; 
 when the header is absent). Every other error raises a `MonoserveError` subclass carrying the
 service's {"error": ...} message, its HTTP status and the whole body.
 
-Needs numpy and httpx only (`pip install monoserve[client]`): no torch, no service code.
+Streaming (`client.stream_smooth(signal_or_chunks)`, sync and async): yields the smoothed chunks
+as they are answered, over a WebSocket (the `websockets` library) or over HTTP with a carried state.
+
+Needs numpy, httpx and websockets only (`pip install monoserve[client]`): no torch, no service code.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import email.utils
 import io
 import json as jsonlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 
 import httpx
 import numpy as np
@@ -56,6 +60,10 @@ class NotFoundError(MonoserveError):
     """404: unknown model or version."""
 
 
+class VersionGoneError(MonoserveError):
+    """409: the model version a stream is pinned to no longer serves: start a new stream."""
+
+
 class PayloadTooLargeError(MonoserveError):
     """413: body or signal over the service's limits."""
 
@@ -73,7 +81,7 @@ class ServerError(MonoserveError):
 
 
 ERRORS_BY_STATUS: dict[int, type[MonoserveError]] = {
-    400: BadRequestError, 401: UnauthorizedError, 404: NotFoundError, 413: PayloadTooLargeError,
+    400: BadRequestError, 401: UnauthorizedError, 404: NotFoundError, 409: VersionGoneError, 413: PayloadTooLargeError,
     415: UnsupportedMediaTypeError, 503: UnavailableError,
 }
 
@@ -232,6 +240,7 @@ class Client(_Base):
     def __init__(self, base_url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = 60.0,
                  retries: int = 3, max_retry_wait: float = 10.0, transport: httpx.BaseTransport | None = None):
         super().__init__(base_url, token, retries, max_retry_wait)
+        self.timeout = timeout
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=self.headers, transport=transport)
 
     def __enter__(self) -> "Client":
@@ -268,6 +277,13 @@ class Client(_Base):
         """Score [N, features] rows (or, with json=True, a list of {feature: value} objects)."""
         return _classify_result(self._post(_classify_request(instances, model, version, json)))
 
+    def stream_smooth(self, signal: Any, *, model: str | None = None, version: int | None = None,
+                      mode: str | None = None, transport: str = "websocket", json: bool = False,
+                      chunk_samples: int = 4096, window: int = 8) -> Iterator[np.ndarray]:
+        """Stream a signal chunk by chunk and yield the smoothed chunks as they are answered (see
+        `_stream_smooth` below: WebSocket by default, transport="http" for requests with a state)."""
+        return _stream_smooth(self, signal, model, version, mode, transport, json, chunk_samples, window)
+
     def ready(self) -> bool:
         """True when every model of the service has a valid version (GET /readyz)."""
         return self._http.get("/readyz").status_code == 200
@@ -283,6 +299,7 @@ class AsyncClient(_Base):
     def __init__(self, base_url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = 60.0,
                  retries: int = 3, max_retry_wait: float = 10.0, transport: httpx.AsyncBaseTransport | None = None):
         super().__init__(base_url, token, retries, max_retry_wait)
+        self.timeout = timeout
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, headers=self.headers, transport=transport)
 
     async def __aenter__(self) -> "AsyncClient":
@@ -318,8 +335,251 @@ class AsyncClient(_Base):
                        json: bool = False) -> ClassifyResult:
         return _classify_result(await self._post(_classify_request(instances, model, version, json)))
 
+    def stream_smooth(self, signal: Any, *, model: str | None = None, version: int | None = None,
+                      mode: str | None = None, transport: str = "websocket", json: bool = False,
+                      chunk_samples: int = 4096, window: int = 8) -> AsyncIterator[np.ndarray]:
+        """`Client.stream_smooth` as an async iterator: `async for out in client.stream_smooth(...)`."""
+        return _astream_smooth(self, signal, model, version, mode, transport, json, chunk_samples, window)
+
     async def ready(self) -> bool:
         return (await self._http.get("/readyz")).status_code == 200
 
     async def models(self) -> dict[str, Any]:
         return (await self._send("GET", "/models")).json()
+
+
+# -- streaming (docs/service.md, "Streaming") ---------------------------------------------------
+# The service answers every chunk of a stream as it arrives; the concatenation of the answers
+# equals `smooth()` of the whole signal with the same version and mode. Over a WebSocket
+# (GET /smooth/stream, the default) or over plain HTTP requests carrying the stream's state.
+DEFAULT_CHUNK_SAMPLES = 4096
+DEFAULT_WINDOW = 8  # chunks sent ahead of the answers read (the server answers them in order)
+
+
+def _chunks(signal: Any, chunk_samples: int) -> Iterator[np.ndarray]:
+    """An array [C, L] (or [L]) cut along time, or an iterable of chunks, as it is."""
+    if isinstance(signal, np.ndarray) or (isinstance(signal, (list, tuple)) and signal and not isinstance(signal[0], np.ndarray)):
+        array = np.asarray(signal)
+        if chunk_samples < 1:
+            raise ValueError(f"chunk_samples must be >= 1, got {chunk_samples}")
+        for start in range(0, array.shape[-1], chunk_samples):
+            yield array[..., start : start + chunk_samples]
+        return
+    yield from signal
+
+
+def _chunk_array(chunk: Any) -> tuple[np.ndarray, bool]:
+    """(float32 [C, n], whether the caller's chunk was 1-D and wants 1-D answers)."""
+    array = _as_array(chunk, "chunk")
+    if array.ndim == 1:
+        return np.ascontiguousarray(array[None, :], dtype=np.float32), True
+    if array.ndim != 2:
+        raise ValueError(f"a stream chunk must be [channels, samples] or [samples], got shape {array.shape}")
+    return np.ascontiguousarray(array, dtype=np.float32), False
+
+
+def _ws_url(base_url: str, model: str | None, version: int | None, mode: str | None) -> str:
+    scheme, _, rest = base_url.partition("://")
+    ws_scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
+    query = "&".join(f"{key}={value}" for key, value in _query(model=model, version=version, mode=mode).items())
+    return f"{ws_scheme}://{rest}/smooth/stream" + (f"?{query}" if query else "")
+
+
+def _ws_error(exc: Exception) -> MonoserveError:
+    """A closed stream's code and reason as the error the same problem raises over HTTP."""
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        return ERRORS_BY_STATUS.get(status, ServerError)(status, exc.response.body.decode("utf-8", "replace")[:500])
+    if isinstance(exc, ConnectionClosed) and exc.rcvd is not None:
+        code, reason = exc.rcvd.code, exc.rcvd.reason
+        status = code - 4000 if 4000 <= code < 5000 else 413 if code == 1009 else 500
+        return ERRORS_BY_STATUS.get(status, ServerError)(status, reason or f"the stream was closed with code {code}",
+                                                         {"close_code": code})
+    return ServerError(500, f"the stream broke: {exc}")
+
+
+def _ws_frame(array: np.ndarray, json: bool) -> bytes | str:
+    return _dumps({"signal": array.tolist()}).decode() if json else _npy_bytes(array)
+
+
+def _ws_check_size(frame: bytes | str, limit: int | None) -> bytes | str:
+    """A frame over the server's limit (its handshake says it) is refused here: sent, it would end the
+    stream with close 1009, or a reset that loses even that."""
+    if limit is not None and len(frame) > limit:
+        raise PayloadTooLargeError(413, f"a stream frame of {len(frame)} bytes exceeds the server's limit of {limit} "
+                                        f"bytes (MONOSERVE_STREAM_MAX_FRAME_BYTES): send smaller chunks")
+    return frame
+
+
+def _ws_limit(ws: Any) -> int | None:
+    value = ws.response.headers.get("x-max-frame-bytes") if ws.response is not None else None
+    return int(value) if value and value.isdigit() else None
+
+
+def _ws_answer(data: bytes | str) -> np.ndarray:
+    if isinstance(data, str):
+        body = jsonlib.loads(data)
+        return np.asarray(body["smoothed"], dtype=np.float32).reshape(len(body["smoothed"]), -1)
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def _shape_answer(answer: np.ndarray, flat: bool) -> np.ndarray:
+    return answer[0] if flat else answer
+
+
+class _HttpStream:
+    """The requests of one stream over HTTP with a carried state (shared by both clients)."""
+
+    def __init__(self, model: str | None, version: int | None, mode: str | None, json: bool):
+        self.model, self.version, self.mode, self.json = model, version, mode, json
+        self.state: str | None = None
+
+    def request(self, array: np.ndarray | None, end: bool) -> _Request:
+        if self.json:
+            payload: dict[str, Any] = {}
+            if array is not None:
+                payload["signal"] = array.tolist()
+            if self.state is None:
+                payload.update(stream=True, **_query(model=self.model, version=self.version, mode=self.mode))
+            else:
+                payload["state"] = self.state
+            if end:
+                payload["end"] = True
+            return _Request("/smooth", _dumps(payload), {"content-type": JSON_MEDIA_TYPE}, {})
+        params: dict[str, Any] = {"end": "true"} if end else {}
+        headers = {"content-type": NPY_MEDIA_TYPE, "accept": NPY_MEDIA_TYPE}
+        if self.state is None:
+            params.update(stream="true", **_query(model=self.model, version=self.version, mode=self.mode))
+        else:
+            headers["x-stream-state"] = self.state
+        body = _npy_bytes(array if array is not None else np.zeros((self.channels, 0), np.float32))
+        return _Request("/smooth", body, headers, params)
+
+    channels = 1
+
+    def answer(self, response: httpx.Response) -> np.ndarray:
+        if response.headers.get("content-type", "").startswith(NPY_MEDIA_TYPE):
+            self.state = response.headers.get("x-stream-state")
+            return _load_npy(response)
+        body = response.json()
+        self.state = body.get("state")
+        return np.asarray(body["smoothed"], dtype=np.float32).reshape(len(body["smoothed"]), -1)
+
+
+def _stream_http_sync(client: "Client", chunks: Iterable[Any], model, version, mode, json) -> Iterator[np.ndarray]:
+    stream = _HttpStream(model, version, mode, json)
+    flat = False
+    for chunk in chunks:
+        array, flat = _chunk_array(chunk)
+        stream.channels = array.shape[0]
+        yield _shape_answer(stream.answer(client._post(stream.request(array, False))), flat)
+    if stream.state is None:
+        raise ValueError("a stream needs at least one chunk")
+    yield _shape_answer(stream.answer(client._post(stream.request(None, True))), flat)
+
+
+async def _stream_http_async(client: "AsyncClient", chunks: Any, model, version, mode, json) -> AsyncIterator[np.ndarray]:
+    stream = _HttpStream(model, version, mode, json)
+    flat = False
+    async for chunk in _aiter(chunks):
+        array, flat = _chunk_array(chunk)
+        stream.channels = array.shape[0]
+        yield _shape_answer(stream.answer(await client._post(stream.request(array, False))), flat)
+    if stream.state is None:
+        raise ValueError("a stream needs at least one chunk")
+    yield _shape_answer(stream.answer(await client._post(stream.request(None, True))), flat)
+
+
+async def _aiter(chunks: Any) -> AsyncIterator[Any]:
+    if hasattr(chunks, "__aiter__"):
+        async for chunk in chunks:
+            yield chunk
+    else:
+        for chunk in chunks:
+            yield chunk
+
+
+def _stream_ws_sync(client: "Client", chunks: Iterable[Any], model, version, mode, json, window) -> Iterator[np.ndarray]:
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    url = _ws_url(client.base_url, model, version, mode)
+    flats: collections.deque[bool] = collections.deque()
+    try:
+        with connect(url, additional_headers=client.headers, max_size=None, open_timeout=client.timeout,
+                     compression=None) as ws:
+            flat, limit = False, _ws_limit(ws)
+            for chunk in chunks:
+                array, flat = _chunk_array(chunk)
+                ws.send(_ws_check_size(_ws_frame(array, json), limit))
+                flats.append(flat)
+                if len(flats) >= window:
+                    yield _shape_answer(_ws_answer(ws.recv(timeout=client.timeout)), flats.popleft())
+            ws.send(_dumps({"end": True}).decode())
+            flats.append(flat)
+            while flats:
+                yield _shape_answer(_ws_answer(ws.recv(timeout=client.timeout)), flats.popleft())
+    except (ConnectionClosed, InvalidStatus) as exc:
+        raise _ws_error(exc) from exc
+
+
+async def _stream_ws_async(client: "AsyncClient", chunks: Any, model, version, mode, json, window) -> AsyncIterator[np.ndarray]:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    url = _ws_url(client.base_url, model, version, mode)
+    flats: collections.deque[bool] = collections.deque()
+    try:
+        async with connect(url, additional_headers=client.headers, max_size=None, open_timeout=client.timeout,
+                           compression=None) as ws:
+            flat, limit = False, _ws_limit(ws)
+            async for chunk in _aiter(chunks):
+                array, flat = _chunk_array(chunk)
+                await ws.send(_ws_check_size(_ws_frame(array, json), limit))
+                flats.append(flat)
+                if len(flats) >= window:
+                    yield _shape_answer(_ws_answer(await asyncio.wait_for(ws.recv(), client.timeout)), flats.popleft())
+            await ws.send(_dumps({"end": True}).decode())
+            flats.append(flat)
+            while flats:
+                yield _shape_answer(_ws_answer(await asyncio.wait_for(ws.recv(), client.timeout)), flats.popleft())
+    except (ConnectionClosed, InvalidStatus) as exc:
+        raise _ws_error(exc) from exc
+
+
+def _check_transport(transport: str, window: int) -> None:
+    if transport not in ("websocket", "http"):
+        raise ValueError(f"transport must be 'websocket' or 'http', got {transport!r}")
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+
+
+def _stream_smooth(self: Client, signal: Any, model: str | None, version: int | None, mode: str | None,
+                   transport: str, json: bool, chunk_samples: int, window: int) -> Iterator[np.ndarray]:
+    """Stream `signal` (an array [C, L] or [L], cut into `chunk_samples`, or an iterable of [C, n]
+    or [n] chunks) and yield the smoothed chunks as they come: one per chunk sent (possibly with
+    no samples while `same`/`valid` wait for more), then the flushed tail. Their concatenation
+    equals `smooth()` of the whole signal with the same version and mode.
+
+    `transport`: "websocket" (one connection, up to `window` chunks in flight) or "http" (one
+    request per chunk carrying the stream's state; any replica sharing the secret answers).
+    `json`: JSON frames/bodies instead of .npy. Errors raise the `MonoserveError` of the status
+    (a WebSocket close 4000 + status), e.g. VersionGoneError (409) when the pinned version is gone."""
+    _check_transport(transport, window)
+    chunks = _chunks(signal, chunk_samples)
+    if transport == "http":
+        return _stream_http_sync(self, chunks, model, version, mode, json)
+    return _stream_ws_sync(self, chunks, model, version, mode, json, window)
+
+
+def _astream_smooth(self: AsyncClient, signal: Any, model: str | None, version: int | None, mode: str | None,
+                    transport: str, json: bool, chunk_samples: int, window: int) -> AsyncIterator[np.ndarray]:
+    """`Client.stream_smooth`, as an async iterator (`signal` may also be an async iterable)."""
+    _check_transport(transport, window)
+    chunks = signal if hasattr(signal, "__aiter__") else _chunks(signal, chunk_samples)
+    if transport == "http":
+        return _stream_http_async(self, chunks, model, version, mode, json)
+    return _stream_ws_async(self, chunks, model, version, mode, json, window)
+

@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contract.manifest import KINDS
-from service import codec, context as request_context, fastpath
+from service import codec, context as request_context, fastpath, stream_ws
 from service.engines import resolve_device
 from service.errors import ServiceError
 from service.lifecycle import Lifecycle
@@ -140,12 +140,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 class MonoserveApp(FastAPI):
     """FastAPI, with POST /smooth and /classify answered by service.fastpath before FastAPI's own
     request handling (the same code and answers as the FastAPI routes, at a fraction of the cost;
-    docs/performance.md). MONOSERVE_HOT_PATH=false sends them through the FastAPI routes."""
+    docs/performance.md). MONOSERVE_HOT_PATH=false sends them through the FastAPI routes. The
+    WebSocket /smooth/stream is always answered by service.stream_ws (raw ASGI)."""
 
     async def __call__(self, scope, receive, send) -> None:
         service: Service = self.state.service
         if service.settings.hot_path and fastpath.is_hot(scope):
             await fastpath.answer_hot(service, scope, receive, send)  # sets its own request context
+            return
+        if stream_ws.is_stream(scope):  # WebSocket /smooth/stream (raw ASGI: close codes, backpressure)
+            await stream_ws.serve_stream(service, scope, receive, send)
             return
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)

@@ -20,6 +20,7 @@ from service.convolve import choose_method, full_correlation
 from service.errors import BadRequestError, PayloadTooLargeError
 from service.pipeline import Encoded, InferRequest, InferResult, Limits  # noqa: F401 - Encoded re-exported
 from service.prover import ProvenVersion
+from service.stream_http import STREAM_KIND
 
 
 # -- smoother ---------------------------------------------------------------------------------
@@ -183,4 +184,4 @@ class ClassifierKind:
                             "decisions": decisions(output, info.labels, info.threshold)})
 
 
-KINDS = {"smoother": SmootherKind(), "classifier": ClassifierKind()}
+KINDS = {"smoother": SmootherKind(), "classifier": ClassifierKind(), "smoother_stream": STREAM_KIND}  # the last: /smooth with a stream state

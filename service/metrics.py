@@ -170,6 +170,19 @@ class Metrics:
         self.batch_rows = Histogram(
             "monoserve_batch_rows", "Rows per engine call of the dynamic batcher (/classify), by model",
             ("model",), buckets=BATCH_BUCKETS, registry=self.registry)
+        # Streaming smoothing (service.stream_ws, service.stream_http), by transport ("websocket", "http").
+        self.streams_open = Gauge(
+            "monoserve_streams_open", "Streams open now (WebSocket connections streaming), by transport",
+            ("transport",), registry=self.registry, multiprocess_mode="livesum")
+        self.stream_frames = Counter(
+            "monoserve_stream_frames", "Stream chunks answered, by transport and model", ("transport", "model"),
+            registry=self.registry)
+        self.stream_samples = Counter(
+            "monoserve_stream_samples", "Samples per channel received by streams, by transport and model",
+            ("transport", "model"), registry=self.registry)
+        self.streams_closed = Counter(
+            "monoserve_streams_closed", "Streams ended, by transport and outcome (ended, a close code, error status)",
+            ("transport", "outcome"), registry=self.registry)
         self._stage_children: dict[tuple[str, str], Histogram] = {}
         self._request_children: dict[tuple[str, str, int], Counter] = {}
 

@@ -14,8 +14,9 @@ import numpy as np
 from service import codec
 from service.errors import BadRequestError
 from service.pipeline import Encoded, InferRequest, InferResult, Limits
+from service.stream_http import STATE_HEADER, flag
 
-SMOOTH_FIELDS = frozenset({"signal", "model", "version", "mode"})
+SMOOTH_FIELDS = frozenset({"signal", "model", "version", "mode", "stream", "state", "end"})  # the last 3: service.stream_http
 CLASSIFY_FIELDS = frozenset({"instances", "model", "version"})
 MAX_VERSION = 2**63 - 1  # versions are directory names; beyond 64 bits nothing can match
 
@@ -91,7 +92,7 @@ class SmoothAdapter:
     """POST /smooth: {"signal": [...], "model"?, "version"?, "mode"?} or a .npy body (query parameters)."""
 
     route = "/smooth"
-    query = frozenset({"model", "version", "mode"})
+    query = frozenset({"model", "version", "mode", "stream", "end"})
     working_ratio = staticmethod(npy_working_ratio)
 
     def decode(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str], limits: Limits) -> InferRequest:
@@ -106,28 +107,74 @@ class SmoothAdapter:
             else:
                 payload = codec.loads_object(body)
                 unknown_fields(payload, SMOOTH_FIELDS)
-                if "signal" not in payload:
-                    raise BadRequestError("missing field 'signal'", field="signal")
                 others = {k: v for k, v in payload.items() if k != "signal"}
-                signal = codec.to_float32(payload["signal"], "signal")
+                if "signal" not in payload:
+                    if not (payload.get("end") is True and "state" in payload):  # a stream's end needs no new samples
+                        raise BadRequestError("missing field 'signal'", field="signal")
+                    signal = None
+                else:
+                    signal = codec.to_float32(payload["signal"], "signal")
         else:
             others, signal = {}, _decode_npy(body, limits, "signal", npy_out)
         params = _params(query, others)
         mode = params.get("mode")
         if mode is not None and not isinstance(mode, str):
             raise BadRequestError(f"'mode' must be a string, got {str(mode)[:40]}", field="mode")
-        return InferRequest("smoother", model_param(params.get("model")), version_param(params.get("version")),
-                            inputs=signal, params={"mode": mode}, context={"npy": npy_out})
+        context: dict[str, Any] = {"npy": npy_out}
+        kind = "smoother"
+        if "stream" in params or "state" in params or "end" in params or STATE_HEADER in headers:
+            stream = _stream_context(params, headers)
+            if stream is not None:
+                kind, context["stream"] = "smoother_stream", stream
+        return InferRequest(kind, model_param(params.get("model")), version_param(params.get("version")),
+                            inputs=signal, params={"mode": mode}, context=context)
 
     def encode(self, result: InferResult, request: InferRequest) -> Encoded:
         manifest = result.served.manifest
         mode = result.facts["mode"]
         smoothed = result.outputs["smoothed"]
+        if result.facts.get("stream"):
+            return _encode_stream(result, request)
         if request.context["npy"]:
             return Encoded(codec.encode_npy(smoothed), codec.NPY_MEDIA_TYPE,
                            {"x-model": manifest.name, "x-model-version": str(manifest.version), "x-mode": mode})
         return Encoded(codec.dumps({"model": manifest.name, "version": manifest.version, "mode": mode,
                                     "smoothed": np.ascontiguousarray(smoothed)}), codec.JSON_MEDIA_TYPE)
+
+
+def _stream_context(params: Mapping[str, Any], headers: Mapping[str, str]) -> dict[str, Any] | None:
+    """What a /smooth request that starts or continues a stream asks (service.stream_http); None
+    for a plain request ("stream": false)."""
+    state = params.get("state")
+    if state is None:
+        state = headers.get(STATE_HEADER)
+    start, end = flag(params.get("stream"), "stream"), flag(params.get("end"), "end")
+    if state is None and not start and not end:
+        return None
+    if state is None and not start:
+        raise BadRequestError("'end' and 'state' belong to a stream: start one with \"stream\": true (?stream=true)",
+                              field="stream")
+    if state is not None and start:
+        raise BadRequestError("\"stream\": true starts a new stream: leave it out when sending a 'state'",
+                              field="stream")
+    return {"state": state, "end": end}
+
+
+def _encode_stream(result: InferResult, request: InferRequest) -> Encoded:
+    manifest = result.served.manifest
+    state, end, mode = result.facts["state"], result.facts["end"], result.facts["mode"]
+    smoothed = result.outputs["smoothed"]
+    if request.context["npy"]:
+        headers = {"x-model": manifest.name, "x-model-version": str(manifest.version), "x-mode": mode,
+                   "x-stream-end": "true" if end else "false"}
+        if state is not None:
+            headers[STATE_HEADER] = state
+        return Encoded(codec.encode_npy(smoothed), codec.NPY_MEDIA_TYPE, headers)
+    body = {"model": manifest.name, "version": manifest.version, "mode": mode,
+            "smoothed": np.ascontiguousarray(smoothed), "end": end}
+    if state is not None:
+        body["state"] = state
+    return Encoded(codec.dumps(body), codec.JSON_MEDIA_TYPE)
 
 
 class ClassifyAdapter:

@@ -498,7 +498,8 @@ def _decode(service: Service, adapter: ProtocolAdapter, body: bytes, headers: Ma
     registry = service.registry
     kind_name = request.kind or _kind_of(registry, request.model)
     kind = request.context.get("kind") or _kinds()[kind_name]  # an adapter's own, for a request that needs one
-    served = registry.resolve(kind_name, request.model, request.version)
+    resolve = getattr(kind, "resolve", None)  # a kind may resolve by itself (a stream: the version its state pins)
+    served = resolve(service, request) if resolve is not None else registry.resolve(kind_name, request.model, request.version)
     progress.model = served.manifest.name
     context = progress.context
     if context is not None:  # for the request's log lines and span (service.context)
@@ -613,7 +614,8 @@ def batcher_for(service: Service, kind: ModelKind, call: Any):
 # -- ASGI -------------------------------------------------------------------------------------
 _WANTED_HEADERS = frozenset({b"content-type", b"content-length", b"content-encoding", b"accept", b"authorization",
                              b"inference-header-content-length",  # OIP's binary extension (service.oip)
-                             request_context.HEADER_BYTES, b"traceparent", b"tracestate"})
+                             request_context.HEADER_BYTES, b"traceparent", b"tracestate",
+                             b"x-stream-state"})  # service.stream_http
 
 
 def asgi_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:

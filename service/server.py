@@ -6,6 +6,8 @@ changed, and the malloc and BLAS variables are in place before the interpreter s
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import sys
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,9 @@ def main() -> int:
     except ValidationError as exc:
         print(f"monoserve: error: invalid MONOSERVE_* setting: {exc}", file=sys.stderr)
         return 2
+    if settings.workers > 1 and settings.stream_secret is None:
+        # one random stream state key for all workers of this server (a state works on any of them)
+        os.environ["MONOSERVE_STREAM_SECRET"] = secrets.token_hex(32)
     with multiprocess_mode(settings.workers):  # /metrics counts across the worker processes
         uvicorn.run(
             "service.app:serving_app", factory=True, host=settings.host, port=settings.port, workers=settings.workers,
@@ -32,6 +37,9 @@ def main() -> int:
             log_config=logging_config(settings.log_format, settings.log_level, settings.access_log),
             server_header=False, date_header=False, http=protocol_class(settings.http),
             timeout_keep_alive=settings.keep_alive_timeout_s, timeout_graceful_shutdown=settings.graceful_shutdown_s,
+            # /smooth/stream: frames over the limit are refused by the protocol before they are read
+            # (close 1009); no per-message compression (float32 barely compresses; it costs CPU)
+            ws_max_size=settings.stream_max_frame_bytes, ws_per_message_deflate=False,
         )  # fmt: skip
     return 0
 

@@ -183,6 +183,18 @@ class Settings(BaseSettings):
     allow_free_features: bool = True
     allow_decreasing_features: bool = True
     allow_unconstrained: bool = False
+    # Streaming smoothing (service.streaming; WebSocket /smooth/stream and /smooth with a carried
+    # state): open WebSocket streams per worker (beyond: close 4503 with a reason), seconds a
+    # stream may wait for its client (a frame to arrive, or an answer to be read) before it is
+    # closed, the largest WebSocket frame (refused by the protocol before it is read: close 1009).
+    stream_max_open: int = Field(256, ge=1)
+    stream_idle_timeout_s: float = Field(60.0, gt=0)
+    stream_max_frame_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # The key that signs carried stream states (HTTP). Unset: a random one per process, shared by
+    # the workers of one `monoserve serve` (service.server); replicas behind one load balancer need
+    # the same value. States older than stream_state_max_age_s are refused (0: never).
+    stream_secret: SecretStr | None = None
+    stream_state_max_age_s: float = Field(3600.0, ge=0)
 
     @property
     def policy(self):

@@ -26,10 +26,20 @@ API (stable; the WebSocket route, the HTTP carried state and the gRPC stream all
     stream = SmoothStream.open(served, mode)      # served: a ProvenVersion (the version is pinned)
     out = stream.push(chunk)                      # chunk [C, n] float32 -> [C, m] float32
     tail = stream.end()                           # -> [C, t]; the stream is closed afterwards
+    out = stream.step(chunk_or_None, end=False)   # push, and with end=True the tail after it
     codec = StateCodec(secret)                    # secret: bytes shared by every worker/replica
     token = codec.seal(stream)                    # a str carrying everything the next chunk needs
     stream = resume(registry, codec.unseal(token), model=..., version=..., mode=...)  # 400 / 409
     check_pinned(registry, stream)                # 409 when the pinned version no longer serves
+    stream = open_stream(registry, model, version, mode)   # resolve + open (404/400/503 as /smooth)
+    hub = StreamHub.from_settings(settings)       # per worker: hub.acquire()/release() (503 over
+                                                  # MONOSERVE_STREAM_MAX_OPEN), hub.codec (the secret)
+    stream.check_chunk(array)                     # 400 unless a finite [C, n] with the stream's C
+    stream.work_elements(n)                       # for the pipeline's inline/thread rule:
+        # served.predicted_seconds(...) * 1e6 <= settings.inline_max_inference_us -> inline
+
+Every method argument `method` is settings.smooth_method ("auto": the convolution path one-shot
+/smooth takes for that length). The Service (service.routes.deps) holds one hub as `service.streams`.
 
 `SmoothStream` holds (served ProvenVersion, mode, channels, the last K-1 padded samples per
 channel, samples seen); `push`/`end` are plain CPU work (call them in a worker thread when not tiny;
@@ -59,7 +69,7 @@ import numpy as np
 import orjson
 
 from contract.modes import EDGE_MODES, mode_slice
-from service.convolve import choose_method, full_correlation_direct
+from service.convolve import choose_method, full_correlation
 from service.errors import BadRequestError, ServiceError, VersionGoneError
 
 if TYPE_CHECKING:
@@ -200,6 +210,17 @@ class SmoothStream:
         out = self._valid(np.concatenate((self.tail, right), axis=1), method)  # full[length : length + K-1]
         return np.ascontiguousarray(out[:, first - length : stop - length])
 
+    def step(self, chunk: np.ndarray | None, end: bool = False, method: str = "auto") -> np.ndarray:
+        """One request's or frame's answer: `push(chunk)` (None: no new samples), and with `end` the
+        flushed tail after it, in one [C, m] array."""
+        out = self.push(chunk, method) if chunk is not None else None
+        if not end:
+            if out is None:
+                raise BadRequestError("a stream chunk needs a 'signal' unless it ends the stream", field="signal")
+            return out
+        tail = self.end(method)
+        return tail if out is None else np.concatenate((out, tail), axis=1)
+
     def _valid(self, work: np.ndarray, method: str) -> np.ndarray:
         """Valid correlation of each row of `work` [C, M] with the kernel: [C, M - K + 1] float32,
         through the convolution path one-shot /smooth takes for such a signal (service.inference)."""
@@ -213,12 +234,8 @@ class SmoothStream:
             method = "engine"
         if method == "engine":
             full = served.engine.run(work[None])[0]  # [C, M + K - 1]
-        elif method == "fft":
-            from service.convolve import full_correlation_fft
-
-            full = full_correlation_fft(work, kernel)
         else:
-            full = full_correlation_direct(work, kernel)
+            full = full_correlation(work, kernel.reshape(-1), method=method)  # type: ignore[arg-type]
         return full[:, kernel_size - 1 : length]
 
     # -- state ----------------------------------------------------------------------------------
@@ -311,7 +328,9 @@ def pinned_version(registry: ModelRegistry, model: str, version: int, digest: st
     if current is None:
         raise VersionGoneError(f"model {model!r} version {version}, which this stream is pinned to, is no longer "
                                f"served: start a new stream", model=model, version=version)
-    if (served is not None and current is not served) or (digest is not None and version_digest(current) != digest):
+    if served is not None and current is not served and digest is None:
+        digest = version_digest(served)  # proved again (e.g. unloaded and loaded): the same files are the same kernel
+    if current is not served and digest is not None and version_digest(current) != digest:
         raise VersionGoneError(f"model {model!r} version {version}, which this stream is pinned to, was replaced by "
                                f"other files: start a new stream", model=model, version=version)
     return current
@@ -356,3 +375,35 @@ def service_error_status(exc: BaseException) -> int:
     """The HTTP status an exception of a stream answers with (500 for our own bugs)."""
     return exc.status if isinstance(exc, ServiceError) else 500
 
+
+
+class StreamHub:
+    """A worker's streams: the cap on open ones, and the state codec (one per Service).
+
+    `secret`: the configured key (MONOSERVE_STREAM_SECRET); None: a random one for this process
+    (service.server gives the workers of one server a common one)."""
+
+    def __init__(self, max_open: int, secret: bytes | None = None, max_age_s: float = 0.0):
+        import os
+
+        self.max_open = max_open
+        self.open = 0
+        self.codec = StateCodec(secret if secret else os.urandom(32), max_age_s=max_age_s)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> StreamHub:
+        secret = settings.stream_secret.get_secret_value().encode() if settings.stream_secret is not None else None
+        return cls(settings.stream_max_open, secret, settings.stream_state_max_age_s)
+
+    def acquire(self) -> None:
+        """Count one more open stream; 503 when this worker already has `max_open`."""
+        if self.open >= self.max_open:
+            from service.errors import OverloadedError
+
+            raise OverloadedError(f"this worker already streams {self.open} streams, its limit "
+                                  f"(MONOSERVE_STREAM_MAX_OPEN); retry shortly", limit=self.max_open,
+                                  headers={"Retry-After": "1"})
+        self.open += 1
+
+    def release(self) -> None:
+        self.open -= 1

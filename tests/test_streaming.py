@@ -78,6 +78,17 @@ def test_stream_equals_one_shot_for_every_chunking(registry, data, mode, channel
     np.testing.assert_allclose(streamed, expected, rtol=1e-6, atol=1e-6 * float(np.abs(signal).max()))
 
 
+@pytest.mark.parametrize("method", ["engine", "direct", "fft"])
+@pytest.mark.parametrize("mode", ["causal", "same", "valid"])
+def test_every_convolution_path_streams(registry, mode, method):
+    """The stream forced onto each path (as MONOSERVE_SMOOTH_METHOD does) against one-shot on it."""
+    served = registry.resolve("smoother", "wide")
+    signal = np.random.default_rng(2).standard_normal((3, 700)).astype(np.float32)
+    for sizes in ([1] * 5 + [33] * 10, [300, 0, 1, 64]):
+        streamed = run_stream(SmoothStream.open(served, mode), cut(signal, sizes), method=method)
+        np.testing.assert_allclose(streamed, one_shot(served, signal, mode, method=method), rtol=1e-6, atol=1e-5)
+
+
 @pytest.mark.parametrize("mode", ["causal", "same", "valid"])
 def test_bit_exact_where_the_same_path_runs(registry, mode):
     """With the engine on both sides (K=9: the engine is what /smooth runs), the bits are equal."""

@@ -20,6 +20,7 @@ from service.metrics import Metrics
 from service.pipeline import MemoryBudget, check_authorization
 from service.registry import ModelRegistry
 from service.settings import Settings
+from service.streaming import StreamHub
 
 
 @dataclass
@@ -32,9 +33,11 @@ class Service:
     limiter: anyio.CapacityLimiter | None = None  # bounds concurrent inference threads
     batchers: dict[int, DynamicBatcher] = field(default_factory=dict)  # by id() of the ProvenVersion
     budget: MemoryBudget = field(init=False)  # bytes held by requests in flight (service.pipeline)
+    streams: StreamHub = field(init=False)  # open streams and the stream state codec (service.streaming)
 
     def __post_init__(self) -> None:
         self.budget = MemoryBudget(self.settings.inflight_budget_per_worker)
+        self.streams = StreamHub.from_settings(self.settings)
 
 
 def check_token(request: Request, settings: Settings) -> None:

@@ -25,6 +25,10 @@ class SmoothRequest(BaseModel):
     model: str | None = Field(None, description="model name (default: the repository's smoother)")
     version: int | None = Field(None, description="model version (default: the newest valid one)")
     mode: Literal["same", "causal", "valid"] | None = Field(None, description="edge mode (default: the model's)")
+    stream: bool | None = Field(None, description="true: start a stream ('signal' is its first [C, n] chunk; "
+                                "the answer carries its 'state'); docs/service.md, Streaming")
+    state: str | None = Field(None, description="continue the stream this state (from the previous answer) carries")
+    end: bool | None = Field(None, description="true: the stream's last chunk: the answer adds the flushed tail")
 
 
 class SmoothResponse(BaseModel):
@@ -32,6 +36,8 @@ class SmoothResponse(BaseModel):
     version: int
     mode: str
     smoothed: list[float] | list[list[float]] | list[list[list[float]]]
+    state: str | None = Field(None, description="a stream's state, for its next chunk (absent once it ended)")
+    end: bool | None = Field(None, description="streams only: whether this answer ended the stream")
 
 
 class ClassifyRequest(BaseModel):
@@ -75,11 +81,18 @@ MODEL_PARAMETERS = [
     _query_parameter("version", {"type": "integer", "minimum": 1}, "model version (default: the newest valid one)"),
 ]
 MODE_PARAMETER = _query_parameter("mode", {"type": "string", "enum": ["same", "causal", "valid"]}, "edge mode")
+STREAM_PARAMETERS = [  # .npy bodies of a stream (service.stream_http); the state goes in the X-Stream-State header
+    _query_parameter("stream", {"type": "boolean"}, "true: start a stream (the answer's X-Stream-State continues it)"),
+    _query_parameter("end", {"type": "boolean"}, "true: end the stream (the answer adds the flushed tail)"),
+    {"name": "X-Stream-State", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "the state of the stream this .npy chunk continues (from the previous answer's header)"},
+]
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse, "description": text} for status, text in {
     400: "bad input (malformed body, wrong shape, non-numbers, unknown field or query parameter)",
     401: "missing or wrong token", 404: "unknown model or version", 408: "the body did not arrive in time",
+    409: "a stream's pinned model version no longer serves",
     413: "body, values, rows or signal over a limit", 415: "unsupported content type or content encoding",
     503: "no valid model version, or busy (Retry-After)"}.items()}
 
@@ -95,7 +108,7 @@ async def _answer(request: Request, adapter: pipeline.ProtocolAdapter) -> Respon
 
 @router.post("/smooth", response_model=SmoothResponse, responses=ERRORS,
              openapi_extra=_docs(SmoothRequest, ".npy of float32/float64, 1-3 dims; model/version/mode as query parameters",
-                                 [*MODEL_PARAMETERS, MODE_PARAMETER]))
+                                 [*MODEL_PARAMETERS, MODE_PARAMETER, *STREAM_PARAMETERS]))
 async def smooth(request: Request) -> Response:
     """Smooth a signal: [L], [C, L] or [B, C, L] -> the same nesting, per edge mode."""
     return await _answer(request, native.SMOOTH)
