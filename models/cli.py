@@ -348,7 +348,8 @@ def run_train_smoother(args: argparse.Namespace) -> int:
         "objective": args.objective,
         "scaling": result.scaling,
         "split": result.split,
-        "training": {"epochs": args.epochs, "lr": args.lr, "seed": args.seed, "optimizer": "adam"},
+        "training": {"epochs": args.epochs, "lr": args.lr, "seed": args.seed,
+                     "optimizer": "adam" if args.param == "exp-cumsum" else "bounded-search"},
         "gaps": args.fill_info,
     }
     path = save_checkpoint(args.out, model, metrics=result.metrics, provenance=provenance,
@@ -360,6 +361,18 @@ def run_train_smoother(args: argparse.Namespace) -> int:
                                               "objective": args.objective, "columns": columns},
                                    **result.metrics})
     return 0
+
+
+def _fit_summary(fit: dict) -> str:
+    """One line on how training went: steps taken and whether it converged."""
+    state = "converged" if fit.get("converged") else "NOT converged"
+    if fit.get("method") == "adam":
+        return f"fit: Adam, {fit['steps']} steps at lr {fit['lr']:g}, {state}"
+    if "alpha" in fit:
+        chosen = "the naive limit (alpha -> inf)" if fit["naive_limit"] else f"alpha {fit['alpha']:.4g}"
+        return (f"fit: bounded search over alpha, {fit['steps']} loss evaluations, {state}: {chosen}; training "
+                f"loss {fit['train_loss']:.6g} (naive limit {fit['naive_train_loss']:.6g})")
+    return "fit: -"
 
 
 def _print_smoother_summary(args, columns, metrics: dict, kernel, path: Path) -> None:
@@ -388,6 +401,7 @@ def _print_smoother_summary(args, columns, metrics: dict, kernel, path: Path) ->
               f"  skill {metrics['skill_vs_identity']:+.1%}")
     taps = " ".join(f"{value:.4f}" for value in kernel)
     print(f"  kernel (oldest -> newest tap): {taps}")
+    print(f"  {_fit_summary(metrics.get('optimizer', {}))}")
     for message in metrics.get("warnings", []):
         print(f"  warning: {message}")
     print(f"  checkpoint: {path}")
