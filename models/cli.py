@@ -519,7 +519,9 @@ def _print_classifier_summary(args, config, metrics: dict, split: dict, path: Pa
     print(f"  held-out Brier {heldout['brier']:.4f}  ECE {heldout['ece']:.4f}  mean probability "
           f"{heldout['mean_probability']:.3f} vs positive rate {heldout['positive_rate']:.3f}")
     counts = heldout["confusion"]
-    print(f"  threshold {metrics['threshold']:.4f} ({metrics['threshold_criterion']}): "
+    chosen = (f"threshold {metrics['threshold']:.4f}" if metrics["threshold"] is not None
+              else "thresholds per label (below)")
+    print(f"  {chosen} ({metrics['threshold_criterion']}): "
           f"TP {counts['tp']}  FP {counts['fp']}  TN {counts['tn']}  FN {counts['fn']}")
     if metrics.get("calibration"):
         cal = metrics["calibration"]
@@ -528,7 +530,10 @@ def _print_classifier_summary(args, config, metrics: dict, split: dict, path: Pa
               f"{cal['val_ece_after']:.4f}")
     if len(config.labels) > 1:
         for name, per_label in metrics["heldout_per_label"].items():
-            print(f"    {name}: accuracy {per_label['accuracy']:.4f}  ROC AUC {_format_auc(per_label['roc_auc'])}")
+            counts = per_label["confusion"]
+            print(f"    {name}: threshold {per_label['threshold']:.4f}  accuracy {per_label['accuracy']:.4f}  ROC AUC "
+                  f"{_format_auc(per_label['roc_auc'])}  TP {counts['tp']}  FP {counts['fp']}  TN {counts['tn']}  "
+                  f"FN {counts['fn']}")
     print(f"  final bias {', '.join(f'{b:+.3f}' for b in metrics['final_bias'])}")
     for message in metrics.get("warnings", []):
         print(f"  warning: {message}")

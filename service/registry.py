@@ -112,6 +112,8 @@ class ModelEntry:
             "serving_version": latest.manifest.version if latest else None,
             "versions": {str(v): ("ok" if r.ok else "refused") for v, r in sorted(self.reports.items())},
             "reason": self.reason,
+            # e.g. a classifier's labels and its decision threshold per label
+            **(service_kind(latest.manifest.kind).summary(latest.manifest) if latest else {}),
         }
 
     def detail(self) -> dict[str, Any]:
