@@ -519,10 +519,12 @@ def _print_classifier_summary(args, config, metrics: dict, split: dict, path: Pa
     print(f"  held-out Brier {heldout['brier']:.4f}  ECE {heldout['ece']:.4f}  mean probability "
           f"{heldout['mean_probability']:.3f} vs positive rate {heldout['positive_rate']:.3f}")
     counts = heldout["confusion"]
-    chosen = (f"threshold {metrics['threshold']:.4f}" if metrics["threshold"] is not None
-              else "thresholds per label (below)")
-    print(f"  {chosen} ({metrics['threshold_criterion']}): "
-          f"TP {counts['tp']}  FP {counts['fp']}  TN {counts['tn']}  FN {counts['fn']}")
+    if metrics["threshold"] is not None:
+        chosen = f"threshold {metrics['threshold']:.4f} ({metrics['threshold_criterion']})"
+    else:  # one per label, listed below with each label's counts
+        chosen = (f"thresholds per label ({metrics['threshold_criterion']}; pooled would be "
+                  f"{metrics['threshold_pooled']:.4f}), all labels")
+    print(f"  {chosen}: TP {counts['tp']}  FP {counts['fp']}  TN {counts['tn']}  FN {counts['fn']}")
     if metrics.get("calibration"):
         cal = metrics["calibration"]
         print(f"  calibration ({cal['method']}): scale {', '.join(f'{v:.3f}' for v in cal['scale'])}  bias "

@@ -187,3 +187,25 @@ def test_an_old_single_threshold_manifest_stays_valid(trained, tmp_path):
     assert report.ok, report.reason
     info = served.manifest.classifier
     assert not info.per_label and info.label_thresholds == [info.threshold] * 2
+
+
+def test_the_cli_reports_each_labels_threshold(tmp_path):
+    import subprocess
+    import sys
+
+    x, y = two_label_set(1500, seed=2)
+    data = tmp_path / "two.csv"
+    data.write_text("a,b,c,common,rare\n" + "".join(
+        ",".join(f"{v:.5f}" for v in row) + f",{int(labels[0])},{int(labels[1])}\n" for row, labels in zip(x, y)))
+    report = tmp_path / "r.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "monoserve.cli", "--log-level", "WARNING", "train", "classifier", "--data", str(data),
+         "--label", "common", "rare", "--hidden", "8", "--epochs", "15", "--out", str(tmp_path / "c.ckpt"),
+         "--report", str(report)], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    body = json.loads(report.read_text())
+    assert body["threshold"] is None and set(body["thresholds"]) == set(LABELS)
+    assert "thresholds per label (f1; pooled would be" in result.stdout
+    for label in LABELS:
+        assert body["heldout"]["per_label"][label]["threshold"] == body["thresholds"][label]
+        assert f"{label}: threshold {body['thresholds'][label]:.4f}" in result.stdout
