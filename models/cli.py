@@ -533,8 +533,8 @@ def _print_classifier_summary(args, config, metrics: dict, split: dict, path: Pa
     if len(config.labels) > 1:
         for name, per_label in metrics["heldout_per_label"].items():
             counts = per_label["confusion"]
-            print(f"    {name}: threshold {per_label['threshold']:.4f}  accuracy {per_label['accuracy']:.4f}  ROC AUC "
-                  f"{_format_auc(per_label['roc_auc'])}  TP {counts['tp']}  FP {counts['fp']}  TN {counts['tn']}  "
+            print(f"    {name}: accuracy {per_label['accuracy']:.4f}  ROC AUC {_format_auc(per_label['roc_auc'])}  "
+                  f"threshold {per_label['threshold']:.4f}: TP {counts['tp']}  FP {counts['fp']}  TN {counts['tn']}  "
                   f"FN {counts['fn']}")
     print(f"  final bias {', '.join(f'{b:+.3f}' for b in metrics['final_bias'])}")
     for message in metrics.get("warnings", []):

@@ -105,7 +105,7 @@ class SoftmaxKernel(nn.Module):
     above float32's smallest normal number, so no tap underflows to 0 however large alpha grows,
     and a tap below it weighs less than float32 can resolve next to the newest tap anyway. From
     `naive_alpha(K)` on every tap but the newest sits on the floor: the kernel *is* the naive forecast
-    (to float32). Models/alpha_search.py fits alpha by a bounded 1-D search over that closed range.
+    (to float32). models/alpha_search.py fits alpha by a bounded 1-D search over that closed range.
     """
 
     LOG_FLOOR = 60.0  # exp(-60) = 8.8e-27: far below float32 epsilon (1.2e-7), far above its smallest normal
