@@ -288,7 +288,9 @@ def train_classifier(
         # one number when every label shares it; None when each label has its own (`thresholds`)
         "threshold": None if model.config.thresholds is not None else model.config.threshold,
         "thresholds": dict(zip(model.config.labels, model.config.label_thresholds)),
-        "threshold_pooled": model.config.threshold if model.config.thresholds is not None else None,
+        # several labels, a criterion: the one threshold the labels' pooled rows give (the old behaviour)
+        "threshold_pooled": (model.config.threshold if model.config.thresholds is not None
+                             and options.threshold_criterion is not None else None),
         "threshold_criterion": options.threshold_criterion or "fixed",
         "calibration": calibration,
         "warnings": warnings,

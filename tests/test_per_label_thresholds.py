@@ -210,3 +210,36 @@ def test_the_cli_reports_each_labels_threshold(tmp_path):
         assert body["heldout"]["per_label"][label]["threshold"] == body["thresholds"][label]
         line = next(line for line in result.stdout.splitlines() if line.strip().startswith(f"{label}: accuracy"))
         assert f"threshold {body['thresholds'][label]:.4f}: TP" in line
+
+
+def test_fixed_thresholds_one_per_label_or_one_for_all(tmp_path):
+    import subprocess
+    import sys
+
+    x, y = two_label_set(600, seed=3)
+    data = tmp_path / "two.csv"
+    data.write_text("a,b,c,common,rare\n" + "".join(
+        ",".join(f"{v:.5f}" for v in row) + f",{int(labels[0])},{int(labels[1])}\n" for row, labels in zip(x, y)))
+
+    def train(*thresholds: str) -> tuple[subprocess.CompletedProcess, Path]:
+        out = tmp_path / f"c{len(thresholds)}.ckpt"
+        result = subprocess.run(
+            [sys.executable, "-m", "monoserve.cli", "--log-level", "WARNING", "train", "classifier", "--data",
+             str(data), "--label", "common", "rare", "--hidden", "4", "--epochs", "3", "--threshold", *thresholds,
+             "--out", str(out)], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+        return result, out
+
+    from models.checkpoint import load_checkpoint
+
+    result, out = train("0.3", "0.8")
+    assert result.returncode == 0, result.stderr
+    config = load_checkpoint(out)[0].config
+    assert config.thresholds == [0.3, 0.8] and config.label_thresholds == [0.3, 0.8]
+    result, out = train("0.4")
+    assert result.returncode == 0, result.stderr
+    config = load_checkpoint(out)[0].config
+    assert config.thresholds is None and config.label_thresholds == [0.4, 0.4]
+    result, out = train("0.3", "0.8", "0.5")
+    assert result.returncode == 2 and "one per label (2: common, rare), got 3" in result.stderr and not out.exists()
+    result, out = train("0.3", "1.5")
+    assert result.returncode == 2 and "--threshold must be in (0, 1), got 1.5" in result.stderr
