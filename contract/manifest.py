@@ -100,8 +100,17 @@ class ClassifierInfo(_Strict):
 
     @property
     def per_label(self) -> bool:
-        """Whether the manifest gives one threshold per label (then answers give a list, in `labels` order)."""
-        return self.thresholds is not None
+        """Whether the labels have thresholds of their own (several labels and `thresholds` given)."""
+        return self.thresholds is not None and len(self.labels) > 1
+
+    @property
+    def decision_threshold(self) -> float | list[float]:
+        """What answers carry: one number when every label shares it (a single-label model's is its
+        label's), else a list with one per label in `labels` order."""
+        thresholds = self.label_thresholds
+        if self.per_label:
+            return thresholds
+        return thresholds[0] if thresholds else self.threshold
 
 
 class SmootherInfo(_Strict):

@@ -106,7 +106,7 @@ def render_card(manifest: Manifest, plot_caption: str = "card plot", curve: bool
             + (", log1p features" if c.transform == "log1p" else "")
             + (", calibrated" if c.calibrated else "")
             + f") giving probabilities for labels {', '.join(c.labels)}"
-            + (f" (threshold {c.threshold:g})." if not c.per_label else
+            + (f" (threshold {c.decision_threshold:g})." if not c.per_label else
                " (thresholds per label: " + ", ".join(f"{n} {t:g}" for n, t in zip(c.labels, c.label_thresholds)) + ")."),
             "",
         ]

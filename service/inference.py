@@ -181,7 +181,7 @@ class ClassifierKind:
         # One label: one probability per instance; several labels: one list per instance.
         scores = np.ascontiguousarray(output[:, 0] if len(info.labels) == 1 else output)
         # one threshold for every label (a number), or one per label (a list in `labels` order)
-        threshold = info.label_thresholds if info.per_label else info.threshold
+        threshold = info.decision_threshold
         return InferResult(call.served, {"scores": scores},
                            {"labels": info.labels, "threshold": threshold,
                             "decisions": decisions(output, info.labels, threshold)})

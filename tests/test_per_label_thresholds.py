@@ -243,3 +243,17 @@ def test_fixed_thresholds_one_per_label_or_one_for_all(tmp_path):
     assert result.returncode == 2 and "one per label (2: common, rare), got 3" in result.stderr and not out.exists()
     result, out = train("0.3", "1.5")
     assert result.returncode == 2 and "--threshold must be in (0, 1), got 1.5" in result.stderr
+
+
+def test_what_answers_carry_one_number_unless_labels_have_their_own():
+    from contract.manifest import ClassifierInfo, FeatureSpec
+
+    def info(labels, **thresholds):
+        return ClassifierInfo(features=[FeatureSpec(name="a")], labels=labels, scope="all", method="reparam",
+                              **thresholds)
+
+    assert info(["x"]).decision_threshold == 0.5
+    assert info(["x"], threshold=0.2, thresholds=[0.3]).decision_threshold == 0.3  # a single label's own: a number
+    assert info(["x", "y"], threshold=0.2).decision_threshold == 0.2  # an old multi-label manifest
+    per_label = info(["x", "y"], threshold=0.2, thresholds=[0.3, 0.9])
+    assert per_label.per_label and per_label.decision_threshold == [0.3, 0.9]
