@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contract.files import DEFAULT_MAX_FILE_BYTES, read_checked
 
@@ -27,6 +27,10 @@ FORMAT_FILES: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.ts",
 # The same names as tuples, for messages and argument checks (one definition: the Literals above).
 KINDS: tuple[str, ...] = get_args(Kind)
 FORMATS: tuple[str, ...] = get_args(Format)
+
+
+# A decision threshold on a probability: a JSON number (not a string or a boolean), finite, in [0, 1].
+Threshold = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False, strict=True)]
 
 
 class _Strict(BaseModel):
@@ -65,7 +69,11 @@ class FeatureSpec(_Strict):
 class ClassifierInfo(_Strict):
     features: list[FeatureSpec]
     labels: list[str]
-    threshold: float = 0.5
+    # Every label's decision threshold (score >= threshold), unless `thresholds` gives one per label.
+    threshold: Threshold = 0.5
+    # One threshold per label, in `labels` order (multi-label models trained with a criterion):
+    # absent in single-label models and in manifests written before per-label thresholds.
+    thresholds: list[Threshold] | None = None
     scope: Literal["all", "final", "none"]  # "none": an unconstrained baseline (contract.policy)
     method: Literal["reparam", "project"]
     # Features whose monotonicity the service must certify from the graph (scope "all", not free).
@@ -77,6 +85,32 @@ class ClassifierInfo(_Strict):
     activation: Literal["relu", "leaky_relu", "tanh", "sigmoid", "softplus", "elu"] = "relu"
     transform: Literal["none", "log1p"] = "none"
     calibrated: bool = False
+
+    @model_validator(mode="after")
+    def _one_threshold_per_label(self) -> "ClassifierInfo":
+        if self.thresholds is not None and len(self.thresholds) != len(self.labels):
+            raise ValueError(f"thresholds has {len(self.thresholds)} value(s) for {len(self.labels)} label(s) "
+                             f"{self.labels}: give one per label, in the labels' order")
+        return self
+
+    @property
+    def label_thresholds(self) -> list[float]:
+        """The decision threshold of each label, in `labels` order."""
+        return list(self.thresholds) if self.thresholds is not None else [self.threshold] * len(self.labels)
+
+    @property
+    def per_label(self) -> bool:
+        """Whether the labels have thresholds of their own (several labels and `thresholds` given)."""
+        return self.thresholds is not None and len(self.labels) > 1
+
+    @property
+    def decision_threshold(self) -> float | list[float]:
+        """What answers carry: one number when every label shares it (a single-label model's is its
+        label's), else a list with one per label in `labels` order."""
+        thresholds = self.label_thresholds
+        if self.per_label:
+            return thresholds
+        return thresholds[0] if thresholds else self.threshold
 
 
 class SmootherInfo(_Strict):

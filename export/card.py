@@ -105,7 +105,9 @@ def render_card(manifest: Manifest, plot_caption: str = "card plot", curve: bool
             f"A nonnegative classifier ({c.method}, scope {c.scope}, activation {c.activation}"
             + (", log1p features" if c.transform == "log1p" else "")
             + (", calibrated" if c.calibrated else "")
-            + f") giving probabilities for labels {', '.join(c.labels)} (threshold {c.threshold:g}).",
+            + f") giving probabilities for labels {', '.join(c.labels)}"
+            + (f" (threshold {c.decision_threshold:g})." if not c.per_label else
+               " (thresholds per label: " + ", ".join(f"{n} {t:g}" for n, t in zip(c.labels, c.label_thresholds)) + ")."),
             "",
         ]
         lines += _table(["feature", "direction"], [[f.name, f.direction] for f in c.features])

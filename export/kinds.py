@@ -199,7 +199,9 @@ class ClassifierExport(ExportKind):
         monotone = [n for n, d in zip(config.feature_names, directions) if d != "free"] if config.scope == "all" else []
         return {"classifier": ClassifierInfo(
             features=[FeatureSpec(name=n, direction=d) for n, d in zip(config.feature_names, directions)],
-            labels=list(config.labels), threshold=config.threshold, scope=config.scope, method=config.method,
+            labels=list(config.labels), threshold=config.threshold,
+            thresholds=None if config.thresholds is None else [float(t) for t in config.thresholds],
+            scope=config.scope, method=config.method,
             monotone_features=monotone, activation=config.activation, transform=config.transform,
             calibrated=config.calibrated)}
 

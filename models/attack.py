@@ -54,7 +54,7 @@ class Target:
     features: list[str]
     directions: list[str]
     labels: list[str]
-    threshold: float
+    thresholds: list[float]  # per label, in `labels` order (the manifest's `thresholds`, else its `threshold`)
     score: Scorer
 
 
@@ -87,7 +87,7 @@ def load_target(version_dir: str | Path) -> Target:
         features=[f["name"] for f in info["features"]],
         directions=[f.get("direction", "increasing") for f in info["features"]],
         labels=list(info["labels"]),
-        threshold=float(info["threshold"]),
+        thresholds=[float(t) for t in info.get("thresholds") or [info.get("threshold", 0.5)] * len(info["labels"])],
         score=score,
     )
 
@@ -219,6 +219,7 @@ def run_attack(
     table.require_columns(target.features, "feature")
     table.require_columns([label_column], "label column")
     label = target.labels.index(label_column) if label_column in target.labels else 0
+    threshold = target.thresholds[label]  # the attacked label's own decision threshold
     rows, rows_note = attack_rows(table, target.manifest)
     x_all = table.matrix(target.features)
     y_all = table.numeric(label_column)
@@ -226,7 +227,7 @@ def run_attack(
     std = np.where(std > 1e-12, std, 1.0)
     x, y = x_all[rows], y_all[rows]
     positives = x[y == 1]
-    flagged = positives[_score_batched(target.score, positives, label) >= target.threshold] if positives.size else positives
+    flagged = positives[_score_batched(target.score, positives, label) >= threshold] if positives.size else positives
     logger.info("attacking %d flagged positives of %d positives (%s)", flagged.shape[0], positives.shape[0], rows_note)
     evasion_rate, evaded, mean_drop = [], [], []
     for budget in budgets:
@@ -236,8 +237,8 @@ def run_attack(
             mean_drop.append(None)
             continue
         start = _score_batched(target.score, flagged, label)
-        _, found = evade(target.score, flagged, flagged + budget * std, target.threshold, label, restarts, seed=seed)
-        hits = int((found < target.threshold).sum())
+        _, found = evade(target.score, flagged, flagged + budget * std, threshold, label, restarts, seed=seed)
+        hits = int((found < threshold).sum())
         evaded.append(hits)
         evasion_rate.append(hits / flagged.shape[0])
         mean_drop.append(float((start - found).mean()))
@@ -252,7 +253,7 @@ def run_attack(
         "n_rows": int(rows.size),
         "n_positives": int(positives.shape[0]),
         "n_attacked": int(flagged.shape[0]),
-        "threshold": target.threshold,
+        "threshold": threshold,
         "budgets": [float(b) for b in budgets],
         "budget_unit": "standard deviations of each feature (over the data file), added only",
         "evasion_rate": evasion_rate,

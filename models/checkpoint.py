@@ -16,7 +16,11 @@ from contract.manifest import KINDS
 from models.classifier import ClassifierConfig, MonotoneClassifier
 from models.smoother import MonotoneSmoother, SmootherConfig
 
-CHECKPOINT_FORMAT = 1
+# 2: the softmax smoother's raw parameter is log(alpha), uncapped (format 1 stored
+# -log(1/alpha - 1/42), alpha softly capped below 42; read_checkpoint converts it).
+CHECKPOINT_FORMAT = 2
+READABLE_FORMATS = (1, 2)
+_FORMAT1_ALPHA_CAP = 42.0
 
 
 class CheckpointError(ValueError):
@@ -111,16 +115,29 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from exc
     if not isinstance(payload, dict) or "format" not in payload or "kind" not in payload:
         raise CheckpointError(f"{path} is not a monoserve checkpoint (no 'format'/'kind' entries)")
-    if payload["format"] != CHECKPOINT_FORMAT:
+    if payload["format"] not in READABLE_FORMATS:
         raise CheckpointError(
-            f"{path}: unsupported checkpoint format {payload['format']!r}; this monoserve reads format {CHECKPOINT_FORMAT}"
+            f"{path}: unsupported checkpoint format {payload['format']!r}; this monoserve reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))}"
         )
     if payload["kind"] not in KINDS:
         raise CheckpointError(f"{path}: unknown model kind {payload['kind']!r}; expected one of {', '.join(KINDS)}")
     for key in ("config", "state_dict"):
         if not isinstance(payload.get(key), dict):
             raise CheckpointError(f"{path}: checkpoint has no {key!r} dict")
+    if payload["format"] == 1:
+        _upgrade_format1(payload)
     return payload
+
+
+def _upgrade_format1(payload: dict[str, Any]) -> None:
+    """A format-1 softmax smoother stored raw = -log(1/alpha - 1/42); format 2 stores log(alpha)."""
+    key = "parametrizations.kernel.original"
+    raw = payload["state_dict"].get(key)
+    if payload["kind"] == "smoother" and payload["config"].get("param") == "softmax" and isinstance(raw, torch.Tensor):
+        alpha = 1.0 / (torch.exp(-raw.double()) + 1.0 / _FORMAT1_ALPHA_CAP)
+        payload["state_dict"][key] = torch.log(alpha).to(raw.dtype)
+    payload["format"] = CHECKPOINT_FORMAT
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

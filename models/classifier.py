@@ -59,7 +59,8 @@ class ClassifierConfig:
     method: str = "reparam"  # "reparam" | "project"
     nonneg: str = "softplus"  # reparam map: "softplus" | "exp" | "square"
     directions: list[str] | None = None  # per feature; None = all increasing
-    threshold: float = 0.5
+    threshold: float = 0.5  # every label's, unless `thresholds` gives one per label
+    thresholds: list[float] | None = None  # one per label, in `labels` order (multi-label, chosen on validation)
     activation: str = "relu"  # one of ACTIVATIONS (all non-decreasing)
     transform: str = "none"  # "none" | "log1p" (on every feature, before standardization)
     calibrated: bool = False  # a positive scale and a bias on the logits (fitted after training)
@@ -84,6 +85,11 @@ class ClassifierConfig:
             "per-feature directions need scope 'all' (scope 'final' promises no monotonicity in the inputs)"
         )
         assert 0.0 < self.threshold < 1.0, f"threshold must be in (0, 1), got {self.threshold}"
+        if self.thresholds is not None:
+            assert len(self.thresholds) == len(self.labels), (
+                f"expected one threshold per label ({len(self.labels)}), got {len(self.thresholds)}"
+            )
+            assert all(0.0 < t < 1.0 for t in self.thresholds), f"thresholds must be in (0, 1), got {self.thresholds}"
         assert self.activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}, got {self.activation!r}"
         assert self.transform in TRANSFORMS, f"transform must be one of {TRANSFORMS}, got {self.transform!r}"
 
@@ -94,6 +100,11 @@ class ClassifierConfig:
     @property
     def n_outputs(self) -> int:
         return len(self.labels)
+
+    @property
+    def label_thresholds(self) -> list[float]:
+        """The decision threshold of each label, in `labels` order."""
+        return list(self.thresholds) if self.thresholds is not None else [self.threshold] * len(self.labels)
 
     @property
     def monotone_columns(self) -> list[int]:

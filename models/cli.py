@@ -134,8 +134,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "default: causal for forecast, same for denoise",
     )
     smoother.add_argument("--epochs", type=_positive_int, default=SMOOTHER_DEFAULTS["epochs"],
-                          help="full-batch Adam steps (default: %(default)s)")
-    smoother.add_argument("--lr", type=_positive_float, default=SMOOTHER_DEFAULTS["lr"], help="Adam learning rate (default: %(default)s)")
+                          help="full-batch Adam steps (exp-cumsum), or the budget of loss evaluations of the "
+                          "search over alpha (softmax) (default: %(default)s)")
+    smoother.add_argument("--lr", type=_positive_float, default=SMOOTHER_DEFAULTS["lr"], help="Adam learning rate (exp-cumsum; softmax is fitted by a search without one) (default: %(default)s)")
     smoother.add_argument("--season", type=_positive_int, default=None, metavar="PERIOD",
                           help="season length for the seasonal-naive baseline (default: detected from the "
                           "training part's autocorrelation)")
@@ -199,8 +200,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     classifier.add_argument("--batch-size", type=_positive_int, default=128, help="(default: %(default)s)")
     classifier.add_argument("--lr", type=_positive_float, default=CLASSIFIER_DEFAULTS["lr"],
                             help="learning rate (default: %(default)s)")
-    classifier.add_argument("--threshold", type=float, default=None,
-                            help="a fixed decision threshold on probabilities instead of --threshold-criterion")
+    classifier.add_argument("--threshold", type=float, nargs="+", default=None, metavar="T",
+                            help="fixed decision threshold(s) on probabilities instead of --threshold-criterion: "
+                            "one for every label, or one per --label in its order")
     classifier.add_argument("--seed", type=int, default=0,
                             help="seeds the split, the initial weights and the batch order (default: %(default)s)")
     classifier.add_argument("--out", required=True, type=Path, help="checkpoint path to write")
@@ -349,7 +351,8 @@ def run_train_smoother(args: argparse.Namespace) -> int:
         "objective": args.objective,
         "scaling": result.scaling,
         "split": result.split,
-        "training": {"epochs": args.epochs, "lr": args.lr, "seed": args.seed, "optimizer": "adam"},
+        "training": {"epochs": args.epochs, "lr": args.lr, "seed": args.seed,
+                     "optimizer": "adam" if args.param == "exp-cumsum" else "bounded-search"},
         "gaps": args.fill_info,
     }
     path = save_checkpoint(args.out, model, metrics=result.metrics, provenance=provenance,
@@ -361,6 +364,18 @@ def run_train_smoother(args: argparse.Namespace) -> int:
                                               "objective": args.objective, "columns": columns},
                                    **result.metrics})
     return 0
+
+
+def _fit_summary(fit: dict) -> str:
+    """One line on how training went: steps taken and whether it converged."""
+    state = "converged" if fit.get("converged") else "NOT converged"
+    if fit.get("method") == "adam":
+        return f"fit: Adam, {fit['steps']} steps at lr {fit['lr']:g}, {state}"
+    if "alpha" in fit:
+        chosen = "the naive limit (alpha -> inf)" if fit["naive_limit"] else f"alpha {fit['alpha']:.4g}"
+        return (f"fit: bounded search over alpha, {fit['steps']} loss evaluations, {state}: {chosen}; training "
+                f"loss {fit['train_loss']:.6g} (naive limit {fit['naive_train_loss']:.6g})")
+    return "fit: -"
 
 
 def _print_smoother_summary(args, columns, metrics: dict, kernel, path: Path) -> None:
@@ -389,6 +404,7 @@ def _print_smoother_summary(args, columns, metrics: dict, kernel, path: Path) ->
               f"  skill {metrics['skill_vs_identity']:+.1%}")
     taps = " ".join(f"{value:.4f}" for value in kernel)
     print(f"  kernel (oldest -> newest tap): {taps}")
+    print(f"  {_fit_summary(metrics.get('optimizer', {}))}")
     for message in metrics.get("warnings", []):
         print(f"  warning: {message}")
     print(f"  checkpoint: {path}")
@@ -409,9 +425,14 @@ def _load_classifier_data(args: argparse.Namespace) -> tuple[Any, list[str], lis
         )
     if args.threshold is not None and args.threshold_criterion is not None:
         raise UsageError("give either --threshold (fixed) or --threshold-criterion (chosen on validation), not both")
-    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
-        raise UsageError(f"--threshold must be in (0, 1), got {args.threshold}")
     labels = list(dict.fromkeys(args.label))
+    if args.threshold is not None:
+        if len(args.threshold) not in (1, len(labels)):
+            raise UsageError(f"--threshold takes one value for every label or one per label ({len(labels)}: "
+                             f"{', '.join(labels)}), got {len(args.threshold)}")
+        outside = [t for t in args.threshold if not 0.0 < t < 1.0]
+        if outside:
+            raise UsageError(f"--threshold must be in (0, 1), got {', '.join(f'{t:g}' for t in outside)}")
     table = read_table(args.data)
     table.require_columns(labels, "label column")
     features = list(dict.fromkeys(args.features)) if args.features else [c for c in table.columns if c not in labels]
@@ -460,7 +481,8 @@ def run_train_classifier(args: argparse.Namespace) -> int:
     _seed_everything(args.seed, args.threads)
     config = ClassifierConfig(
         feature_names=features, labels=labels, hidden=args.hidden, scope=args.scope, method=args.method,
-        nonneg=args.nonneg, directions=directions, threshold=0.5 if args.threshold is None else args.threshold,
+        nonneg=args.nonneg, directions=directions, threshold=0.5 if args.threshold is None or len(args.threshold) > 1 else args.threshold[0],
+        thresholds=list(args.threshold) if args.threshold is not None and len(args.threshold) > 1 else None,
         activation=args.activation, transform=args.transform, calibrated=args.calibrate != "none",
     )
     model = MonotoneClassifier(config)
@@ -506,8 +528,13 @@ def _print_classifier_summary(args, config, metrics: dict, split: dict, path: Pa
     print(f"  held-out Brier {heldout['brier']:.4f}  ECE {heldout['ece']:.4f}  mean probability "
           f"{heldout['mean_probability']:.3f} vs positive rate {heldout['positive_rate']:.3f}")
     counts = heldout["confusion"]
-    print(f"  threshold {metrics['threshold']:.4f} ({metrics['threshold_criterion']}): "
-          f"TP {counts['tp']}  FP {counts['fp']}  TN {counts['tn']}  FN {counts['fn']}")
+    if metrics["threshold"] is not None:
+        chosen = f"threshold {metrics['threshold']:.4f} ({metrics['threshold_criterion']})"
+    else:  # one per label, listed below with each label's counts
+        pooled = metrics.get("threshold_pooled")
+        chosen = (f"thresholds per label ({metrics['threshold_criterion']}"
+                  + (f"; pooled would be {pooled:.4f}" if pooled is not None else "") + "), all labels")
+    print(f"  {chosen}: TP {counts['tp']}  FP {counts['fp']}  TN {counts['tn']}  FN {counts['fn']}")
     if metrics.get("calibration"):
         cal = metrics["calibration"]
         print(f"  calibration ({cal['method']}): scale {', '.join(f'{v:.3f}' for v in cal['scale'])}  bias "
@@ -515,7 +542,10 @@ def _print_classifier_summary(args, config, metrics: dict, split: dict, path: Pa
               f"{cal['val_ece_after']:.4f}")
     if len(config.labels) > 1:
         for name, per_label in metrics["heldout_per_label"].items():
-            print(f"    {name}: accuracy {per_label['accuracy']:.4f}  ROC AUC {_format_auc(per_label['roc_auc'])}")
+            counts = per_label["confusion"]
+            print(f"    {name}: accuracy {per_label['accuracy']:.4f}  ROC AUC {_format_auc(per_label['roc_auc'])}  "
+                  f"threshold {per_label['threshold']:.4f}: TP {counts['tp']}  FP {counts['fp']}  TN {counts['tn']}  "
+                  f"FN {counts['fn']}")
     print(f"  final bias {', '.join(f'{b:+.3f}' for b in metrics['final_bias'])}")
     for message in metrics.get("warnings", []):
         print(f"  warning: {message}")

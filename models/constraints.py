@@ -95,17 +95,21 @@ class ExpCumsumKernel(nn.Module):
 
 
 class SoftmaxKernel(nn.Module):
-    """raw log(alpha) [1] -> softmax(lin * alpha) with lin = linspace(-1, 1, K) and alpha = exp(raw).
+    """raw log(alpha) [1] -> softmax(max(lin * alpha - alpha, -LOG_FLOOR)), lin = linspace(-1, 1, K).
 
-    alpha > 0 makes the kernel strictly increasing; softmax makes it positive and sum to 1. There
-    is no additive offset: softmax cancels any constant, so such a parameter would never learn.
-    The raw parameter is log(alpha): a kernel close to "the last value" needs alpha of 40 or more,
-    which a softplus parametrization reaches only after thousands of Adam steps, exp in a few hundred.
-    alpha is softly capped below ALPHA_MAX (1 / (1/exp(raw) + 1/ALPHA_MAX)): the smallest tap is
-    about exp(-2 alpha), and past ~43 it would underflow to 0 in float32, breaking positivity.
+    alpha > 0 makes the kernel increasing (a truncated geometric kernel: adjacent taps differ by the
+    ratio exp(-2 alpha / (K - 1))); softmax makes it positive and sum to 1. There is no additive
+    offset: softmax cancels any constant, so such a parameter would never learn. alpha -> 0 is the
+    flat (moving-average) kernel, alpha -> inf the naive last-value forecast: the floor on the
+    logits (relative to the newest tap's, which is 0) keeps every tap >= exp(-LOG_FLOOR) / K, far
+    above float32's smallest normal number, so no tap underflows to 0 however large alpha grows,
+    and a tap below it weighs less than float32 can resolve next to the newest tap anyway. From
+    `naive_alpha(K)` on every tap but the newest sits on the floor: the kernel *is* the naive forecast
+    (to float32). models/alpha_search.py fits alpha by a bounded 1-D search over that closed range.
     """
 
-    ALPHA_MAX = 42.0
+    LOG_FLOOR = 60.0  # exp(-60) = 8.8e-27: far below float32 epsilon (1.2e-7), far above its smallest normal
+    RAW_MAX = 30.0  # log(alpha) is clamped here before exp (alpha 1e13): exp never overflows to inf
 
     def __init__(self, kernel_size: int):
         super().__init__()
@@ -113,25 +117,36 @@ class SoftmaxKernel(nn.Module):
         self.kernel_size = kernel_size
         self.register_buffer("lin", torch.linspace(-1.0, 1.0, kernel_size), persistent=False)
 
-    def alpha(self, raw: torch.Tensor) -> torch.Tensor:
-        return 1.0 / (torch.exp(-raw) + 1.0 / self.ALPHA_MAX)
+    @staticmethod
+    def alpha(raw: torch.Tensor) -> torch.Tensor:
+        return torch.exp(raw.clamp(max=SoftmaxKernel.RAW_MAX))
+
+    @classmethod
+    def naive_alpha(cls, kernel_size: int) -> float:
+        """The smallest alpha at which every tap but the newest is on the floor (the naive kernel)."""
+        return cls.LOG_FLOOR * max(kernel_size - 1, 1) / 2.0
 
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.lin * self.alpha(raw), dim=-1)  # [K]
+        logits = (self.lin.to(raw.dtype) - 1.0) * self.alpha(raw)  # [K], <= 0; the newest tap's is exactly 0
+        return torch.softmax(logits.clamp(min=-self.LOG_FLOOR), dim=-1)  # [K]
 
     def right_inverse(self, kernel: torch.Tensor) -> torch.Tensor:
-        # least-squares slope of log(kernel) against lin recovers alpha exactly for a softmax kernel
+        # least-squares slope of log(kernel) against lin (over the taps above the floor) recovers
+        # alpha exactly for a softmax kernel
         assert kernel.shape[-1] == self.kernel_size, (
             f"expected a kernel of {self.kernel_size} taps, got shape {tuple(kernel.shape)}"
         )
         if self.kernel_size == 1:
-            return torch.ones(1, dtype=kernel.dtype)
-        log_k = torch.log(kernel.clamp_min(_EPS))
+            return torch.zeros(1, dtype=kernel.dtype)
+        log_k = torch.log(kernel.clamp_min(1e-30))
         lin = self.lin.to(kernel.dtype)
+        above = log_k > log_k.max() - self.LOG_FLOOR + 1.0
+        if int(above.sum()) < 2:  # only the newest tap above the floor: the naive kernel
+            return torch.tensor([math.log(self.naive_alpha(self.kernel_size))], dtype=kernel.dtype)
+        lin, log_k = lin[above], log_k[above]
         centred = lin - lin.mean()
         slope = (centred * (log_k - log_k.mean())).sum() / (centred * centred).sum()
-        slope = slope.clamp(_EPS, 0.999 * self.ALPHA_MAX)
-        return -torch.log(1.0 / slope - 1.0 / self.ALPHA_MAX).reshape(1)
+        return torch.log(slope.clamp_min(_EPS)).reshape(1)
 
 
 def nonnegative(

@@ -127,9 +127,10 @@ def evaluate(
     target = torch.from_numpy(labels).float()
     loss = float(nn.functional.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight))
     probabilities = torch.sigmoid(logits).double().numpy()
-    threshold = model.config.threshold
+    thresholds = model.config.label_thresholds
     per_label = {
-        name: _label_metrics(labels[:, index], probabilities[:, index], threshold)
+        name: {**_label_metrics(labels[:, index], probabilities[:, index], thresholds[index]),
+               "threshold": thresholds[index]}
         for index, name in enumerate(model.config.labels)
     }
     result: dict = {"loss": loss}
@@ -254,8 +255,13 @@ def train_classifier(
         calibration["val_ece_before"] = before
     if options.threshold_criterion is not None:
         probabilities = torch.sigmoid(predict_logits(model, val_x)).double().numpy()
-        # one threshold for every label (the served model has one): chosen on all labels' rows pooled
+        # `threshold`: chosen on all labels' rows pooled (a single-label model's only one);
+        # several labels: one more per label, by the same criterion on that label's rows, which the
+        # served model applies (labels differ in prevalence, so a pooled threshold suits none of them)
         model.config.threshold = choose_threshold(val_y.ravel(), probabilities.ravel(), options.threshold_criterion)
+        if val_y.shape[1] > 1:
+            model.config.thresholds = [choose_threshold(val_y[:, i], probabilities[:, i], options.threshold_criterion)
+                                       for i in range(val_y.shape[1])]
     validation = evaluate(model, val_x, val_y, pos_weight)
     if calibration is not None:
         calibration["val_ece_after"] = validation["ece"]
@@ -279,7 +285,12 @@ def train_classifier(
     metrics = {
         "heldout": {k: v for k, v in held_out.items()},
         "validation": {k: v for k, v in validation.items() if k != "per_label"},
-        "threshold": model.config.threshold,
+        # one number when every label shares it; None when each label has its own (`thresholds`)
+        "threshold": None if model.config.thresholds is not None else model.config.threshold,
+        "thresholds": dict(zip(model.config.labels, model.config.label_thresholds)),
+        # several labels, a criterion: the one threshold the labels' pooled rows give (the old behaviour)
+        "threshold_pooled": (model.config.threshold if model.config.thresholds is not None
+                             and options.threshold_criterion is not None else None),
         "threshold_criterion": options.threshold_criterion or "fixed",
         "calibration": calibration,
         "warnings": warnings,

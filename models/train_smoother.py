@@ -15,6 +15,7 @@ learned on standardized series is exactly the kernel for the raw series: nothing
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from contract.modes import check_mode
+from models.alpha_search import search_alpha
 from models.metrics import best_ses, detect_season, fit_ar, forecast_indices, seasonal_naive
 from models.smoother import MonotoneSmoother
 
@@ -37,8 +39,8 @@ class SmootherTrainOptions:
     objective: str = "forecast"
     horizon: int = 1  # forecast: predict x[t + horizon] from x[<= t]
     mode: str = "same"  # denoise: the edge mode the filter is trained in (forecast is always causal)
-    epochs: int = 400  # full-batch Adam steps
-    lr: float = 0.05
+    epochs: int = 400  # full-batch Adam steps (exp-cumsum); the loss-evaluation budget (softmax)
+    lr: float = 0.05  # Adam (exp-cumsum); the softmax search has no step size
     seed: int = 0
     train_fraction: float = 0.8
     progress: bool | None = None  # None: show a bar only on a terminal
@@ -59,8 +61,9 @@ class SmootherResult:
     metrics: dict[str, float]
     scaling: dict[str, list[float]]  # per input column: mean and scale of the training part
     split: dict[str, int | float]
-    losses: list[float] = field(default_factory=list)  # training loss per step
+    losses: list[float] = field(default_factory=list)  # training loss per step (softmax: best so far)
     warnings: list[str] = field(default_factory=list)
+    optimizer: dict = field(default_factory=dict)  # how the fit went: method, steps, converged, ...
 
 
 def split_point(length: int, train_fraction: float) -> int:
@@ -88,7 +91,14 @@ def convergence_warning(losses: list[float], tolerance: float = 1e-3) -> str | N
     return None
 
 
-def _fit(model: MonotoneSmoother, loss_fn, options: SmootherTrainOptions, description: str) -> list[float]:
+def _fit(model: MonotoneSmoother, loss_fn, options: SmootherTrainOptions, description: str) -> tuple[list[float], dict]:
+    """Fit the raw parameters; -> (loss curve, optimizer facts incl. "converged" and a "warning" or None).
+
+    softmax: one parameter, fitted by the deterministic bounded search of models.alpha_search (the
+    naive limit included); exp-cumsum: K logits, full-batch Adam for `epochs` steps.
+    """
+    if model.config.param == "softmax":
+        return _fit_alpha(model, loss_fn, options)
     optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
     show = sys.stderr.isatty() if options.progress is None else options.progress
     losses: list[float] = []
@@ -101,7 +111,29 @@ def _fit(model: MonotoneSmoother, loss_fn, options: SmootherTrainOptions, descri
         losses.append(float(loss.detach()))
         if step % 20 == 0:
             bar.set_postfix(loss=f"{losses[-1]:.5f}")
-    return losses
+    warning = convergence_warning(losses)
+    facts = {"method": "adam", "steps": len(losses), "lr": options.lr, "converged": warning is None,
+             "warning": warning}
+    return losses, facts
+
+
+@torch.no_grad()
+def _fit_alpha(model: MonotoneSmoother, loss_fn, options: SmootherTrainOptions) -> tuple[list[float], dict]:
+    raw = model.raw_parameters()["kernel.original"]  # [1], log(alpha)
+
+    def loss_at_alpha(alpha: float) -> float:
+        raw.fill_(math.log(alpha))
+        return float(loss_fn())
+
+    found = search_alpha(loss_at_alpha, model.kernel_size, max_evaluations=options.epochs)
+    raw.fill_(math.log(found.alpha))
+    warning = None if found.converged else (f"training has not converged: {found.message}; use more --epochs "
+                                            "(for --param softmax: the budget of loss evaluations)")
+    facts = {"method": "bounded search over alpha (grid + Brent, models/alpha_search.py)",
+             "steps": found.evaluations, "converged": found.converged, "warning": warning,
+             "alpha": found.alpha, "ratio": found.ratio, "naive_limit": found.naive,
+             "train_loss": found.loss, "naive_train_loss": found.naive_loss}
+    return found.losses, facts
 
 
 def train_forecast(model: MonotoneSmoother, series: np.ndarray, options: SmootherTrainOptions) -> SmootherResult:
@@ -114,17 +146,20 @@ def train_forecast(model: MonotoneSmoother, series: np.ndarray, options: Smoothe
         f"{options.train_fraction:.0%} training part"
     )
     mean, scale = _standardize(series, n_train)
-    standardized = torch.from_numpy((series - mean[:, None]) / scale[:, None]).float()  # [C, L]
+    standardized64 = torch.from_numpy((series - mean[:, None]) / scale[:, None])  # [C, L] float64
+    standardized = standardized64.float()
     train_part = standardized[:, :n_train]
 
     def loss_fn() -> torch.Tensor:
         predictions = model(train_part, mode="causal")  # [C, n_train]; column t uses x[<= t]
         return F.mse_loss(predictions[:, : n_train - horizon], train_part[:, horizon:])
 
-    losses = _fit(model, loss_fn, options, "smoother (forecast)")
+    losses, optimizer = _fit(model, loss_fn, options, "smoother (forecast)")
 
     with torch.no_grad():
-        filtered = model(standardized, mode="causal").double().numpy()  # [C, L]
+        # evaluated in float64 (the float32 kernel, cast): a kernel that is the naive forecast gives
+        # the naive forecast's MSE, not one float32 rounding away from it
+        filtered = model(standardized64, mode="causal").numpy()  # [C, L]
     forecasts = filtered * scale[:, None] + mean[:, None]  # raw units; [:, t] predicts x[t + h]
     train_origins, test_origins = forecast_indices(length, n_train, horizon)
 
@@ -168,7 +203,9 @@ def train_forecast(model: MonotoneSmoother, series: np.ndarray, options: Smoothe
         },
     }
     warnings = []
-    beaten = sorted((summary[name], name) for name in heldout["baselines"] if summary[name] < summary["model"])
+    # a baseline that ties (the naive one, when the softmax search picked its naive limit) does not beat it
+    beaten = sorted((summary[name], name) for name in heldout["baselines"]
+                    if summary[name] < summary["model"] * (1.0 - 1e-9))
     if beaten:
         warnings.append(
             "a simple baseline beats the smoother on the held-out targets: "
@@ -176,9 +213,8 @@ def train_forecast(model: MonotoneSmoother, series: np.ndarray, options: Smoothe
         )
     if period is None:
         heldout["baseline_settings"]["note"] = "no season detected: seasonal_naive is the naive forecast"
-    not_converged = convergence_warning(losses)
-    if not_converged:
-        warnings.append(not_converged)
+    if optimizer["warning"]:
+        warnings.append(optimizer["warning"])
     for message in warnings:
         logger.warning(message)
     metrics = {
@@ -192,6 +228,7 @@ def train_forecast(model: MonotoneSmoother, series: np.ndarray, options: Smoothe
         "ses_alpha": ses_alpha,
         "train_mse": mse(forecasts, train_origins),
         "final_loss": losses[-1],
+        "optimizer": optimizer,
     }
     metrics["skill_vs_naive"] = 1.0 - metrics["heldout_mse"] / metrics["naive_mse"]
     metrics["skill_vs_ses"] = 1.0 - metrics["heldout_mse"] / metrics["ses_mse"]
@@ -202,7 +239,8 @@ def train_forecast(model: MonotoneSmoother, series: np.ndarray, options: Smoothe
         "horizon": horizon,
     }
     scaling = {"mean": mean.tolist(), "scale": scale.tolist()}
-    return SmootherResult(metrics=metrics, scaling=scaling, split=split, losses=losses, warnings=warnings)
+    return SmootherResult(metrics=metrics, scaling=scaling, split=split, losses=losses, warnings=warnings,
+                          optimizer=optimizer)
 
 
 def train_denoise(
@@ -227,7 +265,7 @@ def train_denoise(
         out = model(x_train, mode=mode)
         return F.mse_loss(out, y[:, offset : offset + out.shape[-1]])
 
-    losses = _fit(model, loss_fn, options, "smoother (denoise)")
+    losses, optimizer = _fit(model, loss_fn, options, "smoother (denoise)")
 
     with torch.no_grad():
         out = model(x, mode=mode).double().numpy() * scale[:, None] + mean[:, None]
@@ -242,10 +280,11 @@ def train_denoise(
         "identity_mse": float(((noisy[:, n_train:] - clean[:, n_train:]) ** 2).mean()),
         "train_mse": mse(out, ~held_out),
         "final_loss": losses[-1],
+        "optimizer": optimizer,
     }
     metrics["skill_vs_identity"] = 1.0 - metrics["heldout_mse"] / metrics["identity_mse"]
     metrics["heldout"] = {"mse": metrics["heldout_mse"], "units": "raw", "baselines": {"identity": metrics["identity_mse"]}}
-    warnings = [w for w in [convergence_warning(losses)] if w]
+    warnings = [w for w in [optimizer["warning"]] if w]
     if metrics["identity_mse"] < metrics["heldout_mse"]:
         warnings.append(f"the noisy input itself ({metrics['identity_mse']:.6g}) beats the smoother ({metrics['heldout_mse']:.6g})")
     for message in warnings:
@@ -253,4 +292,5 @@ def train_denoise(
     metrics["warnings"] = warnings
     split = {"train_fraction": options.train_fraction, "n_train": n_train, "n_heldout": int(length - n_train)}
     scaling = {"mean": mean.tolist(), "scale": scale.tolist()}
-    return SmootherResult(metrics=metrics, scaling=scaling, split=split, losses=losses, warnings=warnings)
+    return SmootherResult(metrics=metrics, scaling=scaling, split=split, losses=losses, warnings=warnings,
+                          optimizer=optimizer)

@@ -111,13 +111,21 @@ class SmoothResult:
 class ClassifyResult:
     scores: np.ndarray  # float32: [N] with one label, [N, labels] with several
     labels: list[str]
-    threshold: float
+    # The decision threshold: a float when every label shares one; a float64 array [labels] (in
+    # `labels` order) when each label has its own. Either way `scores >= threshold` decides.
+    threshold: float | np.ndarray
     model: str
     version: int
     # Per instance, the labels whose score reaches the threshold, as the service decided them
     # (JSON answers of services that send them; None otherwise: compare scores with threshold).
     decisions: list[list[str]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # any other field of a JSON answer
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Each label's decision threshold, by label name."""
+        values = np.broadcast_to(np.asarray(self.threshold, dtype=np.float64), (len(self.labels),))
+        return {label: float(value) for label, value in zip(self.labels, values)}
 
 
 # -- requests and answers (shared by both clients) --------------------------------------------
@@ -184,15 +192,21 @@ def _smooth_result(response: httpx.Response) -> SmoothResult:
     return SmoothResult(np.asarray(body["smoothed"], dtype=np.float32), body["model"], int(body["version"]), body["mode"])
 
 
+def _threshold(value: Any) -> float | np.ndarray:
+    """An answer's threshold: one number, or one per label (a list) -> a float64 array."""
+    return np.asarray(value, dtype=np.float64) if isinstance(value, list) else float(value)
+
+
 def _classify_result(response: httpx.Response) -> ClassifyResult:
     if response.headers.get("content-type", "").startswith(NPY_MEDIA_TYPE):
         headers = response.headers
-        return ClassifyResult(_load_npy(response), jsonlib.loads(headers["x-labels"]), float(headers["x-threshold"]),
+        return ClassifyResult(_load_npy(response), jsonlib.loads(headers["x-labels"]),
+                              _threshold(jsonlib.loads(headers["x-threshold"])),
                               headers["x-model"], int(headers["x-model-version"]))
     body = dict(response.json())
     known = {key: body.pop(key) for key in ("scores", "labels", "threshold", "model", "version")}
     decisions = body.pop("decisions", None)
-    return ClassifyResult(np.asarray(known["scores"], dtype=np.float32), list(known["labels"]), float(known["threshold"]),
+    return ClassifyResult(np.asarray(known["scores"], dtype=np.float32), list(known["labels"]), _threshold(known["threshold"]),
                           known["model"], int(known["version"]), decisions=decisions, extra=body)
 
 

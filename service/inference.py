@@ -130,13 +130,15 @@ def infer_classify(call: ClassifyCall) -> np.ndarray:
     return call.served.engine.run(call.features)  # [N, n_labels] probabilities
 
 
-def decisions(scores: np.ndarray, labels: list[str], threshold: float) -> list[list[str]]:
-    """Per instance, the labels whose probability reaches the threshold (score >= threshold)."""
+def decisions(scores: np.ndarray, labels: list[str], threshold: float | list[float]) -> list[list[str]]:
+    """Per instance, the labels whose probability reaches their threshold (score >= threshold): one
+    threshold for every label, or one per label in `labels` order."""
     if len(labels) == 1:  # the common case, per instance on Python floats (a numpy round trip costs more)
+        cut = float(threshold[0]) if isinstance(threshold, list) else threshold
         yes: list[str] = [labels[0]]
         no: list[str] = []
-        return [yes if score >= threshold else no for score in np.asarray(scores).reshape(-1).tolist()]
-    passed = np.asarray(scores).reshape(len(scores), -1) >= threshold
+        return [yes if score >= cut else no for score in np.asarray(scores).reshape(-1).tolist()]
+    passed = np.asarray(scores).reshape(len(scores), -1) >= np.asarray(threshold, dtype=np.float64)  # [N, L] vs [L]
     return [[label for label, hit in zip(labels, row) if hit] for row in passed.tolist()]
 
 
@@ -179,9 +181,11 @@ class ClassifierKind:
         assert info is not None
         # One label: one probability per instance; several labels: one list per instance.
         scores = np.ascontiguousarray(output[:, 0] if len(info.labels) == 1 else output)
+        # one threshold for every label (a number), or one per label (a list in `labels` order)
+        threshold = info.decision_threshold
         return InferResult(call.served, {"scores": scores},
-                           {"labels": info.labels, "threshold": info.threshold,
-                            "decisions": decisions(output, info.labels, info.threshold)})
+                           {"labels": info.labels, "threshold": threshold,
+                            "decisions": decisions(output, info.labels, threshold)})
 
 
 KINDS = {"smoother": SmootherKind(), "classifier": ClassifierKind(), "smoother_stream": STREAM_KIND}  # the last: /smooth with a stream state

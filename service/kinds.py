@@ -34,6 +34,10 @@ class ServiceKind(ABC):
         info = self.info(manifest)
         return {self.section: info.model_dump()} if info is not None else {}
 
+    def summary(self, manifest: Manifest) -> dict[str, Any]:
+        """The few kind-specific facts GET /models lists beside each serving model."""
+        return {}
+
     @abstractmethod
     def policy_checks(self, proof: Any, graph: Any, file: str, check: Callable[..., None]) -> None:
         """Apply the policy's rules (contract.policy) to the weights at their point of use in the
@@ -115,6 +119,12 @@ class SmootherKind(ServiceKind):
 class ClassifierKind(ServiceKind):
     kind = "classifier"
     section = "classifier"
+
+    def summary(self, manifest: Manifest) -> dict[str, Any]:
+        info = manifest.classifier
+        if info is None:
+            return {}
+        return {"labels": list(info.labels), "thresholds": dict(zip(info.labels, info.label_thresholds))}
 
     def policy_checks(self, proof: Any, graph: Any, file: str, check: Callable[..., None]) -> None:
         from contract.certificate import output_layer

@@ -225,7 +225,10 @@ class ClassifyAdapter:
         if request.context["npy"]:
             return Encoded(codec.encode_npy(scores), codec.NPY_MEDIA_TYPE,
                            {"x-model": manifest.name, "x-model-version": str(manifest.version),
-                            "x-labels": codec.dumps(labels).decode(), "x-threshold": repr(threshold)})
+                            "x-labels": codec.dumps(labels).decode(),
+                            # a number, or a JSON list with one threshold per label
+                            "x-threshold": codec.dumps(threshold).decode() if isinstance(threshold, list)
+                            else repr(threshold)})
         return Encoded(codec.dumps({"model": manifest.name, "version": manifest.version, "scores": scores,
                                     "labels": labels, "threshold": threshold,
                                     "decisions": result.facts["decisions"]}), codec.JSON_MEDIA_TYPE)

@@ -113,6 +113,8 @@ class ModelEntry:
             "versions": {str(v): ("ok" if r.ok else "refused") for v, r in sorted(self.reports.items())},
             "signatures": {str(v): r.signature["status"] for v, r in sorted(self.reports.items())},
             "reason": self.reason,
+            # e.g. a classifier's labels and its decision threshold per label
+            **(service_kind(latest.manifest.kind).summary(latest.manifest) if latest else {}),
         }
 
     def detail(self) -> dict[str, Any]:

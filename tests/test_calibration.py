@@ -255,4 +255,7 @@ def test_multilabel_calibration_fits_one_positive_scale_per_label():
     scale = result.metrics["calibration"]["scale"]
     assert len(scale) == 2 and min(scale) > 0 and scale[0] != scale[1]
     assert set(result.metrics["heldout"]["per_label"]) == {"p", "q"}
-    assert 0 < result.metrics["threshold"] < 1 and result.metrics["threshold_criterion"] == "youden"
+    # several labels: one threshold per label (issue 21), no single one
+    assert result.metrics["threshold"] is None and result.metrics["threshold_criterion"] == "youden"
+    assert set(result.metrics["thresholds"]) == {"p", "q"} and all(0 < t < 1 for t in result.metrics["thresholds"].values())
+    assert model.config.thresholds == [result.metrics["thresholds"]["p"], result.metrics["thresholds"]["q"]]

@@ -52,7 +52,9 @@ class ClassifyResponse(BaseModel):
     version: int
     scores: list[float] | list[list[float]] = Field(description="probabilities; one list per instance with several labels")
     labels: list[str] = Field(description="the model's labels, in the order of each instance's scores")
-    threshold: float = Field(description="a label is decided for an instance when its score >= threshold")
+    threshold: float | list[float] = Field(
+        description="a label is decided for an instance when its score >= threshold: one number for every label, "
+                    "or one per label in `labels` order (multi-label models with per-label thresholds)")
     decisions: list[list[str]] = Field(description="per instance, the labels whose score reaches the threshold ([] for none)")
 
 
