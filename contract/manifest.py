@@ -67,21 +67,23 @@ class ClassifierInfo(_Strict):
     labels: list[str]
     threshold: float = 0.5
     scope: Literal["all", "final", "none"]  # "none": an unconstrained baseline (contract.policy)
-    method: Literal["reparam", "project"]
+    # "declared": a user's own model (export_module / monoserve import); how it was trained is not known
+    method: Literal["reparam", "project", "declared"]
     # Features whose monotonicity the service must certify from the graph (scope "all", not free).
     monotone_features: list[str] = Field(default_factory=list)
     output: Literal["probabilities"] = "probabilities"  # the graphs end in a sigmoid
     # How the graph computes the scores (models.classifier): the hidden activation (non-decreasing),
     # the feature transform before standardization, and whether a positive scale and a bias act on
     # the logits (the `calibration_scale` / `calibration_bias` tensors). Defaults: the original model.
-    activation: Literal["relu", "leaky_relu", "tanh", "sigmoid", "softplus", "elu"] = "relu"
+    # "graph": a user's own model; the ONNX graph is its only definition (ONNX engine only)
+    activation: Literal["relu", "leaky_relu", "tanh", "sigmoid", "softplus", "elu", "graph"] = "relu"
     transform: Literal["none", "log1p"] = "none"
     calibrated: bool = False
 
 
 class SmootherInfo(_Strict):
     kernel_size: int
-    param: Literal["exp-cumsum", "softmax"]
+    param: Literal["exp-cumsum", "softmax", "declared"]  # "declared": a user's own module, kernel found by probing
     normalized: bool
     edge_modes: list[EdgeMode] = Field(default_factory=lambda: ["same", "causal", "valid"])
     default_mode: EdgeMode = "same"
