@@ -21,7 +21,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
 
 class SpecError(ValueError):
@@ -61,13 +61,15 @@ class ClassifierSpec(_Strict):
             raise ValueError(f"names must be unique; repeated: {doubled}")
         return names
 
-    @model_validator(mode="after")
-    def _monotone_names_features(self) -> "ClassifierSpec":
-        if isinstance(self.monotone, dict):
-            unknown = [name for name in self.monotone if name not in self.features]
+    @field_validator("monotone")
+    @classmethod
+    def _monotone_names_features(cls, monotone: Any, info: ValidationInfo) -> Any:
+        features = info.data.get("features")
+        if isinstance(monotone, dict) and features is not None:
+            unknown = [name for name in monotone if name not in features]
             if unknown:
-                raise ValueError(f"monotone names {unknown}, which are not among features {self.features}")
-        return self
+                raise ValueError(f"names {unknown}, which are not among features {features}")
+        return monotone
 
     @property
     def scope(self) -> str:
@@ -106,6 +108,12 @@ def _key(location: tuple) -> str:
 def _explain(error: ValidationError, source: str) -> str:
     seen: dict[str, str] = {}
     for item in error.errors():
+        tags = [str(part) for part in item["loc"]]
+        # a union's other member: 'all'/'final' when a table was given, a table when a word was
+        if any(t.startswith("literal[") for t in tags) and isinstance(item.get("input"), dict):
+            continue
+        if tags and tags[-1].startswith("dict[") and not isinstance(item.get("input"), dict):
+            continue
         key = _key(item["loc"])
         kind = item["type"]
         if kind == "missing":

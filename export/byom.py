@@ -123,6 +123,11 @@ class ModuleSource(UserSource):
         # torch.nn.utils.parametrize: fold each parametrization into a plain parameter of the same name
         for sub in list(folded.modules()):
             if parametrize.is_parametrized(sub):
+                # the copy shares parametrize's generated class with the user's module, and removing a
+                # parametrization deletes its property from that class: give the copy its own class first
+                cls = type(sub)
+                sub.__class__ = type(cls.__name__, cls.__bases__,
+                                     {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")})
                 for tensor_name in list(sub.parametrizations.keys()):
                     parametrize.remove_parametrizations(sub, tensor_name, leave_parametrized=True)
         folded.requires_grad_(False)

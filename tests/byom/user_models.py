@@ -104,12 +104,12 @@ class ParametrizedMonotoneNet(nn.Module):
         return torch.sigmoid(self.second(torch.tanh(self.first(x))))
 
 
-def train_classifier(model: nn.Module, steps: int = 30, clamp: bool = True, seed: int = 0) -> nn.Module:
+def train_classifier(model: nn.Module, steps: int = 30, clamp: bool = True, seed: int = 0, logits: bool = True) -> nn.Module:
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(256, 3, generator=generator)
     y = ((x.sum(dim=1) + 0.3 * torch.randn(256, generator=generator)) > 0).float().unsqueeze(1)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    loss_fn = nn.BCEWithLogitsLoss()
+    loss_fn = nn.BCEWithLogitsLoss() if logits else nn.BCELoss()
     model.train()
     for _ in range(steps):
         optimizer.zero_grad()
