@@ -6,6 +6,9 @@ tensor from the raw one on every access, the rule holds on every forward and gra
 raw parameters (the classic bug of computing the weights once at construction cannot happen).
 
 `right_inverse` is provided where one exists, so registering keeps the tensor's current value.
+Assigning a value the parametrization cannot represent (a negative weight, a kernel that is not
+increasing, or not summing to 1 when normalized) raises UnrepresentableError instead of silently
+clamping it into another model: `nonnegative` clamps the tensor's initial value explicitly first.
 The projection alternative (Keras `NonNeg`) is `project_nonnegative_`, called after each step.
 """
 
@@ -24,6 +27,21 @@ NONNEG_KINDS: tuple[str, ...] = ("softplus", "exp", "square")
 
 # Smallest positive value right_inverse maps zeros to (log/softplus^-1 of 0 is -inf).
 _EPS = 1e-6
+
+
+# A value counts as represented when the parametrization maps its right_inverse back within this.
+REPRESENT_ATOL, REPRESENT_RTOL = 1e-6, 1e-4
+
+
+class UnrepresentableError(ValueError):
+    """A value assigned to a parametrized tensor that the parametrization cannot produce."""
+
+
+def _check_represented(name: str, wanted: torch.Tensor, produced: torch.Tensor, why: str) -> None:
+    if wanted.shape != produced.shape or not torch.allclose(produced, wanted, atol=REPRESENT_ATOL, rtol=REPRESENT_RTOL):
+        worst = (produced - wanted).abs().max().item() if wanted.shape == produced.shape else float("nan")
+        raise UnrepresentableError(f"{name} cannot represent the assigned value ({why}); it would become another "
+                                   f"tensor (max change {worst:.3g}), so it is refused rather than clamped")
 
 
 def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
@@ -70,6 +88,11 @@ class Nonnegative(nn.Module):
         return torch.where(self.mask, self._map(raw), raw)
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
+        constrained = value if self.mask is None else value[..., self.mask]
+        if bool((constrained < 0).any()):
+            index = [int(i) for i in torch.nonzero(constrained < 0)[0]]
+            raise UnrepresentableError(f"Nonnegative({self.kind}) cannot represent a negative value "
+                                       f"({constrained[tuple(index)].item():.6g} at {index}); it is refused rather than clamped")
         if self.mask is None:
             return self._unmap(value)
         return torch.where(self.mask, self._unmap(value), value)
@@ -91,7 +114,17 @@ class ExpCumsumKernel(nn.Module):
     def right_inverse(self, kernel: torch.Tensor) -> torch.Tensor:
         # increments: k[0], k[1]-k[0], ...; they must be positive for a log to exist
         steps = torch.diff(kernel, dim=-1, prepend=torch.zeros_like(kernel[..., :1]))
-        return torch.log(steps.clamp_min(_EPS))
+        raw = torch.log(steps.clamp_min(_EPS))
+        if bool((steps <= 0).any()):
+            tap = int(torch.nonzero(steps <= 0)[0][-1])
+            why = (f"tap {tap} is {kernel[..., tap].reshape(-1)[0].item():.6g}, not above tap {tap - 1}" if tap
+                   else "the first tap is not positive")
+            raise UnrepresentableError(f"exp(p).cumsum() cannot represent the assigned kernel ({why}: it must be "
+                                       "positive and strictly increasing); it is refused rather than clamped")
+        with torch.no_grad():
+            _check_represented("exp(p).cumsum()" + (" normalized" if self.normalize else ""), kernel, self.forward(raw),
+                               f"it sums to {kernel.sum().item():.6g}, not 1" if self.normalize else "rounding")
+        return raw
 
 
 class SoftmaxKernel(nn.Module):
@@ -131,7 +164,12 @@ class SoftmaxKernel(nn.Module):
         centred = lin - lin.mean()
         slope = (centred * (log_k - log_k.mean())).sum() / (centred * centred).sum()
         slope = slope.clamp(_EPS, 0.999 * self.ALPHA_MAX)
-        return -torch.log(1.0 / slope - 1.0 / self.ALPHA_MAX).reshape(1)
+        raw = -torch.log(1.0 / slope - 1.0 / self.ALPHA_MAX).reshape(1)
+        with torch.no_grad():
+            _check_represented("softmax(lin * alpha)", kernel, self.forward(raw),
+                               "only positive, increasing kernels softmax(linspace(-1, 1, K) * alpha) with "
+                               f"0 < alpha < {self.ALPHA_MAX:g} are")
+        return raw
 
 
 def nonnegative(
@@ -140,6 +178,11 @@ def nonnegative(
     """Register `Nonnegative` on `module.<name>` (only on last-axis `columns` if given)."""
     tensor = getattr(module, name)
     size = tensor.shape[-1] if columns is not None else None
+    with torch.no_grad():  # the random initial value: clamped here, explicitly (right_inverse refuses negatives)
+        if columns is None:
+            tensor.clamp_(min=0.0)
+        else:
+            tensor[..., list(columns)] = tensor[..., list(columns)].clamp(min=0.0)
     parametrize.register_parametrization(module, name, Nonnegative(kind, columns, size))
     return module
 

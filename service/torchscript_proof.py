@@ -110,6 +110,30 @@ def _load(data: bytes) -> Any:
     return module.eval()
 
 
+def _with_shared_initializers(candidate: Mapping[str, Any], onnx_tensors: Mapping[str, np.ndarray],
+                              consumed: set[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """model.onnx's tensors, plus each model.ts tensor name that the ONNX exporter merged into another
+    initializer holding the same values (its optimizer keeps one initializer for equal constants: an
+    all-ones feature_scale and direction_sign become one). The alias is taken only when exactly that
+    value (dtype, shape, bytes) is a tensor some ONNX node reads, so the reference is still built
+    from the proven graph's tensors only, and the kind's rules are then checked on it as on any other.
+    Returns (tensors by name, {model.ts name: ONNX name})."""
+    view = dict(onnx_tensors)
+    aliases: dict[str, str] = {}
+    for name, tensor in candidate.items():
+        if name in view:
+            continue
+        values = tensor.detach().cpu().contiguous().numpy()
+        for other in sorted(consumed):
+            stored = onnx_tensors.get(other)
+            if (stored is not None and stored.dtype == values.dtype and stored.shape == values.shape
+                    and stored.tobytes() == values.tobytes()):
+                view[name] = stored
+                aliases[name] = other
+                break
+    return view, aliases
+
+
 def reference_module(manifest: Manifest, tensors: Mapping[str, np.ndarray]) -> Any:
     """The trusted module of the manifest's kind with these tensors, scripted, saved and loaded back."""
     import torch
@@ -138,8 +162,9 @@ def prove_torchscript(data: bytes, manifest: Manifest, onnx_tensors: Mapping[str
         except Exception as exc:  # a corrupt archive
             raise TorchScriptRefused([f"torch.jit cannot load it: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"]) from exc
         names = sorted(_tensors(candidate))
+        onnx_tensors, aliases = _with_shared_initializers(_tensors(candidate), onnx_tensors, consumed)
         missing = [name for name in names if name not in onnx_tensors]
-        unused = [name for name in names if name in onnx_tensors and name not in consumed]
+        unused = [name for name in names if name in onnx_tensors and name not in consumed and name not in aliases]
         if missing or unused:
             raise TorchScriptRefused(
                 ([f"model.onnx has no tensor {missing} (the reference takes every tensor from the proven graph)"] if missing else [])
@@ -155,4 +180,4 @@ def prove_torchscript(data: bytes, manifest: Manifest, onnx_tensors: Mapping[str
         problems = rules(tensors)
         if problems:
             raise TorchScriptRefused([f"the proven tensors break the {manifest.kind}'s rules: {p}" for p in problems])
-    return {"reference": f"export.kinds {manifest.kind} wrapper", "tensors": names}
+    return {"reference": f"export.kinds {manifest.kind} wrapper", "tensors": names, "shared_initializers": aliases}
