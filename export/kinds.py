@@ -19,11 +19,12 @@ from torch import nn
 
 from contract.manifest import KINDS, ClassifierInfo, ConstraintEntry, FeatureSpec, Manifest, Probe, SmootherInfo
 from contract.modes import EDGE_MODES, mode_slice
-from export.artifacts import ClassifierScores, GraphSignature
+from export.artifacts import GraphSignature, classifier_scores
 from export.errors import ArtifactError
 from export.parity import ParityCase, classifier_cases, smoother_cases
 from models.classifier import MonotoneClassifier
-from models.smoother import FullCorrelation, MonotoneSmoother
+from models.smoother import MonotoneSmoother
+from torchref.modules import ClassifierScores, FullCorrelation
 
 
 class ExportKind(ABC):
@@ -109,9 +110,7 @@ class SmootherExport(ExportKind):
         )
 
     def reference_module(self, manifest: Manifest, tensors: Mapping[str, np.ndarray]) -> nn.Module:
-        del manifest  # the kernel is all a smoother's wrapper holds
-        kernel = np.ascontiguousarray(tensors["kernel"], dtype=np.float32).reshape(-1)
-        return FullCorrelation(torch.from_numpy(kernel.copy())).eval()
+        return FullCorrelation.from_manifest(manifest, tensors)
 
     def probe(self, reference: nn.Module, wrapper: nn.Module, atol: float, rtol: float) -> Probe:
         generator = torch.Generator().manual_seed(1234)
@@ -235,7 +234,7 @@ class ClassifierExport(ExportKind):
 
     def build_wrapper(self, folded: nn.Module) -> tuple[nn.Module, GraphSignature]:
         config = self.check(folded).config
-        wrapper = ClassifierScores.from_model(folded).eval()
+        wrapper = classifier_scores(folded).eval()
         example = torch.randn(3, config.n_features, generator=torch.Generator().manual_seed(0))
         return wrapper, GraphSignature(
             input_name="features",
@@ -247,16 +246,7 @@ class ClassifierExport(ExportKind):
         )
 
     def reference_module(self, manifest: Manifest, tensors: Mapping[str, np.ndarray]) -> nn.Module:
-        def tensor(name: str) -> torch.Tensor:
-            return torch.from_numpy(np.array(tensors[name], dtype=np.float32, copy=True))
-
-        count = len([name for name in tensors if name.startswith("layers.") and name.endswith(".weight")])
-        layers = [(tensor(f"layers.{i}.weight"), tensor(f"layers.{i}.bias")) for i in range(count)]
-        # activation and transform are code, not tensors: the manifest says which (ClassifierInfo)
-        info = manifest.classifier
-        calibration = (tensor("calibration_scale"), tensor("calibration_bias")) if info.calibrated else None
-        return ClassifierScores(tensor("feature_mean"), tensor("feature_scale"), tensor("direction_sign"), layers,
-                                info.activation, info.transform, calibration).eval()
+        return ClassifierScores.from_manifest(manifest, tensors)
 
     def probe(self, reference: nn.Module, wrapper: nn.Module, atol: float, rtol: float) -> Probe:
         generator = torch.Generator().manual_seed(1234)
