@@ -133,3 +133,20 @@ class Manifest(_Strict):
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
+
+
+SCHEMA_DOC = "docs/manifest.schema.json"  # the published JSON Schema (tests/test_manifest_schema.py keeps it current)
+
+
+def json_schema() -> str:
+    """manifest.json's JSON Schema, as published in docs/manifest.schema.json (`python -m contract.manifest`)."""
+    import json
+
+    schema = Manifest.model_json_schema()
+    schema["$id"] = "https://monoserve.invalid/manifest.schema.json"
+    schema["title"] = f"monoserve manifest.json (schema_version {MANIFEST_SCHEMA_VERSION})"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    print(json_schema(), end="")

@@ -318,11 +318,14 @@ class ClassifierExport(ExportKind):
         params = source.parameter_names()
         yours = f" (your parameter {stored!r})" if stored in params else ""
         violations = check_rule("nonnegative", f"model.onnx:{stored}", layer.values)
+        if violations and stored in info.constants:  # name the entries as the user's tensor stores them ([out, in])
+            violations = check_rule("nonnegative", f"model.onnx:{stored}", info.constants[stored]) or violations
         if violations:
             raise ModelRefusedError(
-                [f"the output layer's weight {stored!r}{yours} at node {layer.node} must be nonnegative: {v}"
-                 + (" -- clamp it after each optimizer step (layer.weight.clamp_(min=0)) or parametrize it "
-                    "(torch.nn.utils.parametrize)" if i == 0 else "") for i, v in enumerate(violations)], source.label)
+                [f"the output layer's weight {stored!r}{yours} at node {layer.node} must be nonnegative "
+                 f"({len(violations)} negative entr{'y' if len(violations) == 1 else 'ies'}; clamp it after each "
+                 "optimizer step, layer.weight.clamp_(min=0), or parametrize it with torch.nn.utils.parametrize)"]
+                + [str(v) for v in violations], source.label)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
