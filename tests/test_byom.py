@@ -275,3 +275,36 @@ def test_a_decreasing_feature_declared_increasing_is_refused_by_the_certificate(
         import_onnx(path, tmp_path / "repo", "m", {"kind": "classifier", "features": FEATURES, "labels": ["y"],
                                                    "output": "logits", "monotone": "all"})
     assert "certificate" in str(caught.value) and not (tmp_path / "repo" / "m" / "1").exists()
+
+
+# -- GELU, modelled for users' hidden layers --------------------------------------------------
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("bound", [0.05, 0.8, 3.0, 40.0])
+def test_gelu_bounds_are_sound_and_it_is_not_certified_monotone(approximate, bound):
+    """x clipped to [-bound, bound] -> MatMul -> Gelu: every output ONNX Runtime gives lies in the
+    interval the proof computes, which is finite and never below GELU's minimum (about -0.17)."""
+    import onnxruntime as ort
+
+    from contract.certificate import GraphInfo, certify
+
+    rng = np.random.default_rng(5)
+    weight = rng.standard_normal((2, 4)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Clip", ["x", "low", "high"], ["c"]), helper.make_node("MatMul", ["c", "w"], ["h"]),
+         helper.make_node("Gelu", ["h"], ["y"], approximate=approximate)],
+        "gelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.float32(-bound), "low"),
+         numpy_helper.from_array(np.float32(bound), "high")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    info = GraphInfo.build(model)
+    assert not info.hazards
+    low, high = info.range_of("y")
+    assert -0.1702 <= low and np.isfinite(high)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.concatenate([rng.standard_normal((4000, 2)) * bound * 2, rng.uniform(-bound, bound, (4000, 2)),
+                        np.array([[bound, bound], [-bound, -bound], [bound, -bound], [-bound, bound]])]).astype(np.float32)
+    y = session.run(None, {"x": x})[0]
+    assert low <= float(y.min()) and float(y.max()) <= high
+    certificate = certify(info, "x", [(0, "x0", "increasing")], outputs=["y"])
+    assert certificate.failures and "Gelu is not monotone" in certificate.failures[0].message
