@@ -1,5 +1,9 @@
 """`monoserve export` / `python -m export`: publish a checkpoint as a verified model version.
 
+Also `monoserve export --module FILE.py:FACTORY --spec SPEC.toml` (a user's own nn.Module) and
+`monoserve import MODEL.onnx --spec SPEC.toml` (an ONNX file written by anything): export.byom,
+docs/export.md "Bring your own model"; a declaration with an unknown, missing or mistyped key exits 2.
+
 Only argparse and the stdlib at import time: `monoserve serve` builds this parser without torch.
 Exit codes: 0 published; 1 refused (constraint violations, parity mismatches, an artifact that
 could not be written, a name that holds another model kind without --replace-kind); 2 bad input
