@@ -309,6 +309,11 @@ class ClassifierExport(ExportKind):
                                [IoSpec(OUTPUT_NAME, "float32", ["batch", n_labels])])
         except GraphRefused as exc:
             raise ModelRefusedError([f"the proof cannot model its graph: {p}" for p in exc.problems], source.label) from exc
+        low, high = info.range_of(OUTPUT_NAME)
+        if spec.output == "probabilities" and not (low >= -1e-5 and high <= 1.0 + 1e-5):
+            raise ModelRefusedError([f"the declaration says output = \"probabilities\", but the graph's output may leave "
+                                     f"[0, 1] (bounds [{low:.3g}, {high:.3g}]): if forward returns logits, declare "
+                                     "output = \"logits\" (a Sigmoid is then added)"], source.label)
         try:
             layer = output_layer(info, OUTPUT_NAME)
         except ValueError as exc:

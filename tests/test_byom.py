@@ -308,3 +308,33 @@ def test_gelu_bounds_are_sound_and_it_is_not_certified_monotone(approximate, bou
     assert low <= float(y.min()) and float(y.max()) <= high
     certificate = certify(info, "x", [(0, "x0", "increasing")], outputs=["y"])
     assert certificate.failures and "Gelu is not monotone" in certificate.failures[0].message
+
+
+def test_logits_declared_as_probabilities_are_refused(tmp_path):
+    path = tmp_path / "logits.onnx"
+    onnx.save(helper_classifier(), path)
+    message = refused(tmp_path, lambda repo: import_onnx(path, repo, "m", {
+        "kind": "classifier", "features": FEATURES, "labels": ["y"], "output": "probabilities", "monotone": "final"}))
+    assert "output = \"logits\"" in message
+
+
+def test_an_onnx_smoother_from_onnx_helper_is_probed_and_published(tmp_path):
+    """A one-channel valid-mode Conv written with onnx.helper: its kernel is found through ONNX Runtime
+    and published as the service's smoother, which then serves any number of channels."""
+    kernel = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="fir")], "fir",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "L"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, "M"])],
+                              [numpy_helper.from_array(kernel.reshape(1, 1, 4), "w")])
+    path = tmp_path / "fir.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    result = import_onnx(path, tmp_path / "repo", "fir", {"kind": "smoother", "mode": "valid", "normalized": True})
+    from service.prover import prove_version
+
+    report, proven = prove_version(result.version_dir)
+    assert report.ok, report.render()
+    np.testing.assert_array_equal(proven.tensors["kernel"].reshape(-1), kernel)
+    signal = np.random.default_rng(2).standard_normal((2, 3, 20)).astype(np.float32)
+    full = proven.engine.run(signal)
+    expected = np.stack([[np.correlate(row, kernel, mode="valid") for row in batch] for batch in signal])
+    np.testing.assert_allclose(full[..., 3:20], expected, atol=1e-5)
