@@ -338,3 +338,25 @@ def test_an_onnx_smoother_from_onnx_helper_is_probed_and_published(tmp_path):
     full = proven.engine.run(signal)
     expected = np.stack([[np.correlate(row, kernel, mode="valid") for row in batch] for batch in signal])
     np.testing.assert_allclose(full[..., 3:20], expected, atol=1e-5)
+
+
+def test_cli_usage_errors_exit_2_and_publish_nothing(tmp_path, capsys):
+    spec = write_toml(tmp_path / "ok.toml", 'kind = "smoother"\nmode = "same"\nnormalized = true\n')
+    typo = write_toml(tmp_path / "typo.toml", 'kind = "classifier"\nfeatures = ["a"]\nlabels = ["y"]\noutput = "logits"\n'
+                                              'monotone = "final"\nthreshhold = 0.3\n')
+    repo = tmp_path / "repo"
+    onnx.save(helper_classifier(), tmp_path / "m.onnx")
+    cases = [
+        (["import", str(tmp_path / "m.onnx"), "--spec", str(typo), "--repo", str(repo), "--name", "m"], "'threshhold': unknown key"),
+        (["import", str(tmp_path / "missing.onnx"), "--spec", str(spec), "--repo", str(repo), "--name", "m"], "not found"),
+        (["export", "--module", f"{tmp_path / 'nope.py'}:Fir", "--spec", str(spec), "--repo", str(repo), "--name", "m"], "file not found"),
+        (["export", "--module", f"{USER_MODELS}:NoSuchFactory", "--spec", str(spec), "--repo", str(repo), "--name", "m"],
+         "no class or function 'NoSuchFactory'"),
+        (["export", "--module", f"{USER_MODELS}:Fir1dCumsum", "--repo", str(repo), "--name", "m"], "go together"),
+        (["export", "--module", f"{USER_MODELS}:Fir1dCumsum", "--state-dict", str(tmp_path / "w.pt"), "--spec", str(spec),
+          "--repo", str(repo), "--name", "m"], "--state-dict: file not found"),
+    ]
+    for argv, expected in cases:
+        assert monoserve_main(argv) == 2, argv
+        assert expected in capsys.readouterr().err, argv
+    assert not repo.exists() or not any(repo.rglob("manifest.json"))
