@@ -321,7 +321,12 @@ class ClassifierExport(ExportKind):
         stored = weight_source(model, info.constants, layer.input_name)
         location = stored if stored in info.constants else layer.input_name
         params = source.parameter_names()
-        yours = f" (your parameter {stored!r})" if stored in params else ""
+        if stored in params:
+            yours = f" (your parameter {stored!r})"
+        elif params:  # a weight computed in forward, constant-folded by the exporter under its own name
+            yours = f" (computed in forward from your parameters, not one of them: {params[:8]})"
+        else:
+            yours = ""
         violations = check_rule("nonnegative", f"model.onnx:{stored}", layer.values)
         if violations and stored in info.constants:  # name the entries as the user's tensor stores them ([out, in])
             violations = check_rule("nonnegative", f"model.onnx:{stored}", info.constants[stored]) or violations

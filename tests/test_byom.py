@@ -360,3 +360,27 @@ def test_cli_usage_errors_exit_2_and_publish_nothing(tmp_path, capsys):
         assert monoserve_main(argv) == 2, argv
         assert expected in capsys.readouterr().err, argv
     assert not repo.exists() or not any(repo.rglob("manifest.json"))
+
+
+def test_a_weight_computed_in_forward_is_folded_and_checked(tmp_path):
+    """F.linear(h, self.raw.exp()): the exporter folds exp(raw) into an initializer; the export finds it as the
+    output layer's weight (nonnegative by construction) and publishes; negating it is refused."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    class ExpHead(nn.Module):
+        def __init__(self, sign: float = 1.0):
+            super().__init__()
+            self.body = nn.Linear(3, 4)
+            self.raw = nn.Parameter(torch.randn(1, 4))
+            self.sign = sign
+
+        def forward(self, x):
+            return F.linear(torch.relu(self.body(x)), self.sign * self.raw.exp())
+
+    spec = {"kind": "classifier", "features": FEATURES, "labels": ["y"], "output": "logits", "monotone": "final"}
+    result = export_module(ExpHead(), tmp_path / "repo", "exp", spec)
+    graph = onnx.load(str(result.version_dir / "model.onnx")).graph
+    assert "Exp" not in {node.op_type for node in graph.node}  # folded into a plain initializer
+    message = refused(tmp_path, lambda repo: export_module(ExpHead(-1.0), repo, "m", spec))
+    assert "computed in forward from your parameters" in message and "raw" in message
