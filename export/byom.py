@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import logging
 import tempfile
 from dataclasses import dataclass, field
@@ -26,7 +25,6 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from contract.checks import Violation
 from contract.files import sha256_file
 from contract.manifest import MANIFEST_NAME, ConstraintEntry, FileEntry, Manifest, Probe, TensorSpec
 from contract.spec import ClassifierSpec, SmootherSpec, load_spec
@@ -63,7 +61,7 @@ class Prepared:
     parity: dict[str, Any]
     info: dict[str, Any]  # Manifest keyword arguments of the kind section
     found: list[str] = field(default_factory=list)  # what the export found on its own (the report)
-    card_tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    draw_card: Callable[[Any], None] | None = None  # the card plot (a matplotlib Figure)
 
 
 @dataclass
@@ -78,10 +76,6 @@ class ByomResult:
         lines += [f"  {line}" for line in self.found]
         lines.append("proven by the service's prover and policy (engine onnx) before publishing")
         return "\n".join(lines)
-
-
-def violations_text(violations: list[Violation]) -> list[str]:
-    return [str(v) for v in violations]
 
 
 # -- the user's model, as a black box the kind adapters can query ------------------------------
@@ -271,8 +265,8 @@ def _publish_user_model(source: UserSource, repo: str | Path, name: str, spec: A
     with publish.staging_directory(repo, name) as staging:
         (staging / ONNX_FILE).write_bytes(data)
         onnx.checker.check_model(str(staging / ONNX_FILE))
-        if prepared.card_tensors:
-            card.write_card_plot(staging / card.CARD_PNG, lambda figure: adapter.draw_card(figure, prepared.card_tensors))
+        if prepared.draw_card is not None:
+            card.write_card_plot(staging / card.CARD_PNG, prepared.draw_card)
         files = [FileEntry(path=ONNX_FILE, format="onnx", sha256=sha256_file(staging / ONNX_FILE), size=len(data))]
         opset = next(int(o.version) for o in prepared.onnx_model.opset_import if o.domain in ("", "ai.onnx"))
         base = dict(
@@ -299,15 +293,7 @@ def _publish_user_model(source: UserSource, repo: str | Path, name: str, spec: A
     return ByomResult(version_dir, manifests[version], prepared.found)
 
 
-def onnx_bytes_of(model: Any) -> bytes:
-    buffer = io.BytesIO()
-    buffer.write(model.SerializeToString())
-    return buffer.getvalue()
-
-
 def tensor_specs(input_name: str, input_shape: list, output_name: str, output_shape: list) -> tuple[list[TensorSpec], list[TensorSpec]]:
     return ([TensorSpec(name=input_name, dtype="float32", shape=list(input_shape))],
             [TensorSpec(name=output_name, dtype="float32", shape=list(output_shape))])
 
-
-RunnerFactory = Callable[[np.ndarray], np.ndarray]

@@ -221,7 +221,7 @@ class SmootherExport(ExportKind):
                    f"{'every channel' if found.channels_probed > 1 else 'its single channel'}; linear, shift-invariant",
                    f"alignment: {spec.mode!r}; module vs published smoother max |error| {found.max_abs_error:.3g}",
                    f"constrained tensor: model.onnx:{location} (the Conv weight)"],
-            card_tensors={"kernel": kernel})
+            draw_card=lambda figure: self.draw_card(figure, {"kernel": kernel}))
 
 
 class ClassifierExport(ExportKind):
@@ -379,7 +379,18 @@ class ClassifierExport(ExportKind):
                    + (" (a Sigmoid added: the declaration says logits)" if spec.output == "logits" else ""),
                    f"output layer: node {layer.node}, weight model.onnx:{stored}{yours}, nonnegative",
                    f"parity: {comparisons} comparisons, max |error| {worst:.3g}"],
-            card_tensors={})
+            draw_card=lambda figure: _draw_output_layer(figure, stored, np.asarray(layer.values)))
+
+
+def _draw_output_layer(figure: Any, name: str, weights: np.ndarray) -> None:
+    """A user's classifier's card plot: its output layer's weights (the constrained tensor)."""
+    values = weights.ravel()
+    figure.set_size_inches(4.0, 3.0)
+    axes = figure.add_subplot(1, 1, 1)
+    axes.hist(values, bins=30, color="tab:green")
+    axes.axvline(0.0, color="black", linewidth=0.8)
+    axes.set_title(f"output layer {name}\nmin {values.min():.3g}, max {values.max():.3g}", fontsize=9)
+    axes.set_xlabel("weight")
 
 
 EXPORT_KINDS: dict[str, ExportKind] = {adapter.kind: adapter for adapter in (SmootherExport(), ClassifierExport())}

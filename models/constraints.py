@@ -152,11 +152,8 @@ class SoftmaxKernel(nn.Module):
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.lin * self.alpha(raw), dim=-1)  # [K]
 
-    def right_inverse(self, kernel: torch.Tensor) -> torch.Tensor:
-        # least-squares slope of log(kernel) against lin recovers alpha exactly for a softmax kernel
-        assert kernel.shape[-1] == self.kernel_size, (
-            f"expected a kernel of {self.kernel_size} taps, got shape {tuple(kernel.shape)}"
-        )
+    def nearest_raw(self, kernel: torch.Tensor) -> torch.Tensor:
+        """The raw parameter of the representable kernel closest to `kernel` (alpha clamped into range)."""
         if self.kernel_size == 1:
             return torch.ones(1, dtype=kernel.dtype)
         log_k = torch.log(kernel.clamp_min(_EPS))
@@ -164,7 +161,14 @@ class SoftmaxKernel(nn.Module):
         centred = lin - lin.mean()
         slope = (centred * (log_k - log_k.mean())).sum() / (centred * centred).sum()
         slope = slope.clamp(_EPS, 0.999 * self.ALPHA_MAX)
-        raw = -torch.log(1.0 / slope - 1.0 / self.ALPHA_MAX).reshape(1)
+        return -torch.log(1.0 / slope - 1.0 / self.ALPHA_MAX).reshape(1)
+
+    def right_inverse(self, kernel: torch.Tensor) -> torch.Tensor:
+        # least-squares slope of log(kernel) against lin recovers alpha exactly for a softmax kernel
+        assert kernel.shape[-1] == self.kernel_size, (
+            f"expected a kernel of {self.kernel_size} taps, got shape {tuple(kernel.shape)}"
+        )
+        raw = self.nearest_raw(kernel)
         with torch.no_grad():
             _check_represented("softmax(lin * alpha)", kernel, self.forward(raw),
                                "only positive, increasing kernels softmax(linspace(-1, 1, K) * alpha) with "
@@ -195,9 +199,13 @@ def monotone_kernel(module: nn.Module, name: str = "weight", normalize: bool = T
 
 def softmax_kernel(module: nn.Module, name: str = "weight") -> nn.Module:
     """Register `SoftmaxKernel` on `module.<name>`; the raw parameter becomes a single alpha."""
-    kernel_size = getattr(module, name).shape[-1]
+    tensor = getattr(module, name)
+    kernel_size = tensor.shape[-1]
+    parametrization = SoftmaxKernel(kernel_size)
+    with torch.no_grad():  # the initial value, moved explicitly to the nearest kernel softmax can represent
+        tensor.copy_(parametrization(parametrization.nearest_raw(tensor.detach())))
     # unsafe: the raw tensor ([1]) has another shape than the kernel ([K])
-    parametrize.register_parametrization(module, name, SoftmaxKernel(kernel_size), unsafe=True)
+    parametrize.register_parametrization(module, name, parametrization, unsafe=True)
     return module
 
 
