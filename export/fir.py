@@ -126,8 +126,9 @@ def find_kernel(run: Runner, mode: str, atol: float, rtol: float, seed: int = 0)
     if start != expected_start:
         raise NotAFilterError(
             f"the module's output is shifted by {start - expected_start:+d} sample(s) against the declared mode "
-            f"{mode!r} for a {k}-tap kernel (docs/export.md: valid, same = centred with K // 2 samples on the left, "
-            "causal = output[t] from x[<= t]); declare the mode the module computes")
+            f"{mode!r} for a {k}-tap kernel (docs/export.md: valid = no padding, same = output[t] from "
+            "x[t - (K - 1 - K // 2)] .. x[t + K // 2], causal = output[t] from x[t - K + 1] .. x[t]); declare the mode "
+            "the module computes")
     # finally: module vs artifact on random multi-channel inputs, edges included
     worst, comparisons = 0.0, 0
     for batch, length_case in ((1, k + 9), (2, 3 * k + 17), (3, 200)):
