@@ -384,3 +384,28 @@ def test_a_weight_computed_in_forward_is_folded_and_checked(tmp_path):
     assert "Exp" not in {node.op_type for node in graph.node}  # folded into a plain initializer
     message = refused(tmp_path, lambda repo: export_module(ExpHead(-1.0), repo, "m", spec))
     assert "computed in forward from your parameters" in message and "raw" in message
+
+
+def test_an_older_style_graph_with_initializers_as_inputs_ending_in_sigmoid_is_imported(tmp_path):
+    """Initializers listed among the graph inputs (older exporters), a Sigmoid already at the end, other io names."""
+    model = helper_classifier()
+    graph = model.graph
+    graph.node.append(helper.make_node("Sigmoid", ["logits"], ["prob"], name="sigmoid"))
+    graph.output[0].name = "prob"
+    graph.input.extend([helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)) for init in graph.initializer])
+    path = tmp_path / "old.onnx"
+    onnx.save(model, path)
+    result = import_onnx(path, tmp_path / "repo", "old", {"kind": "classifier", "features": FEATURES, "labels": ["y"],
+                                                          "output": "probabilities", "monotone": "final"})
+    published = onnx.load(str(result.version_dir / "model.onnx")).graph
+    assert [i.name for i in published.input] == ["features"] and [o.name for o in published.output] == ["scores"]
+    assert [n.op_type for n in published.node].count("Sigmoid") == 1
+    import onnxruntime as ort
+
+    rows = np.random.default_rng(4).standard_normal((6, 3)).astype(np.float32)
+    original = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {"x": rows, **{init.name: numpy_helper.to_array(init) for init in graph.initializer}}
+    expected = original.run(["prob"], feeds)[0]
+    got = ort.InferenceSession(str(result.version_dir / "model.onnx"), providers=["CPUExecutionProvider"]).run(
+        ["scores"], {"features": rows})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-6)
