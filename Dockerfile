@@ -75,6 +75,7 @@ COPY models ./models
 COPY export ./export
 COPY service ./service
 COPY monoserve ./monoserve
+COPY torchref ./torchref
 RUN --mount=type=bind,source=${WHEELHOUSE},target=/wheelhouse \
     --mount=type=bind,source=scripts/container,target=/mnt/container \
     /mnt/container/pip.sh /opt/monoserve/bin/python wheel --no-deps --wheel-dir /dist . \

@@ -472,6 +472,8 @@ def _range_transfer(info: GraphInfo, node: onnx.NodeProto, label: str) -> tuple[
         return FULL
     if function is not None:
         return _monotone_image(function, *first, exact=op in EXACT_UNARY)
+    if op in BOUNDED_BELOW_UNARY:
+        return _bounded_below_range(op, *first)
     if op == "Log":
         if not first[0] > 0:
             info.hazards.append((label, f"takes the log of {names[0]!r}, which may be <= 0 (bounds [{first[0]:.3g}, {first[1]:.3g}])"))
@@ -593,6 +595,22 @@ def _range_transfer(info: GraphInfo, node: onnx.NodeProto, label: str) -> tuple[
               "GatherND", "Expand", "Tile", "Split", "ReduceMax", "ReduceMin"):
         return first
     return FULL
+
+
+# Elementwise activations of users' hidden layers that are finite for finite input but NOT monotone
+# (GELU dips to about -0.17 near x = -0.75): their ranges are bounded soundly below, so a scope-"final"
+# classifier's hidden layers may use them; the certificate treats them as losing the direction.
+BOUNDED_BELOW_UNARY = {"Gelu": -0.1701}
+
+
+def _bounded_below_range(op: str, lo: float, hi: float) -> tuple[float, float]:
+    """Sound bounds of GELU-like f (f(x) >= floor everywhere, f(x) <= max(x, 0), f increasing for x >= 0)."""
+    floor = BOUNDED_BELOW_UNARY[op]
+    if lo >= 0:  # GELU(x) >= x * Phi(0) = x / 2 for x >= 0 (either approximation)
+        low = 0.5 * lo
+    else:
+        low = floor
+    return _widen(low, max(hi, 0.0))
 
 
 def where_threshold_pattern(info: GraphInfo, node: onnx.NodeProto) -> str | None:
@@ -752,6 +770,10 @@ class _Interpreter:
             return collapse(inputs[0], label, op)
         if op in DATA_INPUTS:
             return self._data_movement(node, label, inputs, attrs)
+        if op in BOUNDED_BELOW_UNARY and all(isinstance(v, Independent) for v in inputs):
+            return INDEPENDENT
+        if op in BOUNDED_BELOW_UNARY:
+            return Unknown(label, f"{op} is not monotone (it dips below 0 for negative input)")
         return Unknown(label, f"op {op} is not supported by the certificate")
 
     def _data_movement(self, node: onnx.NodeProto, label: str, inputs: list[Value], attrs: dict) -> Value | list[Value]:

@@ -34,7 +34,8 @@ MAX_OPSET = onnx.defs.onnx_opset_version()
 
 # Every op the proof models. Anything else is refused, on the feature's path or not.
 ACTIVATIONS = {"Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Softplus", "Elu", "Selu", "Celu", "HardSigmoid",
-               "Softsign", "Erf", "ThresholdedRelu", "Exp", "Log", "Sqrt", "Clip"}
+               "Softsign", "Erf", "ThresholdedRelu", "Exp", "Log", "Sqrt", "Clip",
+               "Gelu"}  # Gelu: bounded, not monotone (contract.certificate.BOUNDED_BELOW_UNARY)
 ARITHMETIC = {"Add", "Sub", "Mul", "Div", "Neg", "Pow", "Sum", "Mean", "Max", "Min", "MatMul", "Gemm", "Conv"}
 STRUCTURE = {"Identity", "Dropout", "Cast", "CastLike", "Where", "Greater", "Constant", "ConstantOfShape", "Shape", "Reshape", "Flatten", "Squeeze",
              "Unsqueeze", "Transpose", "Slice", "Gather", "Concat", "Pad", "Expand"}
@@ -244,6 +245,8 @@ def _nodes(model: onnx.ModelProto) -> list[str]:
         for key in ("alpha", "beta", "gamma"):
             if key in attrs and isinstance(attrs[key], float) and not np.isfinite(attrs[key]):
                 problems.append(f"node {label}: attribute {key} is not finite")
+        if op == "Gelu" and _text(attrs.get("approximate", "none")) not in ("none", "tanh"):
+            problems.append(f"node {label}: Gelu approximate {_text(attrs['approximate'])!r} is not modelled")
         if op == "Pad" and _text(attrs.get("mode", "constant")) not in PAD_MODES:
             problems.append(f"node {label}: Pad mode {_text(attrs['mode'])!r} is not modelled")
         if op == "Constant":

@@ -75,14 +75,16 @@ class ClassifierInfo(_Strict):
     # absent in single-label models and in manifests written before per-label thresholds.
     thresholds: list[Threshold] | None = None
     scope: Literal["all", "final", "none"]  # "none": an unconstrained baseline (contract.policy)
-    method: Literal["reparam", "project"]
+    # "declared": a user's own model (export_module / monoserve import); how it was trained is not known
+    method: Literal["reparam", "project", "declared"]
     # Features whose monotonicity the service must certify from the graph (scope "all", not free).
     monotone_features: list[str] = Field(default_factory=list)
     output: Literal["probabilities"] = "probabilities"  # the graphs end in a sigmoid
     # How the graph computes the scores (models.classifier): the hidden activation (non-decreasing),
     # the feature transform before standardization, and whether a positive scale and a bias act on
     # the logits (the `calibration_scale` / `calibration_bias` tensors). Defaults: the original model.
-    activation: Literal["relu", "leaky_relu", "tanh", "sigmoid", "softplus", "elu"] = "relu"
+    # "graph": a user's own model; the ONNX graph is its only definition (ONNX engine only)
+    activation: Literal["relu", "leaky_relu", "tanh", "sigmoid", "softplus", "elu", "graph"] = "relu"
     transform: Literal["none", "log1p"] = "none"
     calibrated: bool = False
 
@@ -115,7 +117,7 @@ class ClassifierInfo(_Strict):
 
 class SmootherInfo(_Strict):
     kernel_size: int
-    param: Literal["exp-cumsum", "softmax"]
+    param: Literal["exp-cumsum", "softmax", "declared"]  # "declared": a user's own module, kernel found by probing
     normalized: bool
     edge_modes: list[EdgeMode] = Field(default_factory=lambda: ["same", "causal", "valid"])
     default_mode: EdgeMode = "same"
@@ -165,3 +167,20 @@ class Manifest(_Strict):
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
+
+
+SCHEMA_DOC = "docs/manifest.schema.json"  # the published JSON Schema (tests/test_manifest_schema.py keeps it current)
+
+
+def json_schema() -> str:
+    """manifest.json's JSON Schema, as published in docs/manifest.schema.json (`python -m contract.manifest`)."""
+    import json
+
+    schema = Manifest.model_json_schema()
+    schema["$id"] = "https://monoserve.invalid/manifest.schema.json"
+    schema["title"] = f"monoserve manifest.json (schema_version {MANIFEST_SCHEMA_VERSION})"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    print(json_schema(), end="")

@@ -21,7 +21,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from export.errors import ArtifactError
-from models.classifier import MonotoneClassifier, make_activation, monotone_transform
+from models.classifier import MonotoneClassifier
+from torchref.modules import ClassifierScores
 
 logger = logging.getLogger(__name__)
 
@@ -44,57 +45,16 @@ class GraphSignature:
     example: torch.Tensor = field(repr=False)
 
 
-class ClassifierScores(nn.Module):
-    """Export wrapper of a folded MonotoneClassifier: raw features [B, F] -> sigmoid(logits) [B, n_labels].
-
-    Standardization and direction signs stay separate constants (Sub, Div, Mul in ONNX) so the
-    service can read `feature_scale` back and propagate signs node by node.
-    """
-
-    def __init__(self, feature_mean: torch.Tensor, feature_scale: torch.Tensor, direction_sign: torch.Tensor,
-                 layers: list[tuple[torch.Tensor, torch.Tensor]], activation: str = "relu", transform: str = "none",
-                 calibration: tuple[torch.Tensor, torch.Tensor] | None = None):
-        super().__init__()
-        self.register_buffer("feature_mean", feature_mean.detach().clone().float())
-        self.register_buffer("feature_scale", feature_scale.detach().clone().float())
-        self.register_buffer("direction_sign", direction_sign.detach().clone().float())
-        # the trained function: the model's transform, activation and calibration (models.classifier)
-        self.transform = transform
-        self.activation = make_activation(activation)
-        if calibration is not None:  # (scale, bias) on the logits
-            self.register_buffer("calibration_scale", calibration[0].detach().clone().float())
-            self.register_buffer("calibration_bias", calibration[1].detach().clone().float())
-        self.layers = nn.ModuleList()
-        for weight, bias in layers:
-            plain = nn.Linear(weight.shape[1], weight.shape[0])
-            with torch.no_grad():
-                plain.weight.copy_(weight.detach().float())
-                plain.bias.copy_(bias.detach().float())
-            plain.requires_grad_(False)
-            self.layers.append(plain)
-
-    @classmethod
-    def from_model(cls, model: MonotoneClassifier) -> "ClassifierScores":
-        for layer in model.layers:
-            if not isinstance(layer, nn.Linear) or parametrize.is_parametrized(layer):
-                raise ArtifactError(f"expected folded plain nn.Linear layers, got {type(layer).__name__}")
-        config = model.config
-        calibration = (model.calibration_scale, model.calibration_bias) if config.calibrated else None
-        return cls(model.feature_mean, model.feature_scale, model.direction_sign,
-                   [(layer.weight, layer.bias) for layer in model.layers], config.activation, config.transform,
-                   calibration)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        h = monotone_transform(features, self.transform)
-        h = (h - self.feature_mean) / self.feature_scale * self.direction_sign
-        last = len(self.layers) - 1
-        for index, layer in enumerate(self.layers):
-            h = layer(h)
-            if index < last:
-                h = self.activation(h)
-        if hasattr(self, "calibration_scale"):  # static in TorchScript: uncalibrated graphs have no Mul/Add
-            h = h * self.calibration_scale + self.calibration_bias
-        return torch.sigmoid(h)
+def classifier_scores(model: MonotoneClassifier) -> ClassifierScores:
+    """The export wrapper of a folded MonotoneClassifier (torchref.modules.ClassifierScores)."""
+    for layer in model.layers:
+        if not isinstance(layer, nn.Linear) or parametrize.is_parametrized(layer):
+            raise ArtifactError(f"expected folded plain nn.Linear layers, got {type(layer).__name__}")
+    config = model.config
+    calibration = (model.calibration_scale, model.calibration_bias) if config.calibrated else None
+    return ClassifierScores(model.feature_mean, model.feature_scale, model.direction_sign,
+                            [(layer.weight, layer.bias) for layer in model.layers], config.activation,
+                            config.transform, calibration)
 
 
 @contextlib.contextmanager

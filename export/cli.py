@@ -1,5 +1,9 @@
 """`monoserve export` / `python -m export`: publish a checkpoint as a verified model version.
 
+Also `monoserve export --module FILE.py:FACTORY --spec SPEC.toml` (a user's own nn.Module) and
+`monoserve import MODEL.onnx --spec SPEC.toml` (an ONNX file written by anything): export.byom,
+docs/export.md "Bring your own model"; a declaration with an unknown, missing or mistyped key exits 2.
+
 Only argparse and the stdlib at import time: `monoserve serve` builds this parser without torch.
 Exit codes: 0 published; 1 refused (constraint violations, parity mismatches, an artifact that
 could not be written, a name that holds another model kind without --replace-kind); 2 bad input
@@ -41,6 +45,17 @@ def precheck(args: argparse.Namespace) -> None:
         if getattr(args, label) is not None:
             validate_tolerance(label, getattr(args, label))
     validate_opset(args.opset)
+    if args.module is not None or args.spec is not None or args.state_dict is not None:
+        if args.checkpoint is not None:
+            raise ExportInputError("give either a checkpoint or --module with --spec, not both")
+        if args.module is None or args.spec is None:
+            raise ExportInputError("--module FILE.py:FACTORY and --spec SPEC.toml go together")
+        if args.name is None:
+            raise ExportInputError("--name is required with --module")
+        check_repository_writable(args.repo)
+        return
+    if args.checkpoint is None:
+        raise ExportInputError("nothing to export: give a checkpoint, or --module FILE.py:FACTORY --spec SPEC.toml")
     if not args.checkpoint.is_file():
         raise ExportInputError(f"checkpoint not found: {args.checkpoint}")
     check_repository_writable(args.repo)
@@ -50,7 +65,15 @@ def precheck(args: argparse.Namespace) -> None:
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="checkpoint written by `monoserve train` (models.checkpoint)")
+    parser.add_argument("checkpoint", type=Path, nargs="?", default=None,
+                        help="checkpoint written by `monoserve train` (models.checkpoint); or use --module")
+    parser.add_argument("--module", default=None, metavar="FILE.py:FACTORY",
+                        help="your own model: FACTORY (a class or function in FILE.py, called with no arguments) "
+                             "returns the nn.Module to export (needs --spec and --name; docs/export.md)")
+    parser.add_argument("--state-dict", type=Path, default=None, metavar="WEIGHTS",
+                        help="with --module: weights loaded into the module (torch.load(weights_only=True))")
+    parser.add_argument("--spec", type=Path, default=None, metavar="SPEC.toml",
+                        help="with --module: the declaration (kind, features/labels/output/monotone or mode/normalized)")
     parser.add_argument("--repo", type=Path, required=True, help="model repository root (Triton layout REPO/NAME/VERSION)")
     parser.add_argument("--name", default=None, help="model name in the repository (default: the checkpoint's kind)")
     parser.add_argument(
@@ -90,6 +113,20 @@ def register(subparsers) -> None:
     add_export_arguments(parser)
     add_sign_argument(parser)
     parser.set_defaults(func=run_export)
+    importer = subparsers.add_parser(
+        "import",
+        help="prove and publish an ONNX file written by anything, with only a declaration (SPEC.toml)",
+        description="Import an ONNX model (torch, Keras, tf2onnx, onnx.helper) as a proven model version.",
+    )
+    importer.add_argument("onnx_file", type=Path, metavar="MODEL.onnx", help="a self-contained ONNX file")
+    importer.add_argument("--spec", type=Path, required=True, metavar="SPEC.toml", help="the declaration (docs/export.md)")
+    importer.add_argument("--repo", type=Path, required=True, help="model repository root (Triton layout REPO/NAME/VERSION)")
+    importer.add_argument("--name", required=True, help="model name in the repository")
+    importer.add_argument("--atol", type=float, default=None, help="parity tolerance (default 1e-5)")
+    importer.add_argument("--rtol", type=float, default=None, help="relative parity tolerance (default 1e-5)")
+    importer.add_argument("--replace-kind", action="store_true",
+                          help="publish even when NAME holds versions of another model kind")
+    importer.set_defaults(func=run_import)
 
     sign = subparsers.add_parser(
         "sign", help="sign a published model version (VERSION/model.sig over every file of it)",
@@ -149,6 +186,8 @@ def run_export(args: argparse.Namespace) -> int:
     except ExportInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.module is not None:
+        return _run_user_model(args, "module")
 
     from export.errors import ExportError, KindConflictError, ParityError, ProofRefusedError
     from models.checkpoint import CheckpointError  # imports torch
@@ -201,4 +240,109 @@ def run_export(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     print(result.version_dir)
     print(result.report.render())
+    return EXIT_OK
+
+
+def run_import(args: argparse.Namespace) -> int:
+    try:
+        validate_name(args.name)
+        for label in ("atol", "rtol"):
+            if getattr(args, label) is not None:
+                validate_tolerance(label, getattr(args, label))
+        if not args.onnx_file.is_file():
+            raise ExportInputError(f"ONNX file not found: {args.onnx_file}")
+        check_repository_writable(args.repo)
+    except ExportInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return _run_user_model(args, "onnx")
+
+
+def load_user_module(reference: str, state_dict: Path | None):
+    """FILE.py:FACTORY -> FACTORY() (an nn.Module), with `state_dict` loaded (weights_only). ExportInputError."""
+    import importlib.util
+    import uuid
+
+    import torch
+    from torch import nn
+
+    file_name, sep, factory_name = reference.rpartition(":")
+    if not sep or not file_name or not factory_name:
+        raise ExportInputError(f"--module {reference!r}: expected FILE.py:FACTORY")
+    path = Path(file_name)
+    if not path.is_file():
+        raise ExportInputError(f"--module: file not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"monoserve_user_module_{uuid.uuid4().hex}", path)
+    if spec is None or spec.loader is None:
+        raise ExportInputError(f"--module: {path} is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look the module up by name
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise ExportInputError(f"--module: running {path} failed: {type(exc).__name__}: {exc}") from exc
+    factory = getattr(module, factory_name, None)
+    if factory is None or not callable(factory):
+        raise ExportInputError(f"--module: {path} has no class or function {factory_name!r}")
+    try:
+        model = factory()
+    except Exception as exc:
+        raise ExportInputError(f"--module: {factory_name}() failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise ExportInputError(f"--module: {factory_name}() returned {type(model).__name__}, not a torch.nn.Module")
+    if state_dict is not None:
+        if not state_dict.is_file():
+            raise ExportInputError(f"--state-dict: file not found: {state_dict}")
+        try:
+            weights = torch.load(state_dict, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ExportInputError(f"--state-dict {state_dict}: cannot be loaded with weights_only=True: {exc}") from exc
+        if isinstance(weights, dict) and "state_dict" in weights and isinstance(weights["state_dict"], dict):
+            weights = weights["state_dict"]
+        try:
+            model.load_state_dict(weights)
+        except Exception as exc:
+            raise ExportInputError(f"--state-dict {state_dict} does not fit {factory_name}(): {str(exc).splitlines()[0]}") from exc
+    return model.eval()
+
+
+def _run_user_model(args: argparse.Namespace, source: str) -> int:
+    from contract.spec import SpecError, load_spec
+
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    from export.byom import ModelRefusedError, export_module, import_onnx
+    from export.errors import ExportError, KindConflictError, ProofRefusedError
+    from export.parity import DEFAULT_ATOL, DEFAULT_RTOL
+
+    tolerances = dict(atol=DEFAULT_ATOL if args.atol is None else args.atol,
+                      rtol=DEFAULT_RTOL if args.rtol is None else args.rtol)
+    try:
+        with _sigterm_as_exit():
+            if source == "module":
+                model = load_user_module(args.module, args.state_dict)
+                result = export_module(model, args.repo, args.name, spec, replace_kind=args.replace_kind, **tolerances)
+            else:
+                result = import_onnx(args.onnx_file, args.repo, args.name, spec, replace_kind=args.replace_kind, **tolerances)
+    except ExportInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ModelRefusedError as exc:
+        print(f"refused, nothing published: {exc.source}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_REFUSED
+    except ProofRefusedError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        print(exc.report, file=sys.stderr)
+        return EXIT_REFUSED
+    except (KindConflictError, ExportError) as exc:
+        print(f"refused, nothing published: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(result.version_dir)
+    print(result.render())
     return EXIT_OK

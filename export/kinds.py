@@ -17,13 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contract.manifest import KINDS, ClassifierInfo, FeatureSpec, Manifest, Probe, SmootherInfo
+from contract.manifest import KINDS, ClassifierInfo, ConstraintEntry, FeatureSpec, Manifest, Probe, SmootherInfo
 from contract.modes import EDGE_MODES, mode_slice
-from export.artifacts import ClassifierScores, GraphSignature
+from export.artifacts import GraphSignature, classifier_scores
 from export.errors import ArtifactError
 from export.parity import ParityCase, classifier_cases, smoother_cases
 from models.classifier import MonotoneClassifier
-from models.smoother import FullCorrelation, MonotoneSmoother
+from models.smoother import MonotoneSmoother
+from torchref.modules import ClassifierScores, FullCorrelation
 
 
 class ExportKind(ABC):
@@ -73,6 +74,12 @@ class ExportKind(ABC):
     def draw_card(self, figure: Any, tensors: Mapping[str, np.ndarray]) -> None:
         """Draw the card plot (matplotlib Figure) from the folded state_dict."""
 
+    @abstractmethod
+    def prepare_user_model(self, source: Any, spec: Any, atol: float, rtol: float, seed: int) -> Any:
+        """A user's own model (export.byom.UserSource) and its declaration (contract.spec) -> the
+        published graph and every manifest fact (export.byom.Prepared), found by the export itself;
+        export.byom.ModelRefusedError naming the tensor when the model breaks its declaration."""
+
 
 class SmootherExport(ExportKind):
     kind = "smoother"
@@ -83,8 +90,13 @@ class SmootherExport(ExportKind):
         return MonotoneSmoother.constraint_specs(self.check(model).config.normalize)
 
     def build_wrapper(self, folded: nn.Module) -> tuple[nn.Module, GraphSignature]:
-        kernel_size = self.check(folded).kernel_size
-        wrapper = FullCorrelation(folded.kernel.detach().float()).eval()
+        self.check(folded)
+        return self.wrapper_for_kernel(folded.kernel.detach().float())
+
+    def wrapper_for_kernel(self, kernel: torch.Tensor) -> tuple[nn.Module, GraphSignature]:
+        """The service's smoother artifact for one kernel: the full correlation, edge-padded, [B*C, 1, L] layout."""
+        kernel_size = int(kernel.numel())
+        wrapper = FullCorrelation(kernel.detach().float().reshape(-1)).eval()
         full_length = f"length + {kernel_size - 1}" if kernel_size > 1 else "length"
         # Example sizes: none 0/1 (torch.export would specialize them), all distinct.
         example = torch.randn(2, 3, kernel_size + 10, generator=torch.Generator().manual_seed(0))
@@ -98,9 +110,7 @@ class SmootherExport(ExportKind):
         )
 
     def reference_module(self, manifest: Manifest, tensors: Mapping[str, np.ndarray]) -> nn.Module:
-        del manifest  # the kernel is all a smoother's wrapper holds
-        kernel = np.ascontiguousarray(tensors["kernel"], dtype=np.float32).reshape(-1)
-        return FullCorrelation(torch.from_numpy(kernel.copy())).eval()
+        return FullCorrelation.from_manifest(manifest, tensors)
 
     def probe(self, reference: nn.Module, wrapper: nn.Module, atol: float, rtol: float) -> Probe:
         generator = torch.Generator().manual_seed(1234)
@@ -150,6 +160,70 @@ class SmootherExport(ExportKind):
         axes.set_title(f"learned kernel: {kernel.size} taps, sum {kernel.sum():.4g}")
 
 
+    def prepare_user_model(self, source: Any, spec: Any, atol: float, rtol: float, seed: int) -> Any:
+        import tempfile
+        from pathlib import Path
+
+        import onnx
+
+        from contract.checks import check_all
+        from export import artifacts
+        from export.byom import ModelRefusedError, Prepared, tensor_specs
+        from export.fir import NotAFilterError, artifact_output, find_kernel
+
+        try:
+            found = find_kernel(source.run, spec.mode, atol, rtol, seed)
+        except NotAFilterError as exc:
+            raise ModelRefusedError([f"not one shared FIR kernel: {exc}"], source.label) from exc
+        kernel = found.kernel
+        params = source.parameter_names()
+        who = f"the kernel {source.label} applies" + (f" (computed from its parameter(s) {params})" if params else "")
+        specs = MonotoneSmoother.constraint_specs(spec.normalized)
+        violations = check_all((rule, kernel) for rule in specs)
+        if violations:
+            problems = [f"{who}: {v}" for v in violations]
+            if kernel.size > 1 and np.all(np.diff(kernel) <= 0) and kernel[0] > kernel[-1]:
+                problems[0] += (" -- the kernel is reversed: F.conv1d correlates, so its last tap weighs the newest "
+                                "sample and must be the largest (flip it, or build it with cumsum from the oldest tap)")
+            raise ModelRefusedError(problems, source.label)
+        wrapper, signature = self.wrapper_for_kernel(torch.from_numpy(kernel.copy()))
+        with tempfile.TemporaryDirectory(prefix="monoserve-byom-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            artifacts.write_onnx(wrapper, signature, path, None)
+            loaded = artifacts.load_artifact("onnx", path, signature)
+            model = onnx.load(str(path))
+        location = artifacts.locate_tensor("kernel", kernel, loaded.tensors)
+        if location is None:
+            raise ArtifactError("the kernel is not a constant of the written smoother graph")
+        # the published graph against the user's module, in the declared mode, on random multi-channel input
+        rng = np.random.default_rng(seed + 1)
+        worst = 0.0
+        for shape in ((2, found.channels_probed, kernel.size + 31), (1, found.channels_probed, 300)):
+            x = (rng.standard_normal(shape) * 2.0).astype(np.float32)
+            expected = source.run(x).astype(np.float64)
+            got = loaded.run(x)[..., mode_slice(spec.mode, shape[-1], kernel.size)].astype(np.float64)
+            if got.shape != expected.shape or not np.allclose(got, expected, atol=atol, rtol=rtol):
+                raise ModelRefusedError([f"the written graph disagrees with the module on input {list(shape)} "
+                                         f"(shape {list(got.shape)} vs {list(expected.shape)})"], source.label)
+            worst = max(worst, float(np.max(np.abs(got - expected))),
+                        float(np.max(np.abs(artifact_output(x, kernel, spec.mode) - expected))))
+        inputs, outputs = tensor_specs(signature.input_name, signature.input_shape, signature.output_name, signature.output_shape)
+        constraints = [ConstraintEntry(tensor="kernel", rule=rule["rule"], tolerance=float(rule.get("tolerance", 0.0)),
+                                       axis=int(rule.get("axis", -1)), locations={"onnx": location}) for rule in specs]
+        return Prepared(
+            onnx_model=model, inputs=inputs, outputs=outputs, constraints=constraints,
+            probe=self.probe(None, wrapper, atol, rtol),
+            parity={"max_abs_error": {"onnx": worst}, "atol": atol, "rtol": rtol, "comparisons": found.comparisons,
+                    "reference": f"{source.label} ({spec.mode})"},
+            info={"smoother": SmootherInfo(kernel_size=int(kernel.size), param="declared", normalized=spec.normalized,
+                                           edge_modes=list(EDGE_MODES), default_mode=spec.mode)},
+            found=[f"kernel: {kernel.size} taps by impulse response (sum {float(kernel.sum()):.6g}), one kernel shared by "
+                   f"{'every channel' if found.channels_probed > 1 else 'its single channel'}; linear, shift-invariant",
+                   f"alignment: {spec.mode!r}; module vs published smoother max |error| {found.max_abs_error:.3g}",
+                   f"constrained tensor: model.onnx:{location} (the Conv weight)"],
+            draw_card=lambda figure: self.draw_card(figure, {"kernel": kernel}))
+
+
 class ClassifierExport(ExportKind):
     kind = "classifier"
     model_class = MonotoneClassifier
@@ -160,7 +234,7 @@ class ClassifierExport(ExportKind):
 
     def build_wrapper(self, folded: nn.Module) -> tuple[nn.Module, GraphSignature]:
         config = self.check(folded).config
-        wrapper = ClassifierScores.from_model(folded).eval()
+        wrapper = classifier_scores(folded).eval()
         example = torch.randn(3, config.n_features, generator=torch.Generator().manual_seed(0))
         return wrapper, GraphSignature(
             input_name="features",
@@ -172,16 +246,7 @@ class ClassifierExport(ExportKind):
         )
 
     def reference_module(self, manifest: Manifest, tensors: Mapping[str, np.ndarray]) -> nn.Module:
-        def tensor(name: str) -> torch.Tensor:
-            return torch.from_numpy(np.array(tensors[name], dtype=np.float32, copy=True))
-
-        count = len([name for name in tensors if name.startswith("layers.") and name.endswith(".weight")])
-        layers = [(tensor(f"layers.{i}.weight"), tensor(f"layers.{i}.bias")) for i in range(count)]
-        # activation and transform are code, not tensors: the manifest says which (ClassifierInfo)
-        info = manifest.classifier
-        calibration = (tensor("calibration_scale"), tensor("calibration_bias")) if info.calibrated else None
-        return ClassifierScores(tensor("feature_mean"), tensor("feature_scale"), tensor("direction_sign"), layers,
-                                info.activation, info.transform, calibration).eval()
+        return ClassifierScores.from_manifest(manifest, tensors)
 
     def probe(self, reference: nn.Module, wrapper: nn.Module, atol: float, rtol: float) -> Probe:
         generator = torch.Generator().manual_seed(1234)
@@ -224,6 +289,110 @@ class ClassifierExport(ExportKind):
             axes.set_title(f"{name}\nmin {weights.min():.3g}, max {weights.max():.3g}", fontsize=9)
             axes.set_xlabel("weight")
         figure.suptitle("weight distribution per layer (folded)", fontsize=10)
+
+
+    def prepare_user_model(self, source: Any, spec: Any, atol: float, rtol: float, seed: int) -> Any:
+        import onnxruntime as ort
+
+        from contract.certificate import output_layer
+        from contract.checks import check_rule
+        from contract.graph import GraphRefused, IoSpec, check_graph
+        from export.byom import ModelRefusedError, Prepared, tensor_specs
+        from export.graphprep import INPUT_NAME, OUTPUT_NAME, GraphShapeError, prepare_classifier_graph, weight_source
+
+        n_features, n_labels = len(spec.features), len(spec.labels)
+        try:
+            prepared = prepare_classifier_graph(source.classifier_graph(n_features), n_features, n_labels, spec.output)
+        except GraphShapeError as exc:
+            raise ModelRefusedError([str(exc)], source.label) from exc
+        model = prepared.model
+        try:
+            info = check_graph(model, [IoSpec(INPUT_NAME, "float32", ["batch", n_features])],
+                               [IoSpec(OUTPUT_NAME, "float32", ["batch", n_labels])])
+        except GraphRefused as exc:
+            raise ModelRefusedError([f"the proof cannot model its graph: {p}" for p in exc.problems], source.label) from exc
+        low, high = info.range_of(OUTPUT_NAME)
+        if spec.output == "probabilities" and not (low >= -1e-5 and high <= 1.0 + 1e-5):
+            raise ModelRefusedError([f"the declaration says output = \"probabilities\", but the graph's output may leave "
+                                     f"[0, 1] (bounds [{low:.3g}, {high:.3g}]): if forward returns logits, declare "
+                                     "output = \"logits\" (a Sigmoid is then added)"], source.label)
+        try:
+            layer = output_layer(info, OUTPUT_NAME)
+        except ValueError as exc:
+            raise ModelRefusedError([f"no output layer found: {exc}"], source.label) from exc
+        stored = weight_source(model, info.constants, layer.input_name)
+        location = stored if stored in info.constants else layer.input_name
+        params = source.parameter_names()
+        if stored in params:
+            yours = f" (your parameter {stored!r})"
+        elif params:  # a weight computed in forward, constant-folded by the exporter under its own name
+            yours = f" (computed in forward from your parameters, not one of them: {params[:8]})"
+        else:
+            yours = ""
+        violations = check_rule("nonnegative", f"model.onnx:{stored}", layer.values)
+        if violations and stored in info.constants:  # name the entries as the user's tensor stores them ([out, in])
+            violations = check_rule("nonnegative", f"model.onnx:{stored}", info.constants[stored]) or violations
+        if violations:
+            raise ModelRefusedError(
+                [f"the output layer's weight {stored!r}{yours} at node {layer.node} must be nonnegative "
+                 f"({len(violations)} negative entr{'y' if len(violations) == 1 else 'ies'}; clamp it after each "
+                 "optimizer step, layer.weight.clamp_(min=0), or parametrize it with torch.nn.utils.parametrize)"]
+                + [str(v) for v in violations], source.label)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+
+        def published(x: np.ndarray) -> np.ndarray:
+            return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+
+        def eager(x: np.ndarray) -> np.ndarray:
+            out = np.asarray(source.run(x), dtype=np.float64)
+            return 1.0 / (1.0 + np.exp(-out)) if spec.output == "logits" else out
+
+        rng = np.random.default_rng(seed)
+        worst, comparisons = 0.0, 0
+        for rows in (1, 7, 64):
+            x = (rng.standard_normal((rows, n_features)) * 2.0).astype(np.float32)
+            want, got = eager(x), published(x).astype(np.float64)
+            if want.shape != got.shape:
+                raise ModelRefusedError([f"on {rows} row(s) the model gives shape {list(want.shape)}, the graph "
+                                         f"{list(got.shape)}; declared [N, {n_labels}]"], source.label)
+            error = np.abs(got - want)
+            if not np.all(error <= atol + rtol * np.abs(want)):
+                raise ModelRefusedError([f"the published graph disagrees with the model by {error.max():.3g} on {rows} "
+                                         f"random row(s) (atol {atol:g}, rtol {rtol:g})"], source.label)
+            worst, comparisons = max(worst, float(error.max())), comparisons + int(error.size)
+        probe_input = (rng.standard_normal((4, n_features)) * 2.0).astype(np.float32)
+        directions = spec.directions()
+        inputs, outputs = tensor_specs(INPUT_NAME, ["batch", n_features], OUTPUT_NAME, ["batch", n_labels])
+        constraints = [ConstraintEntry(tensor=stored, rule="nonnegative", locations={"onnx": location})]
+        return Prepared(
+            onnx_model=model, inputs=inputs, outputs=outputs, constraints=constraints,
+            probe=Probe(input=probe_input.tolist(), expected=eager(probe_input).tolist(), atol=atol, rtol=rtol),
+            parity={"max_abs_error": {"onnx": worst}, "atol": atol, "rtol": rtol, "comparisons": comparisons,
+                    "reference": source.label},
+            info={"classifier": ClassifierInfo(
+                features=[FeatureSpec(name=n, direction=d) for n, d in zip(spec.features, directions)],
+                labels=list(spec.labels), threshold=spec.threshold, scope=spec.scope, method="declared",
+                monotone_features=[n for n, d in zip(spec.features, directions) if d != "free"] if spec.scope == "all" else [],
+                activation="graph")},
+            found=[f"input {prepared.original_input!r} -> 'features' [batch, {n_features}], output "
+                   f"{prepared.original_output!r} -> 'scores' [batch, {n_labels}]"
+                   + (" (a Sigmoid added: the declaration says logits)" if spec.output == "logits" else ""),
+                   f"output layer: node {layer.node}, weight model.onnx:{stored}{yours}, nonnegative",
+                   f"parity: {comparisons} comparisons, max |error| {worst:.3g}"],
+            draw_card=lambda figure: _draw_output_layer(figure, stored, np.asarray(layer.values)))
+
+
+def _draw_output_layer(figure: Any, name: str, weights: np.ndarray) -> None:
+    """A user's classifier's card plot: its output layer's weights (the constrained tensor)."""
+    values = weights.ravel()
+    figure.set_size_inches(4.0, 3.0)
+    axes = figure.add_subplot(1, 1, 1)
+    axes.hist(values, bins=30, color="tab:green")
+    axes.axvline(0.0, color="black", linewidth=0.8)
+    axes.set_title(f"output layer {name}\nmin {values.min():.3g}, max {values.max():.3g}", fontsize=9)
+    axes.set_xlabel("weight")
 
 
 EXPORT_KINDS: dict[str, ExportKind] = {adapter.kind: adapter for adapter in (SmootherExport(), ClassifierExport())}

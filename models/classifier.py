@@ -21,33 +21,12 @@ import torch
 from torch import nn
 
 from models.constraints import NONNEG_KINDS, nonnegative, project_nonnegative_
+# The activations and the transform: one definition in torchref.modules (the trusted wrappers use them).
+from torchref.modules import ACTIVATIONS, LEAKY_SLOPE, TRANSFORMS, make_activation, monotone_transform  # noqa: F401
 
 DIRECTIONS = ("increasing", "decreasing", "free")
 SCOPES = ("all", "final", "none")
 METHODS = ("reparam", "project")
-# Non-decreasing activations only: with nonnegative weights they compose into monotone scores.
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "softplus", "elu")
-TRANSFORMS = ("none", "log1p")
-LEAKY_SLOPE = 0.01  # >= 0 keeps leaky_relu non-decreasing
-
-
-def make_activation(name: str) -> nn.Module:
-    assert name in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}, got {name!r}"
-    return {
-        "relu": nn.ReLU,
-        "leaky_relu": lambda: nn.LeakyReLU(LEAKY_SLOPE),
-        "tanh": nn.Tanh,
-        "sigmoid": nn.Sigmoid,
-        "softplus": nn.Softplus,
-        "elu": nn.ELU,
-    }[name]()
-
-
-def monotone_transform(x: torch.Tensor, transform: str) -> torch.Tensor:
-    """log1p(max(x, 0)) as log(relu(x) + 1): non-decreasing, and the Log's input is provably >= 1."""
-    if transform == "log1p":
-        return torch.log(torch.relu(x) + 1.0)
-    return x
 
 
 @dataclass

@@ -6,6 +6,9 @@ tensor from the raw one on every access, the rule holds on every forward and gra
 raw parameters (the classic bug of computing the weights once at construction cannot happen).
 
 `right_inverse` is provided where one exists, so registering keeps the tensor's current value.
+Assigning a value the parametrization cannot represent (a negative weight, a kernel that is not
+increasing, or not summing to 1 when normalized) raises UnrepresentableError instead of silently
+clamping it into another model: `nonnegative` clamps the tensor's initial value explicitly first.
 The projection alternative (Keras `NonNeg`) is `project_nonnegative_`, called after each step.
 """
 
@@ -24,6 +27,21 @@ NONNEG_KINDS: tuple[str, ...] = ("softplus", "exp", "square")
 
 # Smallest positive value right_inverse maps zeros to (log/softplus^-1 of 0 is -inf).
 _EPS = 1e-6
+
+
+# A value counts as represented when the parametrization maps its right_inverse back within this.
+REPRESENT_ATOL, REPRESENT_RTOL = 1e-6, 1e-4
+
+
+class UnrepresentableError(ValueError):
+    """A value assigned to a parametrized tensor that the parametrization cannot produce."""
+
+
+def _check_represented(name: str, wanted: torch.Tensor, produced: torch.Tensor, why: str) -> None:
+    if wanted.shape != produced.shape or not torch.allclose(produced, wanted, atol=REPRESENT_ATOL, rtol=REPRESENT_RTOL):
+        worst = (produced - wanted).abs().max().item() if wanted.shape == produced.shape else float("nan")
+        raise UnrepresentableError(f"{name} cannot represent the assigned value ({why}); it would become another "
+                                   f"tensor (max change {worst:.3g}), so it is refused rather than clamped")
 
 
 def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
@@ -70,6 +88,11 @@ class Nonnegative(nn.Module):
         return torch.where(self.mask, self._map(raw), raw)
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
+        constrained = value if self.mask is None else value[..., self.mask]
+        if bool((constrained < 0).any()):
+            index = [int(i) for i in torch.nonzero(constrained < 0)[0]]
+            raise UnrepresentableError(f"Nonnegative({self.kind}) cannot represent a negative value "
+                                       f"({constrained[tuple(index)].item():.6g} at {index}); it is refused rather than clamped")
         if self.mask is None:
             return self._unmap(value)
         return torch.where(self.mask, self._unmap(value), value)
@@ -91,7 +114,17 @@ class ExpCumsumKernel(nn.Module):
     def right_inverse(self, kernel: torch.Tensor) -> torch.Tensor:
         # increments: k[0], k[1]-k[0], ...; they must be positive for a log to exist
         steps = torch.diff(kernel, dim=-1, prepend=torch.zeros_like(kernel[..., :1]))
-        return torch.log(steps.clamp_min(_EPS))
+        raw = torch.log(steps.clamp_min(_EPS))
+        if bool((steps <= 0).any()):
+            tap = int(torch.nonzero(steps <= 0)[0][-1])
+            why = (f"tap {tap} is {kernel[..., tap].reshape(-1)[0].item():.6g}, not above tap {tap - 1}" if tap
+                   else "the first tap is not positive")
+            raise UnrepresentableError(f"exp(p).cumsum() cannot represent the assigned kernel ({why}: it must be "
+                                       "positive and strictly increasing); it is refused rather than clamped")
+        with torch.no_grad():
+            _check_represented("exp(p).cumsum()" + (" normalized" if self.normalize else ""), kernel, self.forward(raw),
+                               f"it sums to {kernel.sum().item():.6g}, not 1" if self.normalize else "rounding")
+        return raw
 
 
 class SoftmaxKernel(nn.Module):
@@ -130,12 +163,8 @@ class SoftmaxKernel(nn.Module):
         logits = (self.lin.to(raw.dtype) - 1.0) * self.alpha(raw)  # [K], <= 0; the newest tap's is exactly 0
         return torch.softmax(logits.clamp(min=-self.LOG_FLOOR), dim=-1)  # [K]
 
-    def right_inverse(self, kernel: torch.Tensor) -> torch.Tensor:
-        # least-squares slope of log(kernel) against lin (over the taps above the floor) recovers
-        # alpha exactly for a softmax kernel
-        assert kernel.shape[-1] == self.kernel_size, (
-            f"expected a kernel of {self.kernel_size} taps, got shape {tuple(kernel.shape)}"
-        )
+    def nearest_raw(self, kernel: torch.Tensor) -> torch.Tensor:
+        """The raw parameter of the representable kernel closest to `kernel` (alpha clamped into range)."""
         if self.kernel_size == 1:
             return torch.zeros(1, dtype=kernel.dtype)
         log_k = torch.log(kernel.clamp_min(1e-30))
@@ -148,6 +177,18 @@ class SoftmaxKernel(nn.Module):
         slope = (centred * (log_k - log_k.mean())).sum() / (centred * centred).sum()
         return torch.log(slope.clamp_min(_EPS)).reshape(1)
 
+    def right_inverse(self, kernel: torch.Tensor) -> torch.Tensor:
+        # least-squares slope of log(kernel) against lin recovers alpha exactly for a softmax kernel
+        assert kernel.shape[-1] == self.kernel_size, (
+            f"expected a kernel of {self.kernel_size} taps, got shape {tuple(kernel.shape)}"
+        )
+        raw = self.nearest_raw(kernel)
+        with torch.no_grad():
+            _check_represented("softmax(lin * alpha)", kernel, self.forward(raw),
+                               "only positive, increasing geometric kernels softmax(linspace(-1, 1, K) * alpha) "
+                               "with alpha > 0 are")
+        return raw
+
 
 def nonnegative(
     module: nn.Module, name: str = "weight", kind: NonnegKind = "softplus", columns: list[int] | None = None
@@ -155,6 +196,11 @@ def nonnegative(
     """Register `Nonnegative` on `module.<name>` (only on last-axis `columns` if given)."""
     tensor = getattr(module, name)
     size = tensor.shape[-1] if columns is not None else None
+    with torch.no_grad():  # the random initial value: clamped here, explicitly (right_inverse refuses negatives)
+        if columns is None:
+            tensor.clamp_(min=0.0)
+        else:
+            tensor[..., list(columns)] = tensor[..., list(columns)].clamp(min=0.0)
     parametrize.register_parametrization(module, name, Nonnegative(kind, columns, size))
     return module
 
@@ -167,9 +213,13 @@ def monotone_kernel(module: nn.Module, name: str = "weight", normalize: bool = T
 
 def softmax_kernel(module: nn.Module, name: str = "weight") -> nn.Module:
     """Register `SoftmaxKernel` on `module.<name>`; the raw parameter becomes a single alpha."""
-    kernel_size = getattr(module, name).shape[-1]
+    tensor = getattr(module, name)
+    kernel_size = tensor.shape[-1]
+    parametrization = SoftmaxKernel(kernel_size)
+    with torch.no_grad():  # the initial value, moved explicitly to the nearest kernel softmax can represent
+        tensor.copy_(parametrization(parametrization.nearest_raw(tensor.detach())))
     # unsafe: the raw tensor ([1]) has another shape than the kernel ([K])
-    parametrize.register_parametrization(module, name, SoftmaxKernel(kernel_size), unsafe=True)
+    parametrize.register_parametrization(module, name, parametrization, unsafe=True)
     return module
 
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from contract.modes import DEFAULT_MODE, check_mode, mode_pads
 from models.constraints import initial_increasing_kernel, monotone_kernel, softmax_kernel
+from torchref.modules import FullCorrelation  # noqa: F401  (the export wrapper, defined once in torchref)
 
 PARAMS = ("exp-cumsum", "softmax")
 
@@ -81,20 +82,3 @@ class MonotoneSmoother(nn.Module):
         return out.reshape(*shape[:-1], out.shape[-1])
 
 
-class FullCorrelation(nn.Module):
-    """Export wrapper: [B, C, L] -> [B, C, L + K - 1], the output every edge mode slices.
-
-    The kernel is a plain buffer here (folded), so exported graphs hold it as a constant.
-    """
-
-    def __init__(self, kernel: torch.Tensor):
-        super().__init__()
-        self.register_buffer("kernel", kernel.detach().clone().reshape(1, 1, -1))  # [1, 1, K]
-
-    def forward(self, signal: torch.Tensor) -> torch.Tensor:
-        batch, channels, length = signal.shape
-        pad = self.kernel.shape[-1] - 1
-        flat = signal.reshape(batch * channels, 1, length)  # ONNX Conv needs a fixed group count
-        flat = F.pad(flat, (pad, pad), mode="replicate")
-        out = F.conv1d(flat, self.kernel)  # [B*C, 1, L + K - 1]
-        return out.reshape(batch, channels, length + pad)

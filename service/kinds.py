@@ -22,6 +22,8 @@ Proofs = list[tuple[str, list[tuple[int | None, str, str]]]]
 class ServiceKind(ABC):
     kind: ClassVar[str]
     section: ClassVar[str]  # the manifest's section of kind-specific facts ("smoother", "classifier")
+    # the trusted wrapper class in torchref.modules that the TorchScript proof rebuilds (service/torchscript_proof.py)
+    reference_class: ClassVar[str]
 
     def info(self, manifest: Manifest) -> Any:
         return getattr(manifest, self.section)
@@ -72,6 +74,7 @@ class ServiceKind(ABC):
 class SmootherKind(ServiceKind):
     kind = "smoother"
     section = "smoother"
+    reference_class = "FullCorrelation"
 
     def policy_checks(self, proof: Any, graph: Any, file: str, check: Callable[..., None]) -> None:
         from contract.certificate import smoother_kernel
@@ -119,6 +122,7 @@ class SmootherKind(ServiceKind):
 class ClassifierKind(ServiceKind):
     kind = "classifier"
     section = "classifier"
+    reference_class = "ClassifierScores"
 
     def summary(self, manifest: Manifest) -> dict[str, Any]:
         info = manifest.classifier

@@ -5,9 +5,10 @@ honest model.onnx beside a model.ts that negates the kernel would pass any tenso
 proof does not try to analyse model.ts. It accepts model.ts only if it is provably the same
 function as a module the service builds itself:
 
-1. the reference: the kind's export wrapper (export.kinds.ExportKind.reference_module, the very
-   class export scripts into model.ts), built from model.onnx's tensors of the same state_dict
-   names (the tensors the ONNX proof read), then scripted, saved and loaded back here;
+1. the reference: the kind's export wrapper (torchref.modules, named by service.kinds.ServiceKind.
+   reference_class: the very class export scripts into model.ts), built from model.onnx's tensors
+   of the same state_dict names (the tensors the ONNX proof read; an exporter may merge equal
+   constants into one initializer), then scripted, saved and loaded back here;
 2. model.ts's forward, inlined to one TorchScript IR graph (source comments and name mangling
    dropped), must equal the reference's, with no forward hooks anywhere;
 3. every parameter and buffer of model.ts must equal the reference's bit for bit (same names,
@@ -15,7 +16,7 @@ function as a module the service builds itself:
 4. the reference's tensors must satisfy the kind's rules (service.kinds.ServiceKind.reference_rules),
    which make that architecture monotone by construction, whatever the ONNX graph around them.
 
-Anything else is refused, naming what differs. torch and export are imported lazily, here only:
+Anything else is refused, naming what differs. torch and torchref are imported lazily, here only:
 the ONNX serving path never loads them (tests/test_layering.py).
 """
 
@@ -110,13 +111,38 @@ def _load(data: bytes) -> Any:
     return module.eval()
 
 
+def _with_shared_initializers(candidate: Mapping[str, Any], onnx_tensors: Mapping[str, np.ndarray],
+                              consumed: set[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """model.onnx's tensors, plus each model.ts tensor name that the ONNX exporter merged into another
+    initializer holding the same values (its optimizer keeps one initializer for equal constants: an
+    all-ones feature_scale and direction_sign become one). The alias is taken only when exactly that
+    value (dtype, shape, bytes) is a tensor some ONNX node reads, so the reference is still built
+    from the proven graph's tensors only, and the kind's rules are then checked on it as on any other.
+    Returns (tensors by name, {model.ts name: ONNX name})."""
+    view = dict(onnx_tensors)
+    aliases: dict[str, str] = {}
+    for name, tensor in candidate.items():
+        if name in view:
+            continue
+        values = tensor.detach().cpu().contiguous().numpy()
+        for other in sorted(consumed):
+            stored = onnx_tensors.get(other)
+            if (stored is not None and stored.dtype == values.dtype and stored.shape == values.shape
+                    and stored.tobytes() == values.tobytes()):
+                view[name] = stored
+                aliases[name] = other
+                break
+    return view, aliases
+
+
 def reference_module(manifest: Manifest, tensors: Mapping[str, np.ndarray]) -> Any:
     """The trusted module of the manifest's kind with these tensors, scripted, saved and loaded back."""
     import torch
 
-    from export.kinds import export_kind  # the one definition of what export scripts into model.ts
+    from service.kinds import service_kind
+    from torchref import modules  # the one definition of what export scripts into model.ts
 
-    module = export_kind(manifest.kind).reference_module(manifest, tensors)
+    module = getattr(modules, service_kind(manifest.kind).reference_class).from_manifest(manifest, tensors)
     buffer = io.BytesIO()
     torch.jit.save(torch.jit.script(module), buffer)
     return _load(buffer.getvalue())
@@ -138,8 +164,9 @@ def prove_torchscript(data: bytes, manifest: Manifest, onnx_tensors: Mapping[str
         except Exception as exc:  # a corrupt archive
             raise TorchScriptRefused([f"torch.jit cannot load it: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"]) from exc
         names = sorted(_tensors(candidate))
+        onnx_tensors, aliases = _with_shared_initializers(_tensors(candidate), onnx_tensors, consumed)
         missing = [name for name in names if name not in onnx_tensors]
-        unused = [name for name in names if name in onnx_tensors and name not in consumed]
+        unused = [name for name in names if name in onnx_tensors and name not in consumed and name not in aliases]
         if missing or unused:
             raise TorchScriptRefused(
                 ([f"model.onnx has no tensor {missing} (the reference takes every tensor from the proven graph)"] if missing else [])
@@ -155,4 +182,4 @@ def prove_torchscript(data: bytes, manifest: Manifest, onnx_tensors: Mapping[str
         problems = rules(tensors)
         if problems:
             raise TorchScriptRefused([f"the proven tensors break the {manifest.kind}'s rules: {p}" for p in problems])
-    return {"reference": f"export.kinds {manifest.kind} wrapper", "tensors": names}
+    return {"reference": f"torchref.modules {manifest.kind} wrapper", "tensors": names, "shared_initializers": aliases}

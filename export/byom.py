@@ -1,0 +1,299 @@
+"""Bring your own model: export any constrained nn.Module, or import any ONNX file, with only a declaration.
+
+    export_module(module, repo, name, spec)   # a user's nn.Module (parametrized or clamped)
+    import_onnx(path, repo, name, spec)       # an ONNX file written by anything
+
+`spec` is the small declaration of contract.spec (a TOML path or a dict). The export finds the
+rest itself: a smoother's kernel by probing the module (export.fir), a classifier's output layer
+in its graph (export.graphprep, contract.certificate.output_layer); it writes the manifest
+(locations, checksums, probe, parity), proves the staged version with the service's own prover
+and policy, and publishes it atomically (export.publish), exactly as `export_checkpoint` does.
+Nothing is written when anything is refused. The published version is ONNX only (model.onnx):
+a user's graph has no trusted TorchScript reference module to be proven equal to.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from contract.files import sha256_file
+from contract.manifest import MANIFEST_NAME, ConstraintEntry, FileEntry, Manifest, Probe, TensorSpec
+from contract.spec import ClassifierSpec, SmootherSpec, load_spec
+from export import card, publish
+from export.errors import ExportError, ExportInputError
+from export.parity import DEFAULT_ATOL, DEFAULT_RTOL
+from export.validation import validate_name, validate_tolerance
+
+logger = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+MAX_ONNX_BYTES = 2 * 1024**3 - 1  # protobuf's limit: a bigger graph would need external data, which is refused
+
+
+class ModelRefusedError(ExportError):
+    """The user's model breaks its declared rules, or is not a model of the declared kind; nothing published."""
+
+    def __init__(self, problems: list[str], source: str):
+        self.problems = list(problems)
+        self.source = source
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(f"refusing {source}: {problems[0]}{more}; nothing was published")
+
+
+@dataclass
+class Prepared:
+    """What a kind adapter hands back for one user model: the graph and every manifest fact."""
+
+    onnx_model: Any  # onnx.ModelProto, final
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    constraints: list[ConstraintEntry]
+    probe: Probe
+    parity: dict[str, Any]
+    info: dict[str, Any]  # Manifest keyword arguments of the kind section
+    found: list[str] = field(default_factory=list)  # what the export found on its own (the report)
+    draw_card: Callable[[Any], None] | None = None  # the card plot (a matplotlib Figure)
+
+
+@dataclass
+class ByomResult:
+    version_dir: Path
+    manifest: Manifest
+    found: list[str]
+
+    def render(self) -> str:
+        lines = [f"exported {self.manifest.kind} {self.manifest.name!r} as version {self.manifest.version}: {self.version_dir}",
+                 "found on its own:"]
+        lines += [f"  {line}" for line in self.found]
+        lines.append("proven by the service's prover and policy (engine onnx) before publishing")
+        return "\n".join(lines)
+
+
+# -- the user's model, as a black box the kind adapters can query ------------------------------
+
+
+class UserSource:
+    """A user's model: what the adapters ask of it, whatever it is (a module or an ONNX file)."""
+
+    label: str  # for messages: "module Fir1d" / "model.onnx"
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        """The model's own answer (eager torch, or ONNX Runtime on the file as given)."""
+        raise NotImplementedError
+
+    def classifier_graph(self, n_features: int) -> Any:
+        """The model as an ONNX graph [N, F] -> [N, L] (onnx.ModelProto)."""
+        raise NotImplementedError
+
+    def parameter_names(self) -> list[str]:
+        return []
+
+    def fingerprint(self) -> tuple[str, str]:
+        """(name, sha256) of the source, for the manifest's provenance."""
+        raise NotImplementedError
+
+
+class ModuleSource(UserSource):
+    def __init__(self, module: Any):
+        import torch
+        from torch import nn
+        from torch.nn.utils import parametrize
+
+        if not isinstance(module, nn.Module):
+            raise ExportInputError(f"export_module needs a torch.nn.Module, got {type(module).__name__}")
+        self.original = module
+        self.label = f"module {type(module).__name__}"
+        self.names = [name for name, _ in module.named_parameters()]
+        folded = copy.deepcopy(module).eval()
+        # torch.nn.utils.parametrize: fold each parametrization into a plain parameter of the same name
+        for sub in list(folded.modules()):
+            if parametrize.is_parametrized(sub):
+                # the copy shares parametrize's generated class with the user's module, and removing a
+                # parametrization deletes its property from that class: give the copy its own class first
+                cls = type(sub)
+                sub.__class__ = type(cls.__name__, cls.__bases__,
+                                     {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")})
+                for tensor_name in list(sub.parametrizations.keys()):
+                    parametrize.remove_parametrizations(sub, tensor_name, leave_parametrized=True)
+        folded.requires_grad_(False)
+        self.module = folded
+        self.torch = torch
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.no_grad():
+            out = self.module(torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)))
+        if not torch.is_tensor(out):
+            raise ExportInputError(f"{self.label}.forward returned {type(out).__name__}, not one tensor")
+        return out.detach().cpu().float().numpy()
+
+    def parameter_names(self) -> list[str]:
+        return self.names
+
+    def classifier_graph(self, n_features: int) -> Any:
+        import onnx
+        import torch
+
+        from export.artifacts import _quiet_exporter
+
+        example = torch.randn(3, n_features, generator=torch.Generator().manual_seed(0))
+        with tempfile.TemporaryDirectory(prefix="monoserve-byom-") as tmp:
+            path = Path(tmp) / ONNX_FILE
+            try:
+                with _quiet_exporter():
+                    torch.onnx.export(self.module, (example,), str(path), input_names=["features"],
+                                      output_names=["output"], dynamo=True,
+                                      dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                                      external_data=False, verbose=False)
+            except Exception as exc:
+                raise ModelRefusedError([f"torch.onnx.export cannot export it: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"],
+                                        self.label) from exc
+            return onnx.load(str(path))
+
+    def fingerprint(self) -> tuple[str, str]:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.original.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return f"{type(self.original).__module__}.{type(self.original).__qualname__}", digest.hexdigest()
+
+
+class OnnxSource(UserSource):
+    def __init__(self, path: str | Path):
+        import onnx
+
+        self.path = Path(path)
+        self.label = str(self.path.name)
+        if not self.path.is_file():
+            raise ExportInputError(f"ONNX file not found: {self.path}")
+        try:
+            self.model = onnx.load(str(self.path), load_external_data=False)
+        except Exception as exc:
+            raise ExportInputError(f"{self.path}: not a readable ONNX model: {exc}") from exc
+        external = [init.name for init in self.model.graph.initializer if init.data_location == onnx.TensorProto.EXTERNAL]
+        if external:
+            raise ModelRefusedError([f"initializer(s) {external[:5]} store their data outside the file (external data "
+                                     "is refused by the service: one self-contained file, covered by one checksum)"], self.label)
+        self._session = None
+
+    def _input_name(self) -> str:
+        initializers = {i.name for i in self.model.graph.initializer}
+        names = [v.name for v in self.model.graph.input if v.name not in initializers]
+        if len(names) != 1:
+            raise ModelRefusedError([f"the graph has inputs {names}: expected exactly one"], self.label)
+        return names[0]
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        import onnxruntime as ort
+
+        if self._session is None:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.inter_op_num_threads = 1
+            try:
+                self._session = ort.InferenceSession(self.model.SerializeToString(), sess_options=options,
+                                                     providers=["CPUExecutionProvider"])
+            except Exception as exc:
+                raise ModelRefusedError([f"ONNX Runtime cannot load it: {str(exc).splitlines()[0]}"], self.label) from exc
+        feed = {self._input_name(): np.ascontiguousarray(inputs, dtype=np.float32)}
+        outputs = self._session.run(None, feed)
+        if len(outputs) != 1:
+            raise ModelRefusedError([f"the graph has {len(outputs)} outputs: expected exactly one"], self.label)
+        return np.asarray(outputs[0], dtype=np.float32)
+
+    def classifier_graph(self, n_features: int) -> Any:
+        del n_features
+        return self.model
+
+    def fingerprint(self) -> tuple[str, str]:
+        return self.path.name, sha256_file(self.path)
+
+
+# -- the entry points -------------------------------------------------------------------------
+
+
+def export_module(module: Any, repo: str | Path, name: str, spec: str | Path | Mapping[str, Any] | ClassifierSpec | SmootherSpec,
+                  *, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL, seed: int = 0,
+                  replace_kind: bool = False) -> ByomResult:
+    """Publish the user's `module` (any torch.nn.Module) as the next version of REPO/NAME.
+
+    `spec`: the declaration (contract.spec: a TOML path or a dict). Kernels computed in forward and
+    torch.nn.utils.parametrize parametrizations are constant-folded; the constrained tensors are
+    located by the export. Raises SpecError / ExportInputError for bad input, ModelRefusedError
+    when the module breaks its declaration (naming the tensor and the user's parameter), and
+    ProofRefusedError when the service's proof refuses the staged version (nothing published).
+    """
+    return _publish_user_model(ModuleSource(module), repo, name, spec, atol, rtol, seed, replace_kind)
+
+
+def import_onnx(path: str | Path, repo: str | Path, name: str, spec: str | Path | Mapping[str, Any] | ClassifierSpec | SmootherSpec,
+                *, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL, seed: int = 0,
+                replace_kind: bool = False) -> ByomResult:
+    """Publish an ONNX file written by anything (torch, Keras, tf2onnx, onnx.helper) as REPO/NAME's next version."""
+    return _publish_user_model(OnnxSource(path), repo, name, spec, atol, rtol, seed, replace_kind)
+
+
+def _publish_user_model(source: UserSource, repo: str | Path, name: str, spec: Any, atol: float, rtol: float,
+                        seed: int, replace_kind: bool) -> ByomResult:
+    import onnx
+
+    from export.core import _package_version, prove_staged
+    from export.kinds import export_kind
+
+    declaration = load_spec(spec)
+    repo = Path(repo)
+    name = validate_name(name)
+    atol, rtol = validate_tolerance("atol", atol), validate_tolerance("rtol", rtol)
+    publish.check_repository_writable(repo)
+    kind = declaration.kind
+    publish.check_kind(repo / name, kind, replace_kind)
+    adapter = export_kind(kind)
+    prepared: Prepared = adapter.prepare_user_model(source, declaration, atol, rtol, seed)
+    data = prepared.onnx_model.SerializeToString()
+    if len(data) > MAX_ONNX_BYTES:
+        raise ModelRefusedError(["the graph is over 2 GiB, which needs external data (refused by the service)"], source.label)
+    source_name, source_sha256 = source.fingerprint()
+    with publish.staging_directory(repo, name) as staging:
+        (staging / ONNX_FILE).write_bytes(data)
+        onnx.checker.check_model(str(staging / ONNX_FILE))
+        if prepared.draw_card is not None:
+            card.write_card_plot(staging / card.CARD_PNG, prepared.draw_card)
+        files = [FileEntry(path=ONNX_FILE, format="onnx", sha256=sha256_file(staging / ONNX_FILE), size=len(data))]
+        opset = next(int(o.version) for o in prepared.onnx_model.opset_import if o.domain in ("", "ai.onnx"))
+        base = dict(
+            name=name, kind=kind, created=datetime.now(timezone.utc), monoserve_version=_package_version("monoserve"),
+            source_checkpoint_sha256=source_sha256, source_checkpoint_name=source_name,
+            provenance={"declaration": declaration.model_dump(), "source": source.label,
+                        "export": {"entry": "export_module" if isinstance(source, ModuleSource) else "import_onnx",
+                                   "onnx": _package_version("onnx"), "onnxruntime": _package_version("onnxruntime"),
+                                   "found": prepared.found}},
+            inputs=prepared.inputs, outputs=prepared.outputs, files=files, constraints=prepared.constraints,
+            probe=prepared.probe, parity=prepared.parity, opset=opset, **prepared.info)
+        manifests: dict[int, Manifest] = {}
+
+        def finalize(version: int) -> None:
+            publish.check_kind(repo / name, kind, replace_kind)
+            manifest = Manifest(version=version, **base)
+            (staging / card.CARD_MD).write_text(card.render_card(manifest, adapter.card_caption), encoding="utf-8")
+            (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+            prove_staged(staging, repo, ["onnx"], allow_unconstrained=False)
+            manifests[version] = manifest
+
+        version, version_dir = publish.publish(staging, repo / name, finalize)
+    logger.info("published %s version %d at %s", name, version, version_dir)
+    return ByomResult(version_dir, manifests[version], prepared.found)
+
+
+def tensor_specs(input_name: str, input_shape: list, output_name: str, output_shape: list) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    return ([TensorSpec(name=input_name, dtype="float32", shape=list(input_shape))],
+            [TensorSpec(name=output_name, dtype="float32", shape=list(output_shape))])
+
