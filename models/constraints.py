@@ -111,10 +111,18 @@ class ExpCumsumKernel(nn.Module):
             kernel = kernel / kernel.sum(-1, keepdim=True)
         return kernel
 
+    @staticmethod
+    def nearest_raw(kernel: torch.Tensor) -> torch.Tensor:
+        """The logits of the representable kernel closest to `kernel`: its increments' logs, with an
+        increment that is not positive raised to the dtype's smallest normal number (kept exactly
+        otherwise, so that a representable kernel maps back onto itself)."""
+        steps = torch.diff(kernel, dim=-1, prepend=torch.zeros_like(kernel[..., :1]))
+        return torch.log(steps.clamp_min(torch.finfo(steps.dtype).tiny))
+
     def right_inverse(self, kernel: torch.Tensor) -> torch.Tensor:
         # increments: k[0], k[1]-k[0], ...; they must be positive for a log to exist
         steps = torch.diff(kernel, dim=-1, prepend=torch.zeros_like(kernel[..., :1]))
-        raw = torch.log(steps.clamp_min(_EPS))
+        raw = self.nearest_raw(kernel)
         if bool((steps <= 0).any()):
             tap = int(torch.nonzero(steps <= 0)[0][-1])
             why = (f"tap {tap} is {kernel[..., tap].reshape(-1)[0].item():.6g}, not above tap {tap - 1}" if tap
@@ -207,7 +215,11 @@ def nonnegative(
 
 def monotone_kernel(module: nn.Module, name: str = "weight", normalize: bool = True) -> nn.Module:
     """Register `ExpCumsumKernel` on `module.<name>` (a [K] kernel)."""
-    parametrize.register_parametrization(module, name, ExpCumsumKernel(normalize))
+    parametrization = ExpCumsumKernel(normalize)
+    tensor = getattr(module, name)
+    with torch.no_grad():  # the initial value, moved explicitly to the nearest kernel the parametrization represents
+        tensor.copy_(parametrization(parametrization.nearest_raw(tensor.detach())))
+    parametrize.register_parametrization(module, name, parametrization)
     return module
 
 

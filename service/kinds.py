@@ -1,7 +1,11 @@
-"""One adapter per model kind, service side: what the prover and the registry do differently per kind.
+"""One adapter per model kind, service side: the one registry of kinds for the prover, the
+registry and the endpoint pipeline.
 
-Adding a kind means adding one class here (and one in export/kinds.py), not a branch in every
-function. numpy and the manifest only: no torch.
+Each adapter says what the proof checks for its kind (policy rules at the weights' point of use, the
+certificate's plan, the reference module's rules, warm-up inputs) and how the pipeline serves it
+(`prepare` a decoded request against the version that will serve it, `infer`, name the outputs in
+`result`: the pipeline's ModelKind). Adding a kind means adding one class here (and one in
+export/kinds.py), not a branch in every function. numpy and the manifest only: no torch.
 """
 
 from __future__ import annotations
@@ -13,7 +17,12 @@ import numpy as np
 
 from contract.checks import check_rule
 from contract.manifest import KINDS, Manifest
+from contract.modes import EDGE_MODES
 from contract.policy import CLASSIFIER_RULE, NORMALIZED_RULE, SMOOTHER_RULES, SUM_TOLERANCE
+from service import codec
+from service.errors import BadRequestError, PayloadTooLargeError
+from service.inference import ClassifyCall, SmoothCall, decisions, infer_classify, infer_smooth, records_to_array
+from service.pipeline import InferRequest, InferResult, Limits
 
 # certify()'s features: (column or None for the whole tensor, name, direction), per seed tensor.
 Proofs = list[tuple[str, list[tuple[int | None, str, str]]]]
@@ -70,6 +79,32 @@ class ServiceKind(ABC):
     def expected_shape(self, manifest: Manifest, shape: tuple[int, ...]) -> tuple[int, ...]:
         """The output shape the graph must give for an input of `shape`."""
 
+    # -- serving (service.pipeline.ModelKind) --
+    batchable: ClassVar[bool] = False  # small requests may share an engine call through the dynamic batcher
+
+    name: ClassVar[str]  # the pipeline's name for the kind: the manifest's kind
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name = cls.kind
+
+    @abstractmethod
+    def prepare(self, served: Any, request: InferRequest, limits: Limits) -> Any:
+        """The request checked against the version that will serve it (400/413 naming the field)."""
+
+    @abstractmethod
+    def work(self, call: Any) -> int:
+        """Input elements: with the model's warm-up cost model, what decides whether it may run inline."""
+
+    @abstractmethod
+    def infer(self, call: Any, settings: Any) -> np.ndarray: ...
+
+    def batch_input(self, call: Any) -> np.ndarray:
+        raise NotImplementedError(f"{self.kind} requests are not batched")
+
+    @abstractmethod
+    def result(self, call: Any, output: np.ndarray) -> InferResult: ...
+
 
 class SmootherKind(ServiceKind):
     kind = "smoother"
@@ -118,11 +153,50 @@ class SmootherKind(ServiceKind):
     def expected_shape(self, manifest: Manifest, shape: tuple[int, ...]) -> tuple[int, ...]:
         return (*shape[:2], shape[2] + manifest.smoother.kernel_size - 1)  # the full correlation
 
+    # -- serving --
+    def prepare(self, served: Any, request: InferRequest, limits: Limits) -> SmoothCall:
+        info = served.manifest.smoother
+        assert info is not None
+        signal = request.inputs
+        if signal is None:
+            raise BadRequestError("missing the signal to smooth", field="signal")
+        mode = request.params.get("mode") or info.default_mode
+        if mode not in EDGE_MODES or mode not in info.edge_modes:
+            raise BadRequestError(f"unknown mode {str(mode)[:40]!r}; expected one of {list(info.edge_modes)}", field="mode")
+        if not 1 <= signal.ndim <= 3:
+            raise BadRequestError(
+                f"'signal' must have 1 to 3 dimensions ([L], [C, L] or [B, C, L]), got {signal.ndim} (shape {list(signal.shape)})",
+                field="signal", shape=list(signal.shape))
+        if signal.size == 0:
+            raise BadRequestError(f"'signal' is empty (shape {list(signal.shape)})", field="signal", shape=list(signal.shape))
+        length = signal.shape[-1]
+        if length > limits.max_signal_length:
+            raise PayloadTooLargeError(f"signal length {length} exceeds the limit of {limits.max_signal_length} samples",
+                                       field="signal", limit=limits.max_signal_length)
+        kernel = info.kernel_size
+        if mode == "valid" and length < kernel:
+            raise BadRequestError(
+                f"mode 'valid' needs at least {kernel} samples (the kernel size), got {length}",
+                field="signal", kernel_size=kernel, length=length)
+        codec.check_finite(signal, "signal")
+        rank = signal.ndim
+        return SmoothCall(served, signal.reshape((1,) * (3 - rank) + signal.shape), rank, mode)
+
+    def work(self, call: SmoothCall) -> int:
+        return int(call.signal.size)
+
+    def infer(self, call: SmoothCall, settings: Any) -> np.ndarray:
+        return infer_smooth(call, method=settings.smooth_method)
+
+    def result(self, call: SmoothCall, output: np.ndarray) -> InferResult:
+        return InferResult(call.served, {"smoothed": output}, {"mode": call.mode})
+
 
 class ClassifierKind(ServiceKind):
     kind = "classifier"
     section = "classifier"
     reference_class = "ClassifierScores"
+    batchable = True
 
     def summary(self, manifest: Manifest) -> dict[str, Any]:
         info = manifest.classifier
@@ -194,6 +268,48 @@ class ClassifierKind(ServiceKind):
 
     def expected_shape(self, manifest: Manifest, shape: tuple[int, ...]) -> tuple[int, ...]:
         return (shape[0], len(manifest.classifier.labels))
+
+    # -- serving --
+    def prepare(self, served: Any, request: InferRequest, limits: Limits) -> ClassifyCall:
+        info = served.manifest.classifier
+        assert info is not None
+        names = [f.name for f in info.features]
+        features = records_to_array(request.records, names) if request.records is not None else request.inputs
+        if features is None:
+            raise BadRequestError("missing the instances to classify", field="instances")
+        if features.size == 0:
+            raise BadRequestError(f"'instances' is empty (shape {list(features.shape)})", field="instances")
+        if features.ndim != 2:
+            raise BadRequestError(
+                f"'instances' must be a list of instances, each a list of {len(names)} numbers: got shape {list(features.shape)}",
+                field="instances", shape=list(features.shape))
+        limits.check_rows(int(features.shape[0]), "instances")
+        if features.shape[1] != len(names):
+            raise BadRequestError(
+                f"each instance needs {len(names)} features {names}, got {features.shape[1]}",
+                field="instances", expected=len(names), got=int(features.shape[1]), features=names)
+        codec.check_finite(features, "instances")
+        return ClassifyCall(served, features)
+
+    def work(self, call: ClassifyCall) -> int:
+        return int(call.features.size)
+
+    def infer(self, call: ClassifyCall, settings: Any) -> np.ndarray:
+        return infer_classify(call)
+
+    def batch_input(self, call: ClassifyCall) -> np.ndarray:
+        return call.features
+
+    def result(self, call: ClassifyCall, output: np.ndarray) -> InferResult:
+        info = call.served.manifest.classifier
+        assert info is not None
+        # One label: one probability per instance; several labels: one list per instance.
+        scores = np.ascontiguousarray(output[:, 0] if len(info.labels) == 1 else output)
+        # one threshold for every label (a number), or one per label (a list in `labels` order)
+        threshold = info.decision_threshold
+        return InferResult(call.served, {"scores": scores},
+                           {"labels": info.labels, "threshold": threshold,
+                            "decisions": decisions(output, info.labels, threshold)})
 
 
 SERVICE_KINDS: dict[str, ServiceKind] = {adapter.kind: adapter for adapter in (SmootherKind(), ClassifierKind())}

@@ -14,7 +14,7 @@ import numpy as np
 from service import codec
 from service.errors import BadRequestError
 from service.pipeline import Encoded, InferRequest, InferResult, Limits
-from service.stream_http import STATE_HEADER, flag
+from service.stream_http import STATE_HEADER, STREAM_KIND, flag
 
 SMOOTH_FIELDS = frozenset({"signal", "model", "version", "mode", "stream", "state", "end"})  # the last 3: service.stream_http
 CLASSIFY_FIELDS = frozenset({"instances", "model", "version"})
@@ -125,7 +125,7 @@ class SmoothAdapter:
         if "stream" in params or "state" in params or "end" in params or STATE_HEADER in headers:
             stream = _stream_context(params, headers)
             if stream is not None:
-                kind, context["stream"] = "smoother_stream", stream
+                context["stream"], context["kind"] = stream, STREAM_KIND  # the stream's step, on the smoother
         return InferRequest(kind, model_param(params.get("model")), version_param(params.get("version")),
                             inputs=signal, params={"mode": mode}, context=context)
 

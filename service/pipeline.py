@@ -24,10 +24,12 @@ Plugging in a protocol: write a `ProtocolAdapter`, i.e. an object with
 Then call `await handle(service, adapter, receive, headers, query_string)`; path parameters (a
 model name in the URL) go into the adapter instance or the decoded `InferRequest.model`.
 
-Model kinds are plugged the same way: one `ModelKind` per kind (service.inference: smoother,
-classifier) supplies `prepare`, `work`, `infer`, `result`; the pipeline never branches on kind. An
-adapter may hand a request its own `ModelKind` in `InferRequest.context["kind"]` (the chunks of a
-gRPC stream's smoother sequence: service.grpc_stream), still resolved, limited and answered here.
+Model kinds are plugged the same way: one `ModelKind` per kind (service.kinds, the one registry
+of kinds that the prover uses too: smoother, classifier) supplies `prepare`, `work`, `infer`,
+`result`; the pipeline never branches on kind. An adapter may hand a request its own `ModelKind`
+in `InferRequest.context["kind"]` (a step of a stream on a smoother: service.stream_http for
+/smooth with a carried state, service.grpc_stream for a gRPC sequence), optionally with its own
+`resolve` (the version a stream is pinned to), still limited and answered here.
 Limits, resolution, inference (with batching), metrics and errors are shared by all protocols.
 """
 
@@ -419,10 +421,10 @@ _KINDS: Mapping[str, ModelKind] | None = None
 
 def _kinds() -> Mapping[str, ModelKind]:
     global _KINDS
-    if _KINDS is None:  # imported on first use: service.inference imports this module
-        from service.inference import KINDS
+    if _KINDS is None:  # imported on first use: service.kinds imports this module
+        from service.kinds import SERVICE_KINDS
 
-        _KINDS = KINDS
+        _KINDS = SERVICE_KINDS
     return _KINDS
 
 

@@ -64,3 +64,22 @@ def test_importing_the_serving_path_leaves_torch_out(module):
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", f"importing {module} imported {result.stdout.strip()}"
+
+
+def test_one_registry_of_kinds_serves_the_prover_and_the_pipeline():
+    """One adapter object per manifest kind, the same for the proof and for every endpoint; no
+    module of the service branches on a kind's name instead."""
+    import re
+
+    from contract.manifest import KINDS
+    from service import pipeline
+    from service.kinds import SERVICE_KINDS, ServiceKind, service_kind
+
+    assert pipeline._kinds() is SERVICE_KINDS and tuple(SERVICE_KINDS) == KINDS
+    for name, adapter in SERVICE_KINDS.items():
+        assert isinstance(adapter, ServiceKind) and adapter.name == name and service_kind(name) is adapter
+    branches = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+                for path in sorted((ROOT / "service").rglob("*.py"))
+                for number, line in enumerate(path.read_text().splitlines(), 1)
+                if re.search(r"\bkind\s*==\s*['\"]", line)]
+    assert branches == []
