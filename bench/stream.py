@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 RESULTS = REPO_ROOT / "bench" / "results"
+
+from run import cpu_seconds, free_port, wait_ready  # noqa: E402 - the harness's own helpers
 SERVER_CPUS = "0"
 CLIENT_CPUS = {1}
 CHANNELS = 8
@@ -46,39 +47,12 @@ def npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def start_server(repo: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "MONOSERVE_CPU_THREADS": "1", "MONOSERVE_STREAM_MAX_OPEN": "1024",
            "MONOSERVE_STREAM_IDLE_TIMEOUT_S": "120", "MONOSERVE_LOG_LEVEL": "WARNING", "MONOSERVE_POLL_INTERVAL_S": "0"}
     command = ["taskset", "-c", SERVER_CPUS, sys.executable, "-m", "monoserve.cli", "serve", "--repo", str(repo),
-               "--host", "127.0.0.1", "--port", str(port)]
+               "--host", "127.0.0.1", "--port", str(port), "--grpc-port", "0"]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def wait_ready(base: str, process: subprocess.Popen) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the server did not become ready")
 
 
 def serving_pid(process: subprocess.Popen) -> int:
@@ -159,16 +133,16 @@ def main() -> int:
     process = start_server(repo, port)
     runs = []
     try:
-        wait_ready(base, process)
+        wait_ready(process, f"{base}/readyz")
         pid = serving_pid(process)
         sizes = [256] if args.quick else [64, 256, 1024]
         for binary in (True, False):
             for samples in sizes:
                 for streams in (1, 64):
                     url = f"ws://127.0.0.1:{port}/smooth/stream?model=smoother&mode=causal"
-                    before = cpu_seconds(pid)
+                    before = cpu_seconds([pid])
                     result = asyncio.run(run_streams(url, streams, samples, binary, args.duration))
-                    server_cpu = cpu_seconds(pid) - before
+                    server_cpu = cpu_seconds([pid]) - before
                     result.update(format="npy" if binary else "json", channels=CHANNELS, samples=samples,
                                   streams=streams, server_cpu_s=server_cpu,
                                   frames_per_server_cpu_s=result["frames"] / server_cpu if server_cpu else None)
