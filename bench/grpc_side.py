@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
-"""OIP gRPC side by side (issue 20): the service, MLServer and Triton (PyTriton) on the same tensors,
+"""OIP gRPC side by side (issue 20): the service, MLServer, KServe and Triton (PyTriton) on the same tensors,
 sent as ModelInfer with raw_input_contents by bench/grpc_load.py (N calls in flight, a fixed duration).
 
-    .venv/bin/python bench/grpc_side.py [--servers monoserve,mlserver,pytriton] [--workloads ...] [--duration 4]
+    .venv/bin/python bench/grpc_side.py [--servers monoserve,mlserver,kserve,pytriton] [--workloads ...] [--duration 4]
 
 As bench/run.py does for HTTP: each server alone, pinned to CPU 0 (taskset), the load generator in its
 own process on CPU 1, loopback only; every answer checked against in-process ONNX Runtime before a
 workload is timed; the server's CPU time read from /proc over the timed window. Concurrency 1 and 64
 (8 x 125,000 smooth: 1). Writes bench/results/grpc_side.json and prints a Markdown table
-(docs/performance.md). KServe's gRPC server is not run (see docs/performance.md).
+(docs/performance.md). `make bench-grpc` runs it.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from workloads import WORKLOADS, Workload  # noqa: E402
 log = logging.getLogger("bench.grpc_side")
 RESULTS = BENCH_DIR / "results" / "grpc_side.json"
 GRPC_WORKLOADS = ("classify_1_oipbin", "classify_64_oipbin", "smooth_medium_oipbin", "smooth_large_oipbin")
-GRPC_SERVERS = ("monoserve", "mlserver", "pytriton")
+GRPC_SERVERS = ("monoserve", "mlserver", "kserve", "pytriton")
 HEAVY = "smooth_large_oipbin"  # seconds per request on a peer: one call in flight
 
 
