@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install test serve models bench soak container-check clean
+.PHONY: install test serve models bench bench-grpc soak container-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ container-check:
 # which bench/peers/setup.py installs into bench/work/peers/ the first time; BENCH_ARGS=--peers=none skips them).
 bench: $(STAMP)
 	$(PY) bench/run.py $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+# OIP gRPC side by side (bench/grpc_side.py, about 4 min): the service, MLServer, KServe, PyTriton; same pinning.
+bench-grpc: $(STAMP)
+	$(PY) bench/grpc_side.py $(GRPC_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -66,6 +66,13 @@ def measure(sends: dict[str, Callable[[], object]], requests: int) -> dict[str, 
     return summary
 
 
+def raw_infer_request(model: str, name: str, array: np.ndarray) -> bytes:
+    """A serialized ModelInferRequest carrying `array` (float32) as raw_input_contents."""
+    message = service_pb2.ModelInferRequest(model_name=model, raw_input_contents=[array.astype("<f4").tobytes()])
+    message.inputs.add(name=name, datatype="FP32", shape=list(array.shape))
+    return message.SerializeToString()
+
+
 def npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)
@@ -85,9 +92,7 @@ def cases(http: httpx.Client, channel: grpc.Channel, tc: triton.InferenceServerC
                "classify 64 rows": (classifier, "features", rng.standard_normal((64, features)).astype(np.float32)),
                "smooth 8 x 125,000": (smoother, "signal", rng.standard_normal((8, 125_000)).astype(np.float32))}
     for workload, (model, name, array) in tensors.items():
-        message = service_pb2.ModelInferRequest(model_name=model, raw_input_contents=[array.tobytes()])
-        message.inputs.add(name=name, datatype="FP32", shape=list(array.shape))
-        body = message.SerializeToString()
+        body = raw_infer_request(model, name, array)
         tensor = triton.InferInput(name, list(array.shape), "FP32")
         tensor.set_data_from_numpy(array)
         head = orjson.dumps({"inputs": [{"name": name, "shape": list(array.shape), "datatype": "FP32",

@@ -2,7 +2,9 @@
 custom model: a kserve.Model whose predict takes an InferRequest and returns an InferResponse.
 One worker, 127.0.0.1 (uvicorn under ModelServer), access log off.
 
-    PEER_SMOOTHER=... PEER_CLASSIFIER=... python kserve_server.py PORT
+    PEER_SMOOTHER=... PEER_CLASSIFIER=... python kserve_server.py PORT GRPC_PORT [grpc]
+
+Its gRPC server (OIP ModelInfer) runs only with the third argument `grpc` (bench/grpc_side.py).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class OnnxModel(kserve.Model):
 if __name__ == "__main__":
     models = Models()
     server = kserve.ModelServer(http_port=int(sys.argv[1]), grpc_port=int(sys.argv[2]), workers=1,
-                                enable_grpc=False, enable_docs_url=False, enable_latency_logging=False)
+                                enable_grpc=sys.argv[3:4] == ["grpc"], enable_docs_url=False, enable_latency_logging=False)
     for name in ("uvicorn.access", "uvicorn.error", "kserve", "kserve.trace"):  # logs off (configured by ModelServer)
         logging.getLogger(name).setLevel(logging.WARNING)
     server.start([OnnxModel("smoother", models, "smoothed", models.smooth),
