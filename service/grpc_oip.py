@@ -413,12 +413,18 @@ class InferenceService:
         """One answer per request, in order; a failed request answers error_message and the stream goes on."""
         from service.grpc_stream import StreamSession
 
+        hub = self.service.streams
+        try:  # one of the worker's open streams (MONOSERVE_STREAM_MAX_OPEN), as a WebSocket stream is
+            hub.acquire()
+        except ServiceError as exc:
+            await abort(context, exc.status, exc.message, exc.headers)
         session = StreamSession(self.service, _metadata(context))
         try:
             async for body in requests:
                 yield await session.answer(body)
         finally:
             session.close()
+            hub.release()
 
     # -- the model repository (the control API's token rule) --
     async def _control(self, context: grpc.aio.ServicerContext) -> Lifecycle:

@@ -125,6 +125,9 @@ class StreamAdapter(GrpcInferAdapter):
         super().__init__(service, ROUTE, drop=SEQUENCE_PARAMETERS)
         self.sequences: dict[int | str, SmoothStream] = {}
         self.current: SequenceCall | None = None  # the sequence chunk being answered, if any
+        settings = service.settings
+        self.held = Limits(service.budget, settings.max_elements, settings.max_rows,
+                           settings.max_signal_length)  # the sequences' states, until the stream ends
 
     def decode(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str], limits: Limits) -> InferRequest:
         message = parse_infer_request(body, limits)
@@ -160,6 +163,10 @@ class StreamAdapter(GrpcInferAdapter):
                 raise BadRequestError(f"this stream has {MAX_SEQUENCES} open sequences, the most one stream holds: "
                                       f"end one (sequence_end) first", field="sequence_id")
             stream = SmoothStream.open(served, io.query(request)["mode"])
+            channels = tensor.array.shape[0] if tensor.array.ndim == 2 else 1
+            # the tail this sequence keeps between requests, held in the in-flight budget until the
+            # stream ends (a restarted id reserves anew: the stream's own budget, returned at its close)
+            self.held.reserve(channels * (stream.kernel_size - 1) * 4, "a sequence's state")
             self.sequences[sequence_id] = stream  # a start on an open id begins it anew (Triton's)
         else:
             stream = self.sequences.get(sequence_id)
@@ -213,3 +220,4 @@ class StreamSession:
 
     def close(self) -> None:
         self.adapter.sequences.clear()
+        self.adapter.held.close()

@@ -654,3 +654,29 @@ def test_serve_grpc_port_flag(repo, monkeypatch, capsys):
     from service.settings import Settings
 
     assert Settings().grpc_port == 8001
+
+
+def test_streams_count_against_the_workers_stream_cap(tmp_path_factory):
+    """ModelStreamInfer holds one of the worker's open streams (MONOSERVE_STREAM_MAX_OPEN), as a
+    WebSocket stream does: beyond the cap a new stream is RESOURCE_EXHAUSTED with a retry hint, and
+    once the open one ends a new one is answered."""
+    own = fresh_repo(tmp_path_factory.mktemp("grpc-stream-cap"))
+    context, target = grpc_server(own, MONOSERVE_STREAM_MAX_OPEN="1")
+    rows = np.ones((1, len(CLASSIFIER_FEATURES)), np.float32)
+    request = service_pb2.ModelInferRequest(model_name="classifier", raw_input_contents=[rows.tobytes()])
+    request.inputs.add(name="features", datatype="FP32", shape=list(rows.shape))
+    with context, grpc.insecure_channel(target) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        held: queue.Queue = queue.Queue()
+        held.put(request)
+        first = stub.ModelStreamInfer(iter(held.get, None))  # open until None is put
+        assert not next(first).error_message  # the first stream is open and answering
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stub.ModelStreamInfer(iter([request]), timeout=30))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value.details()
+        assert "MONOSERVE_STREAM_MAX_OPEN" in refused.value.details()
+        assert "grpc-retry-pushback-ms" in dict(refused.value.trailing_metadata() or ())
+        held.put(None)
+        assert list(first) == []  # the first stream ends normally
+        answers = list(stub.ModelStreamInfer(iter([request]), timeout=30))
+        assert len(answers) == 1 and not answers[0].error_message
