@@ -223,7 +223,8 @@ class OnnxSource(UserSource):
 
 def export_module(module: Any, repo: str | Path, name: str, spec: str | Path | Mapping[str, Any] | ClassifierSpec | SmootherSpec,
                   *, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL, seed: int = 0,
-                  replace_kind: bool = False) -> ByomResult:
+                  replace_kind: bool = False, sign_key: str | Path | None = None,
+                  sign_key_password: str | None = None) -> ByomResult:
     """Publish the user's `module` (any torch.nn.Module) as the next version of REPO/NAME.
 
     `spec`: the declaration (contract.spec: a TOML path or a dict). Kernels computed in forward and
@@ -231,19 +232,24 @@ def export_module(module: Any, repo: str | Path, name: str, spec: str | Path | M
     located by the export. Raises SpecError / ExportInputError for bad input, ModelRefusedError
     when the module breaks its declaration (naming the tensor and the user's parameter), and
     ProofRefusedError when the service's proof refuses the staged version (nothing published).
+    `sign_key`: as for export_checkpoint, the version is published signed (VERSION/model.sig).
     """
-    return _publish_user_model(ModuleSource(module), repo, name, spec, atol, rtol, seed, replace_kind)
+    return _publish_user_model(ModuleSource(module), repo, name, spec, atol, rtol, seed, replace_kind,
+                               sign_key, sign_key_password)
 
 
 def import_onnx(path: str | Path, repo: str | Path, name: str, spec: str | Path | Mapping[str, Any] | ClassifierSpec | SmootherSpec,
                 *, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL, seed: int = 0,
-                replace_kind: bool = False) -> ByomResult:
+                replace_kind: bool = False, sign_key: str | Path | None = None,
+                sign_key_password: str | None = None) -> ByomResult:
     """Publish an ONNX file written by anything (torch, Keras, tf2onnx, onnx.helper) as REPO/NAME's next version."""
-    return _publish_user_model(OnnxSource(path), repo, name, spec, atol, rtol, seed, replace_kind)
+    return _publish_user_model(OnnxSource(path), repo, name, spec, atol, rtol, seed, replace_kind,
+                               sign_key, sign_key_password)
 
 
 def _publish_user_model(source: UserSource, repo: str | Path, name: str, spec: Any, atol: float, rtol: float,
-                        seed: int, replace_kind: bool) -> ByomResult:
+                        seed: int, replace_kind: bool, sign_key: str | Path | None = None,
+                        sign_key_password: str | None = None) -> ByomResult:
     import onnx
 
     from export.core import _package_version, prove_staged
@@ -286,6 +292,10 @@ def _publish_user_model(source: UserSource, repo: str | Path, name: str, spec: A
             (staging / card.CARD_MD).write_text(card.render_card(manifest, adapter.card_caption), encoding="utf-8")
             (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
             prove_staged(staging, repo, ["onnx"], allow_unconstrained=False)
+            if sign_key is not None:  # last: it covers the card and the manifest just written
+                from contract.signing import sign_version
+
+                sign_version(staging, sign_key, sign_key_password)
             manifests[version] = manifest
 
         version, version_dir = publish.publish(staging, repo / name, finalize)

@@ -45,6 +45,7 @@ def precheck(args: argparse.Namespace) -> None:
         if getattr(args, label) is not None:
             validate_tolerance(label, getattr(args, label))
     validate_opset(args.opset)
+    check_sign_key(args)
     if args.module is not None or args.spec is not None or args.state_dict is not None:
         if args.checkpoint is not None:
             raise ExportInputError("give either a checkpoint or --module with --spec, not both")
@@ -59,6 +60,9 @@ def precheck(args: argparse.Namespace) -> None:
     if not args.checkpoint.is_file():
         raise ExportInputError(f"checkpoint not found: {args.checkpoint}")
     check_repository_writable(args.repo)
+
+
+def check_sign_key(args: argparse.Namespace) -> None:
     sign_key = getattr(args, "sign_key", None)
     if sign_key is not None and not sign_key.is_file():
         raise ExportInputError(f"signing key not found: {sign_key}")
@@ -126,6 +130,7 @@ def register(subparsers) -> None:
     importer.add_argument("--rtol", type=float, default=None, help="relative parity tolerance (default 1e-5)")
     importer.add_argument("--replace-kind", action="store_true",
                           help="publish even when NAME holds versions of another model kind")
+    add_sign_argument(importer)
     importer.set_defaults(func=run_import)
 
     sign = subparsers.add_parser(
@@ -252,6 +257,7 @@ def run_import(args: argparse.Namespace) -> int:
         if not args.onnx_file.is_file():
             raise ExportInputError(f"ONNX file not found: {args.onnx_file}")
         check_repository_writable(args.repo)
+        check_sign_key(args)
     except ExportInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -321,13 +327,18 @@ def _run_user_model(args: argparse.Namespace, source: str) -> int:
 
     tolerances = dict(atol=DEFAULT_ATOL if args.atol is None else args.atol,
                       rtol=DEFAULT_RTOL if args.rtol is None else args.rtol)
+    import os
+
+    signing = dict(sign_key=args.sign_key, sign_key_password=os.environ.get("MONOSERVE_SIGN_KEY_PASSWORD"))
     try:
         with _sigterm_as_exit():
             if source == "module":
                 model = load_user_module(args.module, args.state_dict)
-                result = export_module(model, args.repo, args.name, spec, replace_kind=args.replace_kind, **tolerances)
+                result = export_module(model, args.repo, args.name, spec, replace_kind=args.replace_kind, **tolerances,
+                                       **signing)
             else:
-                result = import_onnx(args.onnx_file, args.repo, args.name, spec, replace_kind=args.replace_kind, **tolerances)
+                result = import_onnx(args.onnx_file, args.repo, args.name, spec, replace_kind=args.replace_kind, **tolerances,
+                                     **signing)
     except ExportInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

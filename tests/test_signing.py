@@ -318,3 +318,34 @@ def test_certificate_chain_as_trust_root(tmp_path, capsys):
     sign_version(version_dir, rogue_key, certificate=rogue_cert)
     refused = prove(version_dir, trusted)
     assert refused.signature["reason"] == "untrusted" and "mallory publisher" in refused.steps[0].message
+
+
+def test_bring_your_own_model_exports_and_imports_are_signed_with_sign_key(tmp_path, keys, capsys):
+    """`monoserve export --module ... --sign-key` and `monoserve import ... --sign-key` publish signed
+    versions like a checkpoint's export (the key is never silently ignored)."""
+    from pathlib import Path as _Path
+
+    user_models = _Path(__file__).parent / "byom" / "user_models.py"
+    private, public = keys["ours"]
+    repo = tmp_path / "repo"
+    spec = tmp_path / "fir.toml"
+    spec.write_text('kind = "smoother"\nmode = "same"\nnormalized = true\n')
+    argv = ["export", "--module", f"{user_models}:Fir1dCumsum", "--spec", str(spec), "--repo", str(repo),
+            "--name", "fir"]
+    assert monoserve_main([*argv, "--sign-key", str(tmp_path / "missing.key")]) == 2  # checked before any work
+    assert monoserve_main([*argv, "--sign-key", str(private)]) == 0
+    exported = repo / "fir" / "1"
+    import onnx
+    from test_byom import helper_classifier
+
+    onnx.save(helper_classifier(), tmp_path / "helper.onnx")
+    classifier_spec = tmp_path / "helper.toml"
+    classifier_spec.write_text('kind = "classifier"\nfeatures = ["income", "debt", "age"]\nlabels = ["default"]\n'
+                               'output = "logits"\nmonotone = "final"\n')
+    assert monoserve_main(["import", str(tmp_path / "helper.onnx"), "--spec", str(classifier_spec), "--repo",
+                           str(repo), "--name", "imported", "--sign-key", str(private)]) == 0
+    for version_dir in (exported, repo / "imported" / "1"):
+        assert (version_dir / SIGNATURE_NAME).is_file(), version_dir
+        report = prove(version_dir, TrustedKeys.from_paths([public]))
+        assert report.ok and report.signature["status"] == "verified", report.render()
+    capsys.readouterr()
