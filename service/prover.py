@@ -143,6 +143,16 @@ class ProvenVersion:
         return self.manifest.kind
 
     @cached_property
+    def artifact_digest(self) -> str:
+        """What identifies the version's artifact beyond its number: the checksums its manifest lists
+        (computed once: a carried stream state names it on every request)."""
+        import hashlib
+
+        manifest = self.manifest
+        text = "\n".join(f"{f.path}:{f.sha256}" for f in manifest.files)
+        return hashlib.sha256(f"{manifest.name}\n{manifest.version}\n{text}".encode()).hexdigest()[:32]
+
+    @cached_property
     def _cost(self) -> tuple[float, float]:
         warmup = next(s for s in self.report.steps if s.step == "warmup")
         cost = warmup.details["cost"]

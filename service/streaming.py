@@ -69,6 +69,7 @@ import numpy as np
 import orjson
 
 from contract.modes import EDGE_MODES, mode_slice
+from service import codec
 from service.convolve import choose_method, full_correlation
 from service.errors import BadRequestError, ServiceError, VersionGoneError
 
@@ -78,13 +79,6 @@ if TYPE_CHECKING:
 
 STATE_FORMAT = 1
 _MAC_BYTES = 32
-
-
-def version_digest(served: ProvenVersion) -> str:
-    """What identifies a version's artifact beyond its number: the checksums its manifest lists."""
-    manifest = served.manifest
-    text = "\n".join(f"{f.path}:{f.sha256}" for f in manifest.files)
-    return hashlib.sha256(f"{manifest.name}\n{manifest.version}\n{text}".encode()).hexdigest()[:32]
 
 
 def _slice_bounds(mode: str, kernel_size: int) -> int:
@@ -162,11 +156,8 @@ class SmoothStream:
             raise BadRequestError(f"this stream has {self.channels} channel(s) (fixed by its first chunk), the chunk "
                                   f"has {channels}", field=field, expected=self.channels, got=channels)
         chunk = np.ascontiguousarray(chunk, dtype=np.float32)
-        if samples and not np.isfinite(chunk).all():
-            bad = np.argwhere(~np.isfinite(chunk))
-            raise BadRequestError(f"'{field}' contains {len(bad)} non-finite value(s) (NaN, Inf, or beyond float32 "
-                                  f"range); first at index {[int(i) for i in bad[0]]}", field=field,
-                                  index=[int(i) for i in bad[0]])
+        if samples:
+            codec.check_finite(chunk, field)  # the service's one finite check (a fast path for small chunks)
         return chunk
 
     def push(self, chunk: np.ndarray, method: str = "auto") -> np.ndarray:
@@ -240,7 +231,7 @@ class SmoothStream:
 
     # -- state ----------------------------------------------------------------------------------
     def header(self, issued: float) -> dict[str, Any]:
-        return {"f": STATE_FORMAT, "model": self.model, "version": self.version, "digest": version_digest(self.served),
+        return {"f": STATE_FORMAT, "model": self.model, "version": self.version, "digest": self.served.artifact_digest,
                 "mode": self.mode, "channels": self.channels, "seen": self.seen, "issued": round(issued, 3)}
 
 
@@ -329,8 +320,8 @@ def pinned_version(registry: ModelRegistry, model: str, version: int, digest: st
         raise VersionGoneError(f"model {model!r} version {version}, which this stream is pinned to, is no longer "
                                f"served: start a new stream", model=model, version=version)
     if served is not None and current is not served and digest is None:
-        digest = version_digest(served)  # proved again (e.g. unloaded and loaded): the same files are the same kernel
-    if current is not served and digest is not None and version_digest(current) != digest:
+        digest = served.artifact_digest  # proved again (e.g. unloaded and loaded): the same files are the same kernel
+    if current is not served and digest is not None and current.artifact_digest != digest:
         raise VersionGoneError(f"model {model!r} version {version}, which this stream is pinned to, was replaced by "
                                f"other files: start a new stream", model=model, version=version)
     return current
