@@ -37,20 +37,28 @@ def infer_smooth(call: SmoothCall, method: str = "auto") -> np.ndarray:
     """
     info = call.served.manifest.smoother
     assert info is not None
-    batch, channels, length = call.signal.shape
-    kernel = call.served.tensors.get("kernel")
-    on_cpu = call.served.engine.device == "cpu"
+    length = call.signal.shape[-1]
+    full = full_correlation_of(call.served, call.signal, method)
+    out = full[..., mode_slice(call.mode, length, info.kernel_size)]
+    return out.reshape(out.shape[3 - call.rank:])
+
+
+def full_correlation_of(served: ProvenVersion, signal: np.ndarray, method: str = "auto") -> np.ndarray:
+    """The graph's full correlation of `signal` [B, C, L] float32: [B, C, L + K - 1], by the method
+    `infer_smooth` documents (one choice for one-shot /smooth and for streams, so both agree)."""
+    info = served.manifest.smoother
+    assert info is not None
+    batch, channels, length = signal.shape
+    kernel = served.tensors.get("kernel")
+    on_cpu = served.engine.device == "cpu"
     if method == "auto":
         method = choose_method(info.kernel_size, length) if on_cpu else "engine"
     if method != "engine" and (kernel is None or kernel.size != info.kernel_size or not on_cpu):
         method = "engine"
     if method == "engine":
-        full = call.served.engine.run(call.signal)  # [B, C, L + K - 1]
-    else:
-        flat = call.signal.reshape(batch * channels, length)
-        full = full_correlation(flat, kernel, method=method).reshape(batch, channels, -1)
-    out = full[..., mode_slice(call.mode, length, info.kernel_size)]
-    return out.reshape(out.shape[3 - call.rank:])
+        return served.engine.run(signal)  # [B, C, L + K - 1]
+    flat = signal.reshape(batch * channels, length)
+    return full_correlation(flat, kernel, method=method).reshape(batch, channels, -1)
 
 
 

@@ -112,11 +112,11 @@ def _decode_frame(message: dict[str, Any], limits: Limits) -> tuple[np.ndarray |
     text = message.get("text")
     if text is None:
         raise BadRequestError("empty frame: send a .npy chunk (binary) or a JSON object (text)")
-    values = text.count(",") + 1
     limits.reserve(len(text), "the frame")
-    limits.admit(values, JSON_FRAME_BYTES_PER_VALUE, "signal", extra_bytes=text.count("[") * native.JSON_BYTES_PER_LIST)
-    body = text.encode() if isinstance(text, str) else text
-    fast = codec.loads_with_array(body, "signal")  # a big plain numeric array: straight into numpy
+    body = text.encode()
+    values, lists = codec.json_counts(body)  # the limits before parsing, as for a JSON /smooth body
+    limits.admit(values, JSON_FRAME_BYTES_PER_VALUE, "signal", extra_bytes=lists * native.JSON_BYTES_PER_LIST)
+    fast = codec.loads_with_array(body, "signal", lists)  # a big plain numeric array: straight into numpy
     if fast is not None:
         others, signal = fast
         native.unknown_fields({**others, "signal": None}, FRAME_FIELDS)

@@ -70,8 +70,8 @@ import orjson
 
 from contract.modes import EDGE_MODES, mode_slice
 from service import codec
-from service.convolve import choose_method, full_correlation
 from service.errors import BadRequestError, ServiceError, VersionGoneError
+from service.inference import full_correlation_of
 
 if TYPE_CHECKING:
     from service.prover import ProvenVersion
@@ -215,19 +215,9 @@ class SmoothStream:
     def _valid(self, work: np.ndarray, method: str) -> np.ndarray:
         """Valid correlation of each row of `work` [C, M] with the kernel: [C, M - K + 1] float32,
         through the convolution path one-shot /smooth takes for such a signal (service.inference)."""
-        served, kernel_size = self.served, self.kernel_size
-        channels, length = work.shape
-        kernel = served.tensors.get("kernel")
-        on_cpu = served.engine.device == "cpu"
-        if method == "auto":
-            method = choose_method(kernel_size, length) if on_cpu else "engine"
-        if method != "engine" and (kernel is None or kernel.size != kernel_size or not on_cpu):
-            method = "engine"
-        if method == "engine":
-            full = served.engine.run(work[None])[0]  # [C, M + K - 1]
-        else:
-            full = full_correlation(work, kernel.reshape(-1), method=method)  # type: ignore[arg-type]
-        return full[:, kernel_size - 1 : length]
+        length = work.shape[1]
+        full = full_correlation_of(self.served, work[None], method)[0]  # [C, M + K - 1]
+        return full[:, self.kernel_size - 1 : length]
 
     # -- state ----------------------------------------------------------------------------------
     def header(self, issued: float) -> dict[str, Any]:
