@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contract.manifest import KINDS
-from service import codec, context as request_context, fastpath, stream_ws
+from service import codec, context as request_context, fastpath, stream_ws, tracing
 from service.engines import resolve_device
 from service.errors import ServiceError
 from service.lifecycle import Lifecycle
@@ -127,8 +127,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if grpc_server is not None:  # drained first: its calls in flight still need the models
             await grpc_server.stop()
         gc.unfreeze()
-        from service import tracing
-
         tracing.shutdown()
         await lifecycle.stop()
         service.registry = None
@@ -164,13 +162,8 @@ class MonoserveApp(FastAPI):
             await send(message)
 
         await super().__call__(scope, receive, send_with_id)
-        if request_context.access_log.isEnabledFor(logging.INFO):
-            request_context.log_access(context, scope["method"], scope["path"])
-        if context.marks is not None:
-            from service import tracing
-
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            tracing.record(context, scope["method"], route, tracing.headers_of_scope(scope))
+        request_context.finish(context, scope["method"], scope["path"], lambda: (
+            getattr(scope.get("route"), "path", None) or "unmatched", tracing.headers_of_scope(scope)))
 
 
 def serving_app() -> FastAPI:
@@ -197,8 +190,6 @@ def create_app(settings: Settings | None = None, *, serve_grpc: bool = False) ->
         docs_url=None,
         redoc_url=None,
     )
-    from service import tracing
-
     tracing.setup_from_environment()  # OTEL_* settings; off (and nothing imported) by default
     app.state.service = Service(settings=settings, metrics=Metrics())
     app.state.lifecycle = None  # set by the lifespan once the repository is loaded

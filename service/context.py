@@ -24,7 +24,7 @@ import os
 import re
 import secrets
 import time
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -111,6 +111,16 @@ def log_access(context: RequestContext, method: str, path: str) -> None:
     model = f" {context.model}" + (f" v{context.version}" if context.version is not None else "") if context.model else ""
     access_log.info("%s %s %s%s %.3f ms", method, path, context.status, model, duration_ms,
                     extra={"duration_ms": round(duration_ms, 3)})
+
+
+def finish(context: RequestContext, method: str, path: str, trace: Callable[[], tuple[str, Any]]) -> None:
+    """After the answer: the access line (when on) and the request's span (when tracing sampled it).
+    `trace()` gives (route, request headers), asked only for a traced request."""
+    if access_log.isEnabledFor(logging.INFO):
+        log_access(context, method, path)
+    if context.marks is not None:
+        route, headers = trace()
+        tracing.record(context, method, route, headers)
 
 
 # -- logging ----------------------------------------------------------------------------------

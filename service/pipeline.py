@@ -391,18 +391,16 @@ def _dumps_error(body: dict[str, Any]) -> bytes:
 def error_reply(exc: BaseException, route: str) -> Reply:
     """The one mapping from an exception to an answer: ServiceError -> its status and body;
     anything else is our bug: 500, logged with its traceback (client errors are not)."""
-    request_id = request_context.current_id()
     if isinstance(exc, ServiceError):
         log.debug("%s: %d %s", route, exc.status, exc.message)
-        body = exc.body()
-        if request_id is not None:
-            body["request_id"] = request_id
-        return Reply(exc.status, _dumps_error(body), codec.JSON_MEDIA_TYPE, exc.headers)
-    log.error("unexpected error on POST %s", route, exc_info=exc)
-    body = {"error": f"internal server error ({type(exc).__name__})"}
+        status, body, headers = exc.status, exc.body(), exc.headers
+    else:
+        log.error("unexpected error on POST %s", route, exc_info=exc)
+        status, body, headers = 500, {"error": f"internal server error ({type(exc).__name__})"}, None
+    request_id = request_context.current_id()
     if request_id is not None:
         body["request_id"] = request_id
-    return Reply(500, _dumps_error(body), codec.JSON_MEDIA_TYPE)
+    return Reply(status, _dumps_error(body), codec.JSON_MEDIA_TYPE, headers)
 
 
 # -- the pipeline -----------------------------------------------------------------------------
@@ -645,11 +643,6 @@ async def serve_asgi(service: Service, adapter: ProtocolAdapter, scope: dict[str
         await send_reply(send, reply, context.id)
     else:
         context.status = 499  # the client went away
-    if request_context.access_log.isEnabledFor(logging.INFO):
-        request_context.log_access(context, "POST", scope["path"])
-    if context.marks is not None:
-        from service import tracing
-
-        tracing.record(context, "POST", adapter.route, headers)
+    request_context.finish(context, "POST", scope["path"], lambda: (adapter.route, headers))
 
 
