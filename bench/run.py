@@ -1,5 +1,6 @@
 """Benchmark monoserve against the naive server, the framework ceiling and peer servers (MLServer,
-LitServe, KServe, Triton through PyTriton: bench/peers/), with wrk over loopback.
+LitServe, KServe, PyTriton (Triton Inference Server with the model in its Python backend), BentoML,
+Ray Serve: bench/peers/), with wrk over loopback, then the OIP gRPC cells (bench/grpc_side.py).
 
     make bench            # full run: every workload at concurrency 1, 16, 64
     make bench QUICK=1    # about 6 minutes with the peers: fewer concurrency levels, shorter runs
@@ -16,8 +17,10 @@ What it does, in order:
    (a workload answered wrongly is reported, not timed),
    then drives each workload with wrk pinned to WRK_CPUS, each run bounded by --duration, and
    reads the server's CPU time and RSS from /proc; waits for the server to go idle between runs;
-4. stops every process it started (also on Ctrl-C or failure) and writes
-   bench/results/bench[_quick].json and .md.
+4. runs the OIP gRPC cells of the service, MLServer, KServe and PyTriton (--grpc), each server
+   started again with its gRPC port (bench/grpc_side.py's measure_grpc);
+5. stops every process it started (also on Ctrl-C or failure) and writes
+   bench/results/bench[_quick][_TAG].json and .md (bench/tables.py puts several runs side by side).
 """
 
 from __future__ import annotations
@@ -769,6 +772,21 @@ def summarize(result: dict) -> dict:
     targets["smooth_large_oip_json_vs_smooth_json"] = {
         "value": ratio(get(mono_oip, "req_per_s"), get(mono_json, "req_per_s")), "target": ">= 0.83 (within 1.2x)",
         "per_cpu_s": ratio(get(mono_oip, "req_per_cpu_s"), get(mono_json, "req_per_cpu_s"))}
+    # issue 30: OIP REST 1-sample against the same constant app (its body differs, its answer is a constant)
+    mono_oip_c1 = best(runs, "monoserve", "classify_1_oip", "req_per_s", 64)
+    targets["classify_1_oip_c64_vs_ceiling"] = {
+        "value": ratio(get(mono_oip_c1, "req_per_s"), get(ceiling_c1, "req_per_s")), "target": ">= 1.3",
+        "per_cpu_s": ratio(get(mono_oip_c1, "req_per_cpu_s"), get(ceiling_c1, "req_per_cpu_s"))}
+    grpc_rows = (result.get("grpc") or {}).get("rows", [])
+    grpc_ratios = {}
+    for concurrency in (1, 64):  # gRPC 1-sample classify against KServe, at each concurrency
+        cell = {row["server"]: row["req_per_s"] for row in grpc_rows
+                if row["workload"] == "classify_1_oipbin" and row["concurrency"] == concurrency}
+        grpc_ratios[f"c{concurrency}"] = ratio(cell.get("monoserve"), cell.get("kserve"))
+    if any(value is not None for value in grpc_ratios.values()):
+        targets["grpc_classify_1_vs_kserve"] = {
+            "value": min((v for v in grpc_ratios.values() if v is not None)), "target": "> 1 at every concurrency",
+            **grpc_ratios}
     versus = peer_comparison(result)
     if versus:
         behind = [row for row in versus if row["ratio"] is not None and row["ratio"] < 1.0]
@@ -926,6 +944,12 @@ def to_markdown(result: dict) -> str:
             lines.append(f"| {row['workload']} | {row['concurrency']} | {row['peer']} | {fmt(row['peer_req_per_s'])} | "
                          f"{fmt(row['peer_p99_ms'], 1)} | {fmt(row['req_per_s'])} | {fmt(row['p99_ms'], 1)} | "
                          f"{fmt(row['ratio'], 2)} |")
+    if result.get("grpc"):
+        from grpc_side import to_markdown as grpc_markdown
+
+        lines += ["", "## OIP gRPC (ModelInfer, raw tensors; bench/grpc_load.py pinned like wrk)", "",
+                  "Each cell: calls answered OK per second (p50/p99 ms, server CPU %).", "",
+                  grpc_markdown(result["grpc"]["rows"], result["grpc"]["servers"], result["grpc"]["unavailable"])]
     if result.get("unavailable"):
         lines += ["", "## Peers that could not run here", ""]
         for name, error in result["unavailable"].items():
@@ -1017,6 +1041,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", help="comma-separated subset of the workloads (e.g. classify_1_json)")
     parser.add_argument("--peers", default=",".join(PEER_REQUIREMENTS),
                         help="comma-separated peer servers (installed into bench/work/peers/ when missing), or 'none'")
+    parser.add_argument("--grpc", default="monoserve,mlserver,kserve,pytriton",
+                        help="servers whose OIP gRPC cells run after the HTTP ones (bench/grpc_side.py), or 'none'")
+    parser.add_argument("--tag", default="", help="suffix of the result files (bench_quick_TAG.json): keep each run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if shutil.which("wrk") is None:
@@ -1061,6 +1088,17 @@ def main(argv: list[str] | None = None) -> int:
         for server in running:
             registry.stop(server.process)
         servers = [server.summary() for server in running]
+        grpc_cells = None
+        grpc_servers = [] if args.grpc == "none" else [
+            name for name in args.grpc.split(",")
+            if (name == "monoserve" or name in peers) and (include is None or name in include)]
+        if grpc_servers:  # the gRPC cells, same run: each server again, alone, with its gRPC port
+            from grpc_side import GRPC_WORKLOADS, measure_grpc
+
+            chosen_grpc = [w for w in GRPC_WORKLOADS if not args.workloads or w in args.workloads.split(",")]
+            grpc_cells = measure_grpc(args.work, prepared, registry, grpc_servers, chosen_grpc,
+                                      max(plan.duration, 2.0))
+            grpc_cells["servers"] = grpc_servers
         inprocess_runs.append(measure_inprocess(args.work, plan, "end"))
         inprocess = fastest_inprocess(inprocess_runs)
         memory = None
@@ -1080,11 +1118,12 @@ def main(argv: list[str] | None = None) -> int:
         "servers": servers,
         "unavailable": unavailable,
         "memory": memory,
+        "grpc": grpc_cells,
     }
     result["targets"] = summarize(result)
     result["comparisons"] = comparisons(result)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "bench_quick" if plan.quick else "bench"
+    stem = ("bench_quick" if plan.quick else "bench") + (f"_{args.tag}" if args.tag else "")
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str))
     markdown = to_markdown(result)
     (args.out / f"{stem}.md").write_text(markdown)
