@@ -52,6 +52,7 @@ BENCH_DIR = REPO_ROOT / "bench"
 sys.path.append(str(REPO_ROOT))  # after PYTHONPATH and the installed project
 sys.path.insert(0, str(BENCH_DIR))
 
+import floor  # noqa: E402
 from peers import specs as peer_specs_module  # noqa: E402
 from peers.setup import REQUIREMENTS as PEER_REQUIREMENTS  # noqa: E402
 from peers.setup import ensure_peer, install_error  # noqa: E402
@@ -623,9 +624,21 @@ def check_server(server: RunningServer, work: Path, references: dict) -> None:
             del server.spec.workloads[name]
 
 
+def service_stages(server: RunningServer) -> dict | None:
+    """The service's stage histogram totals from its /metrics (None for other servers or on failure)."""
+    if not server.spec.name.startswith("monoserve"):
+        return None
+    try:
+        status, _, body = http("GET", server.base_url + "/metrics", timeout=10.0)
+    except (urllib.error.URLError, OSError):
+        return None
+    return floor.stage_totals(body.decode()) if status == 200 else None
+
+
 def run_cell(server: RunningServer, workload: Workload, connections: int, plan: Plan, work: Path, round_: int) -> dict:
     spec, process, body_file = server.spec, server.process, workload.body_file(work)
     wait_idle(process.pid)
+    stages_before = service_stages(server)
     heavy = workload.name.startswith(("smooth_large", "smooth_long"))
     if spec.sequential_heavy and heavy:
         run = measure_sequential(spec, process, server.base_url, workload, body_file, plan.heavy_duration)
@@ -633,6 +646,10 @@ def run_cell(server: RunningServer, workload: Workload, connections: int, plan: 
         duration = plan.heavy_duration if heavy else plan.duration
         run = measure_run(spec, process, server.base_url, workload, body_file, connections, duration, plan.timeout)
     record = {**dataclasses.asdict(run), "round": round_}
+    if stages_before is not None:  # the service's own stage times over the cell (bench/floor.py)
+        stages_after = service_stages(server)
+        if stages_after is not None:
+            record["stage_ms_per_request"] = floor.stage_ms_per_request(stages_before, stages_after)
     log.info(
         "[%s] %-18s c=%-3d r%d %9.1f req/s %12.0f samples/s p50 %8.2f ms p99 %8.2f ms err %d cpu %3.0f%% rss %.0f MB",
         spec.name, workload.name, connections, round_, run.req_per_s, run.samples_per_s, run.p50_ms, run.p99_ms,
@@ -886,7 +903,7 @@ def to_markdown(result: dict) -> str:
         "- CUDA: not measured (no GPU in this session).",
         f"- Started: {result['started']}; took {result['elapsed_s']:.0f} s.",
         "",
-        "## Targets (issues 6 and 20)",
+        "## Targets (issues 6, 20 and 30)",
         "",
         "| target | measured | goal |",
         "|---|---|---|",
@@ -932,6 +949,12 @@ def to_markdown(result: dict) -> str:
                 f"{fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} | {r['errors']} | {r['server_cpu_percent']:.0f} | "
                 f"{fmt(per_cpu)} | {r['rss_mb_max']:.0f} |"
             )
+    floor_rows = floor.floor_rows(result)
+    if floor_rows:
+        lines += ["", "## Where a request's time goes in the service (bench/floor.py)", "",
+                  "Per request: the server's CPU ms, and the service's own stage times (wall; with dynamic batching",
+                  "`inference` includes the queue wait); shares of the CPU ms; in-process ORT ms / CPU ms per request.", ""]
+        lines += floor.markdown(floor_rows)
     lines += ["", "## Side by side (req/s, (p50/p99 ms, server CPU %))", "",
               "Each cell: requests answered 200 per second, its p50 and p99 latency, and the CPU the server got.", ""]
     lines += side_by_side(result)

@@ -176,3 +176,32 @@ def test_the_targets_include_oip_rest_and_grpc_against_kserve() -> None:
     assert targets["classify_1_oip_c64_vs_ceiling"]["value"] == pytest.approx(2600 / 9999)
     grpc = targets["grpc_classify_1_vs_kserve"]
     assert grpc["c64"] == pytest.approx(4000 / 3000) and grpc["c1"] == pytest.approx(0.9) and grpc["value"] == pytest.approx(0.9)
+
+
+def test_the_floor_reads_the_service_s_stage_histogram_and_splits_a_request() -> None:
+    """bench/floor.py: the stage times from the service's own /metrics text, per request between two
+    scrapes, and one cell's shares of its CPU time (compute, codec, the rest) against in-process ORT."""
+    import floor
+
+    from service.metrics import Metrics
+
+    metrics = Metrics()
+    before = floor.stage_totals(metrics.render().decode())
+    assert before == {stage: (0.0, 0.0) for stage in floor.STAGES}
+    for _ in range(4):  # two routes: the totals add up over routes
+        metrics.observe_stage("/classify", "decode", 0.001)
+        metrics.observe_stage("/classify", "inference", 0.002)
+        metrics.observe_stage("/v2/models/{name}/infer", "encode", 0.0005)
+    after = floor.stage_totals(metrics.render().decode())
+    per_request = floor.stage_ms_per_request(before, after)
+    assert per_request == pytest.approx({"decode": 1.0, "inference": 2.0, "encode": 0.5})
+    cell = {"workload": "classify_1_json", "concurrency": 64, "requests": 1000, "duration_s": 2.0,
+            "server_cpu_percent": 250.0, "stage_ms_per_request": per_request}  # 5 ms of CPU per request
+    row = floor.split(cell, compute_ms=1.0)
+    assert row["cpu_ms_per_request"] == pytest.approx(5.0)
+    assert row["compute_share"] == pytest.approx(0.4) and row["codec_share"] == pytest.approx(0.3)
+    assert row["http_and_rest_share"] == pytest.approx(0.3) and row["ratio_to_inprocess"] == pytest.approx(0.2)
+    assert floor.split({**cell, "stage_ms_per_request": {}}, 1.0) is None  # not the service: no row
+    inprocess = {"results": {"smooth_medium_npy": {"ort": {"median_ms": 0.7}}}}
+    assert floor.inprocess_ms(inprocess, "smooth_medium_json", "smooth_medium") == pytest.approx(0.7)  # same tensor
+    assert floor.inprocess_ms(inprocess, "classify_1_json", "classify_1") is None
