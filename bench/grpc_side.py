@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""OIP gRPC side by side (issue 20): the service, MLServer, KServe and Triton (PyTriton) on the same tensors,
+"""OIP gRPC side by side (issue 20): the service, MLServer, KServe and PyTriton (Triton
+Inference Server with the model in its Python backend) on the same tensors,
 sent as ModelInfer with raw_input_contents by bench/grpc_load.py (N calls in flight, a fixed duration).
 
     .venv/bin/python bench/grpc_side.py [--servers monoserve,mlserver,kserve,pytriton] [--workloads ...] [--duration 4]
