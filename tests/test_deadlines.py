@@ -1,6 +1,6 @@
 """The per-request bookkeeping that replaced costlier library calls on the hot path: coarse
-deadlines (service.deadlines, for the body and header timeouts), the stage histogram kept on the
-event loop (service.metrics.LoopHistogram) and the body deadline as the pipeline uses it."""
+deadlines (service.base.deadlines, for the body and header timeouts), the stage histogram kept on the
+event loop (service.base.metrics.LoopHistogram) and the body deadline as the pipeline uses it."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from service import deadlines, pipeline
-from service.errors import RequestTimeoutError
-from service.metrics import LATENCY_BUCKETS, LoopHistogram, Metrics
+from service.base import deadlines
+from service.pipeline import endpoint as pipeline
+from service.base.errors import RequestTimeoutError
+from service.base.metrics import LATENCY_BUCKETS, LoopHistogram, Metrics
 
 
 # -- deadlines ----------------------------------------------------------------------------------

@@ -33,8 +33,11 @@ def test_import_linter_catches_a_broken_layer(tmp_path):
     (tmp_path / "contract" / "rules.py").write_text("import torch\nfrom models import smoother\n")
     (tmp_path / "models" / "smoother.py").write_text("")
     # the allowed lazy imports (pyproject's ignore_imports must all match)
-    (tmp_path / "service" / "engines.py").write_text("def load():\n    import torch\n")
-    (tmp_path / "service" / "torchscript_proof.py").write_text("def prove():\n    import torch\n    from torchref import modules\n")
+    for room in ("compute", "repository"):
+        (tmp_path / "service" / room).mkdir()
+        (tmp_path / "service" / room / "__init__.py").write_text("")
+    (tmp_path / "service" / "compute" / "engines.py").write_text("def load():\n    import torch\n")
+    (tmp_path / "service" / "repository" / "torchscript_proof.py").write_text("def prove():\n    import torch\n    from torchref import modules\n")
     (tmp_path / "torchref" / "modules.py").write_text("import torch\n")
     # the service may not reach export/ even lazily (the TorchScript reference lives in torchref)
     (tmp_path / "service" / "reference.py").write_text("def build():\n    from export import kinds\n")
@@ -51,7 +54,7 @@ def test_import_linter_catches_a_broken_layer(tmp_path):
 
 
 SERVING_MODULES = [
-    "service.app", "service.cli", "service.prover", "service.engines", "service.registry", "service.inference",
+    "service.app", "service.cli", "service.repository.prover", "service.compute.engines", "service.repository.registry", "service.compute.inference",
     "contract.checks", "contract.modes", "contract.manifest", "contract.certificate", "contract.files",
     "export.cli", "export.validation", "export.publish", "monoserve.cli",
 ]
@@ -72,8 +75,8 @@ def test_one_registry_of_kinds_serves_the_prover_and_the_pipeline():
     import re
 
     from contract.manifest import KINDS
-    from service import pipeline
-    from service.kinds import SERVICE_KINDS, ServiceKind, service_kind
+    from service.pipeline import endpoint as pipeline
+    from service.compute.kinds import SERVICE_KINDS, ServiceKind, service_kind
 
     assert pipeline._kinds() is SERVICE_KINDS and tuple(SERVICE_KINDS) == KINDS
     for name, adapter in SERVICE_KINDS.items():
