@@ -26,7 +26,7 @@ from service.base.errors import ServiceError
 from service.repository.lifecycle import Lifecycle
 from service.base.metrics import UNKNOWN_MODEL, Metrics, mark_worker_dead
 from service.repository.registry import ModelRegistry
-from service.edge.routes.deps import Service
+from service.pipeline.service import Service
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("service")
@@ -121,7 +121,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     grpc_server = None
     try:
         if app.state.serve_grpc and settings.grpc_port:  # the serving process (serving_app), not in-process apps
-            from service.protocols.grpc_oip import start_server  # grpcio is imported only where gRPC is served
+            from service.protocols.grpc_server import start_server  # grpcio is imported only where gRPC is served
 
             grpc_server = await start_server(service, lambda: app.state.lifecycle)
         yield

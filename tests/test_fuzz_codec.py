@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 from service.base import codec
 from service.base.errors import ServiceError
 from service.protocols.native import CLASSIFY, SMOOTH
-from service.pipeline.endpoint import Limits, MemoryBudget
+from service.compute.request import Limits, MemoryBudget
 
 MAX_ELEMENTS = 4096
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

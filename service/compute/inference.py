@@ -15,7 +15,7 @@ from service.compute.convolve import choose_method, full_correlation
 from service.base.errors import BadRequestError
 
 if TYPE_CHECKING:
-    from service.repository.prover import ProvenVersion
+    from service.compute.version import ProvenVersion
 
 
 # -- smoother ---------------------------------------------------------------------------------

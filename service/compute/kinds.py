@@ -22,7 +22,7 @@ from contract.policy import CLASSIFIER_RULE, NORMALIZED_RULE, SMOOTHER_RULES, SU
 from service.base import codec
 from service.base.errors import BadRequestError, PayloadTooLargeError
 from service.compute.inference import ClassifyCall, SmoothCall, decisions, infer_classify, infer_smooth, records_to_array
-from service.pipeline.endpoint import InferRequest, InferResult, Limits
+from service.compute.request import InferRequest, InferResult, Limits
 
 # certify()'s features: (column or None for the whole tensor, name, direction), per seed tensor.
 Proofs = list[tuple[str, list[tuple[int | None, str, str]]]]

@@ -18,7 +18,7 @@ from typing import Any
 
 from service.protocols import native, oip
 from service.pipeline import endpoint as pipeline
-from service.edge.routes.deps import Service
+from service.pipeline.service import Service
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]

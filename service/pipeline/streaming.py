@@ -74,7 +74,7 @@ from service.base.errors import BadRequestError, ServiceError, VersionGoneError
 from service.compute.inference import full_correlation_of
 
 if TYPE_CHECKING:
-    from service.repository.prover import ProvenVersion
+    from service.compute.version import ProvenVersion
     from service.repository.registry import ModelRegistry
 
 STATE_FORMAT = 1

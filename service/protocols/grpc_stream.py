@@ -45,12 +45,12 @@ from service.protocols.grpc_oip import (
     run_pipeline,
 )
 from service.protocols.grpc_proto import messages
-from service.pipeline.endpoint import InferRequest, InferResult, Limits
+from service.compute.request import InferRequest, InferResult, Limits
 from service.pipeline.streaming import SmoothStream, check_pinned
 
 if TYPE_CHECKING:
-    from service.repository.prover import ProvenVersion
-    from service.edge.routes.deps import Service
+    from service.compute.version import ProvenVersion
+    from service.pipeline.service import Service
 
 ROUTE = method_route("ModelStreamInfer")
 MAX_SEQUENCES = 256

@@ -13,7 +13,8 @@ import numpy as np
 
 from service.base import codec
 from service.base.errors import BadRequestError
-from service.pipeline.endpoint import Encoded, InferRequest, InferResult, Limits
+from service.compute.request import InferRequest, InferResult, Limits
+from service.pipeline.endpoint import Encoded
 from service.protocols.stream_http import STATE_HEADER, STREAM_KIND, flag
 
 SMOOTH_FIELDS = frozenset({"signal", "model", "version", "mode", "stream", "state", "end"})  # the last 3: service.protocols.stream_http

@@ -34,11 +34,12 @@ from contract.modes import EDGE_MODES
 from service.base import codec
 from service.protocols import native
 from service.base.errors import BadRequestError, ModelUnavailableError, NotFoundError, PayloadTooLargeError
-from service.pipeline.endpoint import Encoded, InferRequest, InferResult, Limits
-from service.repository.prover import ProvenVersion
+from service.compute.request import InferRequest, InferResult, Limits
+from service.pipeline.endpoint import Encoded
+from service.compute.version import ProvenVersion
 
 if TYPE_CHECKING:
-    from service.edge.routes.deps import Service
+    from service.pipeline.service import Service
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_MEDIA_TYPE = "application/octet-stream"

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from service.base.errors import BadRequestError, PayloadTooLargeError
-from service.pipeline.endpoint import InferRequest, InferResult, Limits
+from service.compute.request import InferRequest, InferResult, Limits
 from service.pipeline.streaming import SmoothStream, StateCodec, resume
 
 STATE_HEADER = "x-stream-state"

@@ -47,7 +47,8 @@ from service.base.errors import (
     RequestTimeoutError,
     ServiceError,
 )
-from service.pipeline.endpoint import Limits, asgi_headers, check_authorization, parse_query
+from service.compute.request import Limits
+from service.pipeline.endpoint import asgi_headers, check_authorization, parse_query
 from service.pipeline.streaming import SmoothStream, check_pinned, open_stream
 
 log = logging.getLogger(__name__)

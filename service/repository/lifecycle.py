@@ -19,7 +19,8 @@ from typing import Any
 from anyio import to_thread
 
 from service.base.metrics import Metrics
-from service.repository.registry import ModelRegistry, Plan
+from service.base.errors import BadRequestError
+from service.repository.registry import ModelEntry, ModelRegistry, Plan
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +111,15 @@ class Lifecycle:
             except Exception as exc:  # a poll that fails must not stop the next one
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("polling the model repository failed")
+
+
+def raise_unless_newest_serves(entry: ModelEntry) -> None:
+    """After a load: a 400 naming the refusal unless the newest version of `entry` serves (REST and gRPC load)."""
+    newest = max(entry.reports)
+    if newest in entry.served:
+        return
+    latest = entry.latest
+    keeps = f"; version {latest.manifest.version} keeps serving" if latest else "; no version serves"
+    raise BadRequestError(f"failed to load {entry.name!r}: version {newest} was refused: {entry.reports[newest].reason}"
+                          + keeps, model=entry.name, version=newest,
+                          serving_version=latest.manifest.version if latest else None)

@@ -8,36 +8,15 @@ plain `def` dependency in the thread pool (four such hops once cost ~1 ms of CPU
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Annotated
 
-import anyio
 from fastapi import Depends, Request
 
-from service.pipeline.batching import DynamicBatcher
 from service.base.errors import ModelUnavailableError
 from service.base.metrics import Metrics
-from service.pipeline.endpoint import MemoryBudget, check_authorization
-from service.repository.registry import ModelRegistry
+from service.pipeline.endpoint import check_authorization
+from service.pipeline.service import Service
 from service.settings import Settings
-from service.pipeline.streaming import StreamHub
-
-
-@dataclass
-class Service:
-    """What the lifespan loaded, kept on app.state.service."""
-
-    settings: Settings
-    metrics: Metrics
-    registry: ModelRegistry | None = None  # None until the models are proved and loaded
-    limiter: anyio.CapacityLimiter | None = None  # bounds concurrent inference threads
-    batchers: dict[int, DynamicBatcher] = field(default_factory=dict)  # by id() of the ProvenVersion
-    budget: MemoryBudget = field(init=False)  # bytes held by requests in flight (service.pipeline.endpoint)
-    streams: StreamHub = field(init=False)  # open streams and the stream state codec (service.pipeline.streaming)
-
-    def __post_init__(self) -> None:
-        self.budget = MemoryBudget(self.settings.inflight_budget_per_worker)
-        self.streams = StreamHub.from_settings(self.settings)
 
 
 def check_token(request: Request, settings: Settings) -> None:

@@ -19,8 +19,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from service.base import codec
 from service.base.errors import BadRequestError, ModelUnavailableError, PayloadTooLargeError
-from service.repository.lifecycle import Lifecycle
-from service.repository.registry import ModelEntry
+from service.repository.lifecycle import Lifecycle, raise_unless_newest_serves
 from service.pipeline.control import check_control_access
 
 router = APIRouter(prefix="/v2/repository", tags=["model control"])
@@ -95,7 +94,7 @@ async def load_model(name: str, request: Request, lifecycle: LifecycleDep) -> Re
     entry = lifecycle.registry.models.get(name)
     if entry is None:
         raise BadRequestError(f"failed to load {name!r}: it has no version directories", model=name)
-    _raise_unless_newest_serves(entry)
+    raise_unless_newest_serves(entry)
     return _json(entry.summary())
 
 
@@ -105,14 +104,3 @@ async def unload_model(name: str, request: Request, lifecycle: LifecycleDep) -> 
     await _json_body(request)  # Triton's optional {"parameters": {"unload_dependents": ...}}: nothing depends here
     await lifecycle.unload(name)
     return _json({"name": name, "state": "unloaded"})
-
-
-def _raise_unless_newest_serves(entry: ModelEntry) -> None:
-    newest = max(entry.reports)
-    if newest in entry.served:
-        return
-    latest = entry.latest
-    keeps = f"; version {latest.manifest.version} keeps serving" if latest else "; no version serves"
-    raise BadRequestError(f"failed to load {entry.name!r}: version {newest} was refused: {entry.reports[newest].reason}"
-                          + keeps, model=entry.name, version=newest,
-                          serving_version=latest.manifest.version if latest else None)
