@@ -183,7 +183,7 @@ def test_the_floor_reads_the_service_s_stage_histogram_and_splits_a_request() ->
     scrapes, and one cell's shares of its CPU time (compute, codec, the rest) against in-process ORT."""
     import floor
 
-    from service.metrics import Metrics
+    from service.base.metrics import Metrics
 
     metrics = Metrics()
     before = floor.stage_totals(metrics.render().decode())
