@@ -1,16 +1,17 @@
 """Where one request's time goes in the service, per workload: compute, codec and the rest (HTTP).
 
 bench/run.py reads the service's own stage histogram (`monoserve_stage_seconds` on /metrics: decode,
-inference, encode per route) before and after each of its cells, and the server's CPU time from
-/proc. Per request, that gives the mean time in inference (compute), in decode + encode (codec), and
-the server's whole CPU time; what is left is HTTP (uvicorn, the event loop, the ASGI hand-offs, the
-body's receive and send) and the pipeline's own checks. The in-process ONNX Runtime time for the
-same tensor (bench/inprocess.py) says how far the request is from the limit: in-process ms / CPU ms
-per request.
+inference, encode per request) before and after each of its cells. Per request, that gives the mean
+time in inference (compute) and in decode + encode (codec); the server's time per request is
+1 / its req/s. What is left is HTTP (uvicorn, the event loop, the ASGI hand-offs, receiving and
+sending the body) and the pipeline's own checks. The in-process ONNX Runtime time for the same
+tensor (bench/inprocess.py) over the server's time per request says how far the request is from
+the limit (1.0: the request costs no more than the bare model call).
 
-The stage times are wall time on the server (a stage preempted by another tenant of the shared
-cores counts the wait), the CPU time is what the server received: on a loaded machine the shares
-lean towards the stages. Pure functions here; tests/test_bench_peers.py tests them.
+All of these are wall times, so they add up only where requests do not overlap: at one connection.
+At more connections the stages of concurrent requests overlap (and with dynamic batching the
+inference stage includes the queue wait), so the rest is not given there. The server's CPU time
+per request (from /proc) is given beside. Pure functions; tests/test_bench_peers.py tests them.
 """
 
 from __future__ import annotations
@@ -56,19 +57,22 @@ def inprocess_ms(inprocess: dict[str, Any], workload: str, family: str) -> float
 
 
 def split(run: dict[str, Any], compute_ms: float | None) -> dict[str, Any] | None:
-    """One service cell's shares of a request: compute, codec, HTTP and the rest; None without stages."""
+    """One service cell's shares of a request: compute, codec and (at one connection) the rest;
+    None without stage times or answers."""
     stages = run.get("stage_ms_per_request")
-    requests = run.get("requests") or 0
-    if not stages or "inference" not in stages or requests <= 0 or run.get("server_cpu_percent", 0) <= 0:
+    if not stages or "inference" not in stages or run.get("req_per_s", 0) <= 0 or run.get("requests", 0) <= 0:
         return None
-    cpu_ms = 1e3 * run["server_cpu_percent"] / 100 * run["duration_s"] / requests
+    request_ms = 1e3 / run["req_per_s"]
+    cpu_ms = 1e3 * run.get("server_cpu_percent", 0.0) / 100 * run["duration_s"] / run["requests"]
     inference = stages["inference"]
     codec = stages.get("decode", 0.0) + stages.get("encode", 0.0)
-    return {"workload": run["workload"], "concurrency": run["concurrency"], "cpu_ms_per_request": cpu_ms,
-            "inference_ms": inference, "codec_ms": codec, "compute_share": inference / cpu_ms,
-            "codec_share": codec / cpu_ms, "http_and_rest_share": 1.0 - (inference + codec) / cpu_ms,
+    alone = run["concurrency"] == 1  # stage wall times add up only when requests do not overlap
+    return {"workload": run["workload"], "concurrency": run["concurrency"], "request_ms": request_ms,
+            "cpu_ms_per_request": cpu_ms, "inference_ms": inference, "codec_ms": codec,
+            "compute_share": inference / request_ms, "codec_share": codec / request_ms,
+            "http_and_rest_share": 1.0 - (inference + codec) / request_ms if alone else None,
             "inprocess_ms": compute_ms,
-            "ratio_to_inprocess": None if compute_ms is None else compute_ms / cpu_ms}
+            "ratio_to_inprocess": None if compute_ms is None else compute_ms / request_ms}
 
 
 def floor_rows(result: dict[str, Any], server: str = "monoserve") -> list[dict[str, Any]]:
@@ -89,12 +93,14 @@ def floor_rows(result: dict[str, Any], server: str = "monoserve") -> list[dict[s
 
 
 def markdown(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["| workload | conc | CPU ms/request | inference ms | codec ms | compute | codec | HTTP + rest | "
-             "in-process ORT ms | in-process / request |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| workload | conc | ms/request (1 / req/s) | CPU ms/request | inference ms | codec ms | compute | codec | "
+             "HTTP + rest | in-process ORT ms | in-process / request |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         inproc = "-" if r["inprocess_ms"] is None else f"{r['inprocess_ms']:.3f}"
         ratio = "-" if r["ratio_to_inprocess"] is None else f"{r['ratio_to_inprocess']:.2f}"
-        lines.append(f"| {r['workload']} | {r['concurrency']} | {r['cpu_ms_per_request']:.3f} | {r['inference_ms']:.3f} | "
-                     f"{r['codec_ms']:.3f} | {r['compute_share']:.0%} | {r['codec_share']:.0%} | "
-                     f"{r['http_and_rest_share']:.0%} | {inproc} | {ratio} |")
+        rest = "(overlaps)" if r["http_and_rest_share"] is None else f"{r['http_and_rest_share']:.0%}"
+        lines.append(f"| {r['workload']} | {r['concurrency']} | {r['request_ms']:.3f} | {r['cpu_ms_per_request']:.3f} | "
+                     f"{r['inference_ms']:.3f} | {r['codec_ms']:.3f} | {r['compute_share']:.0%} | "
+                     f"{r['codec_share']:.0%} | {rest} | {inproc} | {ratio} |")
     return lines

@@ -195,12 +195,14 @@ def test_the_floor_reads_the_service_s_stage_histogram_and_splits_a_request() ->
     after = floor.stage_totals(metrics.render().decode())
     per_request = floor.stage_ms_per_request(before, after)
     assert per_request == pytest.approx({"decode": 1.0, "inference": 2.0, "encode": 0.5})
-    cell = {"workload": "classify_1_json", "concurrency": 64, "requests": 1000, "duration_s": 2.0,
-            "server_cpu_percent": 250.0, "stage_ms_per_request": per_request}  # 5 ms of CPU per request
+    cell = {"workload": "smooth_large_npy", "concurrency": 1, "requests": 1000, "duration_s": 2.0, "req_per_s": 200.0,
+            "server_cpu_percent": 150.0, "stage_ms_per_request": per_request}  # 5 ms a request, 3 ms of CPU
     row = floor.split(cell, compute_ms=1.0)
-    assert row["cpu_ms_per_request"] == pytest.approx(5.0)
+    assert row["request_ms"] == pytest.approx(5.0) and row["cpu_ms_per_request"] == pytest.approx(3.0)
     assert row["compute_share"] == pytest.approx(0.4) and row["codec_share"] == pytest.approx(0.3)
     assert row["http_and_rest_share"] == pytest.approx(0.3) and row["ratio_to_inprocess"] == pytest.approx(0.2)
+    overlapping = floor.split({**cell, "concurrency": 16}, compute_ms=1.0)  # stages of concurrent requests overlap
+    assert overlapping["http_and_rest_share"] is None and "(overlaps)" in floor.markdown([overlapping])[-1]
     assert floor.split({**cell, "stage_ms_per_request": {}}, 1.0) is None  # not the service: no row
     inprocess = {"results": {"smooth_medium_npy": {"ort": {"median_ms": 0.7}}}}
     assert floor.inprocess_ms(inprocess, "smooth_medium_json", "smooth_medium") == pytest.approx(0.7)  # same tensor
