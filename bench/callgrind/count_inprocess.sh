@@ -13,9 +13,9 @@ env "$@" PYTHONPATH=$PWD valgrind --tool=callgrind --instr-atstart=no --callgrin
   $PY bench/callgrind/inprocess.py $app $workload $n $fifo > $out/$tag.log 2>&1 &
 vg=$!
 until grep -q WARM $out/$tag.log; do sleep 1; kill -0 $vg 2>/dev/null || { echo "$tag failed"; tail -5 $out/$tag.log; exit 1; }; done
-callgrind_control -i on $vg > /dev/null; echo go > $fifo
+callgrind_control -i on $vg > /dev/null 2>&1; echo go > $fifo
 until grep -q DONE $out/$tag.log; do sleep 1; done
-callgrind_control -i off $vg > /dev/null; echo stop > $fifo
+callgrind_control -i off $vg > /dev/null 2>&1; echo stop > $fifo
 wait $vg
 total=$(grep -h "^totals:" $out/$tag.out* | awk '{s+=$2} END {printf "%d", s}')
 echo "$tag $((total / n))"

@@ -17,10 +17,10 @@ PYTHONPATH=$PWD valgrind --tool=callgrind --instr-atstart=no --callgrind-out-fil
 vg=$!
 for _ in $(seq 900); do sleep 1; curl -s -o /dev/null -f 127.0.0.1:$port$ready && break; done
 $PY bench/callgrind/client.py 127.0.0.1 $port "$path" $body $ctype $((conns * 16)) $conns $accept  # warm-up
-callgrind_control -i on $vg > /dev/null
+callgrind_control -i on $vg > /dev/null 2>&1
 $PY bench/callgrind/client.py 127.0.0.1 $port "$path" $body $ctype $n $conns $accept
-callgrind_control -i off $vg > /dev/null
-callgrind_control -d $vg > /dev/null
+callgrind_control -i off $vg > /dev/null 2>&1
+callgrind_control -d $vg > /dev/null 2>&1
 sleep 2; kill $vg; wait $vg || true
 total=$(grep -h "^totals:" $out/$tag.out* | awk '{s+=$2} END {printf "%d", s}')
 echo "$tag $((total / n))"
