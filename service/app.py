@@ -174,7 +174,7 @@ def serving_app() -> FastAPI:
 
 def create_app(settings: Settings | None = None, *, serve_grpc: bool = False) -> FastAPI:
     from service import __version__
-    from service.routes import health, metrics, models, oip, predict, repository
+    from service.routes import explain, health, metrics, models, oip, predict, repository
     from service.routes.docs import mount_docs
 
     settings = settings or get_settings()
@@ -201,5 +201,6 @@ def create_app(settings: Settings | None = None, *, serve_grpc: bool = False) ->
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(oip.router)  # Open Inference Protocol v2
+    app.include_router(explain.router)  # POST /explain and its OIP extension (service.explain)
     mount_docs(app)
     return app
