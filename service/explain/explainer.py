@@ -98,7 +98,7 @@ def explain(view: ExplainView, additivity: Additivity, instances: Instances, opt
                             "curve_calls": scorer.calls - budget_calls,
                             "curve_rows": int(scorer.rows_by_instance.sum() - budget_rows.sum())},
             "tolerance": {"relative": options.tolerance,
-                          "absolute": {names[f]: (span[1] - span[0]) / (2 ** steps - 1)
+                          "absolute": {names[f]: search.grid_step(span[0], span[1], steps)
                                        for f, span in enumerate(options.ranges) if span is not None}}}
 
 

@@ -8,7 +8,9 @@ Recourse searches a grid: feature f's declared range [L, H] cut into M = 2^K - 1
 h = (H - L) / M, K = ceil(log2(1/r + 1)) for the requested relative tolerance r, so h <= r (H - L)
 and ceil(log2((H - L) / h)) = K. The candidates are the grid points beyond the instance's value in
 the direction that moves the score toward the other decision: at most M of them, plus "none", so a
-binary search needs at most K probes. Every feature of every instance advances one probe per
+binary search needs at most K probes. The model computes in float32: the grid is its float32
+values, and the stated tolerance is the widest gap between neighbours of that grid (h, or a
+float32 rounding more where the range is narrow for its magnitude). Every feature of every instance advances one probe per
 step, all in one batched model call. The answer v has been evaluated (it flips the decision) and so
 has the point one step h before it (it does not; or the instance itself, within h of v).
 """
@@ -36,6 +38,14 @@ def grid(low: float, high: float, steps: int) -> np.ndarray:
     points = low + (high - low) * (np.arange(count, dtype=np.float64) / (count - 1))
     points[-1] = high
     return points.astype(np.float32).astype(np.float64)
+
+
+def grid_step(low: float, high: float, steps: int) -> float:
+    """The tolerance a search over this grid meets: its widest gap between neighbours, in the
+    float32 values the model sees (h = (high - low) / (2^K - 1), or a float32 rounding more)."""
+    if high <= low:
+        return 0.0
+    return float(np.max(np.diff(grid(low, high, steps))))
 
 
 @dataclass
@@ -85,7 +95,7 @@ def recourse(scorer: CountingScorer, points: np.ndarray, scores: np.ndarray, dec
             continue
         low, high = ranges[f]
         values = grid(low, high, steps) if high > low else None
-        step = (high - low) / (2 ** steps - 1)
+        step = grid_step(low, high, steps)
         for i in range(len(points)):
             a = points[i, f]
             if not low <= a <= high:
