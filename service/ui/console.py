@@ -82,9 +82,7 @@ def _curve_figures(served: Any) -> str:
     ranges = [view.ranges.get(name) for name in view.features]
     if not any(span is not None for span in ranges):
         return '<p class="muted">no feature ranges declared: no response curves (docs/explain.md)</p>'
-    probe = np.asarray(served.manifest.probe.input, dtype=np.float64).reshape(-1, len(view.features))[0]
-    reference = np.array([(span[0] + span[1]) / 2.0 if span is not None else probe[f] for f, span in enumerate(ranges)])
-    reference = reference.astype(np.float32).astype(np.float64)[None, :]
+    reference = _reference(served, view, ranges)
     charts = []
     for output, label in enumerate(view.outputs):
         scorer = CountingScorer(view.score, output, rows_by_instance=np.zeros(1, dtype=np.int64))
@@ -100,7 +98,24 @@ def _curve_figures(served: Any) -> str:
                             "data-direction": direction}))
     held = ", ".join(f"{name} = {value:.4g}" for name, value in zip(view.features, reference[0]))
     return (f'<div class="charts">{"".join(charts)}</div><p class="muted">each curve: one feature across its declared '
-            f'range, the others held at the middle of theirs ({escape(held)}); {CURVE_POINTS} points</p>')
+            f"range, the others held where the score is lowest (the range's low end of an increasing feature, the "
+            f"high end of a decreasing one, the middle of a free one): {escape(held)}; {CURVE_POINTS} points</p>")
+
+
+def _reference(served: Any, view: ExplainView, ranges: list) -> np.ndarray:
+    """The point the curves start from: the lowest-scoring corner of the declared ranges (a free
+    feature at the middle of its range; one without a range at the probe's first value), so that
+    each curve shows its feature's whole effect (the middle of a skewed range can saturate a score)."""
+    probe = np.asarray(served.manifest.probe.input, dtype=np.float64).reshape(-1, len(view.features))[0]
+    values = []
+    for f, span in enumerate(ranges):
+        direction = view.directions[f]
+        if span is None:
+            values.append(probe[f])
+        else:
+            values.append(span[0] if direction == "increasing" else span[1] if direction == "decreasing"
+                          else (span[0] + span[1]) / 2.0)
+    return np.asarray(values).astype(np.float32).astype(np.float64)[None, :]
 
 
 def _score_range(scores: np.ndarray, threshold: float | None) -> tuple[float, float]:
