@@ -311,6 +311,7 @@ def test_model_calls_stay_within_the_bound(app_client, repo, model, tolerance):
     ({"model": "smoother", "instances": [[1]]}, 400, ["smoother", "/explain"]),
     ({"model": "nope", "instances": [[1]]}, 404, ["nope"]),
     ({"model": "hidden", "instances": [[1, 2, 3, 0]] * 1001}, 413, ["1000"]),
+    ({"model": "hidden", "instances": [[1, 2, 3, 0]] * 300, "curves": 1025}, 413, ["curves", "1000000"]),
 ])
 def test_bad_requests_are_refused_naming_what_is_wrong(app_client, body, status, words):
     import json

@@ -22,6 +22,7 @@ import numpy as np
 from contract.files import read_checked
 from service import codec, native, oip
 from service.errors import BadRequestError, PayloadTooLargeError
+from service.explain import search
 from service.explain.additive import Additivity, analyze
 from service.explain.explainer import ExplainOptions, Instances, explain, parse_curves, parse_tolerance, proven
 from service.explain.view import ExplainView
@@ -37,6 +38,7 @@ ROUTE = "/explain"
 FIELDS = frozenset({"instances", "model", "version", "label", "threshold", "tolerance", "curves", "ranges"})
 OPTION_FIELDS = frozenset({"label", "threshold", "tolerance", "curves", "ranges"})
 MAX_INSTANCES = 1000  # each costs up to 2 + F * K model rows: /classify's row limit would be far too loose
+MAX_CURVE_VALUES = 1_000_000  # scores in one answer's curves (about 20 MB of JSON)
 
 
 # -- the additive form of each served version, read once from its proven model.onnx -------------
@@ -198,12 +200,22 @@ class ExplainKind:
         payload = request.context["explain"]
         options = parse_options(view, payload)
         instances = parse_instances(view, payload.get("instances"), options.ranges)
-        limits.check_rows(len(instances.lows), "instances")
+        count, features = instances.lows.shape
+        curve_values = count * features * options.curve_points
+        if curve_values > MAX_CURVE_VALUES:
+            raise PayloadTooLargeError(f"curves of {options.curve_points} points for {count} instance(s) of {features} "
+                                       f"feature(s) make {curve_values} scores, more than {MAX_CURVE_VALUES}: ask fewer "
+                                       "points or instances", field="curves", limit=MAX_CURVE_VALUES)
+        # the largest batch held at once (the curves', or one bisection step's: a row per feature and
+        # instance), as float64 rows + their float32 copy + the scores
+        rows = max(2 * count, count * features, curve_values)
+        limits.admit(rows * features, 8 + 4 + 8, "instances")
         return ExplainCall(served, view, instances, options)
 
     def work(self, call: ExplainCall) -> int:
-        features = len(call.view.features)
-        rows = len(call.instances.lows) * (2 + features * 20 + features * call.options.curve_points)
+        count, features = call.instances.lows.shape
+        steps = search.steps_for(call.options.tolerance)
+        rows = count * (2 + features * steps + features * call.options.curve_points)
         return rows * features
 
     def infer(self, call: ExplainCall, settings: Any) -> Any:

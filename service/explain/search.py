@@ -109,7 +109,7 @@ def recourse(scorer: CountingScorer, points: np.ndarray, scores: np.ndarray, dec
             searches.append(_Search(i, f, candidates, step))
     active = [s for s in searches if s.open]
     while active:
-        rows = np.repeat(points[[s.instance for s in active]], 1, axis=0)
+        rows = points[[s.instance for s in active]]  # a copy: each row gets its own probe
         for row, search in zip(rows, active):
             row[search.feature] = search.candidates[search.middle - 1]
         probed = scorer(rows, np.array([s.instance for s in active]))
