@@ -70,14 +70,7 @@ def explain(view: ExplainView, additivity: Additivity, instances: Instances, opt
             item["score"] = float(box.low_scores[i])
             if threshold is not None:
                 item["decision"] = bool(box.low_scores[i] >= threshold)
-        low, high = float(box.low_scores[i]), float(box.high_scores[i])
-        bounds: dict[str, Any] = {"low": low, "high": high,
-                                  "low_at": dict(zip(names, box.low_at[i].tolist())),
-                                  "high_at": dict(zip(names, box.high_at[i].tolist()))}
-        if threshold is not None:
-            bounds["certain"] = bool(low >= threshold or high < threshold)
-            bounds["decision"] = True if low >= threshold else False if high < threshold else None
-        item["bounds"] = bounds
+        item["bounds"] = _bounds_json(box, i, names, threshold)
         if threshold is not None and points[i]:
             item["recourse"] = {names[f]: _recourse_json(recourse[i].get(f), f, directions) for f in searched
                                 if names[f] not in instances.outside[i]}
@@ -100,6 +93,16 @@ def explain(view: ExplainView, additivity: Additivity, instances: Instances, opt
             "tolerance": {"relative": options.tolerance,
                           "absolute": {names[f]: search.grid_step(span[0], span[1], steps)
                                        for f, span in enumerate(options.ranges) if span is not None}}}
+
+
+def _bounds_json(box: search.Corners, i: int, names: list[str], threshold: float | None) -> dict[str, Any]:
+    low, high = float(box.low_scores[i]), float(box.high_scores[i])
+    bounds: dict[str, Any] = {"low": low, "high": high, "low_at": dict(zip(names, box.low_at[i].tolist())),
+                              "high_at": dict(zip(names, box.high_at[i].tolist()))}
+    if threshold is not None:  # certain: every point of the box decides alike
+        bounds["certain"] = bool(low >= threshold or high < threshold)
+        bounds["decision"] = True if low >= threshold else False if high < threshold else None
+    return bounds
 
 
 def _recourse_json(found: search.Recourse | None, feature: int, directions: list[str]) -> dict[str, Any] | None:
