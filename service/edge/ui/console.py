@@ -9,6 +9,7 @@ with an ExplainView (service.explain) gets one response curve per feature and ou
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from html import escape
@@ -21,6 +22,8 @@ from service.compute.explain.view import CountingScorer, ExplainView
 from service.edge.ui import svg
 from service.edge.ui.window import Minute
 from service.repository.registry import iso_time
+
+log = logging.getLogger(__name__)
 
 CURVE_POINTS = 41
 
@@ -51,7 +54,11 @@ def figures(served: Any) -> str:
         cached = _FIGURES.get(key)
         if cached is not None and cached[0]() is served:
             return cached[1]
-    html = _kernel_figure(served) + _curve_figures(served)
+    try:
+        html = _kernel_figure(served) + _curve_figures(served)
+    except Exception as exc:  # noqa: BLE001 - one version that cannot be drawn must not take the page down
+        log.exception("console: cannot draw %s/%s", served.manifest.name, served.manifest.version)
+        html = f'<p class="failed">could not draw this version: {escape(type(exc).__name__)}</p>'
     with _FIGURES_LOCK:
         _FIGURES[key] = (weakref.ref(served, lambda _ref, key=key: _FIGURES.pop(key, None)), html)
     return html
