@@ -162,8 +162,8 @@ def tensor_problems(model: onnx.ModelProto, file: str = "model.onnx", max_tensor
     for label, tensor in carried_tensors(model):
         problem = None
         if is_external(tensor):
-            problem = (f"{file}: {label} stores its data outside the file (external data, location "
-                       f"{_location(tensor)}): refused, nothing outside the model file is read")
+            problem = (f"{file}: {label} stores its data externally (location {_location(tensor)}): external "
+                       "data is refused, nothing outside the model file is read")
         elif max_tensor_bytes is not None:
             problem = _size_problem(tensor, f"{file}: {label}", max_tensor_bytes)
         if problem is not None:

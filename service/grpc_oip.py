@@ -413,18 +413,23 @@ class InferenceService:
         """One answer per request, in order; a failed request answers error_message and the stream goes on."""
         from service.grpc_stream import StreamSession
 
-        hub = self.service.streams
-        try:  # one of the worker's open streams (MONOSERVE_STREAM_MAX_OPEN), as a WebSocket stream is
-            hub.acquire()
-        except ServiceError as exc:
-            await abort(context, exc.status, exc.message, exc.headers)
-        session = StreamSession(self.service, _metadata(context))
+        hub, metadata = self.service.streams, _metadata(context)
         try:
-            async for body in requests:
+            # the token first, on the call's metadata: a call without it takes nothing (no slot, no budget)
+            pipeline.check_authorization(self.service.settings, metadata.get("authorization"))
+            hub.acquire()  # one of the worker's open streams (MONOSERVE_STREAM_MAX_OPEN), as a WebSocket stream is
+        except ServiceError as exc:
+            self.service.metrics.count_request(method_route("ModelStreamInfer"), UNKNOWN_MODEL, exc.status)
+            await abort(context, exc.status, exc.message, exc.headers)
+        session = StreamSession(self.service, metadata)
+        try:
+            async for body in session.messages(requests):  # ends the call after the idle timeout
                 yield await session.answer(body)
         finally:
             session.close()
             hub.release()
+        if session.idle_message is not None:
+            await abort(context, 408, session.idle_message, None)
 
     # -- the model repository (the control API's token rule) --
     async def _control(self, context: grpc.aio.ServicerContext) -> Lifecycle:
@@ -474,9 +479,10 @@ class InferenceService:
         return await self._answer(context, "RepositoryModelUnload", unload)
 
 
-async def run_pipeline(service: Service, adapter: GrpcInferAdapter, body: bytes, metadata: Mapping[str, str]
-                       ) -> pipeline.Reply:
-    """One infer message through service.pipeline.handle, as a body already received."""
+async def run_pipeline(service: Service, adapter: GrpcInferAdapter, body: bytes, metadata: Mapping[str, str],
+                       limits: pipeline.Limits | None = None) -> pipeline.Reply:
+    """One infer message through service.pipeline.handle, as a body already received (`limits`: a
+    stream's message's, counted against its stream's share)."""
     sent = False
 
     async def receive() -> dict[str, Any]:
@@ -490,7 +496,7 @@ async def run_pipeline(service: Service, adapter: GrpcInferAdapter, body: bytes,
     adapter.working = working_bytes(body)
     if "authorization" in metadata:
         headers["authorization"] = metadata["authorization"]
-    reply = await pipeline.handle(service, adapter, receive, headers, b"")
+    reply = await pipeline.handle(service, adapter, receive, headers, b"", limits)
     assert reply is not None  # the whole body is there: no disconnect
     return reply
 
