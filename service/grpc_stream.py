@@ -292,8 +292,8 @@ class StreamSession:
                     return
                 finally:
                     read = None
-                last_message = time.monotonic()
                 yield body
+                last_message = time.monotonic()  # idle counts from the answer: a long chunk is not silence
                 await asyncio.sleep(0)  # fairness: others' ready work runs between two of this stream's messages
         finally:
             if read is not None and not read.done():
@@ -304,6 +304,9 @@ class StreamSession:
         adapter.current = None
         reply = await run_pipeline(self.service, adapter, body, self.metadata, self.account.limits(self.service.settings))
         call = adapter.current
+        sequence = adapter.sequences.get(call.sequence_id) if call is not None else None
+        if sequence is not None:
+            sequence.last_used = time.monotonic()  # untouched counts from its last answer
         if call is not None and (call.stream.ended or reply.status == 409):
             sequence = adapter.sequences.get(call.sequence_id)
             if sequence is not None and sequence.stream is call.stream:
