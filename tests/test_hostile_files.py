@@ -40,7 +40,7 @@ from hostile_onnx import (
     exfiltrating_smoother,
     save,
 )
-from service.prover import prove_version
+from service.repository.prover import prove_version
 from service_fixtures import fresh_repo
 from test_service_e2e import running_server
 

@@ -20,7 +20,7 @@ import pytest
 from contract.manifest import Manifest
 from contract.signing import SignatureError, check_bounds
 from contract.walk import MAX_DEPTH, MAX_DIRS, MAX_ENTRIES, WalkRefused, bounded_walk
-from service.registry import ModelRegistry, fingerprint
+from service.repository.registry import ModelRegistry, fingerprint
 from service_fixtures import copy_version, fresh_repo
 from test_service_e2e import running_server
 
