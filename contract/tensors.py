@@ -124,8 +124,8 @@ def _itemsize(data_type: int) -> int | None:
         return None
 
 
-# The typed repeated fields and how many of their entries make one element (complex: 2 floats).
-_TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
+# 4-bit types: two elements per byte of raw_data
+_PACKED_4BIT = {getattr(TensorProto, name) for name in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(TensorProto, name)}
 
 
 def declared_elements(tensor: TensorProto) -> int | None:
@@ -148,9 +148,9 @@ def _size_problem(tensor: TensorProto, label: str, max_bytes: int) -> str | None
                 f"{max_bytes}-byte limit per tensor; not read")
     if tensor.HasField("raw_data"):
         held = len(tensor.raw_data)
-        bits4 = tensor.data_type in (TensorProto.INT4, TensorProto.UINT4) if hasattr(TensorProto, "INT4") else False
-        if not bits4 and held != declared:
-            return f"{label} declares {declared} bytes in its dims but holds {held}: not read"
+        expected = (elements + 1) // 2 if tensor.data_type in _PACKED_4BIT else declared
+        if held != expected:
+            return f"{label} declares {expected} bytes in its dims but holds {held}: not read"
     return None
 
 
