@@ -24,7 +24,7 @@ ended or whose version is gone closes it. At most MAX_SEQUENCES sequences are op
 each holding channels x (kernel size - 1) float32 samples between chunks.
 
 What a stream may hold (issue 24): the token is checked on the call's metadata before the stream
-takes one of the worker's stream slots (service.grpc_oip); each sequence's state is its own
+takes one of the worker's stream slots (service.protocols.grpc_server); each sequence's state is its own
 reservation in the in-flight budget, returned when the sequence ends, is restarted (a start on an
 open id returns the old reservation first), is untouched for MONOSERVE_STREAM_IDLE_TIMEOUT_S, or
 its stream closes; a call that sends no message for that long is ended (DEADLINE_EXCEEDED) and
