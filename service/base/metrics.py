@@ -175,7 +175,8 @@ class Metrics:
             ("model",), buckets=BATCH_BUCKETS, registry=self.registry)
         # Streaming smoothing (service.protocols.stream_ws, service.protocols.stream_http), by transport ("websocket", "http").
         self.streams_open = Gauge(
-            "monoserve_streams_open", "Streams open now (WebSocket connections streaming), by transport",
+            "monoserve_streams_open", "Streams open now, by transport (websocket: connections streaming; grpc: "
+            "sequences open in ModelStreamInfer calls)",
             ("transport",), registry=self.registry, multiprocess_mode="livesum")
         self.stream_frames = Counter(
             "monoserve_stream_frames", "Stream chunks answered, by transport and model", ("transport", "model"),
