@@ -25,7 +25,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from contract.certificate import FLOAT_TYPES, GraphInfo, node_label
+from contract.certificate.ops import FLOAT_TYPES, node_label
+from contract.certificate.walk import GraphInfo
 
 # The default-domain opsets whose op semantics the proof models (the exporter writes 18 and up): the
 # allowed ops' semantics are unchanged from 13 to the newest opset the installed onnx knows.

@@ -73,3 +73,13 @@ class ParityError(ExportError):
             f"parity check failed (atol={atol:g}, rtol={rtol:g}): {len(self.mismatches)} mismatch(es); "
             "nothing was published\n  " + "\n  ".join(shown)
         )
+
+
+class ModelRefusedError(ExportError):
+    """The user's model breaks its declared rules, or is not a model of the declared kind; nothing published."""
+
+    def __init__(self, problems: list[str], source: str):
+        self.problems = list(problems)
+        self.source = source
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(f"refusing {source}: {problems[0]}{more}; nothing was published")
