@@ -34,6 +34,7 @@ from export.errors import ExportInputError, ModelRefusedError
 from export.finalize import Signing, finalize_staged, package_version
 from export.prepared import Prepared
 from export.parity import DEFAULT_ATOL, DEFAULT_RTOL
+from export.ranges import feature_ranges
 from export.validation import validate_name, validate_tolerance
 
 logger = logging.getLogger(__name__)
@@ -250,7 +251,9 @@ def _publish_user_model(source: UserSource, repo: str | Path, name: str, spec: A
                                    "onnx": package_version("onnx"), "onnxruntime": package_version("onnxruntime"),
                                    "found": prepared.found}},
             inputs=prepared.inputs, outputs=prepared.outputs, files=files, constraints=prepared.constraints,
-            probe=prepared.probe, parity=prepared.parity, opset=opset, **prepared.info)
+            probe=prepared.probe, parity=prepared.parity, opset=opset, **prepared.info,
+            feature_ranges=feature_ranges(getattr(declaration, "ranges", None),
+                                          getattr(declaration, "features", None) or [], "declaration"))
         signing = Signing(sign_key, sign_key_password) if sign_key is not None else None
         _, version_dir, manifest = finalize_staged(
             staging, repo, name, base, card_caption=adapter.card_caption, formats=["onnx"],
