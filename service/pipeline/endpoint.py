@@ -368,12 +368,7 @@ class _Progress:
         self.marks = context.marks if context is not None else None
 
     def observe(self, metrics: Any, route: str) -> None:
-        if self.decode_s >= 0:
-            metrics.observe_stage(route, "decode", self.decode_s)
-        if self.inference_s >= 0:
-            metrics.observe_stage(route, "inference", self.inference_s)
-        if self.encode_s >= 0:
-            metrics.observe_stage(route, "encode", self.encode_s)
+        metrics.observe_stages(route, self.decode_s, self.inference_s, self.encode_s)
 
 
 def _decode(service: Service, adapter: ProtocolAdapter, body: bytes, headers: Mapping[str, str],
