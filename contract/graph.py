@@ -25,7 +25,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from contract.certificate import DEFAULT_MAX_TENSOR_BYTES, FLOAT_TYPES, GraphInfo, node_label
+from contract.certificate.ops import FLOAT_TYPES, node_label
+from contract.certificate.walk import DEFAULT_MAX_TENSOR_BYTES, GraphInfo
 from contract.tensors import tensor_problems
 
 # The default-domain opsets whose op semantics the proof models (the exporter writes 18 and up): the

@@ -164,11 +164,10 @@ class SmootherExport(ExportKind):
         import tempfile
         from pathlib import Path
 
-        import onnx
-
         from contract.checks import check_all
         from export import artifacts
-        from export.byom import ModelRefusedError, Prepared, tensor_specs
+        from export.errors import ModelRefusedError
+        from export.prepared import Prepared, tensor_specs
         from export.fir import NotAFilterError, artifact_output, find_kernel
 
         try:
@@ -189,9 +188,8 @@ class SmootherExport(ExportKind):
         wrapper, signature = self.wrapper_for_kernel(torch.from_numpy(kernel.copy()))
         with tempfile.TemporaryDirectory(prefix="monoserve-byom-") as tmp:
             path = Path(tmp) / "model.onnx"
-            artifacts.write_onnx(wrapper, signature, path, None)
-            loaded = artifacts.load_artifact("onnx", path, signature)
-            model = onnx.load(str(path))
+            model = artifacts.write_onnx(wrapper, signature, path, None, check=False)  # byom checks the final graph
+            loaded = artifacts.load_artifact("onnx", path, signature, model)
         location = artifacts.locate_tensor("kernel", kernel, loaded.tensors)
         if location is None:
             raise ArtifactError("the kernel is not a constant of the written smoother graph")
@@ -292,10 +290,12 @@ class ClassifierExport(ExportKind):
 
 
     def prepare_user_model(self, source: Any, spec: Any, atol: float, rtol: float, seed: int) -> Any:
-        from contract.certificate import output_layer
+        from contract.certificate.uses import output_layer
         from contract.checks import check_rule
         from contract.graph import GraphRefused, IoSpec, check_graph
-        from export.byom import ModelRefusedError, Prepared, ProbeSession, tensor_specs
+        from export.errors import ModelRefusedError
+        from export.prepared import Prepared, tensor_specs
+        from export.probe import ProbeSession
         from export.graphprep import INPUT_NAME, OUTPUT_NAME, GraphShapeError, prepare_classifier_graph, weight_source
 
         n_features, n_labels = len(spec.features), len(spec.labels)

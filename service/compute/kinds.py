@@ -119,7 +119,7 @@ class SmootherKind(ServiceKind):
     reference_class = "FullCorrelation"
 
     def policy_checks(self, proof: Any, graph: Any, file: str, check: Callable[..., None]) -> None:
-        from contract.certificate import smoother_kernel
+        from contract.certificate.uses import smoother_kernel
 
         manifest = proof.manifest
         smoother = manifest.smoother
@@ -212,7 +212,7 @@ class ClassifierKind(ServiceKind):
         return {"labels": list(info.labels), "thresholds": dict(zip(info.labels, info.label_thresholds))}
 
     def policy_checks(self, proof: Any, graph: Any, file: str, check: Callable[..., None]) -> None:
-        from contract.certificate import output_layer
+        from contract.certificate.uses import output_layer
 
         manifest = proof.manifest
         if manifest.classifier.scope == "none":  # an unconstrained baseline: only a policy that allows it gets here
