@@ -10,9 +10,11 @@ model. With Triton's sequence parameters it is a chunk of a streaming smoother s
 - `sequence_start: true` opens it on the model version the request resolves to (pinned for the
   whole sequence; FAILED_PRECONDITION once that version no longer serves) in the request's `mode`
   (parameter, default the model's); a start on an open id begins it anew;
-- each chunk is [samples] or [channels, samples] (the channel count fixed by the first chunk) and is
-  answered with the smoothed samples it completes ([channels, m] or [m]; m may be 0 while `same`
-  or `valid` wait for samples ahead);
+- each chunk is [samples], [channels, samples] or [batch, channels, samples] (service.shapes: the
+  nestings one-shot /smooth takes, the last the model metadata's declared shape, what
+  tritonclient.grpc users send; its rows fixed by the first chunk) and is answered with the
+  smoothed samples it completes, in the chunk's nesting (m samples; m may be 0 while `same` or
+  `valid` wait for samples ahead);
 - `sequence_end: true` answers the chunk's samples and everything still owed, and closes it.
 
 The concatenation of a sequence's answers equals the one-shot /smooth (and ModelInfer) answer of
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from service import oip
+from service import oip, shapes
 from service.errors import BadRequestError, VersionGoneError
 from service.grpc_oip import (
     SEQUENCE_PARAMETERS,
@@ -80,8 +82,7 @@ def stream_error(message: str) -> bytes:
 class SequenceCall:
     served: ProvenVersion  # the version the sequence is pinned to
     stream: SmoothStream
-    chunk: np.ndarray  # [C, n] float32
-    rank: int  # 1: [samples] in and out; 2: [channels, samples]
+    chunk: np.ndarray  # [n], [C, n] or [B, C, n] float32 (service.shapes), answered in the same nesting
     end: bool
     sequence_id: int | str
 
@@ -95,23 +96,20 @@ class SequenceKind:
     def prepare(self, served: ProvenVersion, request: InferRequest, limits: Limits) -> SequenceCall:
         call: SequenceCall = request.context["sequence"]
         call.chunk = call.stream.check_chunk(call.chunk)  # 400 before the state changes
+        shapes.check_length(call.chunk.shape[-1], limits.max_signal_length)
         return call
 
     def work(self, call: SequenceCall) -> int:
-        return call.stream.work_elements(int(call.chunk.shape[1]))
+        return call.stream.work_elements(int(call.chunk.shape[-1]))
 
     def infer(self, call: SequenceCall, settings: Any) -> np.ndarray:
-        out = call.stream.push(call.chunk, settings.smooth_method)
-        if call.end:
-            out = np.concatenate((out, call.stream.end(settings.smooth_method)), axis=1)
-        return out
+        return call.stream.step(call.chunk, call.end, settings.smooth_method)
 
     def batch_input(self, call: SequenceCall) -> np.ndarray:
         raise NotImplementedError("sequence chunks are not batched")
 
     def result(self, call: SequenceCall, output: np.ndarray) -> InferResult:
-        smoothed = np.ascontiguousarray(output[0] if call.rank == 1 else output)
-        return InferResult(call.served, {"smoothed": smoothed},
+        return InferResult(call.served, {"smoothed": np.ascontiguousarray(output)},
                            {"mode": call.stream.mode, "sequence_id": call.sequence_id, "sequence_end": call.end})
 
 
@@ -163,7 +161,8 @@ class StreamAdapter(GrpcInferAdapter):
                 raise BadRequestError(f"this stream has {MAX_SEQUENCES} open sequences, the most one stream holds: "
                                       f"end one (sequence_end) first", field="sequence_id")
             stream = SmoothStream.open(served, io.query(request)["mode"])
-            channels = tensor.array.shape[0] if tensor.array.ndim == 2 else 1
+            shapes.check_rank(tensor.array)
+            channels = shapes.rows_of(tensor.array.shape)
             # the tail this sequence keeps between requests, held in the in-flight budget until the
             # stream ends (a restarted id reserves anew: the stream's own budget, returned at its close)
             self.held.reserve(channels * (stream.kernel_size - 1) * 4, "a sequence's state")
@@ -189,11 +188,7 @@ class StreamAdapter(GrpcInferAdapter):
                 raise BadRequestError(f"sequence {sequence_id!r} runs in mode {stream.mode!r}, the request asks for "
                                       f"{mode!r}", field="mode")
         array = tensor.array if tensor.array.dtype == np.float32 else tensor.array.astype(np.float32)
-        if array.ndim not in (1, 2):
-            raise BadRequestError(f"a sequence chunk is [samples] or [channels, samples], got shape {list(array.shape)}",
-                                  field="signal", shape=list(array.shape))
-        call = SequenceCall(stream.served, stream, array.reshape(1, -1) if array.ndim == 1 else array, array.ndim,
-                            flags["sequence_end"], sequence_id)
+        call = SequenceCall(stream.served, stream, array, flags["sequence_end"], sequence_id)
         self.current = call
         raw = request.parameters.get("binary_data_output", bool(message.raw_input_contents))
         return InferRequest("smoother", stream.model, stream.version, inputs=array, params={"mode": stream.mode},

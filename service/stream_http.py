@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from service.errors import BadRequestError, PayloadTooLargeError
+from service import shapes
+from service.errors import BadRequestError
 from service.pipeline import InferRequest, InferResult, Limits
 from service.streaming import SmoothStream, StateCodec, resume
 
@@ -81,17 +82,14 @@ class SmoothStreamKind:
         chunk = request.inputs
         if chunk is not None:
             chunk = stream.check_chunk(chunk)
-            if chunk.shape[1] > limits.max_signal_length:
-                raise PayloadTooLargeError(f"chunk length {chunk.shape[1]} exceeds the limit of "
-                                           f"{limits.max_signal_length} samples", field="signal",
-                                           limit=limits.max_signal_length)
+            shapes.check_length(chunk.shape[-1], limits.max_signal_length)
         elif not context["end"]:
             raise BadRequestError("missing the signal to smooth (only the request that ends a stream may leave it out)",
                                   field="signal")
         return StreamCall(stream, chunk, context["end"], context["codec"], context["metrics"])
 
     def work(self, call: StreamCall) -> int:
-        return call.stream.work_elements(0 if call.chunk is None else call.chunk.shape[1])
+        return call.stream.work_elements(0 if call.chunk is None else call.chunk.shape[-1])
 
     def infer(self, call: StreamCall, settings: Any) -> np.ndarray:
         return call.stream.step(call.chunk, call.end, settings.smooth_method)
@@ -104,7 +102,7 @@ class SmoothStreamKind:
         state = None if call.end else call.codec.seal(stream)
         call.metrics.stream_frames.labels(TRANSPORT, stream.model).inc()
         if call.chunk is not None:
-            call.metrics.stream_samples.labels(TRANSPORT, stream.model).inc(call.chunk.shape[1])
+            call.metrics.stream_samples.labels(TRANSPORT, stream.model).inc(call.chunk.shape[-1])
         if call.end:
             call.metrics.streams_closed.labels(TRANSPORT, "ended").inc()
         return InferResult(stream.served, {"smoothed": output},

@@ -38,7 +38,7 @@ import numpy as np
 import orjson
 from anyio import to_thread
 
-from service import codec, deadlines, native
+from service import codec, deadlines, native, refusals, shapes
 from service.errors import (
     BadRequestError,
     ModelUnavailableError,
@@ -82,7 +82,8 @@ def close_reason(message: str) -> str:
 
 
 def close_code(exc: BaseException) -> int:
-    return 4000 + exc.status if isinstance(exc, ServiceError) else 1011
+    """4000 + the HTTP status (service.refusals' one table); 1011 for our own bug."""
+    return refusals.websocket_close_code(exc.status) if isinstance(exc, ServiceError) else refusals.WEBSOCKET_INTERNAL
 
 
 async def _within(awaitable: Awaitable[Any], timeout_s: float) -> Any:
@@ -212,14 +213,16 @@ class StreamSession:
                 chunk, end, binary = _decode_frame(message, limits)
                 if chunk is not None:
                     chunk = stream.check_chunk(chunk)
+                    shapes.check_length(chunk.shape[-1], settings.max_signal_length)
                     self.binary = binary
                     if stream.channels is None:  # the tail this stream will hold, from now on
-                        self.held.reserve(chunk.shape[0] * (stream.kernel_size - 1) * 4, "the stream's state")
+                        self.held.reserve(shapes.rows_of(chunk.shape) * (stream.kernel_size - 1) * 4,
+                                          "the stream's state")
                 check_pinned(service.registry, stream)  # 409 once the pinned version is gone
                 out = await self._compute(stream, chunk, end, method)
                 if chunk is not None:
                     frames.inc()
-                    samples.inc(chunk.shape[1])
+                    samples.inc(chunk.shape[-1])
                 answer = self._encode(stream, out, end, binary or (end and chunk is None and self.binary))
             finally:
                 limits.close()
@@ -237,7 +240,7 @@ class StreamSession:
                 return
 
     async def _compute(self, stream: SmoothStream, chunk: np.ndarray | None, end: bool, method: str) -> np.ndarray:
-        samples = 0 if chunk is None else chunk.shape[1]
+        samples = 0 if chunk is None else chunk.shape[-1]
         settings = self.settings
         inline = stream.served.predicted_seconds(stream.work_elements(samples)) * 1e6 <= settings.inline_max_inference_us
         if inline:
