@@ -415,7 +415,11 @@ class InferenceService:
         session = StreamSession(self.service, _metadata(context))
         try:
             async for body in requests:
-                yield await session.answer(body)
+                answer = await session.answer(body)
+                refused = session.refused
+                if refused is not None and session.grpc_errors:  # Triton's triton_grpc_error: the status ends it
+                    await abort(context, refused.status, reply_message(refused), refused.headers)
+                yield answer
         finally:
             session.close()
             hub.release()

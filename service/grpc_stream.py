@@ -20,7 +20,9 @@ model. With Triton's sequence parameters it is a chunk of a streaming smoother s
 The concatenation of a sequence's answers equals the one-shot /smooth (and ModelInfer) answer of
 the whole signal in the same mode, on the same version (service.streaming's promise).
 
-A failed request answers `error_message` (Triton's convention) and the stream goes on; a chunk
+A failed request answers `error_message` (Triton's convention) and the stream goes on (with the
+metadata `triton_grpc_error: true`, Triton's opt-in, the first refusal ends the stream with its
+gRPC status and message instead, the status of service.refusals' one table); a chunk
 refused before the state changed (a bad shape, NaN) leaves its sequence open, one whose sequence
 ended or whose version is gone closes it. At most MAX_SEQUENCES sequences are open per stream,
 each holding channels x (kernel size - 1) float32 samples between chunks.
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from service import oip, shapes
+from service import oip, pipeline, shapes
 from service.errors import BadRequestError, VersionGoneError
 from service.grpc_oip import (
     SEQUENCE_PARAMETERS,
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from service.routes.deps import Service
 
 ROUTE = method_route("ModelStreamInfer")
+GRPC_ERROR_HEADER = "triton_grpc_error"
 MAX_SEQUENCES = 256
 
 
@@ -201,10 +204,15 @@ class StreamSession:
     def __init__(self, service: Service, metadata: Mapping[str, str]):
         self.service, self.metadata = service, metadata
         self.adapter = StreamAdapter(service)
+        # Triton's opt-in (metadata `triton_grpc_error: true`): the first refusal ends the stream with
+        # its gRPC status (service.refusals) instead of an error_message that carries no code.
+        self.grpc_errors = metadata.get(GRPC_ERROR_HEADER, "").strip().lower() == "true"
+        self.refused: pipeline.Reply | None = None  # the last request's refusal, if it was refused
 
     async def answer(self, body: bytes) -> bytes:
         self.adapter.current = None
         reply = await run_pipeline(self.service, self.adapter, body, self.metadata)
+        self.refused = reply if reply.status != 200 else None
         call = self.adapter.current
         if call is not None and (call.stream.ended or reply.status == 409):
             if self.adapter.sequences.get(call.sequence_id) is call.stream:
