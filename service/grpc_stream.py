@@ -106,7 +106,7 @@ class SequenceKind:
         return call.stream.work_elements(int(call.chunk.shape[-1]))
 
     def infer(self, call: SequenceCall, settings: Any) -> np.ndarray:
-        return call.stream.step(call.chunk, call.end, settings.smooth_method)
+        return call.stream.step(call.chunk, call.end, settings.smooth_method, checked=True)  # checked in prepare
 
     def batch_input(self, call: SequenceCall) -> np.ndarray:
         raise NotImplementedError("sequence chunks are not batched")

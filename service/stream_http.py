@@ -92,7 +92,7 @@ class SmoothStreamKind:
         return call.stream.work_elements(0 if call.chunk is None else call.chunk.shape[-1])
 
     def infer(self, call: StreamCall, settings: Any) -> np.ndarray:
-        return call.stream.step(call.chunk, call.end, settings.smooth_method)
+        return call.stream.step(call.chunk, call.end, settings.smooth_method, checked=True)  # checked in prepare
 
     def batch_input(self, call: StreamCall) -> np.ndarray:
         raise NotImplementedError("streams are not batched")

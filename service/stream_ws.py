@@ -86,20 +86,40 @@ def close_code(exc: BaseException) -> int:
     return refusals.websocket_close_code(exc.status) if isinstance(exc, ServiceError) else refusals.WEBSOCKET_INTERNAL
 
 
+class _IdleTimer:
+    """A session's idle deadline: one coarse deadline (service.deadlines) re-armed for each wait,
+    not a timer, nor a new deadline object, per frame."""
+
+    __slots__ = ("timeout_s", "sweeper", "deadline")
+
+    def __init__(self, timeout_s: float):
+        task = asyncio.current_task()
+        assert task is not None
+        self.timeout_s = timeout_s
+        self.sweeper = deadlines.sweeper()
+        self.deadline = self.sweeper.add(timeout_s, task.cancel)
+        self.deadline.cancel()  # armed by each wait
+
+    async def within(self, awaitable: Awaitable[Any]) -> Any:
+        """`awaitable`, or _Idle after `timeout_s`."""
+        deadline = self.deadline
+        self.sweeper.rearm(deadline, self.timeout_s)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if not deadline.fired:
+                raise
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()
+            raise _Idle from None
+        finally:
+            deadline.cancel()
+
+
 async def _within(awaitable: Awaitable[Any], timeout_s: float) -> Any:
-    """`awaitable`, or _Idle after `timeout_s` (a coarse deadline: no timer per frame)."""
-    task = asyncio.current_task()
-    assert task is not None
-    deadline = deadlines.sweeper().add(timeout_s, task.cancel)
-    try:
-        return await awaitable
-    except asyncio.CancelledError:
-        if not deadline.fired:
-            raise
-        task.uncancel()
-        raise _Idle from None
-    finally:
-        deadline.cancel()
+    """`awaitable`, or _Idle after `timeout_s` (for a single wait; a session re-uses its _IdleTimer)."""
+    return await _IdleTimer(timeout_s).within(awaitable)
 
 
 def _decode_frame(message: dict[str, Any], limits: Limits) -> tuple[np.ndarray | None, bool, bool]:
@@ -195,9 +215,10 @@ class StreamSession:
         frames = self.metrics.stream_frames.labels(TRANSPORT, stream.model)
         samples = self.metrics.stream_samples.labels(TRANSPORT, stream.model)
         method = settings.smooth_method
+        idle = _IdleTimer(idle_s)
         while True:
             try:
-                message = await _within(self.receive(), idle_s)
+                message = await idle.within(self.receive())
             except _Idle:
                 raise RequestTimeoutError(f"no frame for {idle_s:g} s (MONOSERVE_STREAM_IDLE_TIMEOUT_S)") from None
             if message["type"] == "websocket.disconnect":
@@ -227,7 +248,7 @@ class StreamSession:
             finally:
                 limits.close()
             try:
-                await _within(self.send(answer), idle_s)
+                await idle.within(self.send(answer))
             except _Idle:
                 # The client does not read: the session ends (its slot and budget come back); the
                 # close frame cannot be written past the full buffer, so none is sent.
@@ -244,8 +265,8 @@ class StreamSession:
         settings = self.settings
         inline = stream.served.predicted_seconds(stream.work_elements(samples)) * 1e6 <= settings.inline_max_inference_us
         if inline:
-            return stream.step(chunk, end, method)
-        return await to_thread.run_sync(stream.step, chunk, end, method, limiter=self.service.limiter)
+            return stream.step(chunk, end, method, True)
+        return await to_thread.run_sync(stream.step, chunk, end, method, True, limiter=self.service.limiter)
 
     @staticmethod
     def _encode(stream: SmoothStream, out: np.ndarray, end: bool, binary: bool) -> dict[str, Any]:
