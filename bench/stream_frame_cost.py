@@ -40,9 +40,9 @@ def npy(array: np.ndarray) -> bytes:
 
 
 def build_service(repo: Path):
-    from service.metrics import Metrics
-    from service.registry import ModelRegistry
-    from service.routes.deps import Service
+    from service.base.metrics import Metrics
+    from service.repository.registry import ModelRegistry
+    from service.pipeline.service import Service
     from service.settings import Settings
 
     import anyio
@@ -58,7 +58,7 @@ def build_service(repo: Path):
 
 async def drive(service, frames: int) -> float:
     """CPU seconds per frame for `frames` frames over STREAMS sessions (the sessions' opening excluded)."""
-    from service.stream_ws import serve_stream
+    from service.protocols.stream_ws import serve_stream
 
     frame = npy(np.random.default_rng(0).standard_normal((CHANNELS, SAMPLES)).astype(np.float32))
     inboxes = [asyncio.Queue() for _ in range(STREAMS)]
@@ -94,8 +94,8 @@ async def drive(service, frames: int) -> float:
 
 def parts(service, repeats: int = 2000) -> dict[str, float]:
     """The per-frame parts alone, in us: push (convolution), .npy decode, .npy encode."""
-    from service import codec
-    from service.streaming import open_stream
+    from service.base import codec
+    from service.pipeline.streaming import open_stream
 
     stream = open_stream(service.registry, "smoother", None, "causal")
     chunk = np.random.default_rng(0).standard_normal((CHANNELS, SAMPLES)).astype(np.float32)

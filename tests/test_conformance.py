@@ -6,7 +6,7 @@ gRPC (ModelInfer), and for smoothers the three stream transports (WebSocket /smo
 binary and text frames, /smooth with a carried state in JSON and .npy, the gRPC sequence stream).
 Good requests must give equal answers (bit for bit over the one-shot transports, which run the same
 engine; streams within float32 rounding of it, chunked along time); bad ones must be refused as the
-same class, which each transport shows as its own code from the one table (service.refusals: an
+same class, which each transport shows as its own code from the one table (service.base.refusals: an
 HTTP status, a WebSocket close code 4000 + status, a gRPC status), naming what was wrong.
 
 Adding a transport: write one `Transport` subclass (its `kinds`, `medium` and `run`) and add it to
@@ -32,7 +32,7 @@ from tritonclient.utils import InferenceServerException
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from service import refusals
+from service.base import refusals
 from service_fixtures import CLASSIFIER_FEATURES, KERNEL_SIZE, fresh_repo, numpy_smooth, onnx_initializers, onnx_name
 from test_service_e2e import free_port, running_server
 
@@ -75,7 +75,7 @@ class Case:
     model: str | None = None  # None: the kind's sample model
     version: int | None = None
     token: bool = True
-    refusal: int | None = None  # the HTTP status of its refusal class (service.refusals); None: answered
+    refusal: int | None = None  # the HTTP status of its refusal class (service.base.refusals); None: answered
     reason: str | None = None  # what every transport's refusal names (case-insensitive)
     # streams: the input as one chunk (the per-request limits bound each chunk; a stream may be longer)
     one_chunk: bool = False
@@ -169,7 +169,7 @@ def split(array: np.ndarray, case: Case) -> list[np.ndarray]:
 
 class Transport:
     name: ClassVar[str]
-    medium: ClassVar[str]  # "http", "websocket" or "grpc": which column of service.refusals
+    medium: ClassVar[str]  # "http", "websocket" or "grpc": which column of service.base.refusals
     kinds: ClassVar[frozenset[str]]
     stream: ClassVar[bool] = False
     json_integers: ClassVar[bool] = False  # the project's own JSON: integers are numbers (documented)
@@ -494,7 +494,7 @@ def test_json_integers_on_the_projects_own_routes_are_the_float_answer(results):
 
 
 def test_the_refusal_table_gives_each_transport_one_code_per_class():
-    """service.refusals is a function of the class: WebSocket 4000 + status, gRPC by name, 1011 for bugs."""
+    """service.base.refusals is a function of the class: WebSocket 4000 + status, gRPC by name, 1011 for bugs."""
     for refusal in refusals.REFUSALS:
         assert refusals.refusal_of(refusal.http) is refusal
         assert refusals.websocket_close_code(refusal.http) == 4000 + refusal.http

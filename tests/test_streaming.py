@@ -1,4 +1,4 @@
-"""The transport-free stream core (service.streaming) against one-shot inference, in process: real
+"""The transport-free stream core (service.pipeline.streaming) against one-shot inference, in process: real
 proofs, real ONNX Runtime sessions, hypothesis cutting signals into chunks; and the carried state
 (HMAC-signed) against forged, altered, foreign, expired and mismatched states and gone versions."""
 
@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.errors import BadRequestError, VersionGoneError
-from service.inference import SmoothCall, infer_smooth
-from service.registry import ModelRegistry
-from service.streaming import SmoothStream, StateCodec, check_pinned, open_stream, resume
+from service.base.errors import BadRequestError, VersionGoneError
+from service.compute.inference import SmoothCall, infer_smooth
+from service.repository.registry import ModelRegistry
+from service.pipeline.streaming import SmoothStream, StateCodec, check_pinned, open_stream, resume
 from service_fixtures import KERNEL_SIZE, build_smoother, copy_version, fresh_repo
 
 SECRET = b"a test secret of enough bytes!!!"
@@ -189,10 +189,10 @@ def test_a_gone_or_replaced_version_is_409(tmp_path):
 
 @pytest.mark.parametrize("mode", ["same", "causal", "valid"])
 def test_every_nesting_of_one_shot_is_a_chunk_and_is_answered_in_it(registry, mode):
-    """[n], [C, n] and [B, C, n] (service.shapes): the rows are the stream's channels (B x C, fixed by
+    """[n], [C, n] and [B, C, n] (service.compute.shapes): the rows are the stream's channels (B x C, fixed by
     the first chunk) and each answer comes in its chunk's nesting; the concatenation is one-shot's."""
-    from service.kinds import SERVICE_KINDS
-    from service.pipeline import InferRequest, Limits, MemoryBudget
+    from service.compute.kinds import SERVICE_KINDS
+    from service.compute.request import InferRequest, Limits, MemoryBudget
 
     served = registry.resolve("smoother", "smoother")
     rng = np.random.default_rng(3)
@@ -217,7 +217,7 @@ def test_every_nesting_of_one_shot_is_a_chunk_and_is_answered_in_it(registry, mo
 
 
 def test_a_state_unused_for_longer_than_the_idle_timeout_is_expired_408(registry):
-    from service.errors import RequestTimeoutError
+    from service.base.errors import RequestTimeoutError
 
     stream = SmoothStream.open(registry.resolve("smoother", "smoother"), "causal")
     stream.push(np.ones((2, 5), np.float32))
