@@ -165,3 +165,13 @@ def test_a_15_s_websocket_pause_with_the_default_timeouts_keeps_streaming(repo):
         signal = np.random.default_rng(15).standard_normal((2, 130)).astype(np.float32)
         streamed = websocket_stream(running.base, signal, "same", 15.0)
         np.testing.assert_allclose(streamed, one_shot(running.base, signal, "same"), rtol=1e-6, atol=1e-5)
+
+
+def test_a_websocket_pause_past_the_header_deadline_with_h11(repo):
+    """Both HTTP implementations hand the connection over (service.edge.http): h11 too."""
+    env = {"MONOSERVE_HEADER_TIMEOUT_S": str(HEADER_S), "MONOSERVE_STREAM_IDLE_TIMEOUT_S": str(IDLE_S),
+           "MONOSERVE_HTTP": "h11"}
+    with running_server(repo, env=env) as running:
+        signal = np.random.default_rng(11).standard_normal((2, 130)).astype(np.float32)
+        streamed = websocket_stream(running.base, signal, "valid", PAUSE_S)
+        np.testing.assert_allclose(streamed, one_shot(running.base, signal, "valid"), rtol=1e-6, atol=1e-5)
