@@ -2,7 +2,8 @@
 the one-shot answer of the whole signal.
 
 The promise (docs/service.md, "Streaming"): for every edge mode and every way a signal is cut into
-chunks ([C, n] each, n >= 0, the channel count C fixed by the first chunk), the concatenation along
+chunks ([n], [C, n] or [B, C, n] each, n >= 0, the rows C (or B x C) fixed by the first chunk; an
+answer comes in its chunk's nesting), the concatenation along
 time of `push(chunk)` for every chunk and of `end()` equals `/smooth` of the whole signal with the
 same model version and mode (within float32 rounding; bit for bit when the same convolution path
 runs). It holds because every mode is a slice of the *full* correlation (contract.modes): the
@@ -24,9 +25,9 @@ in `valid` mode, is an error (the one-shot request would be a 400).
 API (stable; the WebSocket route, the HTTP carried state and the gRPC stream all use it):
 
     stream = SmoothStream.open(served, mode)      # served: a ProvenVersion (the version is pinned)
-    out = stream.push(chunk)                      # chunk [C, n] float32 -> [C, m] float32
+    out = stream.push(chunk)                      # chunk [n] | [C, n] | [B, C, n] -> rows [C, m] float32
     tail = stream.end()                           # -> [C, t]; the stream is closed afterwards
-    out = stream.step(chunk_or_None, end=False)   # push, and with end=True the tail after it
+    out = stream.step(chunk_or_None, end=False)   # push, and with end=True the tail after it, nested as the chunk
     codec = StateCodec(secret)                    # secret: bytes shared by every worker/replica
     token = codec.seal(stream)                    # a str carrying everything the next chunk needs
     stream = resume(registry, codec.unseal(token), model=..., version=..., mode=...)  # 400 / 409
@@ -34,7 +35,7 @@ API (stable; the WebSocket route, the HTTP carried state and the gRPC stream all
     stream = open_stream(registry, model, version, mode)   # resolve + open (404/400/503 as /smooth)
     hub = StreamHub.from_settings(settings)       # per worker: hub.acquire()/release() (503 over
                                                   # MONOSERVE_STREAM_MAX_OPEN), hub.codec (the secret)
-    stream.check_chunk(array)                     # 400 unless a finite [C, n] with the stream's C
+    stream.check_chunk(array)                     # 400 unless finite, of 1-3 dims, with the stream's rows
     stream.work_elements(n)                       # for the pipeline's inline/thread rule:
         # served.predicted_seconds(...) * 1e6 <= settings.inline_max_inference_us -> inline
 
@@ -53,7 +54,9 @@ The signature is checked (constant time) before anything in it is parsed or allo
 or altered state is a 400 without further work; a genuine state only ever holds what this service
 produced (its size bounded by the frames the service accepted). A state names its version by number
 and by digest: a version re-published with other files under the same number is "gone" (409).
-A state older than `max_age_s` is refused (400), so a state cannot be replayed forever.
+A state older than `max_age_s` is refused (400), so a state cannot be replayed forever; and as each
+answer issues a new state, one older than `idle_s` (MONOSERVE_STREAM_IDLE_TIMEOUT_S, the idle rule
+of every stream transport) belongs to a stream unused for that long: refused as expired (408).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ def flag(value: Any, name: str) -> bool:
 @dataclass
 class StreamCall:
     stream: SmoothStream
-    chunk: np.ndarray | None  # [C, n] float32, or None (an end with no new samples)
+    chunk: np.ndarray | None  # [n], [C, n] or [B, C, n] float32, or None (an end with no new samples)
     end: bool
     codec: StateCodec
     metrics: Any

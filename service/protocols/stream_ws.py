@@ -6,8 +6,9 @@ The connection is accepted once the token (Authorization: Bearer, as every route
 the model version check out and this worker has a stream slot; the handshake answer names the
 pinned version (headers x-model, x-model-version, x-mode, x-kernel-size). Then per input frame one
 answer frame, in the frame's format:
-- binary: a `.npy` float32/float64 [C, n] chunk -> a `.npy` float32 [C, m] (m may be 0);
-- text: {"signal": [[...], ...]} -> {"model", "version", "smoothed": [[...]]}.
+- binary: a `.npy` float32/float64 chunk [n], [C, n] or [B, C, n] (service.compute.shapes: every
+  nesting one-shot /smooth takes) -> a `.npy` float32 in the same nesting, m samples (m may be 0);
+- text: {"signal": [...] | [[...], ...] | [[[...]]]} -> {"model", "version", "smoothed": ...}, the same.
 The text frame {"end": true} (it may carry a last "signal" too) ends the stream: its answer holds
 the flushed tail (`.npy` when the stream's chunks were binary; JSON with "end": true otherwise),
 then the server closes with 1000. The concatenation of the answers equals one-shot /smooth of the
