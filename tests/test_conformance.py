@@ -2,7 +2,7 @@
 
 Every case (a good request of each shape, and each class of bad input) runs over every transport that
 serves its model kind: /smooth and /classify (JSON and .npy), OIP REST (JSON and binary tensors), OIP
-gRPC (ModelInfer), and for smoothers the three stream transports (WebSocket /smooth/stream with
+gRPC (ModelInfer, and plain infers over ModelStreamInfer), and for smoothers the three stream transports (WebSocket /smooth/stream with
 binary and text frames, /smooth with a carried state in JSON and .npy, the gRPC sequence stream).
 Good requests must give equal answers (bit for bit over the one-shot transports, which run the same
 engine; streams within float32 rounding of it, chunked along time); bad ones must be refused as the
@@ -406,8 +406,31 @@ class GrpcSequence(Transport):
         return Answered(np.concatenate(answers, axis=-1))
 
 
-TRANSPORTS: list[type[Transport]] = [OwnJson, OwnNpy, OipJson, OipBinary, OipGrpc, WebSocketBinary, WebSocketText,
-                                     HttpStreamJson, HttpStreamNpy, GrpcSequence]
+class GrpcStreamInfer(Transport):
+    """Plain infers (no sequence parameters) over ModelStreamInfer: any kind, one answer each."""
+
+    medium, kinds = "grpc", frozenset({"smoother", "classifier"})
+    name = "grpc-stream-infer"
+
+    def run(self, case: Case, array: np.ndarray) -> Answered | Refused:
+        results: queue.Queue = queue.Queue()
+        with triton_grpc.InferenceServerClient(self.grpc_target) as client:
+            client.start_stream(callback=lambda result, error: results.put((result, error)),
+                                headers={**self.headers(case), "triton_grpc_error": "true"})
+            try:
+                client.async_stream_infer(case.model_name, [_grpc_input(case, array)],
+                                          model_version=str(case.version or ""))
+                result, error = results.get(timeout=60)
+            finally:
+                client.stop_stream()
+        if error is not None:
+            return Refused(_grpc_code(error), error.message())
+        output = result.as_numpy("smoothed" if case.kind == "smoother" else "scores")
+        return Answered(output.reshape(output.shape[0]) if case.kind == "classifier" and output.shape[1] == 1 else output)
+
+
+TRANSPORTS: list[type[Transport]] = [OwnJson, OwnNpy, OipJson, OipBinary, OipGrpc, GrpcStreamInfer, WebSocketBinary,
+                                     WebSocketText, HttpStreamJson, HttpStreamNpy, GrpcSequence]
 
 
 # -- the server and the runs ------------------------------------------------------------------
