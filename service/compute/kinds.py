@@ -21,7 +21,7 @@ from contract.modes import EDGE_MODES
 from contract.policy import CLASSIFIER_RULE, NORMALIZED_RULE, SMOOTHER_RULES, SUM_TOLERANCE
 from service.base import codec
 from service.compute import shapes
-from service.base.errors import BadRequestError, PayloadTooLargeError
+from service.base.errors import BadRequestError
 from service.compute.inference import ClassifyCall, SmoothCall, decisions, infer_classify, infer_smooth, records_to_array
 from service.compute.request import InferRequest, InferResult, Limits
 
