@@ -394,9 +394,12 @@ class GrpcSequence(Transport):
                                 headers={**self.headers(case), "triton_grpc_error": "true"})
             try:
                 for index, chunk in enumerate(chunks):
-                    client.async_stream_infer(case.model_name, [_grpc_input(case, chunk)],
-                                              model_version=str(case.version or ""), sequence_id=42,
-                                              sequence_start=index == 0, sequence_end=index == len(chunks) - 1)
+                    try:
+                        client.async_stream_infer(case.model_name, [_grpc_input(case, chunk)],
+                                                  model_version=str(case.version or ""), sequence_id=42,
+                                                  sequence_start=index == 0, sequence_end=index == len(chunks) - 1)
+                    except InferenceServerException:  # the call was refused at its start: the callback has why
+                        pass
                     result, error = results.get(timeout=60)
                     if error is not None:
                         return Refused(_grpc_code(error), error.message())
@@ -418,8 +421,11 @@ class GrpcStreamInfer(Transport):
             client.start_stream(callback=lambda result, error: results.put((result, error)),
                                 headers={**self.headers(case), "triton_grpc_error": "true"})
             try:
-                client.async_stream_infer(case.model_name, [_grpc_input(case, array)],
-                                          model_version=str(case.version or ""))
+                try:
+                    client.async_stream_infer(case.model_name, [_grpc_input(case, array)],
+                                              model_version=str(case.version or ""))
+                except InferenceServerException:  # the call was refused at its start: the callback has why
+                    pass
                 result, error = results.get(timeout=60)
             finally:
                 client.stop_stream()
