@@ -20,7 +20,8 @@ from contract.manifest import KINDS, Manifest
 from contract.modes import EDGE_MODES
 from contract.policy import CLASSIFIER_RULE, NORMALIZED_RULE, SMOOTHER_RULES, SUM_TOLERANCE
 from service.base import codec
-from service.base.errors import BadRequestError, PayloadTooLargeError
+from service.base.errors import BadRequestError
+from service.compute import shapes
 from service.compute.explain.view import ExplainView
 from service.compute.inference import ClassifyCall, SmoothCall, decisions, infer_classify, infer_smooth, records_to_array
 from service.compute.request import InferRequest, InferResult, Limits
@@ -170,16 +171,11 @@ class SmootherKind(ServiceKind):
         mode = request.params.get("mode") or info.default_mode
         if mode not in EDGE_MODES or mode not in info.edge_modes:
             raise BadRequestError(f"unknown mode {str(mode)[:40]!r}; expected one of {list(info.edge_modes)}", field="mode")
-        if not 1 <= signal.ndim <= 3:
-            raise BadRequestError(
-                f"'signal' must have 1 to 3 dimensions ([L], [C, L] or [B, C, L]), got {signal.ndim} (shape {list(signal.shape)})",
-                field="signal", shape=list(signal.shape))
+        shapes.check_rank(signal)  # the nestings every transport accepts, refused with one reason
         if signal.size == 0:
             raise BadRequestError(f"'signal' is empty (shape {list(signal.shape)})", field="signal", shape=list(signal.shape))
         length = signal.shape[-1]
-        if length > limits.max_signal_length:
-            raise PayloadTooLargeError(f"signal length {length} exceeds the limit of {limits.max_signal_length} samples",
-                                       field="signal", limit=limits.max_signal_length)
+        shapes.check_length(length, limits.max_signal_length)
         kernel = info.kernel_size
         if mode == "valid" and length < kernel:
             raise BadRequestError(

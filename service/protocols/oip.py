@@ -279,6 +279,7 @@ class ModelIO:
 
     kind: ClassVar[str]
     output_name: ClassVar[str]
+    datatype: ClassVar[str] = "FP32"  # the input's, as the metadata shows it: the only one accepted
     parameters: ClassVar[frozenset[str]] = frozenset({"binary_data_output"})
 
     def input_name(self, served: ProvenVersion) -> str:
@@ -303,6 +304,11 @@ class ModelIO:
         if names != [expected]:
             raise BadRequestError(f"model {served.manifest.name!r} takes one input named {expected!r}, got {names}",
                                   field="inputs", expected=[expected], got=names)
+        tensor = request.inputs[0]
+        if tensor.datatype != self.datatype:  # as Triton: no silent conversion (large INT64 would round)
+            raise BadRequestError(f"inputs[0].datatype {tensor.datatype} is not the model's: input {expected!r} of "
+                                  f"model {served.manifest.name!r} is {self.datatype}; send {self.datatype}",
+                                  field="inputs[0]", expected=self.datatype, got=tensor.datatype)
         if request.outputs is not None:
             unknown = sorted({item.name for item in request.outputs} - {self.output_name})
             if unknown:
@@ -319,7 +325,7 @@ class SmootherIO(ModelIO):
     def metadata_tensors(self, served: ProvenVersion) -> tuple[list[dict], list[dict]]:
         spec = served.manifest.inputs[0]
         shape = oip_shape(spec.shape)
-        return ([{"name": spec.name, "datatype": "FP32", "shape": shape}],
+        return ([{"name": spec.name, "datatype": self.datatype, "shape": shape}],
                 [{"name": self.output_name, "datatype": "FP32", "shape": [-1] * len(shape)}])
 
     def query(self, request: OipRequest) -> dict[str, Any]:
@@ -338,7 +344,7 @@ class ClassifierIO(ModelIO):
 
     def metadata_tensors(self, served: ProvenVersion) -> tuple[list[dict], list[dict]]:
         spec, out = served.manifest.inputs[0], served.manifest.outputs[0]
-        return ([{"name": spec.name, "datatype": "FP32", "shape": oip_shape(spec.shape)}],
+        return ([{"name": spec.name, "datatype": self.datatype, "shape": oip_shape(spec.shape)}],
                 [{"name": out.name, "datatype": "FP32", "shape": oip_shape(out.shape)}])
 
     def query(self, request: OipRequest) -> dict[str, Any]:
