@@ -249,6 +249,10 @@ class GraphInfo:
         del bare.graph.value_info[:]
         for output in bare.graph.output:
             output.type.tensor_type.ClearField("shape")
+        if any(o.domain == "ai.onnx.ml" for o in bare.opset_import):  # typed from their attributes
+            from contract import mlops
+
+            mlops.declare_outputs(bare)
         try:
             inferred = onnx.shape_inference.infer_shapes(bare, strict_mode=True, data_prop=True)
             value_infos = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
@@ -456,6 +460,10 @@ def _unary_function(op: str, attrs: dict):
 
 
 def _range_transfer(info: GraphInfo, node: onnx.NodeProto, label: str) -> tuple[float, float]:
+    if node.domain == "ai.onnx.ml":
+        from contract import mlops
+
+        return mlops.value_range(info, node, label)
     op = node.op_type
     attrs = _attributes(node)
     names = list(node.input)
@@ -707,6 +715,10 @@ class _Interpreter:
         op = node.op_type
         attrs = _attributes(node)
         unknown_in = next((v for v in inputs if isinstance(v, Unknown)), None)
+        if node.domain == "ai.onnx.ml" and unknown_in is None:  # trees and linear models (contract.mlops)
+            from contract import mlops
+
+            return mlops.transfer(self.info, node, label, inputs)
         if node.domain not in ("", "ai.onnx"):
             return unknown_in or Unknown(label, f"custom-domain op {node.domain}.{op} cannot be certified")
         if _has_subgraph(node):

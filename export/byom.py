@@ -28,7 +28,7 @@ import numpy as np
 from contract.files import sha256_file
 from contract.manifest import MANIFEST_NAME, ConstraintEntry, FileEntry, Manifest, Probe, TensorSpec
 from contract.spec import ClassifierSpec, SmootherSpec, load_spec
-from export import card, publish
+from export import card, mlprep, publish
 from export.errors import ExportError, ExportInputError
 from export.parity import DEFAULT_ATOL, DEFAULT_RTOL
 from export.validation import validate_name, validate_tolerance
@@ -205,6 +205,12 @@ class OnnxSource(UserSource):
             except Exception as exc:
                 raise ModelRefusedError([f"ONNX Runtime cannot load it: {str(exc).splitlines()[0]}"], self.label) from exc
         feed = {self._input_name(): np.ascontiguousarray(inputs, dtype=np.float32)}
+        if len(self.model.graph.output) > 1 and mlprep.is_ml_graph(self.model):  # a converter's (label, probabilities)
+            try:
+                wanted = mlprep.score_output(self.model)
+            except mlprep.ConverterGraphError as exc:
+                raise ModelRefusedError([str(exc)], self.label) from exc
+            return np.asarray(self._session.run([wanted], feed)[0], dtype=np.float32)
         outputs = self._session.run(None, feed)
         if len(outputs) != 1:
             raise ModelRefusedError([f"the graph has {len(outputs)} outputs: expected exactly one"], self.label)

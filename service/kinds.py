@@ -271,7 +271,7 @@ class ClassifierKind(ServiceKind):
 
     # -- serving --
     def prepare(self, served: Any, request: InferRequest, limits: Limits) -> ClassifyCall:
-        info = served.manifest.classifier
+        info = self.info(served.manifest)
         assert info is not None
         names = [f.name for f in info.features]
         features = records_to_array(request.records, names) if request.records is not None else request.inputs
@@ -312,7 +312,57 @@ class ClassifierKind(ServiceKind):
                             "decisions": decisions(output, info.labels, threshold)})
 
 
-SERVICE_KINDS: dict[str, ServiceKind] = {adapter.kind: adapter for adapter in (SmootherKind(), ClassifierKind())}
+class RegressorKind(ClassifierKind):
+    """A regressor [N, F] -> [N, 1] (trees, linear or neural): one score per instance, at POST /score.
+
+    Requests are read as a classifier's instances are (rows, or objects keyed by feature name); the
+    proof certifies every non-free feature's direction from the graph, and `nonnegative` from its
+    interval bounds. There is no TorchScript reference: regressors are imported ONNX graphs."""
+
+    kind = "regressor"
+    section = "regressor"
+    reference_class = ""
+
+    def summary(self, manifest: Manifest) -> dict[str, Any]:
+        info = manifest.regressor
+        return {} if info is None else {"features": [f.name for f in info.features]}
+
+    def policy_checks(self, proof: Any, graph: Any, file: str, check: Callable[..., None]) -> None:
+        manifest = proof.manifest
+        if manifest.regressor.nonnegative:
+            low, high = graph.range_of(manifest.outputs[0].name)
+            if not low >= 0.0:
+                raise ValueError(f"the regressor is declared nonnegative, but its output {manifest.outputs[0].name!r} "
+                                 f"may be negative (bounds [{low:.6g}, {high:.6g}])")
+
+    def certificate_plan(self, proof: Any) -> tuple[Proofs, str] | None:
+        manifest = proof.manifest
+        features = proof.policy.certified_features(manifest)
+        if not features:
+            return None
+        return ([(manifest.inputs[0].name, features)],
+                f"the score is monotone in {len(features)} feature(s) as declared")
+
+    def uncertified_reason(self, manifest: Manifest) -> str:
+        return "every feature is free: no direction to certify"
+
+    def reference_rules(self, manifest: Manifest, tensors: dict[str, np.ndarray]) -> list[str]:
+        return ["a regressor has no TorchScript reference module: it is served from model.onnx only"]
+
+    def warmup_inputs(self, manifest: Manifest, rng: np.random.Generator) -> list[np.ndarray]:
+        n = len(manifest.regressor.features)
+        return [rng.standard_normal((1, n)).astype(np.float32), rng.standard_normal((64, n)).astype(np.float32),
+                rng.standard_normal((1024, n)).astype(np.float32)]
+
+    def expected_shape(self, manifest: Manifest, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (shape[0], 1)
+
+    def result(self, call: ClassifyCall, output: np.ndarray) -> InferResult:
+        return InferResult(call.served, {"scores": np.ascontiguousarray(output[:, 0])}, {})
+
+
+SERVICE_KINDS: dict[str, ServiceKind] = {adapter.kind: adapter for adapter in (SmootherKind(), ClassifierKind(),
+                                                                                RegressorKind())}
 assert tuple(SERVICE_KINDS) == KINDS, "every manifest kind needs a service adapter"
 
 

@@ -347,7 +347,13 @@ class ClassifierIO(ModelIO):
         return {self.output_name: scores.reshape(len(scores), -1)}
 
 
-MODEL_IO: dict[str, ModelIO] = {io.kind: io for io in (SmootherIO(), ClassifierIO())}
+class RegressorIO(ClassifierIO):
+    """A regressor over OIP: `features` [N, F] in, `scores` [N, 1] out (what /score answers, as a column)."""
+
+    kind = "regressor"
+
+
+MODEL_IO: dict[str, ModelIO] = {io.kind: io for io in (SmootherIO(), ClassifierIO(), RegressorIO())}
 
 
 def platform(engine: str) -> str:
