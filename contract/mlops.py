@@ -171,13 +171,14 @@ def transfer(info: GraphInfo, node: onnx.NodeProto, label: str, inputs: list[Val
     return [Unknown(label, f"op {DOMAIN}.{node.op_type} is not modelled")] * len(node.output)
 
 
-def _outputs(node: onnx.NodeProto, label: str, width: int, directions: dict[int, int], binary: bool) -> list[Value]:
+def _outputs(node: onnx.NodeProto, label: str, width: int, directions: dict[int, int], binary: bool,
+             flips: tuple[str, ...] = ()) -> list[Value]:
     """The node's outputs: a classifier's label output carries no score; its scores per column."""
     if binary:  # probabilities [1 - p, p] (or [-s, s]): the positive column moves with the score
         sign = directions.get(0)
-        scores = INDEPENDENT if sign is None else _columns(2, {0: -sign, 1: sign}, ())
+        scores = INDEPENDENT if sign is None else _columns(2, {0: -sign, 1: sign}, flips)
     else:
-        scores = _columns(width, {c: s for c, s in directions.items() if s is not None}, ())
+        scores = _columns(width, {c: s for c, s in directions.items() if s is not None}, flips)
     if node.op_type in ("TreeEnsembleClassifier", "LinearClassifier"):
         return [Unknown(label, "the label output is a class decision, not a score"), scores]
     return [scores]
@@ -186,6 +187,7 @@ def _outputs(node: onnx.NodeProto, label: str, width: int, directions: dict[int,
 def _tree_transfer(info: GraphInfo, node: onnx.NodeProto, label: str, columns: dict[int, int]) -> list[Value]:
     ensemble = ensemble_of(info, node, label)
     directions: dict[int, int] = {}
+    flips: tuple[str, ...] = ()
     for column, sign in columns.items():
         if not ensemble.uses(column):
             continue
@@ -195,18 +197,19 @@ def _tree_transfer(info: GraphInfo, node: onnx.NodeProto, label: str, columns: d
                                       "for equality or set membership (BRANCH_EQ/NEQ/MEMBER): such splits on a "
                                       "monotone feature are not served")
         for target in range(ensemble.n_targets):
-            up = ensemble.violation(column, PLUS, target)
-            if up is None:
+            if ensemble.holds(column, PLUS, target):
                 moved = sign
-            else:
-                down = ensemble.violation(column, -PLUS, target)
-                if down is not None:
-                    return _fail(node, label, f"{describe_violation(ensemble, up, f'column {column}', PLUS)}; and "
-                                              f"{describe_violation(ensemble, down, f'column {column}', -PLUS)}")
+            elif ensemble.holds(column, -PLUS, target):
                 moved = -sign
+                if not flips:  # the reversal, with a pair of inputs that shows it
+                    flips = (f"{label}: {describe_violation(ensemble, ensemble.violation(column, PLUS, target, tries=1), PLUS)}",)
+            else:  # neither: name a violating pair for each direction (the declared one is among them)
+                up, down = ensemble.violation(column, PLUS, target), ensemble.violation(column, -PLUS, target)
+                return _fail(node, label, f"{describe_violation(ensemble, up, PLUS)}; and "
+                                          f"{describe_violation(ensemble, down, -PLUS)}")
             if not _combine(directions, target, moved):
                 return _fail(node, label, f"output {target} rises with one monotone input column and falls with another")
-    return _outputs(node, label, ensemble.columns if not ensemble.binary else 2, directions, ensemble.binary)
+    return _outputs(node, label, ensemble.columns if not ensemble.binary else 2, directions, ensemble.binary, flips)
 
 
 def _linear_transfer(node: onnx.NodeProto, label: str, columns: dict[int, int], width: int) -> list[Value]:

@@ -43,7 +43,7 @@ MODE_NAMES = {0: "BRANCH_LEQ", 1: "BRANCH_LT", 2: "BRANCH_GTE", 3: "BRANCH_GT", 
               6: "BRANCH_MEMBER"}
 POST_WORDS = {0: "NONE", 1: "SOFTMAX", 2: "LOGISTIC", 3: "SOFTMAX_ZERO", 4: "PROBIT"}
 AGGREGATES = {0: "AVERAGE", 1: "SUM", 2: "MIN", 3: "MAX"}
-MONOTONE_POST = {"NONE", "LOGISTIC", "PROBIT"}  # elementwise non-decreasing; SOFTMAX mixes classes
+MONOTONE_POST = {"NONE", "LOGISTIC"}  # elementwise non-decreasing; SOFTMAX mixes classes, PROBIT is NaN outside (0, 1)
 
 
 class TreeRefused(ValueError):
@@ -56,7 +56,92 @@ def _attrs(node: onnx.NodeProto) -> dict:
 
 def _ints(attrs: dict, name: str) -> np.ndarray:
     a = attrs.get(name)
-    return np.asarray(a.ints, dtype=np.int64) if a is not None else np.zeros(0, np.int64)
+    if a is None:
+        return np.zeros(0, np.int64)
+    fast = _wire_ints(a)
+    return fast if fast is not None else np.asarray(a.ints, dtype=np.int64)
+
+
+# The attribute's own wire bytes, decoded with numpy: protobuf's Python containers cost ~0.4 us per
+# element (2 s for a big ensemble's attributes). Anything unexpected falls back to the containers.
+_NAME_TAG, _FLOATS_TAG, _FLOATS_PACKED, _INTS_TAG, _INTS_PACKED = 0x0A, 0x3D, 0x3A, 0x40, 0x42
+
+
+def _varint(buffer: bytes, at: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = buffer[at]
+        value |= (byte & 0x7F) << shift
+        at += 1
+        if byte < 0x80:
+            return value, at
+        shift += 7
+
+
+def _after_name(a: onnx.AttributeProto) -> tuple[bytes, int]:
+    buffer = a.SerializeToString()
+    at = 0
+    if buffer[:1] == bytes([_NAME_TAG]):
+        length, at = _varint(buffer, 1)
+        at += length
+    return buffer, at
+
+
+def _wire_ints(a: onnx.AttributeProto) -> np.ndarray | None:
+    count = len(a.ints)
+    if count < 1024:
+        return None
+    try:
+        buffer, at = _after_name(a)
+        if buffer[at] == _INTS_PACKED:
+            length, at = _varint(buffer, at + 1)
+            data = np.frombuffer(buffer, np.uint8, length, at)
+            ends = np.flatnonzero(data < 0x80)
+            starts = np.r_[0, ends[:-1] + 1]
+        elif buffer[at] == _INTS_TAG:
+            data = np.frombuffer(buffer, np.uint8, len(buffer) - at, at)
+            low = np.flatnonzero(data < 0x80)[: 2 * count]  # tag, last byte of its varint, tag, ...
+            tags, ends = low[0::2], low[1::2]
+            if ends.size != count or np.any(data[tags] != _INTS_TAG) or np.any(tags[1:] != ends[:-1] + 1):
+                return None
+            starts = tags + 1
+        else:
+            return None
+        if ends.size != count or np.any(ends - starts >= 10):
+            return None
+        lengths = ends - starts + 1
+        offsets = np.r_[0, np.cumsum(lengths)[:-1]]
+        position = np.arange(int(lengths.sum())) - np.repeat(offsets, lengths)  # byte index within its varint
+        payload = (data[_spans(starts, ends)] & 0x7F).astype(np.uint64) << (7 * position).astype(np.uint64)
+        return np.bitwise_or.reduceat(payload, offsets).view(np.int64)
+    except (IndexError, ValueError):
+        return None
+
+
+def _spans(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The indices starts[i]..ends[i] of every i, concatenated."""
+    lengths = ends - starts + 1
+    offsets = np.repeat(starts - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
+    return np.arange(lengths.sum()) + offsets
+
+
+def _wire_floats(a: onnx.AttributeProto) -> np.ndarray | None:
+    count = len(a.floats)
+    if count < 1024:
+        return None
+    try:
+        buffer, at = _after_name(a)
+        if buffer[at] == _FLOATS_PACKED:
+            length, at = _varint(buffer, at + 1)
+            if length != 4 * count:
+                return None
+            return np.frombuffer(buffer, "<f4", count, at).astype(np.float64)
+        records = np.frombuffer(buffer, np.uint8, 5 * count, at).reshape(count, 5)
+        if np.any(records[:, 0] != _FLOATS_TAG):
+            return None
+        return np.ascontiguousarray(records[:, 1:]).view("<f4").reshape(-1).astype(np.float64)
+    except (IndexError, ValueError):
+        return None
 
 
 def _floats(attrs: dict, name: str) -> np.ndarray:
@@ -69,7 +154,8 @@ def _floats(attrs: dict, name: str) -> np.ndarray:
         return np.zeros(0)
     if a.type == onnx.AttributeProto.TENSOR:
         return np.asarray(numpy_helper.to_array(a.t), dtype=np.float64).reshape(-1)
-    return np.asarray(a.floats, dtype=np.float64)
+    fast = _wire_floats(a)
+    return fast if fast is not None else np.asarray(a.floats, dtype=np.float64)
 
 
 def _text(attrs: dict, name: str, default: str) -> str:
@@ -140,7 +226,7 @@ class Ensemble:
     binary: bool = False  # TreeEnsembleClassifier's binary form: one score, probabilities [1 - p, p]
     columns: int = 0  # the width of the output the node gives (classes, or targets)
     tree_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [trees] the ids the graph gives
-    _boxes: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    levels: list[np.ndarray] = field(default_factory=list, repr=False)  # nodes by depth, roots first
     _sides: dict = field(default_factory=dict, repr=False)
     _verdicts: dict = field(default_factory=dict, repr=False)
 
@@ -156,150 +242,136 @@ class Ensemble:
         return bool(np.any(self.feature == feature))
 
     # -- the proof ---------------------------------------------------------------------------
-    def boxes(self) -> tuple[np.ndarray, np.ndarray]:
-        """[leaves, features] lower (inclusive) and upper (exclusive) float32 bounds of each leaf's box,
-        walking every leaf up to its root at once (set splits leave the box wide: sound)."""
-        if self._boxes is None:
-            leaves = self.leaves
-            lo = np.full((len(leaves), self.n_features), -np.inf, dtype=np.float32)
-            hi = np.full((len(leaves), self.n_features), np.inf, dtype=np.float32)
-            parent, _ = self._parents()
-            rows = np.arange(len(leaves))
-            child = leaves.copy()
-            while rows.size:
-                up = parent[child]
-                alive = up >= 0
-                rows, child, up = rows[alive], child[alive], up[alive]
-                interval = self.mode[up] < 4
-                r, c, u = rows[interval], child[interval], up[interval]
-                f, cut = self.feature[u], self.cut[u]
-                below = self.low[u] == c
-                hi[r[below], f[below]] = np.minimum(hi[r[below], f[below]], cut[below])
-                lo[r[~below], f[~below]] = np.maximum(lo[r[~below], f[~below]], cut[~below])
-                child = up
-            self._boxes = (lo, hi)
-        return self._boxes
+    def _parents(self) -> np.ndarray:
+        if "parent" not in self._sides:
+            parent = np.full(len(self.feature), -1, dtype=np.int64)
+            interior = np.flatnonzero(self.leaf_of < 0)
+            parent[self.low[interior]] = interior
+            parent[self.high[interior]] = interior
+            self._sides["parent"] = parent
+        return self._sides["parent"]
 
-    def _parents(self) -> tuple[np.ndarray, np.ndarray]:
-        parent = np.full(len(self.feature), -1, dtype=np.int64)
-        interior = np.flatnonzero(self.leaf_of < 0)
-        parent[self.low[interior]] = interior
-        parent[self.high[interior]] = interior
-        return parent, interior
+    def boxes_of(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[len(nodes), features] lower (inclusive) and upper (exclusive) float32 bounds of the box of each
+        node, walking up to the roots (set splits leave the box wide: sound, more pairs are compared)."""
+        lo = np.full((len(nodes), self.n_features), -np.inf, dtype=np.float32)
+        hi = np.full((len(nodes), self.n_features), np.inf, dtype=np.float32)
+        parent = self._parents()
+        rows = np.arange(len(nodes))
+        child = np.asarray(nodes, dtype=np.int64)
+        while rows.size:
+            up = parent[child]
+            alive = up >= 0
+            rows, child, up = rows[alive], child[alive], up[alive]
+            interval = self.mode[up] < 4
+            r, c, u = rows[interval], child[interval], up[interval]
+            f, cut = self.feature[u], self.cut[u]
+            below = self.low[u] == c
+            hi[r[below], f[below]] = np.minimum(hi[r[below], f[below]], cut[below])
+            lo[r[~below], f[~below]] = np.maximum(lo[r[~below], f[~below]], cut[~below])
+            child = up
+        return lo, hi
 
-    def _subtree_leaves(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(ancestor, side 0 low / 1 high, leaf row) for every leaf and every split above it, sorted by ancestor."""
-        if "triples" not in self._sides:
-            parent, _ = self._parents()
-            leaves = self.leaves
-            rows = np.arange(len(leaves))
-            child = leaves.copy()
-            ancestors, sides, members = [], [], []
-            while rows.size:
-                up = parent[child]
-                alive = up >= 0
-                rows, child, up = rows[alive], child[alive], up[alive]
-                ancestors.append(up)
-                sides.append((self.high[up] == child).astype(np.int8))
-                members.append(rows)
-                child = up
-            a = np.concatenate(ancestors) if ancestors else np.zeros(0, np.int64)
-            s = np.concatenate(sides) if sides else np.zeros(0, np.int8)
-            m = np.concatenate(members) if members else np.zeros(0, np.int64)
-            order = np.lexsort((s, a))
-            self._sides["triples"] = (a[order], s[order], m[order])
-        return self._sides["triples"]
+    def leaves_under(self, node: int) -> np.ndarray:
+        """The leaf nodes of the subtree rooted at `node`."""
+        frontier, found = np.asarray([node]), []
+        while frontier.size:
+            is_leaf = self.leaf_of[frontier] >= 0
+            found.append(frontier[is_leaf])
+            inner = frontier[~is_leaf]
+            frontier = np.concatenate([self.low[inner], self.high[inner]])
+        return np.concatenate(found)
 
-    def violation(self, feature: int, sign: int, target: int) -> Violation | None:
-        """None when every tree is monotone in `feature` with `sign` (+1 non-decreasing, -1 non-increasing)
-        for output `target`; else a violating pair of leaves, with two inputs that reach them."""
-        key = (feature, sign, target)
+    def _summaries(self, target: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per node, the max and min leaf value of its subtree for one target, bottom-up level by level."""
+        if ("summary", target) not in self._sides:
+            top = np.full(len(self.feature), -np.inf)
+            bottom = np.full(len(self.feature), np.inf)
+            leaves = self.leaf_of >= 0
+            top[leaves] = bottom[leaves] = self.values[self.leaf_of[leaves], target]
+            for level in reversed(self.levels):
+                inner = level[self.leaf_of[level] < 0]
+                top[inner] = np.maximum(top[self.low[inner]], top[self.high[inner]])
+                bottom[inner] = np.minimum(bottom[self.low[inner]], bottom[self.high[inner]])
+            self._sides[("summary", target)] = (top, bottom)
+        return self._sides[("summary", target)]
+
+    def _suspects(self, feature: int, sign: int, target: int) -> tuple[np.ndarray, np.ndarray]:
+        """(interval splits on `feature` whose cheap bound fails, set splits anywhere): where pairs must be checked."""
+        top, bottom = self._summaries(target)
+        on_feature = np.flatnonzero((self.feature == feature) & (self.mode >= 0) & (self.mode < 4))
+        low, high = self.low[on_feature], self.high[on_feature]
+        if sign > 0:
+            bad = top[low] > bottom[high]
+        else:
+            bad = bottom[low] < top[high]
+        return on_feature[bad], np.flatnonzero(np.isin(self.mode, SET_MODES))
+
+    def holds(self, feature: int, sign: int, target: int) -> bool:
+        """Whether every tree is monotone in `feature` with `sign` (+1 non-decreasing, -1 non-increasing)
+        for output `target`: the cheap bound at each split on the feature, the exact pairs where it fails."""
+        key = ("holds", feature, sign, target)
         if key not in self._verdicts:
-            self._verdicts[key] = self._first_violation(feature, sign, target)
+            suspects, set_nodes = self._suspects(feature, sign, target)
+            self._verdicts[key] = (suspects.size == 0 and set_nodes.size == 0) or \
+                not self._violations(feature, sign, target, suspects, set_nodes, limit=1)
+        return self._verdicts[key]
+
+    def violation(self, feature: int, sign: int, target: int, tries: int = MAX_CANDIDATES) -> Violation | None:
+        """None when the direction holds; else a violating pair of leaves and two inputs reaching them
+        (the whole ensemble's scores at those inputs preferred violating too)."""
+        if self.holds(feature, sign, target):
+            return None
+        key = ("violation", feature, sign, target, tries)
+        if key not in self._verdicts:
+            suspects, set_nodes = self._suspects(feature, sign, target)
+            candidates = self._violations(feature, sign, target, suspects, set_nodes, limit=tries)
+            chosen = candidates[0]
+            for candidate in candidates:  # prefer a pair the whole ensemble also gets wrong
+                self._score(candidate)
+                if (candidate.high_score - candidate.low_score) * sign < 0:
+                    chosen = candidate
+                    break
+            self._verdicts[key] = chosen
         return self._verdicts[key]
 
     def set_split_on(self, feature: int) -> int | None:
         hits = np.flatnonzero((self.feature == feature) & np.isin(self.mode, SET_MODES))
         return int(hits[0]) if hits.size else None
 
-    def _first_violation(self, feature: int, sign: int, target: int) -> Violation | None:
+    def _violations(self, feature: int, sign: int, target: int, suspects: np.ndarray, set_nodes: np.ndarray,
+                    limit: int) -> list[Violation]:
+        """Up to `limit` violating leaf pairs, one per split node, each with its witness inputs."""
         values = self.values[:, target] * sign
-        ancestors, sides, members = self._subtree_leaves()
-        # splits that can separate two leaves reachable from each other by moving `feature` alone
-        split = self.feature[ancestors]
-        on_feature = (split == feature) & (self.mode[ancestors] < 4)
-        on_sets = np.isin(self.mode[ancestors], SET_MODES)
-        relevant = on_feature | on_sets
-        a, s, m = ancestors[relevant], sides[relevant], members[relevant]
-        if a.size == 0:
-            return None
-        v = values[m]
-        nodes = len(self.feature)
-        low_max = np.full(nodes, -np.inf)
-        high_min = np.full(nodes, np.inf)
-        np.maximum.at(low_max, a[s == 0], v[s == 0])
-        np.minimum.at(high_min, a[s == 1], v[s == 1])
-        interval_nodes = np.unique(a[on_feature[relevant]])
-        suspects = interval_nodes[low_max[interval_nodes] > high_min[interval_nodes]]
-        set_nodes = np.unique(a[on_sets[relevant]])
-        if suspects.size == 0 and set_nodes.size == 0:
-            return None
-        lo, hi = self.boxes()
-        candidates: list[Violation] = []
-        starts = np.searchsorted(a, np.concatenate([suspects, set_nodes]))
-        ends = np.searchsorted(a, np.concatenate([suspects, set_nodes]), side="right")
-        for index, (start, end) in enumerate(zip(starts, ends)):
-            node = (list(suspects) + list(set_nodes))[index]
-            both = m[start:end]
-            side = s[start:end]
-            pairs = [(both[side == 0], both[side == 1])]
+        found: list[Violation] = []
+        nodes = np.concatenate([suspects, set_nodes])
+        for index, node in enumerate(nodes):
+            low_side, high_side = self.leaves_under(int(self.low[node])), self.leaves_under(int(self.high[node]))
+            lo, hi = self.boxes_of(np.concatenate([low_side, high_side]))
+            local_low = np.arange(low_side.size)
+            local_high = np.arange(low_side.size, low_side.size + high_side.size)
+            rows = np.concatenate([self.leaf_of[low_side], self.leaf_of[high_side]])
+            local_values = values[rows]
+            orders = [(local_low, local_high)]
             if index >= suspects.size:  # a set split: either side may be the lower on `feature`
-                pairs.append((both[side == 1], both[side == 0]))
-            for below, above in pairs:
-                found = self._pairs(below, above, feature, values, lo, hi)
-                if found is not None:
-                    candidates.append(self._witness(int(node), found[0], found[1], feature, target, lo, hi))
-                    if len(candidates) >= MAX_CANDIDATES:
-                        break
-            if len(candidates) >= MAX_CANDIDATES:
+                orders.append((local_high, local_low))
+            for below, above in orders:
+                pair = _pairs(below, above, feature, local_values, lo, hi)
+                if pair is not None:
+                    a, b = pair
+                    found.append(self._witness(int(rows[a]), int(rows[b]), feature, target, lo[[a, b]], hi[[a, b]]))
+                    break
+            if len(found) >= limit:
                 break
-        if not candidates:
-            return None
-        for candidate in candidates:  # prefer a pair the whole ensemble also gets wrong
-            self._score(candidate)
-            if (candidate.high_score - candidate.low_score) * sign < 0:
-                return candidate
-        return candidates[0]
+        return found
 
-    def _pairs(self, below: np.ndarray, above: np.ndarray, feature: int, values: np.ndarray,
-               lo: np.ndarray, hi: np.ndarray) -> tuple[int, int] | None:
-        """The first (a, b) with a's box below b's on `feature`, overlapping in every other feature, and
-        values[a] > values[b]; leaves with empty boxes are never reached and are skipped."""
-        bad = values[below][:, None] > values[above][None, :]
-        if not bad.any():
-            return None
-        ia, ib = np.nonzero(bad)
-        # test only the offending pairs, in chunks: memory stays bounded on big subtrees
-        for start in range(0, ia.size, 65536):
-            pa, pb = below[ia[start:start + 65536]], above[ib[start:start + 65536]]
-            top = np.minimum(hi[pa], hi[pb])
-            bottom = np.maximum(lo[pa], lo[pb])
-            overlap = bottom < top
-            overlap[:, feature] = lo[pa, feature] < hi[pb, feature]
-            nonempty = np.all(lo[pa] < hi[pa], axis=1) & np.all(lo[pb] < hi[pb], axis=1)
-            ok = np.all(overlap, axis=1) & nonempty
-            hit = np.flatnonzero(ok)
-            if hit.size:
-                return int(pa[hit[0]]), int(pb[hit[0]])
-        return None
-
-    def _witness(self, node: int, a: int, b: int, feature: int, target: int, lo: np.ndarray, hi: np.ndarray) -> Violation:
-        """Two float32 inputs, equal except in `feature`, reaching leaves a (lower) and b."""
-        point = _inside(np.maximum(lo[a], lo[b]), np.minimum(hi[a], hi[b]))
+    def _witness(self, a: int, b: int, feature: int, target: int, lo: np.ndarray, hi: np.ndarray) -> Violation:
+        """Two float32 inputs, equal except in `feature`, reaching leaf rows a (lower, box lo[0]/hi[0]) and b."""
+        point = _inside(np.maximum(lo[0], lo[1]), np.minimum(hi[0], hi[1]))
         low, high = point.copy(), point.copy()
-        low[feature] = _inside(lo[a, feature:feature + 1], hi[a, feature:feature + 1])[0]
-        b_lo = max(float(lo[b, feature]), float(np.nextafter(low[feature], np.float32(np.inf))))
-        high[feature] = _inside(np.asarray([b_lo], np.float32), hi[b, feature:feature + 1])[0]
+        low[feature] = _inside(lo[0, feature:feature + 1], hi[0, feature:feature + 1])[0]
+        b_lo = max(float(lo[1, feature]), float(np.nextafter(low[feature], np.float32(np.inf))))
+        high[feature] = _inside(np.asarray([b_lo], np.float32), hi[1, feature:feature + 1])[0]
         return Violation(int(self.tree_ids[self.tree[self.leaves[a]]]), feature, target, low, high,
                          float(self.values[a, target]), float(self.values[b, target]))
 
@@ -349,6 +421,25 @@ class Ensemble:
         return low.max(0) + self.base, high.max(0) + self.base
 
 
+def _pairs(below: np.ndarray, above: np.ndarray, feature: int, values: np.ndarray,
+           lo: np.ndarray, hi: np.ndarray) -> tuple[int, int] | None:
+    """The first (a, b) with a's box below b's on `feature`, overlapping in every other feature, and
+    values[a] > values[b]; leaves with empty boxes are never reached and are skipped."""
+    bad = values[below][:, None] > values[above][None, :]
+    if not bad.any():
+        return None
+    ia, ib = np.nonzero(bad)
+    for start in range(0, ia.size, 65536):  # only the offending pairs, in chunks: memory stays bounded
+        pa, pb = below[ia[start:start + 65536]], above[ib[start:start + 65536]]
+        overlap = np.maximum(lo[pa], lo[pb]) < np.minimum(hi[pa], hi[pb])
+        overlap[:, feature] = lo[pa, feature] < hi[pb, feature]
+        nonempty = np.all(lo[pa] < hi[pa], axis=1) & np.all(lo[pb] < hi[pb], axis=1)
+        hit = np.flatnonzero(np.all(overlap, axis=1) & nonempty)
+        if hit.size:
+            return int(pa[hit[0]]), int(pb[hit[0]])
+    return None
+
+
 def _inside(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """A float32 point of each [lo, hi): lo when finite, else just below hi, else 0."""
     lo32, hi32 = lo.astype(np.float32), hi.astype(np.float32)
@@ -358,11 +449,22 @@ def _inside(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 
 # -- reading the attributes --------------------------------------------------------------------
+_READ: dict[int, tuple[onnx.NodeProto, int, str, Ensemble]] = {}  # the last few nodes read (graph check, then proof)
+_READ_KEPT = 4
+
+
 def read_ensemble(node: onnx.NodeProto, n_features: int, label: str) -> Ensemble:
-    """The node's trees as flat arrays; TreeRefused naming the attribute when the node is malformed."""
-    if node.op_type == "TreeEnsemble":
-        return _read_v5(node, n_features, label)
-    return _read_v1(node, n_features, label)
+    """The node's trees as flat arrays; TreeRefused naming the attribute when the node is malformed.
+    The graph check and the certificate read the same node: the last few reads are kept (by the node
+    object itself, held here, so its id cannot be reused while cached)."""
+    cached = _READ.get(id(node))
+    if cached is not None and cached[0] is node and cached[1] == n_features and cached[2] == label:
+        return cached[3]
+    ensemble = _read_v5(node, n_features, label) if node.op_type == "TreeEnsemble" else _read_v1(node, n_features, label)
+    if len(_READ) >= _READ_KEPT:
+        _READ.pop(next(iter(_READ)))
+    _READ[id(node)] = (node, n_features, label, ensemble)
+    return ensemble
 
 
 def _check_ids(label: str, what: str, ids: np.ndarray, bound: int) -> None:
@@ -378,19 +480,23 @@ def _read_v1(node: onnx.NodeProto, n_features: int, label: str) -> Ensemble:
     features = _ints(attrs, "nodes_featureids")
     true_ids, false_ids = _ints(attrs, "nodes_truenodeids"), _ints(attrs, "nodes_falsenodeids")
     mode_attr = attrs.get("nodes_modes")
-    modes_text = [m.decode() if isinstance(m, bytes) else str(m) for m in (mode_attr.strings if mode_attr else [])]
+    raw_modes = list(mode_attr.strings) if mode_attr else []
+    if raw_modes and max(map(len, raw_modes)) > 16:  # no mode word is longer: fixed-width bytes sort fast
+        raise TreeRefused(f"{label}: unknown node mode {max(raw_modes, key=len)[:40]!r}")
+    mode_words = np.asarray(raw_modes, dtype="S16")
     thresholds = _floats(attrs, "nodes_values")
     count = _same_length(label, {"nodes_treeids": tree_ids, "nodes_nodeids": node_ids, "nodes_featureids": features,
                                  "nodes_truenodeids": true_ids, "nodes_falsenodeids": false_ids,
-                                 "nodes_modes": np.zeros(len(modes_text)), "nodes_values": thresholds})
+                                 "nodes_modes": mode_words, "nodes_values": thresholds})
     if count == 0:
         raise TreeRefused(f"{label}: no tree nodes")
     if count > MAX_NODES:
         raise TreeRefused(f"{label}: {count} nodes, over the limit of {MAX_NODES}")
-    unknown = next((m for m in modes_text if m not in _MODE_WORDS), None)
-    if unknown is not None:
-        raise TreeRefused(f"{label}: unknown node mode {unknown[:40]!r}")
-    mode = np.asarray([_MODE_WORDS[m] for m in modes_text], dtype=np.int64)
+    mode = np.full(len(mode_words), -2, dtype=np.int64)
+    for word, number in _MODE_WORDS.items():  # a few comparisons of fixed-width bytes, no sort
+        mode[mode_words == word.encode()] = number
+    if np.any(mode == -2):
+        raise TreeRefused(f"{label}: unknown node mode {mode_words[np.flatnonzero(mode == -2)[0]][:40]!r}")
     interior = mode >= 0
     _finite(label, "nodes_values", thresholds[interior])
     _check_ids(label, "nodes_featureids", features[interior], n_features)
@@ -398,23 +504,16 @@ def _read_v1(node: onnx.NodeProto, n_features: int, label: str) -> Ensemble:
     _check_ids(label, "nodes_treeids", tree_ids, count)
     _check_ids(label, "nodes_nodeids", node_ids, count)
     key = tree_ids * count + node_ids
-    order = np.argsort(key, kind="stable")
-    if np.any(np.diff(key[order]) == 0):
-        dup = int(order[np.flatnonzero(np.diff(key[order]) == 0)[0]])
-        raise TreeRefused(f"{label}: node ({int(tree_ids[dup])}, {int(node_ids[dup])}) is defined twice")
+    locate = _locator(tree_ids, node_ids, key, count, label)
 
     def child(ids: np.ndarray, what: str) -> np.ndarray:
-        wanted = tree_ids * count + ids
-        ids_ok = (ids >= 0) & (ids < count)
-        position = np.searchsorted(key[order], np.where(ids_ok, wanted, 0))
-        position = np.minimum(position, count - 1)
-        found = ids_ok & (key[order][position] == wanted)
+        position, found = locate(tree_ids, ids)
         missing = np.flatnonzero(interior & ~found)
         if missing.size:
             i = int(missing[0])
             raise TreeRefused(f"{label}: node ({int(tree_ids[i])}, {int(node_ids[i])}) has {what} {int(ids[i])}, "
                               "which is not a node of its tree")
-        return np.where(interior, order[position], -1)
+        return np.where(interior, position, -1)
 
     true_child, false_child = child(true_ids, "nodes_truenodeids"), child(false_ids, "nodes_falsenodeids")
     leaf_of = np.full(count, -1, dtype=np.int64)
@@ -439,11 +538,9 @@ def _read_v1(node: onnx.NodeProto, n_features: int, label: str) -> Ensemble:
         raise TreeRefused(f"{label}: {entries} leaf weights, over the limit of {MAX_NODES}")
     _finite(label, f"{prefix}_weights", weights)
     _check_ids(label, f"{prefix}_ids", w_id, n_classes)
-    wanted = w_tree * count + w_node
     ok = (w_tree >= 0) & (w_tree < count) & (w_node >= 0) & (w_node < count)
-    position = np.minimum(np.searchsorted(key[order], np.where(ok, wanted, 0)), count - 1)
-    target_node = order[position]
-    found = ok & (key[order][position] == wanted)
+    target_node, found = locate(np.where(ok, w_tree, 0), np.where(ok, w_node, 0))
+    found &= ok
     bad = np.flatnonzero(~found | (found & interior[target_node]))
     if bad.size:
         i = int(bad[0])
@@ -469,6 +566,38 @@ def _read_v1(node: onnx.NodeProto, n_features: int, label: str) -> Ensemble:
                         _text(attrs, "post_transform", "NONE"), binary, n_classes)
     _check_structure(ensemble, label, lambda i: f"node ({int(tree_ids[i])}, {int(node_ids[i])})")
     return ensemble
+
+
+def _locator(tree_ids: np.ndarray, node_ids: np.ndarray, key: np.ndarray, count: int, label: str):
+    """(tree id, node id) -> (position in the node arrays, found). Converters write trees in order with
+    node ids 0..n-1: then a position is the tree's first position plus the node id (no sort, no search)."""
+    increasing = bool(np.all(key[1:] > key[:-1]))
+    if increasing:
+        starts = np.flatnonzero(np.r_[True, tree_ids[1:] != tree_ids[:-1]])
+        first = np.repeat(starts, np.diff(np.r_[starts, count]))
+        if np.array_equal(node_ids, np.arange(count) - first):  # dense: ids 0..n-1 in every tree
+            trees, sizes = tree_ids[starts], np.diff(np.r_[starts, count])
+
+            def dense(query_trees: np.ndarray, query_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                index = np.minimum(np.searchsorted(trees, query_trees), trees.size - 1)
+                ok = (trees[index] == query_trees) & (query_ids >= 0) & (query_ids < sizes[index])
+                return np.where(ok, starts[index] + query_ids, 0), ok
+            return dense
+        order = np.arange(count)
+    else:
+        order = np.argsort(key, kind="stable")
+        repeated = np.flatnonzero(np.diff(key[order]) == 0)
+        if repeated.size:
+            dup = int(order[repeated[0]])
+            raise TreeRefused(f"{label}: node ({int(tree_ids[dup])}, {int(node_ids[dup])}) is defined twice")
+    ordered = key[order]
+
+    def search(query_trees: np.ndarray, query_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ok = (query_ids >= 0) & (query_ids < count)
+        wanted = query_trees * count + query_ids
+        position = np.minimum(np.searchsorted(ordered, np.where(ok, wanted, 0)), count - 1)
+        return order[position], ok & (ordered[position] == wanted)
+    return search
 
 
 def _read_v5(node: onnx.NodeProto, n_features: int, label: str) -> Ensemble:
@@ -558,6 +687,7 @@ def _check_structure(ensemble: Ensemble, label: str, name, roots_given: bool = F
     tree_of[roots] = np.arange(roots.size)
     reached[roots] = True
     frontier = roots
+    levels = [roots]
     for depth in range(MAX_DEPTH + 1):
         frontier = frontier[ensemble.leaf_of[frontier] < 0]
         if frontier.size == 0:
@@ -572,17 +702,21 @@ def _check_structure(ensemble: Ensemble, label: str, name, roots_given: bool = F
         reached[nxt] = True
         tree_of[nxt] = owner
         frontier = nxt
+        levels.append(nxt)
     if not reached.all():
         i = int(np.flatnonzero(~reached)[0])
         raise TreeRefused(f"{label}: {name(i)} is not reached from any tree's root (a cycle or an orphan)")
     ensemble.tree = tree_of
+    ensemble.levels = levels
 
 
-def describe_violation(ensemble: Ensemble, violation: Violation, feature_name: str, sign: int) -> str:
+def describe_violation(ensemble: Ensemble, violation: Violation, sign: int) -> str:
     words = "non-decreasing" if sign > 0 else "non-increasing"
-    pair = (f"inputs {_row(violation.low)} and {_row(violation.high)} (equal except feature {feature_name!r}: "
-            f"{violation.low[violation.feature]:.9g} -> {violation.high[violation.feature]:.9g})")
-    text = (f"tree {violation.tree} is not {words} in feature {feature_name!r} (column {violation.feature}): "
+    column = violation.feature
+    pair = (f"inputs {_row(violation.low)} and {_row(violation.high)} (equal except column {column}: "
+            f"{violation.low[column]:.9g} -> {violation.high[column]:.9g})")
+    output = f" (output {violation.target})" if ensemble.n_targets > 1 else ""
+    text = (f"tree {violation.tree} is not {words} in input column {column}{output}: "
             f"a leaf of {violation.low_leaf:.9g} is reached before a leaf of {violation.high_leaf:.9g}; {pair}")
     if violation.low_score is not None:
         broken = (violation.high_score - violation.low_score) * sign < 0
