@@ -228,3 +228,32 @@ def test_softmax_multiclass_trees_are_refused_with_the_plain_sentence(tmp_path):
         import_onnx(tmp_path / "multi.onnx", tmp_path / "repo", "multi", spec)
     assert "tree ensembles and linear models with softmax over classes are not monotone per class and are not served" \
         in str(caught.value)
+
+
+def test_proving_and_serving_a_tree_model_needs_none_of_the_training_libraries(published):
+    """The service image installs `.[serve]` only: the proof reads the trees with numpy, ONNX Runtime runs them."""
+    import subprocess
+    import sys
+
+    repo, public, _, _ = published
+    program = f"""
+import sys
+BLOCKED = ("sklearn", "xgboost", "lightgbm", "skl2onnx", "onnxmltools", "torch")
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError("blocked: " + name)
+        return None
+sys.meta_path.insert(0, Blocker())
+import numpy as np
+from contract.signing import TrustedKeys
+from service.prover import prove_version
+for name in ("lgbm-advanced", "xgb-regressor", "logistic"):
+    report, proven = prove_version({str(repo)!r} + "/" + name + "/1", repo={str(repo)!r},
+                                   trusted_keys=TrustedKeys.from_paths([{str(public)!r}]))
+    assert report.ok, report.render()
+    print(name, proven.engine.run(np.zeros((2, len(proven.manifest.inputs[0].shape) and proven.manifest.inputs[0].shape[1]), np.float32)).shape)
+"""
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("(2, 1)") == 3, done.stdout
