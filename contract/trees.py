@@ -339,31 +339,91 @@ class Ensemble:
         hits = np.flatnonzero((self.feature == feature) & np.isin(self.mode, SET_MODES))
         return int(hits[0]) if hits.size else None
 
+    def _leaf_boxes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every leaf's box (computed once, only when some split needs the exact pairwise check)."""
+        if "boxes" not in self._sides:
+            self._sides["boxes"] = self.boxes_of(self.leaves)
+        return self._sides["boxes"]
+
+    def _sides_of(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(node, side 0 below / 1 above, leaf row) for every leaf under each of `nodes`, sorted by (node, side):
+        one walk from every leaf up to its root, keeping only the steps that pass one of `nodes`."""
+        wanted = np.zeros(len(self.feature), dtype=bool)
+        wanted[nodes] = True
+        parent = self._parents()
+        rows = np.arange(len(self.leaves))
+        child = self.leaves.copy()
+        found_nodes, found_sides, found_rows = [], [], []
+        while rows.size:
+            up = parent[child]
+            alive = up >= 0
+            rows, child, up = rows[alive], child[alive], up[alive]
+            keep = wanted[up]
+            found_nodes.append(up[keep])
+            found_sides.append((self.high[up[keep]] == child[keep]).astype(np.int8))
+            found_rows.append(rows[keep])
+            child = up
+        a, b, c = (np.concatenate(x) if x else np.zeros(0, np.int64) for x in (found_nodes, found_sides, found_rows))
+        order = np.lexsort((b, a))
+        return a[order], b[order], c[order]
+
     def _violations(self, feature: int, sign: int, target: int, suspects: np.ndarray, set_nodes: np.ndarray,
                     limit: int) -> list[Violation]:
-        """Up to `limit` violating leaf pairs, one per split node, each with its witness inputs."""
+        """Up to `limit` violating leaf pairs (at most one per split node), each with its witness inputs.
+        The first few splits are searched one by one (a refusal usually stops there); the rest at once."""
         values = self.values[:, target] * sign
-        found: list[Violation] = []
         nodes = np.concatenate([suspects, set_nodes])
-        for index, node in enumerate(nodes):
-            low_side, high_side = self.leaves_under(int(self.low[node])), self.leaves_under(int(self.high[node]))
-            lo, hi = self.boxes_of(np.concatenate([low_side, high_side]))
-            local_low = np.arange(low_side.size)
-            local_high = np.arange(low_side.size, low_side.size + high_side.size)
-            rows = np.concatenate([self.leaf_of[low_side], self.leaf_of[high_side]])
-            local_values = values[rows]
-            orders = [(local_low, local_high)]
-            if index >= suspects.size:  # a set split: either side may be the lower on `feature`
-                orders.append((local_high, local_low))
-            for below, above in orders:
-                pair = _pairs(below, above, feature, local_values, lo, hi)
-                if pair is not None:
-                    a, b = pair
-                    found.append(self._witness(int(rows[a]), int(rows[b]), feature, target, lo[[a, b]], hi[[a, b]]))
-                    break
-            if len(found) >= limit:
-                break
-        return found
+        lo, hi = self._leaf_boxes()
+        leaf_row = self.leaf_of
+        pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        found: list[Violation] = []
+        pending_size = 0
+
+        def sides(index: int) -> list[tuple[np.ndarray, np.ndarray]]:
+            node = nodes[index]
+            if index < FIRST_ONE_BY_ONE:
+                below = leaf_row[self.leaves_under(int(self.low[node]))]
+                above = leaf_row[self.leaves_under(int(self.high[node]))]
+            else:
+                start, middle, end = bounds[index - FIRST_ONE_BY_ONE]
+                below, above = rows[start:middle], rows[middle:end]
+            return [(below, above)] + ([(above, below)] if index >= suspects.size else [])
+
+        def flush() -> bool:
+            """Test the pending pairs at once; record the first violating pair of each node."""
+            nonlocal pending, pending_size
+            if not pending:
+                return False
+            pa, pb, owner = (np.concatenate(x) for x in zip(*pending))
+            pending, pending_size = [], 0
+            hits = np.flatnonzero(_overlapping(pa, pb, feature, lo, hi))
+            seen: set[int] = set()
+            for hit in hits:
+                if int(owner[hit]) in seen:
+                    continue
+                seen.add(int(owner[hit]))
+                a, b = int(pa[hit]), int(pb[hit])
+                found.append(self._witness(a, b, feature, target, lo[[a, b]], hi[[a, b]]))
+                if len(found) >= limit:
+                    return True
+            return False
+
+        rows = bounds = None
+        for index in range(len(nodes)):
+            if index == FIRST_ONE_BY_ONE:  # many splits to search: their leaves in one walk
+                owner_nodes, side, rows = self._sides_of(nodes[FIRST_ONE_BY_ONE:])
+                rest = nodes[FIRST_ONE_BY_ONE:]
+                bounds = list(zip(np.searchsorted(owner_nodes, rest), np.searchsorted(owner_nodes * 2 + side, rest * 2 + 1),
+                                  np.searchsorted(owner_nodes, rest, side="right")))
+            for below, above in sides(index):
+                ia, ib = np.nonzero(values[below][:, None] > values[above][None, :])
+                if ia.size:
+                    pending.append((below[ia], above[ib], np.full(ia.size, index)))
+                    pending_size += ia.size
+            if (index < FIRST_ONE_BY_ONE or pending_size >= PAIRS_PER_BATCH) and flush():
+                return found
+        flush()
+        return found[:limit]
 
     def _witness(self, a: int, b: int, feature: int, target: int, lo: np.ndarray, hi: np.ndarray) -> Violation:
         """Two float32 inputs, equal except in `feature`, reaching leaf rows a (lower, box lo[0]/hi[0]) and b."""
@@ -421,23 +481,21 @@ class Ensemble:
         return low.max(0) + self.base, high.max(0) + self.base
 
 
-def _pairs(below: np.ndarray, above: np.ndarray, feature: int, values: np.ndarray,
-           lo: np.ndarray, hi: np.ndarray) -> tuple[int, int] | None:
-    """The first (a, b) with a's box below b's on `feature`, overlapping in every other feature, and
-    values[a] > values[b]; leaves with empty boxes are never reached and are skipped."""
-    bad = values[below][:, None] > values[above][None, :]
-    if not bad.any():
-        return None
-    ia, ib = np.nonzero(bad)
-    for start in range(0, ia.size, 65536):  # only the offending pairs, in chunks: memory stays bounded
-        pa, pb = below[ia[start:start + 65536]], above[ib[start:start + 65536]]
-        overlap = np.maximum(lo[pa], lo[pb]) < np.minimum(hi[pa], hi[pb])
-        overlap[:, feature] = lo[pa, feature] < hi[pb, feature]
-        nonempty = np.all(lo[pa] < hi[pa], axis=1) & np.all(lo[pb] < hi[pb], axis=1)
-        hit = np.flatnonzero(np.all(overlap, axis=1) & nonempty)
-        if hit.size:
-            return int(pa[hit[0]]), int(pb[hit[0]])
-    return None
+FIRST_ONE_BY_ONE = 32  # splits searched one by one before the rest are gathered in one walk
+PAIRS_PER_BATCH = 1 << 16
+
+
+def _overlapping(pa: np.ndarray, pb: np.ndarray, feature: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Whether leaf a's box can reach leaf b's by increasing `feature` alone: overlapping in every other
+    feature, a starting below b's end on this one, neither box empty (in chunks: bounded memory)."""
+    result = np.zeros(pa.size, dtype=bool)
+    for start in range(0, pa.size, PAIRS_PER_BATCH):
+        a, b = pa[start:start + PAIRS_PER_BATCH], pb[start:start + PAIRS_PER_BATCH]
+        overlap = np.maximum(lo[a], lo[b]) < np.minimum(hi[a], hi[b])
+        overlap[:, feature] = lo[a, feature] < hi[b, feature]
+        nonempty = np.all(lo[a] < hi[a], axis=1) & np.all(lo[b] < hi[b], axis=1)
+        result[start:start + PAIRS_PER_BATCH] = np.all(overlap, axis=1) & nonempty
+    return result
 
 
 def _inside(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
