@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -249,10 +249,9 @@ class GraphInfo:
         del bare.graph.value_info[:]
         for output in bare.graph.output:
             output.type.tensor_type.ClearField("shape")
-        if any(o.domain == "ai.onnx.ml" for o in bare.opset_import):  # typed from their attributes
-            from contract import mlops
-
-            mlops.declare_outputs(bare)
+        for opset in bare.opset_import:  # ops of another domain the proof reads (contract.mlops): typed from their attributes
+            if opset.domain in DOMAINS:
+                DOMAINS[opset.domain].declare_outputs(bare)
         try:
             inferred = onnx.shape_inference.infer_shapes(bare, strict_mode=True, data_prop=True)
             value_infos = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
@@ -346,6 +345,11 @@ def _static_last_dim(value_info: onnx.ValueInfoProto) -> int | None:
 # Interval bounds (for NaN/Inf safety: Div, Log, Sqrt, Pow)
 # --------------------------------------------------------------------------------------------
 INF = float("inf")
+# Op domains beside the default one that the proof reads, each by a module that registers itself here
+# (contract.mlops for ai.onnx.ml, imported by contract.graph): `declare_outputs(model)`,
+# `value_range(info, node, label)`, `transfer(info, node, label, inputs)`. A domain not registered
+# stays unknown to the certificate (its ops lose the proof).
+DOMAINS: dict[str, Any] = {}
 FULL = (-INF, INF)
 NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 _HUGE = 1e300  # stands for +-inf when evaluating a monotone function at an unbounded end
@@ -460,10 +464,8 @@ def _unary_function(op: str, attrs: dict):
 
 
 def _range_transfer(info: GraphInfo, node: onnx.NodeProto, label: str) -> tuple[float, float]:
-    if node.domain == "ai.onnx.ml":
-        from contract import mlops
-
-        return mlops.value_range(info, node, label)
+    if node.domain in DOMAINS:
+        return DOMAINS[node.domain].value_range(info, node, label)
     op = node.op_type
     attrs = _attributes(node)
     names = list(node.input)
@@ -714,10 +716,8 @@ class _Interpreter:
     def transfer(self, node: onnx.NodeProto, label: str, inputs: list[Value]) -> Value | list[Value]:
         op = node.op_type
         unknown_in = next((v for v in inputs if isinstance(v, Unknown)), None)
-        if node.domain == "ai.onnx.ml" and unknown_in is None:  # trees and linear models (contract.mlops)
-            from contract import mlops
-
-            return mlops.transfer(self.info, node, label, inputs)
+        if node.domain in DOMAINS and unknown_in is None:  # trees and linear models (contract.mlops)
+            return DOMAINS[node.domain].transfer(self.info, node, label, inputs)
         attrs = _attributes(node)  # after the ML ops: a tree node's attributes are large
         if node.domain not in ("", "ai.onnx"):
             return unknown_in or Unknown(label, f"custom-domain op {node.domain}.{op} cannot be certified")

@@ -247,7 +247,7 @@ class Blocker:
 sys.meta_path.insert(0, Blocker())
 import numpy as np
 from contract.signing import TrustedKeys
-from service.prover import prove_version
+from service.repository.prover import prove_version
 for name in ("lgbm-advanced", "xgb-regressor", "logistic"):
     report, proven = prove_version({str(repo)!r} + "/" + name + "/1", repo={str(repo)!r},
                                    trusted_keys=TrustedKeys.from_paths([{str(public)!r}]))

@@ -31,6 +31,9 @@ Proofs = list[tuple[str, list[tuple[int | None, str, str]]]]
 class ServiceKind(ABC):
     kind: ClassVar[str]
     section: ClassVar[str]  # the manifest's section of kind-specific facts ("smoother", "classifier")
+    # The request's wire form, which protocols read instead of the kind's name: "signal" ([B, C, L],
+    # an edge mode) or "rows" ([N, F] instances, by position or by feature name).
+    wire: ClassVar[str]
     # the trusted wrapper class in torchref.modules that the TorchScript proof rebuilds (service/repository/torchscript_proof.py)
     reference_class: ClassVar[str]
 
@@ -109,6 +112,7 @@ class ServiceKind(ABC):
 class SmootherKind(ServiceKind):
     kind = "smoother"
     section = "smoother"
+    wire = "signal"
     reference_class = "FullCorrelation"
 
     def policy_checks(self, proof: Any, graph: Any, file: str, check: Callable[..., None]) -> None:
@@ -195,6 +199,7 @@ class SmootherKind(ServiceKind):
 class ClassifierKind(ServiceKind):
     kind = "classifier"
     section = "classifier"
+    wire = "rows"
     reference_class = "ClassifierScores"
     batchable = True
 
