@@ -325,7 +325,7 @@ class Ensemble:
         key = ("violation", feature, sign, target, tries)
         if key not in self._verdicts:
             suspects, set_nodes = self._suspects(feature, sign, target)
-            candidates = self._violations(feature, sign, target, suspects, set_nodes, limit=tries)
+            candidates = self._violations(feature, sign, target, suspects, set_nodes, limit=tries, expected=True)
             chosen = candidates[0]
             for candidate in candidates:  # prefer a pair the whole ensemble also gets wrong
                 self._score(candidate)
@@ -368,12 +368,14 @@ class Ensemble:
         return a[order], b[order], c[order]
 
     def _violations(self, feature: int, sign: int, target: int, suspects: np.ndarray, set_nodes: np.ndarray,
-                    limit: int) -> list[Violation]:
+                    limit: int, expected: bool = False) -> list[Violation]:
         """Up to `limit` violating leaf pairs (at most one per split node), each with its witness inputs.
-        The first few splits are searched one by one (a refusal usually stops there); the rest at once."""
+        The first few splits are searched one by one (a refusal usually stops there); the rest at once.
+        `expected`: a violation is known to exist (a witness is wanted): the first splits' leaves get
+        boxes of their own instead of every leaf's."""
         values = self.values[:, target] * sign
         nodes = np.concatenate([suspects, set_nodes])
-        lo, hi = self._leaf_boxes()
+        lo, hi = (None, None) if expected or "boxes" not in self._sides else self._leaf_boxes()  # every leaf's, once made
         leaf_row = self.leaf_of
         pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         found: list[Violation] = []
@@ -384,6 +386,9 @@ class Ensemble:
             if index < FIRST_ONE_BY_ONE:
                 below = leaf_row[self.leaves_under(int(self.low[node]))]
                 above = leaf_row[self.leaves_under(int(self.high[node]))]
+                if lo is None:  # their boxes alone
+                    local[0] = np.concatenate([below, above])
+                    local[1], local[2] = self.boxes_of(self.leaves[local[0]])
             else:
                 start, middle, end = bounds[index - FIRST_ONE_BY_ONE]
                 below, above = rows[start:middle], rows[middle:end]
@@ -396,21 +401,31 @@ class Ensemble:
                 return False
             pa, pb, owner = (np.concatenate(x) for x in zip(*pending))
             pending, pending_size = [], 0
-            hits = np.flatnonzero(_overlapping(pa, pb, feature, lo, hi))
+            if lo is None:  # one split's leaves: index its own boxes
+                position = np.full(len(self.leaves), -1, dtype=np.int64)
+                position[local[0]] = np.arange(local[0].size)
+                box_lo, box_hi, ia, ib = local[1], local[2], position[pa], position[pb]
+            else:
+                box_lo, box_hi, ia, ib = lo, hi, pa, pb
+            hits = np.flatnonzero(_overlapping(ia, ib, feature, box_lo, box_hi))
             seen: set[int] = set()
             for hit in hits:
                 if int(owner[hit]) in seen:
                     continue
                 seen.add(int(owner[hit]))
                 a, b = int(pa[hit]), int(pb[hit])
-                found.append(self._witness(a, b, feature, target, lo[[a, b]], hi[[a, b]]))
+                pair = [int(ia[hit]), int(ib[hit])]
+                found.append(self._witness(a, b, feature, target, box_lo[pair], box_hi[pair]))
                 if len(found) >= limit:
                     return True
             return False
 
         rows = bounds = None
+        local: list = [None, None, None]  # the current split's leaf rows and their boxes (one by one)
         for index in range(len(nodes)):
-            if index == FIRST_ONE_BY_ONE:  # many splits to search: their leaves in one walk
+            if index == FIRST_ONE_BY_ONE:  # many splits to search: their leaves and boxes in one walk
+                if lo is None:
+                    lo, hi = self._leaf_boxes()
                 owner_nodes, side, rows = self._sides_of(nodes[FIRST_ONE_BY_ONE:])
                 rest = nodes[FIRST_ONE_BY_ONE:]
                 bounds = list(zip(np.searchsorted(owner_nodes, rest), np.searchsorted(owner_nodes * 2 + side, rest * 2 + 1),
@@ -481,7 +496,7 @@ class Ensemble:
         return low.max(0) + self.base, high.max(0) + self.base
 
 
-FIRST_ONE_BY_ONE = 32  # splits searched one by one before the rest are gathered in one walk
+FIRST_ONE_BY_ONE = 4  # splits searched one by one (with their own boxes) before the rest are gathered in one walk
 PAIRS_PER_BATCH = 1 << 16
 
 
