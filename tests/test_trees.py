@@ -254,3 +254,36 @@ def test_read_ensemble_walks_a_deep_chain_without_recursion():
     ensemble = read_ensemble(node, F, "chain")
     assert ensemble.trees == 1 and len(ensemble.leaves) == depth + 1
     assert ensemble.violation(0, 1, 0) is None and ensemble.violation(0, -1, 0) is not None
+
+
+@pytest.mark.parametrize("leaves, accepted", [((0.5, 2.0), True), ((-0.25, 2.0), False)])
+def test_a_regressor_declared_nonnegative_is_proven_from_its_leaves(tmp_path, leaves, accepted):
+    from export.byom import ModelRefusedError, import_onnx
+
+    model = model_of(regressor_node([stump(0, 0.0, *leaves), stump(1, 1.0, 0.0, 0.5)]))
+    onnx.save(model, tmp_path / "m.onnx")
+    spec = {"kind": "regressor", "features": ["a", "b", "c"], "monotone": {"a": 1, "b": 1}, "nonnegative": True}
+    if accepted:
+        result = import_onnx(tmp_path / "m.onnx", tmp_path / "repo", "m", spec)
+        assert result.manifest.regressor.nonnegative and result.manifest.regressor.monotone_features == ["a", "b"]
+    else:
+        with pytest.raises(ModelRefusedError, match=r"declared nonnegative, but the graph's output may be negative \(bounds \[-0.25"):
+            import_onnx(tmp_path / "m.onnx", tmp_path / "repo", "m", spec)
+
+
+def test_the_prover_refuses_a_manifest_claiming_nonnegative_scores_the_trees_do_not_give(tmp_path):
+    import json
+
+    from export.byom import import_onnx
+    from service.repository.prover import prove_version
+
+    model = model_of(regressor_node([stump(0, 0.0, -0.25, 2.0)]))
+    onnx.save(model, tmp_path / "m.onnx")
+    result = import_onnx(tmp_path / "m.onnx", tmp_path / "repo", "m",
+                         {"kind": "regressor", "features": ["a", "b", "c"], "monotone": {"a": 1}})
+    manifest = json.loads((result.version_dir / "manifest.json").read_text())
+    manifest["regressor"]["nonnegative"] = True  # a publisher's claim the graph does not keep
+    (result.version_dir / "manifest.json").write_text(json.dumps(manifest))
+    report, proven = prove_version(result.version_dir)
+    assert proven is None and report.failed_step.step == "constraints"
+    assert "declared nonnegative, but its output 'scores' may be negative (bounds [-0.25" in report.reason
