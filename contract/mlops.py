@@ -199,6 +199,8 @@ def _tree_transfer(info: GraphInfo, node: onnx.NodeProto, label: str, columns: d
                                       "for equality or set membership (BRANCH_EQ/NEQ/MEMBER): such splits on a "
                                       "monotone feature are not served")
         for target in range(ensemble.n_targets):
+            if ensemble.constant_in(column, target):  # e.g. another label's trees: no direction to combine
+                continue
             if ensemble.holds(column, PLUS, target):
                 moved = sign
             elif ensemble.holds(column, -PLUS, target):

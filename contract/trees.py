@@ -307,6 +307,13 @@ class Ensemble:
             bad = bottom[low] < top[high]
         return on_feature[bad], np.flatnonzero(np.isin(self.mode, SET_MODES))
 
+    def constant_in(self, feature: int, target: int) -> bool:
+        """Whether output `target` cannot change with `feature`: at every split on it, the leaves on both
+        sides have one and the same value (the cheap bound both ways; no set split anywhere)."""
+        up, sets = self._suspects(feature, 1, target)
+        down, _ = self._suspects(feature, -1, target)
+        return up.size == 0 and down.size == 0 and sets.size == 0
+
     def holds(self, feature: int, sign: int, target: int) -> bool:
         """Whether every tree is monotone in `feature` with `sign` (+1 non-decreasing, -1 non-increasing)
         for output `target`: the cheap bound at each split on the feature, the exact pairs where it fails."""

@@ -287,3 +287,42 @@ def test_the_prover_refuses_a_manifest_claiming_nonnegative_scores_the_trees_do_
     report, proven = prove_version(result.version_dir)
     assert proven is None and report.failed_step.step == "constraints"
     assert "declared nonnegative, but its output 'scores' may be negative (bounds [-0.25" in report.reason
+
+
+def test_multi_label_trees_one_logistic_output_per_label_are_proven_per_column_and_imported(tmp_path):
+    """TreeEnsembleClassifier with three classes and LOGISTIC: each column is sigmoid(its own trees' sum)
+    (ONNX Runtime confirms), proven per column; imported as a three-label classifier."""
+    from export.byom import import_onnx
+
+    trees = [stump(0, 0.0, -1.0, 1.0), stump(1, 0.5, 0.5, -0.5), stump(0, 1.0, 0.0, 2.0)]
+    node = regressor_node(trees, op="TreeEnsembleClassifier")
+    for attribute in list(node.attribute):  # regressor_node writes target_*: rename to class_*, one class per tree
+        if attribute.name.startswith("target_") or attribute.name == "n_targets":
+            node.attribute.remove(attribute)
+    node.attribute.extend([helper.make_attribute("class_treeids", [0, 0, 1, 1, 2, 2]),
+                           helper.make_attribute("class_nodeids", [1, 2, 1, 2, 1, 2]),
+                           helper.make_attribute("class_ids", [0, 0, 1, 1, 2, 2]),
+                           helper.make_attribute("class_weights", [-1.0, 1.0, 0.5, -0.5, 0.0, 2.0]),
+                           helper.make_attribute("classlabels_int64s", [0, 1, 2]),
+                           helper.make_attribute("post_transform", "LOGISTIC")])
+    del node.output[:]
+    node.output.extend(["label", "probabilities"])
+    graph = helper.make_graph([node], "multi", [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", F])],
+                              [helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+                               helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+    model.ir_version = 10
+    x = np.random.default_rng(3).standard_normal((64, F)).astype(np.float32)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sums = np.stack([np.where(x[:, 0] <= 0, -1.0, 1.0), np.where(x[:, 1] <= 0.5, 0.5, -0.5),
+                     np.where(x[:, 0] <= 1.0, 0.0, 2.0)], axis=1)
+    np.testing.assert_allclose(session.run(["probabilities"], {"features": x})[0], 1 / (1 + np.exp(-sums)), rtol=1e-6)
+    onnx.save(model, tmp_path / "multi.onnx")
+    spec = {"kind": "classifier", "features": ["a", "b", "c"], "labels": ["p", "q", "r"], "output": "probabilities",
+            "monotone": {"a": 1, "b": -1}}
+    result = import_onnx(tmp_path / "multi.onnx", tmp_path / "repo", "multi", spec)
+    assert result.manifest.outputs[0].shape == ["batch", 3]
+    refused = {"kind": "classifier", "features": ["a", "b", "c"], "labels": ["p", "q", "r"], "output": "probabilities",
+               "monotone": {"b": 1}}  # column q falls with b
+    with pytest.raises(Exception, match="feature 'b'"):
+        import_onnx(tmp_path / "multi.onnx", tmp_path / "repo2", "multi", refused)
