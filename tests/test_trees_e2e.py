@@ -124,6 +124,15 @@ def test_every_library_model_is_served_equal_to_its_own_predictions(published):
         assert named.status_code == 200 and len(named.json()["scores"]) == 3
         wrong_kind = httpx.post(f"{server.base}/score", json={"model": "xgb-classifier", "instances": rows[:2].tolist()})
         assert wrong_kind.status_code in (400, 404), wrong_kind.text
+        # POST /explain on a regressor: the proven directions, and response curves that keep them
+        explained = httpx.post(f"{server.base}/explain", json={
+            "model": "lgbm-regressor", "instances": [rows[0].tolist()], "threshold": 0.0, "curves": 17,
+            "ranges": {name: [-2.0, 2.0] for name in FEATURES}})
+        assert explained.status_code == 200, explained.text
+        body = explained.json()
+        assert body["label"] == "score" and body["directions"] == ["increasing", "decreasing", "free"]
+        curves = body["explanations"][0]["curves"]
+        assert np.all(np.diff(curves["income"]["scores"]) >= 0) and np.all(np.diff(curves["debt"]["scores"]) <= 0)
 
 
 def test_the_regressor_kind_over_grpc(published):
