@@ -35,6 +35,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from contract.domains import DOMAINS  # other op domains the proof reads (contract.mlops)
 from contract.tensors import folded_output_bytes, static_shapes
 
 DEFAULT_MAX_TENSOR_BYTES = 256 * 1024 * 1024  # as contract.files.DEFAULT_MAX_FILE_BYTES
@@ -362,11 +363,6 @@ def _static_last_dim(value_info: onnx.ValueInfoProto) -> int | None:
 # Interval bounds (for NaN/Inf safety: Div, Log, Sqrt, Pow)
 # --------------------------------------------------------------------------------------------
 INF = float("inf")
-# Op domains beside the default one that the proof reads, each by a module that registers itself here
-# (contract.mlops for ai.onnx.ml, imported by contract.graph): `declare_outputs(model)`,
-# `value_range(info, node, label)`, `transfer(info, node, label, inputs)`. A domain not registered
-# stays unknown to the certificate (its ops lose the proof).
-DOMAINS: dict[str, Any] = {}
 FULL = (-INF, INF)
 NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 _HUGE = 1e300  # stands for +-inf when evaluating a monotone function at an unbounded end

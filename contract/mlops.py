@@ -27,8 +27,9 @@ from onnx import helper
 
 import sys
 
-from contract.certificate import (DOMAINS, INDEPENDENT, PLUS, Columns, GraphInfo, Independent, Uniform, Unknown, Value,
+from contract.certificate import (INDEPENDENT, PLUS, Columns, GraphInfo, Independent, Uniform, Unknown, Value,
                                   _columns)
+from contract.domains import DOMAINS
 from contract.trees import MONOTONE_POST, TREE_OPS, Ensemble, TreeRefused, describe_violation, read_ensemble
 
 DOMAIN = "ai.onnx.ml"
@@ -269,7 +270,7 @@ def value_range(info: GraphInfo, node: onnx.NodeProto, label: str) -> tuple[floa
     return (lo, hi)
 
 
-def declare_outputs(model: onnx.ModelProto) -> None:
+def declare_outputs(model: onnx.ModelProto, batch: int | None = None) -> None:
     """Add the type and width of every ai.onnx.ml node's outputs to `model.graph.value_info`, from the
     node's own attributes (onnx's shape inference does not type all of them, and a publisher's
     value_info is never trusted): scores float [N, columns], a classifier's label int64/string [N]."""
@@ -295,10 +296,10 @@ def declare_outputs(model: onnx.ModelProto) -> None:
             strings = bool(_attr(node, "classlabels_strings", None))
             if outputs[0]:
                 graph.value_info.append(helper.make_tensor_value_info(
-                    outputs[0], onnx.TensorProto.STRING if strings else onnx.TensorProto.INT64, [None]))
+                    outputs[0], onnx.TensorProto.STRING if strings else onnx.TensorProto.INT64, [batch]))
             outputs = outputs[1:]
         if outputs and outputs[0]:
-            graph.value_info.append(helper.make_tensor_value_info(outputs[0], onnx.TensorProto.FLOAT, [None, columns]))
+            graph.value_info.append(helper.make_tensor_value_info(outputs[0], onnx.TensorProto.FLOAT, [batch, columns]))
 
 
 def _tree_columns(node: onnx.NodeProto) -> int:
