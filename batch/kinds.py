@@ -234,8 +234,8 @@ class SignalRowsBatch(BatchKind):
         flat = column.flatten()  # nulls of the list itself contribute nothing
         values, flat_bad, problem = to_float32(flat, name)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        element_bad = np.add.reduceat(flat_bad.astype(np.int64), starts) if flat.__len__() else np.zeros(rows, np.int64)
-        element_bad = np.where(lengths > 0, element_bad, 0)
+        running = np.concatenate([[0], np.cumsum(flat_bad, dtype=np.int64)])
+        element_bad = running[starts + lengths] - running[starts]  # bad samples per row
         missing = column.is_null().to_numpy(zero_copy_only=False)
         short = lengths < (kernel if mode == "valid" else 1)
         bad = missing | short | (element_bad > 0)

@@ -48,7 +48,17 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         return json.loads((path / "_monoserve.json").read_text())
     if output_format(path) == "csv":
         return json.loads(Path(str(path) + SIDECAR_SUFFIX).read_text())
-    return json.loads(pq.read_schema(path).metadata[METADATA_KEY])
+    # the file's key-value metadata: the schema's, completed with the run's counts at the end
+    return json.loads(pq.read_metadata(path).metadata[METADATA_KEY])
+
+
+def _lists_as_json(table: pa.Table) -> pa.Table:
+    """CSV has no lists: a list column (a classifier's decisions) is written as JSON text, e.g. ["spam"]."""
+    for index, field in enumerate(table.schema):
+        if pa.types.is_nested(field.type):
+            text = [None if item is None else json.dumps(item) for item in table.column(index).to_pylist()]
+            table = table.set_column(index, field.name, pa.array(text, pa.string()))
+    return table
 
 
 class Sink:
@@ -76,6 +86,8 @@ class Sink:
                 table = table.cast(self.schema)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
                 raise BatchError(f"the input's columns change type between batches or files: {exc}") from None
+        if self.format == "csv":
+            table = _lists_as_json(table)
         self.writer.write_table(table)
         self.rows += table.num_rows
 
@@ -84,17 +96,16 @@ class Sink:
             self.schema = schema.with_metadata({METADATA_KEY: json.dumps(self.metadata).encode()})
             self.writer = pq.ParquetWriter(self.temporary, self.schema)
         else:
-            nested = [f.name for f in schema if pa.types.is_nested(f.type)]
-            if nested:
-                raise BatchError(f"CSV cannot hold the list column(s) {nested}: write a .parquet output")
             self.schema = schema
-            self.writer = pacsv.CSVWriter(str(self.temporary), schema)
+            self.writer = pacsv.CSVWriter(str(self.temporary), _lists_as_json(schema.empty_table()).schema)
 
     def commit(self, empty_schema: pa.Schema | None = None) -> None:
         if self.writer is None:
             if empty_schema is None:
                 raise BatchError("nothing to write: the input holds no rows")
             self._open(empty_schema)
+        if self.format == "parquet":
+            self.writer.add_key_value_metadata({METADATA_KEY.decode(): json.dumps(self.metadata)})
         self.writer.close()
         if self.format == "csv":
             sidecar = Path(str(self.path) + SIDECAR_SUFFIX)
