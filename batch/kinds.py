@@ -305,6 +305,12 @@ class SeriesBatch(BatchKind):
         layout = self.layout
         kernel = self.manifest.smoother.kernel_size
         mode = layout.mode or self.manifest.smoother.default_mode
+        if table.column(layout.id).null_count == table.num_rows:  # Ray's group of the rows with no id
+            bad = np.ones(table.num_rows, bool)
+            count = self.bad_rows(table, bad, lambda row: (layout.id, "missing (null): the row belongs to no series"))
+            if layout.on_bad == "skip":
+                return Scored(self._assemble(table, ~bad, np.zeros(0, np.float32), np.zeros(0, bool)), count)
+            return Scored(self.null_rows(table), count)
         table = table.sort_by([(layout.time, "ascending")])
         value_column = table.column(layout.value).combine_chunks()
         values, bad, problem = to_float32(value_column, layout.value)

@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from batch.errors import BatchError, VersionRefusedError
+from batch.errors import BadRowError, BatchError, VersionRefusedError
 from batch.job import BatchJob, BatchSummary, metadata_for, prove
 from batch.kinds import batch_kind
 from batch.output import METADATA_KEY
@@ -35,17 +35,18 @@ log = logging.getLogger(__name__)
 SIDECAR = "_monoserve.json"  # in the output folder (Ray writes one Parquet file per block)
 
 
-class BadRowCounter:
-    """A small actor the scoring actors report their bad rows to (skip/null runs)."""
+class RowCounter:
+    """A small actor the scoring actors report to: rows in, rows out, bad rows."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self.counts = [0, 0, 0]
 
-    def add(self, rows: int) -> None:
-        self.count += rows
+    def add(self, rows_in: int, rows_out: int, bad: int) -> None:
+        for index, value in enumerate((rows_in, rows_out, bad)):
+            self.counts[index] += value
 
-    def total(self) -> int:
-        return self.count
+    def totals(self) -> list[int]:
+        return self.counts
 
 
 class ScoringActor:
@@ -60,9 +61,11 @@ class ScoringActor:
                  proven.manifest.version, digest, threads)
 
     def __call__(self, table: pa.Table) -> pa.Table:
+        import ray
+
         scored = self.adapter.score(table)
-        if scored.bad:
-            self.counter.add.remote(scored.bad)
+        # waited for: the driver reads the totals once the last batch is written
+        ray.get(self.counter.add.remote(table.num_rows, scored.table.num_rows, scored.bad))
         return scored.table.replace_schema_metadata(self.metadata)
 
 
@@ -103,7 +106,7 @@ def _batch_error(exc: BaseException) -> BaseException | None:
             return item
         stack += [getattr(item, "cause", None), item.__cause__, item.__context__]
     text = str(exc)
-    for kind in (VersionRefusedError, BatchError):
+    for kind in (VersionRefusedError, BadRowError, BatchError):  # the original, in Ray's text of the traceback
         marker = f"{kind.__name__}: "
         if marker in text:
             return kind(text[text.index(marker) + len(marker):].splitlines()[0])
@@ -139,25 +142,25 @@ def run_ray(job: BatchJob) -> BatchSummary:
     actors, threads = concurrency_for(job, ray.cluster_resources().get("CPU", 1.0))
     log.info("Ray: %d actor(s) x %d ONNX Runtime thread(s) on %g CPU(s)", actors, threads,
              ray.cluster_resources().get("CPU", 0))
-    counter = ray.remote(num_cpus=0)(BadRowCounter).remote()
+    counter = ray.remote(num_cpus=0)(RowCounter).remote()
     staged = output.with_name(f".{output.name}.tmp-{uuid.uuid4().hex[:8]}")
     constructor = {"job": job, "threads": threads, "digest": proven.artifact_digest, "counter": counter,
                    "metadata": metadata}
     try:
         dataset = _read(source, adapter.input_columns(), numeric)
-        rows_in = None
+        pool = ray.data.ActorPoolStrategy(size=actors)
         if layout.long:
-            scored = dataset.groupby(layout.id).map_groups(
-                ScoringActor, batch_format="pyarrow", fn_constructor_kwargs=constructor, concurrency=actors,
-                num_cpus=threads)
+            total = source.rows()
+            # a few partitions per actor, each about a batch of rows (Ray's default of 200 is for big data)
+            partitions = max(actors, min(200, -(-total // job.batch_rows))) if total is not None else 200
+            scored = dataset.groupby(layout.id, num_partitions=partitions).map_groups(
+                ScoringActor, batch_format="pyarrow", fn_constructor_kwargs=constructor, compute=pool, num_cpus=threads)
         else:
             scored = dataset.map_batches(
                 ScoringActor, batch_format="pyarrow", batch_size=job.batch_rows, fn_constructor_kwargs=constructor,
-                concurrency=actors, num_cpus=threads, zero_copy_batch=True)
+                compute=pool, num_cpus=threads, zero_copy_batch=True)
         scored.write_parquet(str(staged))
-        written = ray.data.read_parquet(str(staged)).count() if staged.is_dir() else 0
-        rows_in = source.rows()
-        bad = int(ray.get(counter.total.remote()))
+        rows_in, written, bad = ray.get(counter.totals.remote())
         metadata.update(rows_in=rows_in, rows_out=written, bad_rows=bad, actors=actors, threads_per_actor=threads)
         staged.mkdir(exist_ok=True)
         (staged / SIDECAR).write_text(json.dumps(metadata, indent=2))
@@ -170,4 +173,4 @@ def run_ray(job: BatchJob) -> BatchSummary:
         raise
     finally:
         ray.kill(counter)
-    return BatchSummary(str(output), rows_in if rows_in is not None else written, written, bad, 0.0, metadata)
+    return BatchSummary(str(output), rows_in, written, bad, 0.0, metadata)
