@@ -30,8 +30,12 @@ def to_float32(column: pa.Array | pa.ChunkedArray, name: str) -> tuple[np.ndarra
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     kind = column.type
-    missing = column.is_null().to_numpy(zero_copy_only=False)
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+    missing = column.is_null().to_numpy(zero_copy_only=False) if column.null_count else np.zeros(len(column), bool)
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        # no nulls (the common case): numpy reads the buffer as it is, no fill, no cast in Arrow
+        values = (column if column.null_count == 0 else pc.fill_null(column, 0)).to_numpy(zero_copy_only=False)
+        problem = None
+    elif pa.types.is_decimal(kind):
         values = pc.cast(pc.fill_null(column, 0), pa.float64()).to_numpy(zero_copy_only=False)
         problem = None
     elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
@@ -43,7 +47,7 @@ def to_float32(column: pa.Array | pa.ChunkedArray, name: str) -> tuple[np.ndarra
     else:
         return np.zeros(len(column), np.float32), np.ones(len(column), bool), f"not a number (type {kind})"
     with np.errstate(over="ignore", invalid="ignore"):
-        out = values.astype(np.float32)
+        out = np.asarray(values, dtype=np.float32)
     bad = missing | ~np.isfinite(out)
     return out, bad, problem
 

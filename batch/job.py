@@ -68,6 +68,7 @@ class BatchSummary:
     bad_rows: int
     seconds: float
     metadata: dict[str, Any]
+    prove_seconds: float = 0.0  # the driver's proof (and, on Ray, the start of its actors: not counted)
 
     @property
     def rows_per_second(self) -> float:
@@ -118,7 +119,9 @@ def _run_local(job: BatchJob) -> BatchSummary:
     from batch.sources import Source
 
     source = Source.of(job.input)  # bad input paths fail before the proof's cost
+    started = time.perf_counter()
     proven = prove(job, job.threads or available_cpus())
+    prove_seconds = time.perf_counter() - started
     adapter = batch_kind(Scorer.of(proven), job.layout())
     metadata = metadata_for(proven, job, adapter)
     sink = Sink(job.output, metadata)
@@ -130,4 +133,4 @@ def _run_local(job: BatchJob) -> BatchSummary:
     except BaseException:
         sink.abort()
         raise
-    return BatchSummary(str(job.output), stats["rows_in"], sink.rows, stats["bad_rows"], 0.0, metadata)
+    return BatchSummary(str(job.output), stats["rows_in"], sink.rows, stats["bad_rows"], 0.0, metadata, prove_seconds)

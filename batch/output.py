@@ -52,6 +52,13 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return json.loads(pq.read_metadata(path).metadata[METADATA_KEY])
 
 
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Dictionary-encode text columns only: on floats (scores, features) Parquet's dictionary attempt
+    fails after costing most of the write (measured: 5x slower writes, docs/performance.md)."""
+    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+            or pa.types.is_dictionary(f.type)]
+
+
 def _lists_as_json(table: pa.Table) -> pa.Table:
     """CSV has no lists: a list column (a classifier's decisions) is written as JSON text, e.g. ["spam"]."""
     for index, field in enumerate(table.schema):
@@ -94,7 +101,7 @@ class Sink:
     def _open(self, schema: pa.Schema) -> None:
         if self.format == "parquet":
             self.schema = schema.with_metadata({METADATA_KEY: json.dumps(self.metadata).encode()})
-            self.writer = pq.ParquetWriter(self.temporary, self.schema)
+            self.writer = pq.ParquetWriter(self.temporary, self.schema, use_dictionary=dictionary_columns(schema))
         else:
             self.schema = schema
             self.writer = pacsv.CSVWriter(str(self.temporary), _lists_as_json(schema.empty_table()).schema)

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import pyarrow.csv as pacsv
 from batch.errors import BadRowError, BatchError, VersionRefusedError
 from batch.job import BatchJob, BatchSummary, metadata_for, prove
 from batch.kinds import batch_kind
-from batch.output import METADATA_KEY
+from batch.output import METADATA_KEY, dictionary_columns
 from batch.serving import Scorer
 from batch.sources import Source
 
@@ -133,7 +134,9 @@ def run_ray(job: BatchJob) -> BatchSummary:
         raise BatchError(f"output folder {str(output.parent)!r} does not exist")
     if output.is_file():
         raise BatchError(f"output {str(output)!r} is a file: the Ray engine writes a folder of Parquet files")
+    started = time.perf_counter()
     proven = prove(job, 1)  # on the driver first: a refused version starts no cluster work
+    prove_seconds = time.perf_counter() - started
     adapter = batch_kind(Scorer.of(proven), job.layout())
     metadata = metadata_for(proven, job, adapter)
     layout = job.layout()
@@ -159,7 +162,7 @@ def run_ray(job: BatchJob) -> BatchSummary:
             scored = dataset.map_batches(
                 ScoringActor, batch_format="pyarrow", batch_size=job.batch_rows, fn_constructor_kwargs=constructor,
                 compute=pool, num_cpus=threads, zero_copy_batch=True)
-        scored.write_parquet(str(staged))
+        scored.write_parquet(str(staged), use_dictionary=dictionary_columns(scored.schema()))
         rows_in, written, bad = ray.get(counter.totals.remote())
         metadata.update(rows_in=rows_in, rows_out=written, bad_rows=bad, actors=actors, threads_per_actor=threads)
         staged.mkdir(exist_ok=True)
@@ -173,4 +176,4 @@ def run_ray(job: BatchJob) -> BatchSummary:
         raise
     finally:
         ray.kill(counter)
-    return BatchSummary(str(output), rows_in, written, bad, 0.0, metadata)
+    return BatchSummary(str(output), rows_in, written, bad, 0.0, metadata, prove_seconds)
