@@ -84,7 +84,7 @@ def feature_matrix(table: pa.Table, names: list[str]) -> Features:
     if missing:
         raise KeyError(missing)
     rows = table.num_rows
-    matrix = np.empty((rows, len(names)), np.float32)
+    matrix = np.empty((rows, len(names)), np.float32, order="F")  # column by column: contiguous writes
     first = np.full(rows, -1, np.int64)
     columns, problems = [], []
     for j, name in enumerate(names):
@@ -94,4 +94,4 @@ def feature_matrix(table: pa.Table, names: list[str]) -> Features:
         first[column_bad & (first < 0)] = j
         columns.append(column)
         problems.append(problem)
-    return Features(matrix, first >= 0, first, columns, list(names), problems)
+    return Features(np.ascontiguousarray(matrix), first >= 0, first, columns, list(names), problems)

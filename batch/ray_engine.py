@@ -27,7 +27,7 @@ import pyarrow.csv as pacsv
 from batch.errors import BadRowError, BatchError, VersionRefusedError
 from batch.job import BatchJob, BatchSummary, metadata_for, prove
 from batch.kinds import batch_kind
-from batch.output import METADATA_KEY, dictionary_columns
+from batch.output import METADATA_KEY
 from batch.serving import Scorer
 from batch.sources import Source
 
@@ -162,7 +162,9 @@ def run_ray(job: BatchJob) -> BatchSummary:
             scored = dataset.map_batches(
                 ScoringActor, batch_format="pyarrow", batch_size=job.batch_rows, fn_constructor_kwargs=constructor,
                 compute=pool, num_cpus=threads, zero_copy_batch=True)
-        scored.write_parquet(str(staged), use_dictionary=dictionary_columns(scored.schema()))
+        # no dictionary encoding: on floats it fails after costing most of the write (batch.output);
+        # the output's schema is known only once the blocks are computed
+        scored.write_parquet(str(staged), use_dictionary=False)
         rows_in, written, bad = ray.get(counter.totals.remote())
         metadata.update(rows_in=rows_in, rows_out=written, bad_rows=bad, actors=actors, threads_per_actor=threads)
         staged.mkdir(exist_ok=True)

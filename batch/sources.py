@@ -66,6 +66,17 @@ class Source:
     def batches(self, columns: list[str], numeric: list[str], batch_rows: int) -> Iterator[tuple[Path, int, pa.Table]]:
         """(file, first row's index in that file, the batch as a table of `columns`)."""
         for path in self.files:
+            if self.format == "parquet":  # row group by row group, on this thread: the fastest reader measured
+                reader = pq.ParquetFile(path)
+                missing = [name for name in columns if name not in reader.schema_arrow.names]
+                if missing:
+                    raise BatchError(f"{path}: no column(s) {missing} (it has {reader.schema_arrow.names[:20]})")
+                offset = 0
+                for batch in reader.iter_batches(batch_size=batch_rows, columns=columns):
+                    if batch.num_rows:
+                        yield path, offset, pa.Table.from_batches([batch])
+                        offset += batch.num_rows
+                continue
             dataset = self.dataset(path, numeric)
             missing = [name for name in columns if name not in dataset.schema.names]
             if missing:

@@ -196,7 +196,16 @@ def run_child(args: argparse.Namespace) -> None:
     summary = run_batch(BatchJob(**options))
     seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "rows": summary.rows_in, "prove_seconds": summary.prove_seconds,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "peak_rss_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """This process's own high-water RSS (VmHWM). Not ru_maxrss: Linux carries the parent's peak
+    across fork + exec into it, so every child would report the benchmark's own peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv: list[str] | None = None) -> int:
