@@ -37,6 +37,7 @@ log = logging.getLogger("bench.batch")
 FEATURES = 32
 KERNEL = 31
 ROW_BATCH = 65_536
+ROW_GROUP = 50_000  # rows per Parquet row group in the generated input (20 row groups at 1M rows)
 SIGNAL_BATCH = 256
 
 
@@ -73,17 +74,17 @@ def build_data(work: Path, rows: int, signals: int, length: int) -> dict[str, Pa
 
     paths = {}
     for tag, scale in (("full", 1), ("tenth", 10)):
-        path = work / f"rows-{rows // scale}.parquet"
+        path = work / f"rows-{rows // scale}-rg{ROW_GROUP}.parquet"
         staged = path.with_suffix(".partial")
         if not path.exists():
             rng = np.random.default_rng(0)
             writer = None
-            for start in range(0, rows // scale, 100_000):  # written in pieces: bounded memory here too
-                count = min(100_000, rows // scale - start)
+            for start in range(0, rows // scale, ROW_GROUP):  # written in pieces: bounded memory here too
+                count = min(ROW_GROUP, rows // scale - start)
                 table = pa.table({f"f{i}": rng.normal(size=count) for i in range(FEATURES)}
                                  | {"id": np.arange(start, start + count)})
                 writer = writer or pq.ParquetWriter(staged, table.schema)
-                writer.write_table(table)
+                writer.write_table(table, row_group_size=ROW_GROUP)
             writer.close()
             os.replace(staged, path)
         paths[f"rows-{tag}"] = path
