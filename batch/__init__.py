@@ -6,6 +6,8 @@ through batch.serving only); the service never imports this package. `run_batch(
 the Python entry point beside `monoserve batch`.
 """
 
-from batch.job import BatchError, BatchJob, BatchSummary, run_batch
+from batch.errors import BatchError
+from batch.job import run_batch
+from batch.spec import BatchJob, BatchSummary
 
 __all__ = ["BatchError", "BatchJob", "BatchSummary", "run_batch"]

@@ -51,7 +51,8 @@ def _terminate(signum: int, frame: object) -> None:
 
 def batch_command(args: argparse.Namespace) -> int:
     from batch.errors import BatchError
-    from batch.job import BatchJob, run_batch
+    from batch.job import run_batch
+    from batch.spec import BatchJob
 
     job = BatchJob(repo=args.repo, model=args.model, version=args.version, input=args.input, output=args.output,
                    engine=args.engine, ray_address=args.ray_address,

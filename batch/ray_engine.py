@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from batch.errors import BadRowError, BatchError, VersionRefusedError
-from batch.job import BatchJob, BatchSummary, metadata_for, prove
+from batch.spec import BatchJob, BatchSummary, metadata_for, prove
 from batch.kinds import batch_kind
 from batch.output import METADATA_KEY
 from batch.serving import Scorer

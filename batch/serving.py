@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from contract.signing import TrustedKeys
-from service.kinds import ServiceKind, service_kind
-from service.pipeline import InferRequest, InferResult, Limits, MemoryBudget
-from service.prover import ProvenVersion, VersionReport, prove_version
+from service.compute.kinds import ServiceKind, service_kind
+from service.compute.request import InferRequest, InferResult, Limits, MemoryBudget
+from service.compute.version import ProvenVersion, VersionReport
+from service.repository.prover import prove_version
 from service.settings import Settings, available_cpus
 
 log = logging.getLogger(__name__)

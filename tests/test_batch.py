@@ -25,7 +25,7 @@ from batch.output import read_metadata
 from batch_fixtures import (classify, expected_long, long_table, service_client, signal_table, smooth,
                             write_rows)
 from monoserve.cli import main as monoserve_main
-from service.prover import prove_version
+from service.repository.prover import prove_version
 from service_fixtures import (CLASSIFIER_FEATURES, MULTILABEL_FEATURES, MULTILABEL_LABELS, copy_version,
                               edit_initializer, fresh_repo, onnx_name, reseal)
 from test_signing import make_key

@@ -1,4 +1,4 @@
-"""The transport-free stream core (service.streaming) against one-shot inference, in process: real
+"""The transport-free stream core (service.pipeline.streaming) against one-shot inference, in process: real
 proofs, real ONNX Runtime sessions, hypothesis cutting signals into chunks; and the carried state
 (HMAC-signed) against forged, altered, foreign, expired and mismatched states and gone versions."""
 
@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.errors import BadRequestError, VersionGoneError
-from service.inference import SmoothCall, infer_smooth
-from service.registry import ModelRegistry
-from service.streaming import SmoothStream, StateCodec, check_pinned, open_stream, resume
+from service.base.errors import BadRequestError, VersionGoneError
+from service.compute.inference import SmoothCall, infer_smooth
+from service.repository.registry import ModelRegistry
+from service.pipeline.streaming import SmoothStream, StateCodec, check_pinned, open_stream, resume
 from service_fixtures import KERNEL_SIZE, build_smoother, copy_version, fresh_repo
 
 SECRET = b"a test secret of enough bytes!!!"
