@@ -234,8 +234,11 @@ class SignalRowsBatch(BatchKind):
         flat = column.flatten()  # nulls of the list itself contribute nothing
         values, flat_bad, problem = to_float32(flat, name)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        running = np.concatenate([[0], np.cumsum(flat_bad, dtype=np.int64)])
-        element_bad = running[starts + lengths] - running[starts]  # bad samples per row
+        if flat_bad.any():
+            running = np.concatenate([[0], np.cumsum(flat_bad, dtype=np.int64)])
+            element_bad = running[starts + lengths] - running[starts]  # bad samples per row
+        else:
+            element_bad = np.zeros(rows, np.int64)
         missing = column.is_null().to_numpy(zero_copy_only=False)
         short = lengths < (kernel if mode == "valid" else 1)
         bad = missing | short | (element_bad > 0)
@@ -251,7 +254,8 @@ class SignalRowsBatch(BatchKind):
 
         bad_count = self.bad_rows(table, bad, why)
         good = ~bad
-        smoothed: list[np.ndarray | None] = [None] * rows
+        blocks: list[np.ndarray] = []  # the answers of each run, [rows of the run, L'], in row order
+        answer_lengths = np.zeros(rows, np.int64)
         row = 0
         while row < rows:  # runs of consecutive good rows of one length: one service call each
             if bad[row]:
@@ -262,25 +266,26 @@ class SignalRowsBatch(BatchKind):
                 end += 1
             signal = values[starts[row]:starts[row] + lengths[row] * (end - row)].reshape(end - row, lengths[row])
             out = self.scorer.run(signal, mode=self.layout.mode).outputs["smoothed"]
-            for offset in range(end - row):
-                smoothed[row + offset] = out[offset]
+            blocks.append(out)
+            answer_lengths[row:end] = out.shape[-1]
             row = end
         skip = self.layout.on_bad == "skip" and bad_count
-        kept_rows = good if skip else None
-        items = [item for item in smoothed if item is not None] if skip else smoothed
-        columns = self.kept(table, kept_rows)
-        columns["smoothed"] = _list_column(items)
+        columns = self.kept(table, good if skip else None)
+        columns["smoothed"] = _list_column(blocks, answer_lengths[good] if skip else answer_lengths,
+                                           None if skip or not bad_count else bad)
         return Scored(pa.table(columns), bad_count)
 
 
-def _list_column(items: list[np.ndarray | None]) -> pa.Array:
-    """float32 rows (None: null) as a list<float> column, without a Python float per sample."""
-    lengths = np.array([0 if item is None else len(item) for item in items], np.int32)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    present = [item for item in items if item is not None]
-    flat = np.concatenate(present).astype(np.float32, copy=False) if present else np.zeros(0, np.float32)
-    mask = pa.array([item is None for item in items]) if any(item is None for item in items) else None
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat), mask=mask)
+def _list_column(blocks: list[np.ndarray], lengths: np.ndarray, missing: np.ndarray | None) -> pa.Array:
+    """Blocks of float32 answers (one row each) as a list<float> column, null where `missing`:
+    one copy of the samples, no Python object per row."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    flat = (np.concatenate([block.reshape(-1) for block in blocks]).astype(np.float32, copy=False) if blocks
+            else np.zeros(0, np.float32))
+    mask = pa.array(missing) if missing is not None else None
+    if offsets[-1] >= 2**31:  # more samples in one batch than 32-bit offsets hold
+        return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat), mask=mask)
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat), mask=mask)
 
 
 class SeriesBatch(BatchKind):

@@ -70,22 +70,26 @@ class Progress:
 
 
 class Pending:
-    """Answer tables gathered until they make one batch: few, large row groups in the output."""
+    """Answer tables gathered until they make one batch (or MAX_PENDING_BYTES, for long signals):
+    few, large row groups in the output, and bounded memory."""
+
+    MAX_PENDING_BYTES = 64 * 2**20
 
     def __init__(self, sink: Sink, rows: int):
-        self.sink, self.rows, self.tables, self.count = sink, rows, [], 0
+        self.sink, self.rows, self.tables, self.count, self.bytes = sink, rows, [], 0, 0
 
     def add(self, table: pa.Table) -> None:
         self.tables.append(table)
         self.count += table.num_rows
-        if self.count >= self.rows:
+        self.bytes += table.nbytes
+        if self.count >= self.rows or self.bytes >= self.MAX_PENDING_BYTES:
             self.flush()
 
     def flush(self) -> None:
         if self.tables:
             self.sink.write(pa.concat_tables(self.tables, promote_options="permissive") if len(self.tables) > 1
                             else self.tables[0])
-            self.tables, self.count = [], 0
+            self.tables, self.count, self.bytes = [], 0, 0
 
 
 def run_local(adapter: BatchKind, source: Source, sink: Sink, batch_rows: int, max_buffered_rows: int) -> dict[str, int]:
