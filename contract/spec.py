@@ -10,6 +10,7 @@ or probes in it: the export finds those on its own (docs/export.md, "Bring your 
     output = "logits"          # or "probabilities"
     monotone = "final"         # "all" | "final" | {age = 1, income = -1}
     threshold = 0.5            # optional
+    ranges = {age = [18, 90]}  # optional: each feature's range for POST /explain
 
 Unknown keys, missing keys and wrong types raise SpecError naming the key (the CLI exits 2).
 pydantic and the stdlib only: no torch, so the service side may read a declaration too.
@@ -17,6 +18,7 @@ pydantic and the stdlib only: no torch, so the service side may read a declarati
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Union
@@ -49,6 +51,9 @@ class ClassifierSpec(_Strict):
     # "all": every feature is proven non-decreasing; a table: each feature's direction (1, -1, 0 = free).
     monotone: Literal["all", "final"] | dict[str, Direction]
     threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    # Optional: [low, high] per feature, the range POST /explain searches and bounds over (the
+    # manifest's feature_ranges); a trained checkpoint's come from its training data instead.
+    ranges: dict[str, Annotated[list[float], Field(min_length=2, max_length=2)]] | None = None
 
     @field_validator("features", "labels")
     @classmethod
@@ -70,6 +75,20 @@ class ClassifierSpec(_Strict):
             if unknown:
                 raise ValueError(f"names {unknown}, which are not among features {features}")
         return monotone
+
+    @field_validator("ranges")
+    @classmethod
+    def _ranges_name_features(cls, ranges: Any, info: ValidationInfo) -> Any:
+        features = info.data.get("features")
+        if ranges is None or features is None:
+            return ranges
+        unknown = [name for name in ranges if name not in features]
+        if unknown:
+            raise ValueError(f"names {unknown}, which are not among features {features}")
+        for name, (low, high) in ranges.items():
+            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+                raise ValueError(f"the range of {name!r} must be finite with low <= high, got [{low}, {high}]")
+        return ranges
 
     @property
     def scope(self) -> str:
@@ -126,10 +145,20 @@ def _explain(error: ValidationError, source: str) -> str:
         else:
             message = item["msg"]
             if "input" in item and not isinstance(item["input"], (dict, list)):
-                message += f" (got {item['input']!r})"
+                message += f" (got {_cut(repr(item['input']))})"
         seen.setdefault(key, message)
-    lines = [f"key {key!r}: {message}" for key, message in seen.items()]
+    lines = [f"key {_cut(repr(key))}: {message}" for key, message in list(seen.items())[:MAX_KEYS_REPORTED]]
+    if len(seen) > MAX_KEYS_REPORTED:
+        lines.append(f"and {len(seen) - MAX_KEYS_REPORTED} more key(s)")
     return f"{source}: invalid declaration: " + "; ".join(lines)
+
+
+MAX_KEYS_REPORTED = 20  # a declaration with 10,000 unknown keys is named by its first 20 and a count
+MAX_VALUE_CHARS = 80  # a key or value echoed in a message is cut here (a 50 MB value is not echoed whole)
+
+
+def _cut(text: str, limit: int = MAX_VALUE_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + f"...({len(text)} chars)"
 
 
 def parse_spec(data: Mapping[str, Any] | ClassifierSpec | SmootherSpec, source: str = "declaration") -> ClassifierSpec | SmootherSpec:
@@ -157,6 +186,6 @@ def load_spec(spec: str | Path | Mapping[str, Any] | ClassifierSpec | SmootherSp
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise SpecError(f"{path}: not valid TOML: {exc}") from None
+            raise SpecError(f"{path}: not valid TOML: {_cut(str(exc), 300)}") from None
         return parse_spec(data, str(path))
     return parse_spec(spec)

@@ -292,12 +292,10 @@ class ClassifierExport(ExportKind):
 
 
     def prepare_user_model(self, source: Any, spec: Any, atol: float, rtol: float, seed: int) -> Any:
-        import onnxruntime as ort
-
         from contract.certificate import output_layer
         from contract.checks import check_rule
         from contract.graph import GraphRefused, IoSpec, check_graph
-        from export.byom import ModelRefusedError, Prepared, tensor_specs
+        from export.byom import ModelRefusedError, Prepared, ProbeSession, tensor_specs
         from export.graphprep import INPUT_NAME, OUTPUT_NAME, GraphShapeError, prepare_classifier_graph, weight_source
 
         n_features, n_labels = len(spec.features), len(spec.labels)
@@ -338,12 +336,10 @@ class ClassifierExport(ExportKind):
                  f"({len(violations)} negative entr{'y' if len(violations) == 1 else 'ies'}; clamp it after each "
                  "optimizer step, layer.weight.clamp_(min=0), or parametrize it with torch.nn.utils.parametrize)"]
                 + [str(v) for v in violations], source.label)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+        session = ProbeSession(model, source.label, INPUT_NAME)  # no external data, memory bounded per shape
 
         def published(x: np.ndarray) -> np.ndarray:
-            return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+            return session.run_all(x, [OUTPUT_NAME])[0]
 
         def eager(x: np.ndarray) -> np.ndarray:
             out = np.asarray(source.run(x), dtype=np.float64)
