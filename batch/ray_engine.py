@@ -26,7 +26,7 @@ import pyarrow.csv as pacsv
 
 from batch.errors import BadRowError, BatchError, VersionRefusedError
 from batch.spec import BatchJob, BatchSummary, metadata_for, prove
-from batch.kinds import batch_kind
+from batch.kinds import RAY_PATH_COLUMN, batch_kind
 from batch.output import METADATA_KEY
 from batch.serving import Scorer
 from batch.sources import Source
@@ -89,7 +89,7 @@ def _read(source: Source, columns: list[str], numeric: list[str]):
     import ray.data
 
     if source.format == "parquet":
-        return ray.data.read_parquet(source.paths, columns=columns, include_paths=True)
+        return ray.data.read_parquet(source.paths, include_paths=True).select_columns([*columns, RAY_PATH_COLUMN])
     convert = pacsv.ConvertOptions(column_types={name: pa.string() for name in numeric}, include_columns=columns)
     return ray.data.read_csv(source.paths, convert_options=convert, include_paths=True)
 
