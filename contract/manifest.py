@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_serializer, model_validator
 
 from contract.files import DEFAULT_MAX_FILE_BYTES, read_checked
 
@@ -25,6 +25,7 @@ EdgeMode = Literal["same", "causal", "valid"]
 # Default file name of each format inside a version directory.
 FORMAT_FILES: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.ts", "pt2": "model.pt2"}
 # The same names as tuples, for messages and argument checks (one definition: the Literals above).
+# KINDS: the built-in kinds (every one has an exporter); `registered_kinds()`: those a manifest may name now.
 KINDS: tuple[str, ...] = get_args(Kind)
 FORMATS: tuple[str, ...] = get_args(Format)
 
@@ -160,11 +161,35 @@ class Probe(_Strict):
     rtol: float = 0.0
 
 
+# The kind-specific section of each kind a manifest may name, by kind (the section's key is the kind's
+# name). The built-in kinds' sections are Manifest's own fields (the published schema lists them); a kind
+# added by `register_section` (service.compute.kinds.register_kind, code the operator runs: never from a
+# file or the environment) has its section kept beside them and written back at the top level.
+SECTION_MODELS: dict[str, type[BaseModel]] = {"smoother": SmootherInfo, "classifier": ClassifierInfo,
+                                              "regressor": RegressorInfo}
+
+
+def register_section(kind: str, model: type[BaseModel]) -> None:
+    """Let manifests name `kind`, with its section (under the key `kind`) parsed as `model`."""
+    if not kind.isidentifier() or kind in Manifest.model_fields and kind not in SECTION_MODELS:
+        raise ValueError(f"{kind!r} cannot name a kind: it is not an identifier or is a manifest field")
+    known = SECTION_MODELS.get(kind)
+    if known is not None and known is not model:
+        raise ValueError(f"kind {kind!r} is registered already, with section {known.__name__}")
+    SECTION_MODELS[kind] = model
+
+
+def registered_kinds() -> tuple[str, ...]:
+    return tuple(SECTION_MODELS)
+
+
 class Manifest(_Strict):
     schema_version: int = MANIFEST_SCHEMA_VERSION
     name: str
     version: int
-    kind: Kind
+    # one of registered_kinds(): the built-in smoother, classifier, regressor, and any registered since
+    # (the published schema lists the built-in ones: what a stock server accepts)
+    kind: str = Field(json_schema_extra={"enum": list(KINDS)})
     created: datetime
     monoserve_version: str
     source_checkpoint_sha256: str
@@ -184,13 +209,56 @@ class Manifest(_Strict):
     # Per feature of the kind's section, by name: the range its explanations use (absent in manifests
     # written before ranges, and for models whose declaration gives none).
     feature_ranges: dict[str, FeatureRange] | None = None
+    # the sections of registered (not built-in) kinds, by kind: see SECTION_MODELS
+    _added_sections: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _registered_kind(cls, kind: str) -> str:
+        if kind not in SECTION_MODELS:
+            raise ValueError(f"unknown kind {kind[:40]!r}; expected one of {', '.join(SECTION_MODELS)}")
+        return kind
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _added_kind_sections(cls, data: Any, handler: Any) -> "Manifest":
+        added: dict[str, BaseModel] = {}
+        if isinstance(data, dict):
+            keys = [key for key in data if key in SECTION_MODELS and key not in cls.model_fields]
+            if keys:
+                data = dict(data)
+                added = {key: SECTION_MODELS[key].model_validate(data.pop(key)) for key in keys}
+        manifest = handler(data)
+        if added:
+            manifest._added_sections = added
+        if manifest.kind not in cls.model_fields:  # an added kind's ranges: checked once its section is attached
+            manifest._check_ranges()
+        return manifest
+
+    @model_serializer(mode="wrap")
+    def _write_added_sections(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        for key, section in self._added_sections.items():
+            data[key] = section.model_dump()
+        return data
+
+    def section(self, name: str) -> BaseModel | None:
+        """The kind-specific section `name` ("smoother", "classifier", ... or a registered kind's)."""
+        if name in type(self).model_fields:
+            return getattr(self, name)
+        return self._added_sections.get(name)
 
     @model_validator(mode="after")
     def _ranges_name_features(self) -> "Manifest":
+        if self.kind in type(self).model_fields:  # a built-in kind (an added one's: _added_kind_sections)
+            self._check_ranges()
+        return self
+
+    def _check_ranges(self) -> None:
         if self.feature_ranges is None:
-            return self
+            return
         # the kind's section ("classifier", or any later kind with features) names the features
-        section = getattr(self, self.kind, None)
+        section = self.section(self.kind)
         features = getattr(section, "features", None)
         if features is None:
             raise ValueError(f"feature_ranges is given, but a {self.kind} has no features")
@@ -198,7 +266,6 @@ class Manifest(_Strict):
         unknown = sorted(set(self.feature_ranges) - set(names))
         if unknown:
             raise ValueError(f"feature_ranges names unknown feature(s) {unknown}; features are {names}")
-        return self
 
     def file_for(self, fmt: str) -> FileEntry | None:
         return next((f for f in self.files if f.format == fmt), None)

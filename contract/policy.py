@@ -18,7 +18,7 @@ Stricter policies are settings (MONOSERVE_ALLOW_FREE_FEATURES, ..._DECREASING_FE
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from contract.manifest import Manifest
@@ -41,13 +41,10 @@ class Policy:
 
     def shortfalls(self, manifest: "Manifest") -> list[str]:
         """Everything the manifest declares less of than this policy requires (empty: it may be proven)."""
-        if manifest.kind == "smoother":
-            return self._smoother(manifest)
-        if manifest.kind == "classifier":
-            return self._classifier(manifest)
-        if manifest.kind == "regressor":
-            return self._regressor(manifest)
-        return [f"kind {manifest.kind!r} has no policy: the service serves only smoothers and classifiers"]
+        rule = KIND_RULES.get(manifest.kind)
+        if rule is None:
+            return [f"kind {manifest.kind!r} has no policy: the service serves only {', '.join(KIND_RULES)}"]
+        return rule(self, manifest)
 
     def _smoother(self, manifest: "Manifest") -> list[str]:
         info = manifest.smoother
@@ -129,3 +126,17 @@ class Policy:
         return {"allow_free_features": self.allow_free_features,
                 "allow_decreasing_features": self.allow_decreasing_features,
                 "allow_unconstrained": self.allow_unconstrained}
+
+
+# What the policy requires of each kind's manifest (empty: it may be proven), by kind. The built-in
+# kinds' rules are here; a kind added by service.compute.kinds.register_kind brings its own.
+PolicyRule = Callable[[Policy, "Manifest"], list[str]]
+KIND_RULES: dict[str, PolicyRule] = {"smoother": Policy._smoother, "classifier": Policy._classifier,
+                                     "regressor": Policy._regressor}
+
+
+def register_rule(kind: str, rule: PolicyRule) -> None:
+    known = KIND_RULES.get(kind)
+    if known is not None and known is not rule:
+        raise ValueError(f"kind {kind!r} has a policy rule already")
+    KIND_RULES[kind] = rule

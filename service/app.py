@@ -17,11 +17,11 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from contract.manifest import KINDS
 from service.base import codec, context as request_context, tracing
 from service.edge import fastpath
-from service.protocols import stream_ws
+from service.protocols import native, stream_ws
 from service.compute.engines import resolve_device
+from service.compute.kinds import SERVICE_KINDS
 from service.base.errors import ServiceError
 from service.repository.lifecycle import Lifecycle
 from service.base.metrics import UNKNOWN_MODEL, Metrics, mark_worker_dead
@@ -96,7 +96,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if trusted_keys is not None:
         log.info("versions must be signed by one of: %s", ", ".join(trusted_keys.describe()))
     registry = ModelRegistry(settings.repo, engine=settings.engine, device=device, threads=threads,
-                             defaults={kind: settings.default_model(kind) for kind in KINDS}, on_version=refused,
+                             defaults={kind: settings.default_model(kind) for kind in SERVICE_KINDS}, on_version=refused,
                              policy=settings.policy, trusted_keys=trusted_keys)
     lifecycle = Lifecycle(registry, metrics, service.batchers, settings.poll_interval_s)
     await lifecycle.refresh()
@@ -203,6 +203,8 @@ def create_app(settings: Settings | None = None, *, serve_grpc: bool = False) ->
     app.state.serve_grpc = serve_grpc
     register_error_handlers(app)
     app.include_router(predict.router)
+    for kind_route in native.add_kind_routes(SERVICE_KINDS):  # the routes registered kinds declare (ServiceKind.route)
+        predict.add_kind_route(app, kind_route)
     app.include_router(models.router)
     app.include_router(repository.router)
     app.include_router(health.router)

@@ -16,9 +16,12 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from contract.checks import check_rule
-from contract.manifest import KINDS, Manifest
+from pydantic import BaseModel
+
+from contract.manifest import KINDS, ClassifierInfo, Manifest, RegressorInfo, SmootherInfo, register_section
 from contract.modes import EDGE_MODES
-from contract.policy import CLASSIFIER_RULE, NORMALIZED_RULE, SMOOTHER_RULES, SUM_TOLERANCE
+from contract.policy import (CLASSIFIER_RULE, KIND_RULES, NORMALIZED_RULE, SMOOTHER_RULES, SUM_TOLERANCE, PolicyRule,
+                             register_rule)
 from service.base import codec
 from service.base.errors import BadRequestError
 from service.compute import shapes
@@ -33,14 +36,21 @@ Proofs = list[tuple[str, list[tuple[int | None, str, str]]]]
 class ServiceKind(ABC):
     kind: ClassVar[str]
     section: ClassVar[str]  # the manifest's section of kind-specific facts ("smoother", "classifier")
+    section_model: ClassVar[type[BaseModel]]  # that section's schema (contract.manifest.SECTION_MODELS)
+    # What contract.policy requires of the kind's manifests; None: the built-in kind's rule (contract.policy.KIND_RULES).
+    policy_rule: ClassVar[PolicyRule | None] = None
     # The request's wire form, which protocols read instead of the kind's name: "signal" ([B, C, L],
-    # an edge mode) or "rows" ([N, F] instances, by position or by feature name).
+    # an edge mode) or "rows" ([N, F] instances, by position or by feature name; the result's one array
+    # is named "scores", the OIP output's name).
     wire: ClassVar[str]
+    # The native POST route of a kind added by register_kind (wire "rows": service.protocols.native.RowsAdapter);
+    # None: the built-in kinds' own routes (/smooth, /classify, /score), or none.
+    route: ClassVar[str | None] = None
     # the trusted wrapper class in torchref.modules that the TorchScript proof rebuilds (service/repository/torchscript_proof.py)
     reference_class: ClassVar[str]
 
     def info(self, manifest: Manifest) -> Any:
-        return getattr(manifest, self.section)
+        return manifest.section(self.section)
 
     def manifest_problems(self, manifest: Manifest) -> list[str]:
         return [] if self.info(manifest) is not None else [f"a {self.kind} manifest needs a {self.section!r} section"]
@@ -120,6 +130,7 @@ class ServiceKind(ABC):
 class SmootherKind(ServiceKind):
     kind = "smoother"
     section = "smoother"
+    section_model = SmootherInfo
     wire = "signal"
     reference_class = "FullCorrelation"
 
@@ -202,6 +213,7 @@ class SmootherKind(ServiceKind):
 class ClassifierKind(ServiceKind):
     kind = "classifier"
     section = "classifier"
+    section_model = ClassifierInfo
     wire = "rows"
     reference_class = "ClassifierScores"
     batchable = True
@@ -340,6 +352,7 @@ class RegressorKind(ClassifierKind):
 
     kind = "regressor"
     section = "regressor"
+    section_model = RegressorInfo
     reference_class = ""
 
     def summary(self, manifest: Manifest) -> dict[str, Any]:
@@ -391,9 +404,37 @@ class RegressorKind(ClassifierKind):
                            score_name="score")
 
 
-SERVICE_KINDS: dict[str, ServiceKind] = {adapter.kind: adapter for adapter in (SmootherKind(), ClassifierKind(),
-                                                                                RegressorKind())}
-assert tuple(SERVICE_KINDS) == KINDS, "every manifest kind needs a service adapter"
+# The one table of kinds the prover, the registry, the pipeline and the protocols read. A new kind is
+# one adapter module and one `register_kind(MyKind())` line in code the operator runs (tests/kind_launcher.py
+# shows one); never loaded from a file or the environment, which a hostile publisher could write.
+SERVICE_KINDS: dict[str, ServiceKind] = {}
+
+
+def register_kind(adapter: ServiceKind) -> ServiceKind:
+    """Serve `adapter.kind`: its manifest section (contract.manifest), its policy rule (contract.policy)
+    and its adapter here. Registering before the app is built (service.app) serves it on every
+    protocol: OIP over REST and gRPC by its `wire` form."""
+    kind = adapter.kind
+    if kind in SERVICE_KINDS:
+        raise ValueError(f"kind {kind!r} is registered already ({type(SERVICE_KINDS[kind]).__name__})")
+    rule = adapter.policy_rule if adapter.policy_rule is not None else KIND_RULES.get(kind)
+    if rule is None:
+        raise ValueError(f"kind {kind!r} needs a policy_rule: the policy refuses a kind it has no rule for")
+    if adapter.wire not in WIRES:
+        raise ValueError(f"kind {kind!r} has wire {adapter.wire!r}; expected one of {', '.join(WIRES)}")
+    if adapter.route is not None and (adapter.wire != "rows" or not adapter.route.startswith("/")):
+        raise ValueError(f"kind {kind!r} declares route {adapter.route!r}: a route is a path, for a 'rows' kind")
+    register_section(adapter.section, adapter.section_model)
+    register_rule(kind, rule)
+    SERVICE_KINDS[kind] = adapter
+    return adapter
+
+
+WIRES = ("signal", "rows")  # the request forms the protocols know (ServiceKind.wire)
+
+for _builtin in (SmootherKind(), ClassifierKind(), RegressorKind()):
+    register_kind(_builtin)
+assert tuple(SERVICE_KINDS)[:len(KINDS)] == KINDS, "every built-in manifest kind needs a service adapter"
 
 
 def service_kind(kind: str) -> ServiceKind:

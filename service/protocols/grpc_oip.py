@@ -265,7 +265,7 @@ class GrpcInferAdapter:
         if not message.model_name:
             raise BadRequestError("model_name must name the model to run", field="model_name")
         served = oip.resolve(self.service, message.model_name, message.model_version or None)
-        io = oip.MODEL_IO[served.kind]
+        io = oip.model_io(served.kind)
         request = oip_request(message, limits, self.drop)
         tensor = io.check(request, served)
         array = tensor.array if tensor.array.dtype == np.float32 else tensor.array.astype(np.float32)

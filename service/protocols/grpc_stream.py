@@ -205,7 +205,7 @@ class StreamAdapter(GrpcInferAdapter):
                                       f"for smoothers; send its requests without sequence parameters",
                                       model=message.model_name)
             request = oip_request(message, limits, self.drop)
-            io = oip.MODEL_IO["smoother"]
+            io = oip.model_io("smoother")
             tensor = io.check(request, served)
             # a start on an open id begins it anew (Triton's): the old state and its reservation go first
             self.close_sequence(sequence_id, "restarted")
@@ -240,7 +240,7 @@ class StreamAdapter(GrpcInferAdapter):
                 raise BadRequestError(f"sequence {sequence_id!r} runs on model {stream.model!r}, not "
                                       f"{message.model_name!r}", field="model_name")
             request = oip_request(message, limits, self.drop)
-            io = oip.MODEL_IO["smoother"]
+            io = oip.model_io("smoother")
             tensor = io.check(request, stream.served)
             mode = io.query(request)["mode"]
             if mode is not None and mode != stream.mode:

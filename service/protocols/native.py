@@ -252,7 +252,41 @@ class ScoreAdapter(ClassifyAdapter):
                        codec.JSON_MEDIA_TYPE)
 
 
+class RowsAdapter(ClassifyAdapter):
+    """The route a kind added by service.compute.kinds.register_kind declares (`ServiceKind.route`, wire
+    "rows"): instances read as /classify reads them -> {"model", "version", <each output by its name>};
+    a .npy answer is the kind's one output. No code here names the kind."""
+
+    def __init__(self, kind: str, route: str):
+        self.kind, self.route = kind, route
+
+    def encode(self, result: InferResult, request: InferRequest) -> Encoded:
+        manifest = result.served.manifest
+        if request.context["npy"]:
+            if len(result.outputs) != 1:
+                raise BadRequestError(f"a {self.kind} answers {len(result.outputs)} arrays: ask for JSON",
+                                      field="accept")
+            return Encoded(codec.encode_npy(next(iter(result.outputs.values()))), codec.NPY_MEDIA_TYPE,
+                           {"x-model": manifest.name, "x-model-version": str(manifest.version)})
+        return Encoded(codec.dumps({"model": manifest.name, "version": manifest.version, **result.outputs}),
+                       codec.JSON_MEDIA_TYPE)
+
+
 SMOOTH = SmoothAdapter()
 CLASSIFY = ClassifyAdapter()
 SCORE = ScoreAdapter()
-ADAPTERS = {adapter.route: adapter for adapter in (SMOOTH, CLASSIFY, SCORE)}
+# route -> adapter: the built-in routes, and those of registered kinds once add_kind_routes has run
+# (service.app, when it builds the app; service.edge.fastpath reads this same dict)
+ADAPTERS: dict[str, Any] = {adapter.route: adapter for adapter in (SMOOTH, CLASSIFY, SCORE)}
+
+
+def add_kind_routes(kinds: Mapping[str, Any]) -> list[RowsAdapter]:
+    """One RowsAdapter per registered kind that declares a route not served yet; the new ones."""
+    added = []
+    for kind, adapter in kinds.items():
+        route = getattr(adapter, "route", None)
+        if route is None or route in ADAPTERS:
+            continue
+        ADAPTERS[route] = RowsAdapter(kind, route)
+        added.append(ADAPTERS[route])
+    return added

@@ -359,7 +359,13 @@ class ClassifierIO(ModelIO):
 # What a kind shows over OIP follows from its wire form (compute.kinds.ServiceKind.wire), not from its
 # name: a new kind of either form (a regressor is "rows", like a classifier) needs nothing here.
 IO_BY_WIRE: dict[str, ModelIO] = {"signal": SmootherIO(), "rows": ClassifierIO()}
-MODEL_IO: dict[str, ModelIO] = {kind: IO_BY_WIRE[adapter.wire] for kind, adapter in SERVICE_KINDS.items()}
+
+
+def model_io(kind: str | None) -> ModelIO | None:
+    """The OIP view of a kind, by its wire form; None for a kind that is not registered (read at each
+    call, so a kind registered after this module's import is served too)."""
+    adapter = SERVICE_KINDS.get(kind) if kind is not None else None
+    return IO_BY_WIRE[adapter.wire] if adapter is not None else None
 
 
 def platform(engine: str) -> str:
@@ -368,7 +374,7 @@ def platform(engine: str) -> str:
 
 
 def model_metadata(served: ProvenVersion, versions: list[int], engine: str) -> dict[str, Any]:
-    inputs, outputs = MODEL_IO[served.kind].metadata_tensors(served)
+    inputs, outputs = model_io(served.kind).metadata_tensors(served)
     return {"name": served.manifest.name, "versions": [str(v) for v in sorted(versions)],
             "platform": platform(engine), "inputs": inputs, "outputs": outputs}
 
@@ -393,7 +399,7 @@ def resolve(service: "Service", name: str, version: str | None) -> ProvenVersion
     if registry is None:
         raise ModelUnavailableError("models are still loading")
     entry = registry.model(name)
-    if entry.kind is None or entry.kind not in MODEL_IO:
+    if model_io(entry.kind) is None:
         raise ModelUnavailableError(entry.reason or f"model {name!r} is unavailable", model=name)
     return registry.resolve(entry.kind, name, version_number(name, version))
 
@@ -413,7 +419,7 @@ class OipAdapter:
 
     def decode(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str], limits: Limits) -> InferRequest:
         served = resolve(self.service, self.name, self.version)
-        io = MODEL_IO[served.kind]
+        io = model_io(served.kind)
         header_length = headers.get(HEADER_LENGTH.lower())
         json_end = len(body)
         if header_length is not None and header_length.strip().isascii() and header_length.strip().isdigit():

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from contract.manifest import Manifest
+from contract.manifest import KINDS, Manifest
 from contract.walk import MAX_FILES, WalkRefused, bounded_walk
 from contract.policy import Policy
 from service.base.errors import BadRequestError, ModelUnavailableError, NotFoundError
@@ -441,8 +441,9 @@ class ModelRegistry:
             raise NotFoundError(f"the repository has no {kind} model", kind=kind)
         if len(candidates) > 1:
             raise BadRequestError(
-                f"the repository has several {kind} models ({', '.join(candidates)}): name one with 'model', "
-                f"or set MONOSERVE_DEFAULT_{kind.upper()}", kind=kind, models=candidates)
+                f"the repository has several {kind} models ({', '.join(candidates)}): name one with 'model'"
+                # a registered kind has no MONOSERVE_DEFAULT_* setting (service.settings names the built-in ones)
+                + (f", or set MONOSERVE_DEFAULT_{kind.upper()}" if kind in KINDS else ""), kind=kind, models=candidates)
         return candidates[0]
 
     def resolve(self, kind: str, name: str | None = None, version: int | None = None) -> ProvenVersion:

@@ -145,3 +145,15 @@ async def classify(request: Request) -> Response:
 async def score(request: Request) -> Response:
     """Score instances with a regressor (trees, linear or neural): one number per instance."""
     return await _answer(request, native.SCORE)
+
+
+def add_kind_route(app: Any, adapter: Any) -> None:
+    """POST adapter.route for a kind added by service.compute.kinds.register_kind (wire "rows"), the
+    same pipeline as the routes above; documented as taking /classify's body."""
+
+    async def answer(request: Request) -> Response:
+        return await _answer(request, adapter)
+
+    app.add_api_route(adapter.route, answer, methods=["POST"], tags=["inference"], responses=ERRORS,
+                      summary=f"Run a {adapter.kind} model on instances",
+                      openapi_extra=_docs(ScoreRequest, ".npy of float32/float64 [N, n_features]", MODEL_PARAMETERS))

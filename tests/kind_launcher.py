@@ -1,0 +1,20 @@
+"""The serving process (service.server) with one more kind: what an operator's own launcher looks like.
+
+A kind is code the operator runs, registered by one line before the app is built; monoserve never
+loads one from a file or the environment (a hostile publisher could write either). Run with one
+worker (MONOSERVE_WORKERS=1): the app is then built in this process, after the registration.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from scaler_kind import ScalerKind
+from service.compute.kinds import register_kind
+
+register_kind(ScalerKind())  # the one registry line
+
+if __name__ == "__main__":
+    from service.server import main
+
+    sys.exit(main())
