@@ -225,6 +225,9 @@ class Manifest(_Strict):
         added: dict[str, BaseModel] = {}
         if isinstance(data, dict):
             keys = [key for key in data if key in SECTION_MODELS and key not in cls.model_fields]
+            foreign = [key for key in keys if key != data.get("kind")]
+            if foreign:  # as the built-in kinds' sections would be refused by manifest_problems: one section, its kind's
+                raise ValueError(f"section(s) {foreign} belong to another kind than {str(data.get('kind'))[:40]!r}")
             if keys:
                 data = dict(data)
                 added = {key: SECTION_MODELS[key].model_validate(data.pop(key)) for key in keys}

@@ -16,5 +16,8 @@ register_kind(ScalerKind())  # the one registry line
 
 if __name__ == "__main__":
     from service.server import main
+    from service.settings import get_settings
 
+    if get_settings().workers != 1:  # spawned workers would import service.app without this module's line
+        sys.exit("kind_launcher: set MONOSERVE_WORKERS=1: worker processes would not register the scaler kind")
     sys.exit(main())

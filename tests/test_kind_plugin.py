@@ -156,3 +156,33 @@ def test_served_over_its_native_route_oip_rest_and_grpc_equal_to_numpy(server):
         with pytest.raises(triton.InferenceServerException,
                            match=r"UNAVAILABLE\] model 'shrink' has no valid version \(version 1: constraints: node Mul"):
             client.infer("shrink", [tensor])
+
+
+ROUND_TRIP = """
+import json, sys
+from contract.manifest import Manifest, register_section
+from scaler_kind import ScalerInfo
+text = open(sys.argv[1]).read()
+register_section("scaler", ScalerInfo)
+manifest = Manifest.model_validate_json(text)
+again = Manifest.model_validate_json(manifest.to_json())
+assert again.section("scaler") == manifest.section("scaler") == ScalerInfo.model_validate(json.loads(text)["scaler"])
+assert json.loads(again.to_json())["scaler"] == json.loads(text)["scaler"]
+for bad, why in (({"scaler": {"features": [], "extra": 1}}, "extra"), ({"kind": "classifier"}, "belong to another kind")):
+    try:
+        Manifest.model_validate({**json.loads(text), **bad})
+    except ValueError as exc:
+        assert why in str(exc).lower(), exc
+    else:
+        raise AssertionError(bad)
+print("ok")
+"""
+
+
+def test_a_registered_section_round_trips_and_is_checked(tmp_path):
+    """In a process of its own: registering a kind changes what every Manifest of the process accepts."""
+    version_dir = write_scaler(tmp_path, "scale", FACTOR)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
+    done = subprocess.run([sys.executable, "-c", ROUND_TRIP, str(version_dir / "manifest.json")], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -4,8 +4,9 @@ registry and the endpoint pipeline.
 Each adapter says what the proof checks for its kind (policy rules at the weights' point of use, the
 certificate's plan, the reference module's rules, warm-up inputs) and how the pipeline serves it
 (`prepare` a decoded request against the version that will serve it, `infer`, name the outputs in
-`result`: the pipeline's ModelKind). Adding a kind means adding one class here (and one in
-export/kinds.py), not a branch in every function. numpy and the manifest only: no torch.
+`result`: the pipeline's ModelKind). Adding a kind means one adapter class (here or in a module of its
+own) and one `register_kind` line, not a branch in every function (docs/architecture.md, "Where things
+plug in"); exporting it takes its adapter in export/kinds.py too. numpy and the manifest only: no torch.
 """
 
 from __future__ import annotations
