@@ -308,7 +308,7 @@ class ClassifierExport(ExportKind):
         model = prepared.model
         try:
             info = check_graph(model, [IoSpec(INPUT_NAME, "float32", ["batch", n_features])],
-                               [IoSpec(OUTPUT_NAME, "float32", ["batch", n_labels])])
+                               [IoSpec(OUTPUT_NAME, "float32", ["batch", n_labels])], scope=spec.scope)
         except GraphRefused as exc:
             raise ModelRefusedError([f"the proof cannot model its graph: {p}" for p in exc.problems], source.label) from exc
         low, high = info.range_of(OUTPUT_NAME)

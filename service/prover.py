@@ -271,7 +271,8 @@ class _Proof:
         model = self._onnx()
         specs = [[IoSpec(t.name, t.dtype, t.shape) for t in tensors] for tensors in (self.manifest.inputs, self.manifest.outputs)]
         try:
-            self.graph_info = check_graph(model, specs[0], specs[1], file=self._file("onnx"))
+            self.graph_info = check_graph(model, specs[0], specs[1], file=self._file("onnx"),
+                                          scope=self.manifest.classifier.scope if self.manifest.classifier else None)
         except GraphRefused as exc:
             raise StepFailed(str(exc), problems=exc.problems) from exc
         ops = sorted({node.op_type for node in model.graph.node})
