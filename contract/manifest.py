@@ -87,6 +87,10 @@ class ClassifierInfo(_Strict):
     activation: Literal["relu", "leaky_relu", "tanh", "sigmoid", "softplus", "elu", "graph"] = "relu"
     transform: Literal["none", "log1p"] = "none"
     calibrated: bool = False
+    # How the monotonicity is proven: "signs" (the output layer nonnegative, and every certified
+    # feature's path of one sign: contract.certificate) or "lipschitz" (g(x) + lambda * sum_i s_i x_i
+    # with g's rate along each feature bounded by lambda: contract.lipschitz; scope "all" only).
+    proof: Literal["signs", "lipschitz"] = "signs"
 
     @model_validator(mode="after")
     def _one_threshold_per_label(self) -> "ClassifierInfo":

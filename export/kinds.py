@@ -295,10 +295,9 @@ class ClassifierExport(ExportKind):
         import onnxruntime as ort
 
         from contract.certificate import output_layer
-        from contract.checks import check_rule
         from contract.graph import GraphRefused, IoSpec, check_graph
         from export.byom import ModelRefusedError, Prepared, tensor_specs
-        from export.graphprep import INPUT_NAME, OUTPUT_NAME, GraphShapeError, prepare_classifier_graph, weight_source
+        from export.graphprep import INPUT_NAME, OUTPUT_NAME, GraphShapeError, prepare_classifier_graph
 
         n_features, n_labels = len(spec.features), len(spec.labels)
         try:
@@ -319,25 +318,13 @@ class ClassifierExport(ExportKind):
         try:
             layer = output_layer(info, OUTPUT_NAME)
         except ValueError as exc:
-            raise ModelRefusedError([f"no output layer found: {exc}"], source.label) from exc
-        stored = weight_source(model, info.constants, layer.input_name)
-        location = stored if stored in info.constants else layer.input_name
-        params = source.parameter_names()
-        if stored in params:
-            yours = f" (your parameter {stored!r})"
-        elif params:  # a weight computed in forward, constant-folded by the exporter under its own name
-            yours = f" (computed in forward from your parameters, not one of them: {params[:8]})"
+            from export.lipschitz import lipschitz_proof
+
+            lipschitz = lipschitz_proof(info, spec, source.label, INPUT_NAME, OUTPUT_NAME, exc)
+            constraints, proof, found_proof, draw = [], "lipschitz", lipschitz.found, lipschitz.draw_card
         else:
-            yours = ""
-        violations = check_rule("nonnegative", f"model.onnx:{stored}", layer.values)
-        if violations and stored in info.constants:  # name the entries as the user's tensor stores them ([out, in])
-            violations = check_rule("nonnegative", f"model.onnx:{stored}", info.constants[stored]) or violations
-        if violations:
-            raise ModelRefusedError(
-                [f"the output layer's weight {stored!r}{yours} at node {layer.node} must be nonnegative "
-                 f"({len(violations)} negative entr{'y' if len(violations) == 1 else 'ies'}; clamp it after each "
-                 "optimizer step, layer.weight.clamp_(min=0), or parametrize it with torch.nn.utils.parametrize)"]
-                + [str(v) for v in violations], source.label)
+            constraints, found_proof, draw = self._clamped_output_layer(source, model, info, layer)
+            proof = "signs"
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
@@ -365,7 +352,6 @@ class ClassifierExport(ExportKind):
         probe_input = (rng.standard_normal((4, n_features)) * 2.0).astype(np.float32)
         directions = spec.directions()
         inputs, outputs = tensor_specs(INPUT_NAME, ["batch", n_features], OUTPUT_NAME, ["batch", n_labels])
-        constraints = [ConstraintEntry(tensor=stored, rule="nonnegative", locations={"onnx": location})]
         return Prepared(
             onnx_model=model, inputs=inputs, outputs=outputs, constraints=constraints,
             probe=Probe(input=probe_input.tolist(), expected=eager(probe_input).tolist(), atol=atol, rtol=rtol),
@@ -375,13 +361,43 @@ class ClassifierExport(ExportKind):
                 features=[FeatureSpec(name=n, direction=d) for n, d in zip(spec.features, directions)],
                 labels=list(spec.labels), threshold=spec.threshold, scope=spec.scope, method="declared",
                 monotone_features=[n for n, d in zip(spec.features, directions) if d != "free"] if spec.scope == "all" else [],
-                activation="graph")},
+                activation="graph", proof=proof)},
             found=[f"input {prepared.original_input!r} -> 'features' [batch, {n_features}], output "
                    f"{prepared.original_output!r} -> 'scores' [batch, {n_labels}]"
                    + (" (a Sigmoid added: the declaration says logits)" if spec.output == "logits" else ""),
-                   f"output layer: node {layer.node}, weight model.onnx:{stored}{yours}, nonnegative",
+                   found_proof,
                    f"parity: {comparisons} comparisons, max |error| {worst:.3g}"],
-            draw_card=lambda figure: _draw_output_layer(figure, stored, np.asarray(layer.values)))
+            draw_card=draw)
+
+    @staticmethod
+    def _clamped_output_layer(source: Any, model: Any, info: Any, layer: Any) -> tuple[list, str, Any]:
+        """The output layer's weight, traced to the user's tensor and checked nonnegative:
+        (the manifest's constraints, what was found, the card plot); ModelRefusedError otherwise."""
+        from contract.checks import check_rule
+        from export.byom import ModelRefusedError
+        from export.graphprep import weight_source
+
+        stored = weight_source(model, info.constants, layer.input_name)
+        location = stored if stored in info.constants else layer.input_name
+        params = source.parameter_names()
+        if stored in params:
+            yours = f" (your parameter {stored!r})"
+        elif params:  # a weight computed in forward, constant-folded by the exporter under its own name
+            yours = f" (computed in forward from your parameters, not one of them: {params[:8]})"
+        else:
+            yours = ""
+        violations = check_rule("nonnegative", f"model.onnx:{stored}", layer.values)
+        if violations and stored in info.constants:  # name the entries as the user's tensor stores them ([out, in])
+            violations = check_rule("nonnegative", f"model.onnx:{stored}", info.constants[stored]) or violations
+        if violations:
+            raise ModelRefusedError(
+                [f"the output layer's weight {stored!r}{yours} at node {layer.node} must be nonnegative "
+                 f"({len(violations)} negative entr{'y' if len(violations) == 1 else 'ies'}; clamp it after each "
+                 "optimizer step, layer.weight.clamp_(min=0), or parametrize it with torch.nn.utils.parametrize)"]
+                + [str(v) for v in violations], source.label)
+        return ([ConstraintEntry(tensor=stored, rule="nonnegative", locations={"onnx": location})],
+                f"output layer: node {layer.node}, weight model.onnx:{stored}{yours}, nonnegative",
+                lambda figure: _draw_output_layer(figure, stored, np.asarray(layer.values)))
 
 
 def _draw_output_layer(figure: Any, name: str, weights: np.ndarray) -> None:

@@ -62,6 +62,12 @@ class ServiceKind(ABC):
     def uncertified_reason(self, manifest: Manifest) -> str:
         return "nothing to certify"
 
+    def certify(self, proof: Any, seed: str, features: list[tuple[int | None, str, str]], outputs: list[str]) -> Any:
+        """The certificate (contract.certificate.Certificate) of `outputs` in `features` of `seed`."""
+        from contract.certificate import certify
+
+        return certify(proof.graph_info, seed, features, outputs=outputs)
+
     def certificate_problem(self, manifest: Manifest, findings: list) -> str | None:
         """A kind-specific reason to refuse a certificate whose failures list is empty."""
         return None
@@ -210,6 +216,8 @@ class ClassifierKind(ServiceKind):
         manifest = proof.manifest
         if manifest.classifier.scope == "none":  # an unconstrained baseline: only a policy that allows it gets here
             return
+        if manifest.classifier.proof == "lipschitz":  # no output layer: every feature is proven by its rate bound
+            return
         layer = output_layer(graph, manifest.outputs[0].name)
         proof.output_layer = layer
         check(CLASSIFIER_RULE, f"output layer node {layer.node} weight {file}:{layer.input_name}",
@@ -220,6 +228,11 @@ class ClassifierKind(ServiceKind):
         info = manifest.classifier
         if info.scope == "none":
             return None
+        if info.proof == "lipschitz":
+            features = proof.policy.certified_features(manifest)
+            return ([(manifest.inputs[0].name, features)],
+                    f"every score is monotone in {len(features)} feature(s) as declared: g(x) + lambda * sum_i s_i x_i "
+                    "with g's rate along each feature bounded by lambda (contract.lipschitz)")
         layer = proof.output_layer
         assert layer is not None
         proofs: Proofs = [(layer.data_input, [(None, f"output layer input {layer.data_input!r}", "increasing")])]
@@ -231,6 +244,14 @@ class ClassifierKind(ServiceKind):
 
     def uncertified_reason(self, manifest: Manifest) -> str:
         return "scope 'none': an unconstrained classifier the policy allows; nothing to certify"
+
+    def certify(self, proof: Any, seed: str, features: list[tuple[int | None, str, str]], outputs: list[str]) -> Any:
+        if proof.manifest.classifier.proof != "lipschitz":
+            return super().certify(proof, seed, features, outputs)
+        from contract.lipschitz import certify_lipschitz
+
+        certificate, _ = certify_lipschitz(proof.graph_info, seed, features, outputs)
+        return certificate
 
     def reference_rules(self, manifest: Manifest, tensors: dict[str, np.ndarray]) -> list[str]:
         # sigmoid(L_n(relu(...relu(L_0((x - mean) / scale * sign))))): with every L_k for k >= 1

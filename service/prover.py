@@ -356,8 +356,6 @@ class _Proof:
 
     # 5 ------------------------------------------------------------------------------------
     def step_certificate(self) -> tuple[Status, str, dict]:
-        from contract.certificate import certify
-
         manifest = self.manifest
         assert manifest is not None and self.graph_info is not None
         output_name = manifest.outputs[0].name
@@ -368,7 +366,7 @@ class _Proof:
         proofs, claim = plan
         findings, failures = [], []
         for seed, features in proofs:
-            certificate = certify(self.graph_info, seed, features, outputs=[output_name])
+            certificate = adapter.certify(self, seed, features, [output_name])
             findings += certificate.findings
             failures += certificate.failures
         details = {"ok": not failures, "findings": [f.to_dict() for f in findings]}
