@@ -128,6 +128,9 @@ class SmootherInfo(_Strict):
     # The graphs output the full correlation (L + K - 1 samples); each mode is a slice of it
     # (contract.modes.mode_slice).
     output: Literal["full"] = "full"
+    # How the signal's edges are padded before the correlation (contract.padding); the graph's Pad
+    # node must pad this way (contract.certificate.smoother_kernel).
+    padding: Literal["replicate", "zeros", "reflect", "circular"] = "replicate"
 
 
 class Probe(_Strict):

@@ -172,7 +172,7 @@ class SmootherExport(ExportKind):
         from export.fir import NotAFilterError, artifact_output, find_kernel
 
         try:
-            found = find_kernel(source.run, spec.mode, atol, rtol, seed)
+            found = find_kernel(source.run, spec.mode, atol, rtol, seed, spec.padding)
         except NotAFilterError as exc:
             raise ModelRefusedError([f"not one shared FIR kernel: {exc}"], source.label) from exc
         kernel = found.kernel
@@ -190,6 +190,8 @@ class SmootherExport(ExportKind):
         with tempfile.TemporaryDirectory(prefix="monoserve-byom-") as tmp:
             path = Path(tmp) / "model.onnx"
             artifacts.write_onnx(wrapper, signature, path, None)
+            if spec.padding != "replicate":
+                _set_pad_mode(path, spec.padding)
             loaded = artifacts.load_artifact("onnx", path, signature)
             model = onnx.load(str(path))
         location = artifacts.locate_tensor("kernel", kernel, loaded.tensors)
@@ -206,22 +208,51 @@ class SmootherExport(ExportKind):
                 raise ModelRefusedError([f"the written graph disagrees with the module on input {list(shape)} "
                                          f"(shape {list(got.shape)} vs {list(expected.shape)})"], source.label)
             worst = max(worst, float(np.max(np.abs(got - expected))),
-                        float(np.max(np.abs(artifact_output(x, kernel, spec.mode) - expected))))
+                        float(np.max(np.abs(artifact_output(x, kernel, spec.mode, spec.padding) - expected))))
         inputs, outputs = tensor_specs(signature.input_name, signature.input_shape, signature.output_name, signature.output_shape)
         constraints = [ConstraintEntry(tensor="kernel", rule=rule["rule"], tolerance=float(rule.get("tolerance", 0.0)),
                                        axis=int(rule.get("axis", -1)), locations={"onnx": location}) for rule in specs]
         return Prepared(
             onnx_model=model, inputs=inputs, outputs=outputs, constraints=constraints,
-            probe=self.probe(None, wrapper, atol, rtol),
+            probe=self.probe(None, wrapper, atol, rtol) if spec.padding == "replicate" else _padded_probe(kernel, spec.padding, atol, rtol),
             parity={"max_abs_error": {"onnx": worst}, "atol": atol, "rtol": rtol, "comparisons": found.comparisons,
                     "reference": f"{source.label} ({spec.mode})"},
             info={"smoother": SmootherInfo(kernel_size=int(kernel.size), param="declared", normalized=spec.normalized,
-                                           edge_modes=list(EDGE_MODES), default_mode=spec.mode)},
+                                           edge_modes=list(EDGE_MODES), default_mode=spec.mode, padding=spec.padding)},
             found=[f"kernel: {kernel.size} taps by impulse response (sum {float(kernel.sum()):.6g}), one kernel shared by "
                    f"{'every channel' if found.channels_probed > 1 else 'its single channel'}; linear, shift-invariant",
-                   f"alignment: {spec.mode!r}; module vs published smoother max |error| {found.max_abs_error:.3g}",
+                   f"alignment: {spec.mode!r}, padding {spec.padding!r}; module vs published smoother max |error| "
+                   f"{found.max_abs_error:.3g}",
                    f"constrained tensor: model.onnx:{location} (the Conv weight)"],
             draw_card=lambda figure: self.draw_card(figure, {"kernel": kernel}))
+
+
+def _set_pad_mode(path: Any, padding: str) -> None:
+    """The written smoother graph (FullCorrelation: one Pad, mode edge) made to pad as declared."""
+    import onnx
+
+    from contract.padding import ONNX_PAD_MODES
+
+    model = onnx.load(str(path))
+    pads = [node for node in model.graph.node if node.op_type == "Pad"]
+    if len(pads) != 1:
+        raise ArtifactError(f"the written smoother graph has {len(pads)} Pad nodes, expected 1")
+    del pads[0].attribute[:]
+    pads[0].attribute.append(onnx.helper.make_attribute("mode", ONNX_PAD_MODES[padding]))
+    if any(o.domain in ("", "ai.onnx") and o.version < 19 for o in model.opset_import) and padding == "circular":
+        raise ArtifactError("circular padding (ONNX Pad mode wrap) needs opset 19 or newer")
+    onnx.save(model, str(path))
+
+
+def _padded_probe(kernel: np.ndarray, padding: str, atol: float, rtol: float) -> Probe:
+    """The probe of a smoother that pads as declared: long enough for reflect (K samples and more)."""
+    from export.fir import full_correlation
+
+    rng = np.random.default_rng(1234)
+    length = max(8, kernel.size + 3)
+    probe_input = np.stack([np.linspace(0.0, 1.0, length), rng.standard_normal(length)])[None].astype(np.float32)
+    expected = full_correlation(probe_input, kernel, padding)
+    return Probe(input=probe_input.tolist(), expected=expected.tolist(), atol=atol, rtol=rtol)
 
 
 class ClassifierExport(ExportKind):

@@ -18,6 +18,7 @@ import numpy as np
 from contract.checks import check_rule
 from contract.manifest import KINDS, Manifest
 from contract.modes import EDGE_MODES
+from contract.padding import min_length
 from contract.policy import CLASSIFIER_RULE, NORMALIZED_RULE, SMOOTHER_RULES, SUM_TOLERANCE
 from service import codec
 from service.errors import BadRequestError, PayloadTooLargeError
@@ -123,7 +124,7 @@ class SmootherKind(ServiceKind):
         manifest = proof.manifest
         smoother = manifest.smoother
         label, weight_name, weight = smoother_kernel(graph, manifest.inputs[0].name, manifest.outputs[0].name,
-                                                     smoother.kernel_size)
+                                                     smoother.kernel_size, smoother.padding)
         where = f"node {label} weight {file}:{weight_name}"
         for rule in SMOOTHER_RULES:
             check(rule, where, weight, tolerance=0.0, axis=-1)
@@ -152,7 +153,8 @@ class SmootherKind(ServiceKind):
 
     def warmup_inputs(self, manifest: Manifest, rng: np.random.Generator) -> list[np.ndarray]:
         k = manifest.smoother.kernel_size
-        return [rng.standard_normal((1, 1, 1)).astype(np.float32),
+        shortest = min_length(manifest.smoother.padding, k)  # reflect padding needs K samples
+        return [rng.standard_normal((1, 1, shortest)).astype(np.float32),
                 rng.standard_normal((1, 1, k + 7)).astype(np.float32),
                 rng.standard_normal((2, 3, 4096)).astype(np.float32)]
 
@@ -183,6 +185,11 @@ class SmootherKind(ServiceKind):
         if mode == "valid" and length < kernel:
             raise BadRequestError(
                 f"mode 'valid' needs at least {kernel} samples (the kernel size), got {length}",
+                field="signal", kernel_size=kernel, length=length)
+        shortest = min_length(info.padding, kernel)
+        if length < shortest:
+            raise BadRequestError(
+                f"{info.padding} padding needs at least {shortest} samples (the kernel size), got {length}",
                 field="signal", kernel_size=kernel, length=length)
         codec.check_finite(signal, "signal")
         rank = signal.ndim
