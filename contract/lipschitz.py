@@ -350,10 +350,15 @@ def certify_lipschitz(info: GraphInfo, input_name: str, features: Sequence[tuple
 
 
 def has_linear_residual(info: GraphInfo, input_name: str, output: str) -> bool:
-    """Whether `output` is g(x) plus a term exactly linear in the input (the Lipschitz-monotone form),
-    judged by the interpretation: the proven tensor has an exact part."""
+    """Whether `output` (before a final Sigmoid) adds a term exactly linear in the input to another
+    computed term: the Lipschitz-monotone form g(x) + lambda * sum_i s_i x_i, whatever g is."""
     width = info.last_dims.get(input_name)
     if not width:
         return False
-    value = _Interpreter(info, input_name, int(width)).run().get(_proven_tensor(info, output))
-    return isinstance(value, Rate) and value.exact is not None and bool(np.any(value.exact != 0))
+    values = _Interpreter(info, input_name, int(width)).run()
+    made_by = {name: node for node in info.model.graph.node for name in node.output if name}
+    node = made_by.get(_proven_tensor(info, output))
+    if node is None or node.op_type not in ("Add", "Sub"):
+        return False
+    terms = [values.get(name) for name in node.input]
+    return any(isinstance(v, Rate) and v.exact is not None and not np.any(v.bound) and np.any(v.exact != 0) for v in terms)

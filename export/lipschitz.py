@@ -34,9 +34,9 @@ def lipschitz_proof(info: GraphInfo, spec: Any, label: str, input_name: str, out
     from export.byom import ModelRefusedError
 
     if not has_linear_residual(info, input_name, output_name):
-        raise ModelRefusedError([f"no output layer found: {no_layer}. Networks whose output combines computed branches "
-                                 f"are proven only in the Lipschitz-monotone form {FORM}, and this graph's output has "
-                                 "no term linear in the features"], label)
+        raise ModelRefusedError([f"networks without an output layer are proven only in the Lipschitz-monotone form {FORM}, "
+                                 f"and this graph's output adds no term linear in the features (no output layer found: "
+                                 f"{no_layer})"], label)
     if spec.scope != "all":
         raise ModelRefusedError([f"a Lipschitz-monotone network ({FORM}) has no output layer to constrain, so scope "
                                  "'final' does not apply: declare each feature's direction (monotone = \"all\" or a table "

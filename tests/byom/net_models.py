@@ -94,3 +94,9 @@ class PaddedFir(ZeroPadFir):
         channels, k = x.shape[1], self.raw.numel()
         padded = F.pad(x, (k - 1 - k // 2, k // 2), mode=self.padding)
         return F.conv1d(padded, self.kernel().view(1, 1, -1).expand(channels, 1, k), groups=channels)
+
+
+def lipschitz_groupsort() -> nn.Module:
+    """A factory for `monoserve export --module net_models.py:lipschitz_groupsort`: increasing in the first
+    feature, free in the second, decreasing in the third, lambda 2."""
+    return lipschitz_network(3, [1, 0, -1], 2.0)
