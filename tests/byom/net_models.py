@@ -92,7 +92,7 @@ class PaddedFir(ZeroPadFir):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels, k = x.shape[1], self.raw.numel()
-        padded = F.pad(x, (k - 1 - k // 2, k // 2), mode=self.padding)
+        padded = F.pad(x, (k - 1 - k // 2, k // 2), mode="constant" if self.padding == "zeros" else self.padding)
         return F.conv1d(padded, self.kernel().view(1, 1, -1).expand(channels, 1, k), groups=channels)
 
 
