@@ -6,7 +6,7 @@ sends), `--concurrency` requests at a time, and reports the process CPU time per
 
 - raw ASGI returning a constant (the floor of any Python ASGI app),
 - FastAPI returning a constant (bench/ceiling_server.py),
-- monoserve with its hot path (service.fastpath) and without it (FastAPI routes), batching on/off.
+- monoserve with its hot path (service.edge.fastpath) and without it (FastAPI routes), batching on/off.
 
     .venv/bin/python bench/asgi_cost.py [--requests 3000] [--concurrency 64] [--workload classify_1_json]
 

@@ -2,8 +2,8 @@
 (blocked matrix products in numpy) and FFT overlap-add (scipy).
 
 For each kernel size K and signal length L (8 signals, float32, one CPU thread, the way one server
-worker runs), time service.convolve's three methods and record which is fastest. The rule in
-service/convolve.py (FFT_MIN_KERNEL, ENGINE_MAX_KERNEL, ENGINE_MAX_WORK) is fitted
+worker runs), time service.compute.convolve's three methods and record which is fastest. The rule in
+service/compute/convolve.py (FFT_MIN_KERNEL, ENGINE_MAX_KERNEL, ENGINE_MAX_WORK) is fitted
 to this table.
 
     .venv/bin/python bench/convolve_crossover.py [--quick] [--out bench/results]
@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 from graphs import full_correlation_model, session_for  # noqa: E402
 
-from service.convolve import (  # noqa: E402
+from service.compute.convolve import (  # noqa: E402
     ENGINE_MAX_KERNEL,
     ENGINE_MAX_WORK,
     FFT_MIN_KERNEL,
@@ -113,7 +113,7 @@ def to_markdown(result: dict) -> str:
         "# Engine vs direct vs FFT for the smoother's full correlation",
         "",
         f"Machine: {result['machine']}. {N_SIGNALS} float32 signals, 1 thread (ORT intra-op 1, pinned), minimum of repeats.",
-        f"Rule in service/convolve.py: FFT when K >= {FFT_MIN_KERNEL}; else the engine when K <= {ENGINE_MAX_KERNEL} "
+        f"Rule in service/compute/convolve.py: FFT when K >= {FFT_MIN_KERNEL}; else the engine when K <= {ENGINE_MAX_KERNEL} "
         f"or K * L <= {ENGINE_MAX_WORK}; else direct (blocked GEMM).",
         "",
         "Fastest method per cell (E engine, D direct, F fft), its speed-up over the engine, and `*` where the rule",

@@ -1,7 +1,7 @@
 """In-process compute of each workload: ONNX Runtime called directly on numpy arrays, no HTTP.
 
 This is the ceiling for samples/s: what the model itself costs on this CPU with the same number
-of threads the server gets. For the long kernel it also times service.convolve (direct vs FFT)
+of threads the server gets. For the long kernel it also times service.compute.convolve (direct vs FFT)
 against scipy.signal.oaconvolve on the same signal (issue 6: within 1.5x).
 
     taskset -c 0 .venv/bin/python bench/inprocess.py [--work bench/work] [--threads 1] [--quick]
@@ -63,7 +63,7 @@ def measure_workload(work: Path, workload: Workload, threads: int, budget_s: flo
         import onnx
         from onnx import numpy_helper
 
-        from service.convolve import choose_method, full_correlation
+        from service.compute.convolve import choose_method, full_correlation
 
         model_path = onnx_model_path(work, workload.model)
         kernel_size = sess.run(None, {sess.get_inputs()[0].name: data[:1, :1][None]})[0].shape[-1]  # L=1 -> K

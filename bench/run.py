@@ -486,7 +486,7 @@ def server_specs(plan: Plan, work: Path, repo: Path | None, include: set[str] | 
             specs.append(ServerSpec(f"monoserve-batching-{state}", monoserve_argv(repo), dict(classify), env=env,
                                     note=f"MONOSERVE_BATCHING={env['MONOSERVE_BATCHING']}"))  # fmt: skip
         if not plan.quick:
-            # What the hot path (service.fastpath) buys: the same service through its FastAPI routes.
+            # What the hot path (service.edge.fastpath) buys: the same service through its FastAPI routes.
             specs.append(ServerSpec("monoserve-routes", monoserve_argv(repo), {"classify_1_json": [64]},
                                     env={"MONOSERVE_HOT_PATH": "false"}, note="MONOSERVE_HOT_PATH=false"))  # fmt: skip
             # 1 vs 2 uvicorn workers. Two workers need both CPUs, so wrk shares CPU 1 with them here;
@@ -879,7 +879,7 @@ def to_markdown(result: dict) -> str:
     lines += [
         "", "## In-process compute (no HTTP)", "",
         "ORT: the exported graph in ONNX Runtime (the issue's reference). Service method: what /smooth runs for",
-        "this shape by the measured rule (service/convolve.py), timed in-process the same way.", "",
+        "this shape by the measured rule (service/compute/convolve.py), timed in-process the same way.", "",
         "| workload | ORT median ms | ORT samples/s | service method | its median ms | its samples/s | notes |",
         "|---|---|---|---|---|---|---|",
     ]  # fmt: skip

@@ -1,7 +1,7 @@
 """The service's policy: what a version must satisfy to be served, whatever its manifest declares.
 
 The manifest is the publisher's word. The policy is the operator's: per kind, the rules the
-service checks on the graph itself (contract.certificate, service.prover) are fixed here, and a
+service checks on the graph itself (contract.certificate, service.repository.prover) are fixed here, and a
 manifest that declares less than they require is refused before anything else is trusted.
 
 - smoother: the kernel, as its Conv consumes it, is positive and non-decreasing along the taps

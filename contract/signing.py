@@ -33,7 +33,7 @@ from typing import Any, Iterable
 
 SIGNATURE_NAME = "model.sig"
 MAX_SIGNATURE_BYTES = 1 << 20  # a bundle over a handful of file digests is a few KiB
-MAX_FILES = 256  # as service.registry.MAX_FINGERPRINT_FILES
+MAX_FILES = 256  # as service.repository.registry.MAX_FINGERPRINT_FILES
 HASH_ALGORITHM = "sha256"
 
 

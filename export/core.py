@@ -8,7 +8,7 @@ Steps (nothing is written before step 3 passes, nothing is visible before step 8
 5. load every artifact back, find each constrained tensor inside it (-> manifest locations);
 6. parity: every artifact against eager torch, every mismatch reported at once;
 7. model card, manifest (checksums, io specs, constraints, probe, parity, metrics, provenance);
-8. prove the staged version with the service's own prover and policy (service.prover): export
+8. prove the staged version with the service's own prover and policy (service.repository.prover): export
    never publishes what the service would refuse;
 9. rename the staging directory to the next integer version.
 """
@@ -165,7 +165,7 @@ def _package_version(name: str) -> str:
 def prove_staged(staging: Path, repo: Path, formats: Sequence[str], allow_unconstrained: bool) -> None:
     """The service's proof on the staged version, with each engine whose artifact was written."""
     from contract.policy import Policy
-    from service.prover import prove_version
+    from service.repository.prover import prove_version
 
     policy = Policy(allow_unconstrained=allow_unconstrained)
     for engine in [engine for engine in ("onnx", "torchscript") if engine in formats]:

@@ -4,7 +4,7 @@ Each adapter knows its model class, the rules its folded tensors obey, the wrapp
 written from (and how to rebuild that wrapper from the tensors alone: the service's TorchScript
 proof scripts it as its trusted reference), the probe, the manifest section, the parity cases and
 expected outputs, and the card plot. Adding a kind means adding one class here, one in
-service/kinds.py and one entry in models/checkpoint.py's MODEL_KINDS.
+service/compute/kinds.py and one entry in models/checkpoint.py's MODEL_KINDS.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if os.environ.get("MONOSERVE_LOG_FORMAT", "").lower() == "json":  # the same format as the server's lines
-        from service.context import JsonFormatter
+        from service.base.context import JsonFormatter
 
         handler = logging.StreamHandler()
         handler.setFormatter(JsonFormatter())

@@ -1,7 +1,7 @@
 """The FastAPI app factory: `create_app(settings=None)`.
 
-Models are proved and loaded in the lifespan (service.registry), kept on app.state and injected
-into routes; the lifespan also runs the repository poller (service.lifecycle); domain exceptions
+Models are proved and loaded in the lifespan (service.repository.registry), kept on app.state and injected
+into routes; the lifespan also runs the repository poller (service.repository.lifecycle); domain exceptions
 answer {"error": message, ...} with their status.
 """
 
@@ -18,13 +18,15 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contract.manifest import KINDS
-from service import codec, context as request_context, fastpath, stream_ws, tracing
-from service.engines import resolve_device
-from service.errors import ServiceError
-from service.lifecycle import Lifecycle
-from service.metrics import UNKNOWN_MODEL, Metrics, mark_worker_dead
-from service.registry import ModelRegistry
-from service.routes.deps import Service
+from service.base import codec, context as request_context, tracing
+from service.edge import fastpath
+from service.protocols import stream_ws
+from service.compute.engines import resolve_device
+from service.base.errors import ServiceError
+from service.repository.lifecycle import Lifecycle
+from service.base.metrics import UNKNOWN_MODEL, Metrics, mark_worker_dead
+from service.repository.registry import ModelRegistry
+from service.pipeline.service import Service
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("service")
@@ -101,7 +103,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     service.limiter = anyio.CapacityLimiter(max(1, threads))
     service.registry = registry
     app.state.lifecycle = lifecycle
-    from service.control import control_is_open
+    from service.pipeline.control import control_is_open
 
     if not control_is_open(settings):
         log.info("model control API off (POST /v2/repository/... answers 403): set MONOSERVE_ADMIN_TOKEN to open it")
@@ -119,7 +121,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     grpc_server = None
     try:
         if app.state.serve_grpc and settings.grpc_port:  # the serving process (serving_app), not in-process apps
-            from service.grpc_oip import start_server  # grpcio is imported only where gRPC is served
+            from service.protocols.grpc_server import start_server  # grpcio is imported only where gRPC is served
 
             grpc_server = await start_server(service, lambda: app.state.lifecycle)
         yield
@@ -136,10 +138,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 class MonoserveApp(FastAPI):
-    """FastAPI, with POST /smooth and /classify answered by service.fastpath before FastAPI's own
+    """FastAPI, with POST /smooth and /classify answered by service.edge.fastpath before FastAPI's own
     request handling (the same code and answers as the FastAPI routes, at a fraction of the cost;
     docs/performance.md). MONOSERVE_HOT_PATH=false sends them through the FastAPI routes. The
-    WebSocket /smooth/stream is always answered by service.stream_ws (raw ASGI)."""
+    WebSocket /smooth/stream is always answered by service.protocols.stream_ws (raw ASGI)."""
 
     async def __call__(self, scope, receive, send) -> None:
         service: Service = self.state.service
@@ -168,14 +170,14 @@ class MonoserveApp(FastAPI):
 
 def serving_app() -> FastAPI:
     """The serving process's app (service.server): create_app() plus the Open Inference Protocol's
-    gRPC service on MONOSERVE_GRPC_PORT (service.grpc_oip), started and drained by the lifespan."""
+    gRPC service on MONOSERVE_GRPC_PORT (service.protocols.grpc_oip), started and drained by the lifespan."""
     return create_app(serve_grpc=True)
 
 
 def create_app(settings: Settings | None = None, *, serve_grpc: bool = False) -> FastAPI:
     from service import __version__
-    from service.routes import health, metrics, models, oip, predict, repository
-    from service.routes.docs import mount_docs
+    from service.edge.routes import health, metrics, models, oip, predict, repository
+    from service.edge.routes.docs import mount_docs
 
     settings = settings or get_settings()
     if not logging.getLogger().handlers:  # no logging set up (service.server passes its own config to uvicorn)

@@ -115,7 +115,7 @@ def serve_command(args: argparse.Namespace) -> int:
     if not settings.repo.is_dir():
         return _usage_error(f"model repository {str(settings.repo)!r} does not exist (run `make models`, or pass --repo)")
 
-    from service.engines import DeviceUnavailableError, resolve_device
+    from service.compute.engines import DeviceUnavailableError, resolve_device
 
     try:
         device = resolve_device(settings.engine, settings.device)
@@ -133,8 +133,8 @@ def verify_command(args: argparse.Namespace) -> int:
     if not version_dir.is_dir():
         return _usage_error(f"{str(version_dir)!r} is not a directory (expected DIR/NAME/VERSION)")
 
-    from service.engines import DeviceUnavailableError, resolve_device
-    from service.prover import prove_version
+    from service.compute.engines import DeviceUnavailableError, resolve_device
+    from service.repository.prover import prove_version
     from service.settings import Settings, available_cpus
 
     try:

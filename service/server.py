@@ -17,9 +17,9 @@ def main() -> int:
     import uvicorn
     from pydantic import ValidationError
 
-    from service.context import logging_config
-    from service.http import protocol_class
-    from service.metrics import multiprocess_mode
+    from service.base.context import logging_config
+    from service.edge.http import protocol_class
+    from service.base.metrics import multiprocess_mode
     from service.settings import get_settings
 
     try:

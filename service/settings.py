@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     repo: Path = Field(Path("model_repository"), description="model repository (REPO/NAME/VERSION)")
     host: str = Field("127.0.0.1", description="address to bind (`monoserve serve --host` overrides)")
     port: int = Field(8000, ge=1, le=65535, description="port (`monoserve serve --port` overrides)")
-    # The Open Inference Protocol's gRPC service (service.grpc_oip) on this port of `host`, beside
+    # The Open Inference Protocol's gRPC service (service.protocols.grpc_oip) on this port of `host`, beside
     # HTTP (8001 as in Triton; 0: no gRPC server). Started by the serving process only.
     grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port (0: off; `monoserve serve --grpc-port` overrides)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     memory_limit_bytes: int = Field(default_factory=default_memory_limit, ge=1)
     inflight_budget_bytes: int | None = Field(None, ge=1)
     # Time limits (seconds): the whole body (408 after it), the request line + headers (the
-    # connection is closed; service.http), idle keep-alive connections, and the drain on SIGTERM.
+    # connection is closed; service.edge.http), idle keep-alive connections, and the drain on SIGTERM.
     body_timeout_s: float = Field(30.0, gt=0)
     # After body_timeout_s, a body may go on arriving while its average rate is at least this
     # (bytes/s; 0: the whole body within body_timeout_s): 128 MiB at 1 MiB/s is held at most ~158 s.
@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     http: Literal["auto", "httptools", "h11"] = "auto"
     access_log: bool = False  # one line per request on service.access (id, model, version, status, duration)
     api_token: SecretStr | None = None
-    # The model control API (POST /v2/repository/..., service.control) is off unless this token is
+    # The model control API (POST /v2/repository/..., service.pipeline.control) is off unless this token is
     # set (callers send it as a Bearer token); the API token unlocks it only with
     # control_accepts_api_token; unsafe_control_loopback opens it without a token to loopback
     # callers only (a development machine; unsafe on a shared host or behind a local proxy).
@@ -148,11 +148,11 @@ class Settings(BaseSettings):
     # exactly its files, checked before the proof; unset, nothing is checked ("unsigned" in /models).
     trusted_keys: str | None = None
     # Seconds between polls of the repository for new, changed and removed versions (0: never;
-    # the control API still loads and unloads). service.lifecycle.
+    # the control API still loads and unloads). service.repository.lifecycle.
     poll_interval_s: float = Field(5.0, ge=0)
     log_level: str = "INFO"
     # "json": one JSON object per line (time, level, logger, message, request_id, model, version,
-    # status, duration_ms; service.context); "text": the classic line, with [request_id=...].
+    # status, duration_ms; service.base.context); "text": the classic line, with [request_id=...].
     log_format: Literal["text", "json"] = "text"
     default_smoother: str | None = None
     default_classifier: str | None = None
@@ -163,13 +163,13 @@ class Settings(BaseSettings):
     inline_max_body_bytes: int = Field(64 * 1024, ge=0)
     inline_max_inference_us: float = Field(100.0, ge=0)
     # /smooth: "auto" picks per request, from kernel size and length by measurement
-    # (service/convolve.py), the engine (the exported graph), a blocked direct product or FFT
+    # (service/compute/convolve.py), the engine (the exported graph), a blocked direct product or FFT
     # overlap-add (both with the proven kernel, on the CPU); "engine", "direct", "fft" force one.
     smooth_method: Literal["auto", "engine", "direct", "fft"] = "auto"
-    # POST /smooth and /classify answered by service.fastpath ahead of FastAPI's request handling
+    # POST /smooth and /classify answered by service.edge.fastpath ahead of FastAPI's request handling
     # (same code, same answers; docs/performance.md); false serves them through the FastAPI routes.
     hot_path: bool = True
-    # Dynamic batching of /classify (service.batching): concurrent requests to one model version
+    # Dynamic batching of /classify (service.pipeline.batching): concurrent requests to one model version
     # share one engine call. A full queue (max_queue_size rows waiting) answers 503 + Retry-After.
     batching: bool = True
     # 16, measured (docs/performance.md): at 64 connections, batches of up to 64 gave the same
@@ -183,7 +183,7 @@ class Settings(BaseSettings):
     allow_free_features: bool = True
     allow_decreasing_features: bool = True
     allow_unconstrained: bool = False
-    # Streaming smoothing (service.streaming; WebSocket /smooth/stream and /smooth with a carried
+    # Streaming smoothing (service.pipeline.streaming; WebSocket /smooth/stream and /smooth with a carried
     # state): open WebSocket streams per worker (beyond: close 4503 with a reason), seconds a
     # stream may wait for its client (a frame to arrive, or an answer to be read) before it is
     # closed, the largest WebSocket frame (refused by the protocol before it is read: close 1009).

@@ -27,7 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from contract.manifest import Manifest
 from contract.policy import Policy
-from service.prover import STEPS, prove_version
+from service.repository.prover import STEPS, prove_version
 from service_fixtures import copy_version, edit_onnx, fresh_repo, reseal
 
 OPSET = 20

@@ -1,4 +1,4 @@
-"""service.batching.DynamicBatcher: batched answers equal unbatched ones; the queue is bounded."""
+"""service.pipeline.batching.DynamicBatcher: batched answers equal unbatched ones; the queue is bounded."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from service.batching import DynamicBatcher, QueueFullError
+from service.pipeline.batching import DynamicBatcher, QueueFullError
 
 WEIGHTS = np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32)
 

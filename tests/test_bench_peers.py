@@ -21,7 +21,7 @@ import run as bench_run  # noqa: E402
 from peers import setup as peer_setup  # noqa: E402
 from workloads import OIP_WORKLOADS, WORKLOADS  # noqa: E402
 
-from service import oip  # noqa: E402
+from service.protocols import oip  # noqa: E402
 
 
 @pytest.mark.parametrize("workload", OIP_WORKLOADS, ids=lambda w: w.name)

@@ -330,7 +330,7 @@ def test_an_onnx_smoother_from_onnx_helper_is_probed_and_published(tmp_path):
     path = tmp_path / "fir.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     result = import_onnx(path, tmp_path / "repo", "fir", {"kind": "smoother", "mode": "valid", "normalized": True})
-    from service.prover import prove_version
+    from service.repository.prover import prove_version
 
     report, proven = prove_version(result.version_dir)
     assert report.ok, report.render()

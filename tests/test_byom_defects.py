@@ -16,7 +16,7 @@ from models.checkpoint import save_checkpoint
 from models.classifier import ClassifierConfig, MonotoneClassifier
 from models.constraints import UnrepresentableError
 from models.smoother import MonotoneSmoother, SmootherConfig
-from service.prover import prove_version
+from service.repository.prover import prove_version
 
 
 def test_equal_tensors_shared_by_the_onnx_exporter_pass_the_torchscript_proof(tmp_path):
@@ -37,7 +37,7 @@ def test_equal_tensors_shared_by_the_onnx_exporter_pass_the_torchscript_proof(tm
 
 def test_a_shared_initializer_does_not_let_a_wrong_sign_through(tmp_path):
     """The alias takes the graph's values: a model.ts whose direction_sign differs is still refused."""
-    from service.torchscript_proof import TorchScriptRefused, _with_shared_initializers
+    from service.repository.torchscript_proof import TorchScriptRefused, _with_shared_initializers
 
     import numpy as np
 

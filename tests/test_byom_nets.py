@@ -214,7 +214,7 @@ def test_the_service_proves_it_again_and_refuses_a_swapped_graph(tmp_path):
     from contract.manifest import Manifest
     from export.byom import ModuleSource
     from export.graphprep import prepare_classifier_graph
-    from service.prover import prove_version
+    from service.repository.prover import prove_version
 
     result = export_module(lipschitz_network(3, [1, 0, -1], 2.0), tmp_path / "repo", "lmn", LIPSCHITZ_SPEC)
     report, proven = prove_version(result.version_dir)
@@ -249,7 +249,7 @@ def test_cli_export_module_of_a_monotonicnetworks_factory_signed(tmp_path, capsy
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from contract.signing import TrustedKeys
-    from service.prover import prove_version
+    from service.repository.prover import prove_version
 
     key = ec.generate_private_key(ec.SECP256R1())
     private, public = tmp_path / "k.key", tmp_path / "k.pub"

@@ -1,4 +1,4 @@
-"""service.convolve: engine (ONNX Runtime), direct (blocked GEMM) and FFT full correlation vs a float64 reference."""
+"""service.compute.convolve: engine (ONNX Runtime), direct (blocked GEMM) and FFT full correlation vs a float64 reference."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contract.modes import EDGE_MODES, mode_pads, mode_slice, output_length
-from service.convolve import choose_method, full_correlation
+from service.compute.convolve import choose_method, full_correlation
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from graphs import full_correlation_model, session_for  # noqa: E402

@@ -1,6 +1,6 @@
 """The per-request bookkeeping that replaced costlier library calls on the hot path: coarse
-deadlines (service.deadlines, for the body and header timeouts), the stage histogram kept on the
-event loop (service.metrics.LoopHistogram) and the body deadline as the pipeline uses it."""
+deadlines (service.base.deadlines, for the body and header timeouts), the stage histogram kept on the
+event loop (service.base.metrics.LoopHistogram) and the body deadline as the pipeline uses it."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from service import deadlines, pipeline
-from service.errors import RequestTimeoutError
-from service.metrics import LATENCY_BUCKETS, LoopHistogram, Metrics
+from service.base import deadlines
+from service.compute import request
+from service.pipeline import endpoint as pipeline
+from service.base.errors import RequestTimeoutError
+from service.base.metrics import LATENCY_BUCKETS, LoopHistogram, Metrics
 
 
 # -- deadlines ----------------------------------------------------------------------------------
@@ -70,7 +72,7 @@ def test_the_sweeper_is_one_per_event_loop():
 
 # -- the body deadline in the pipeline ------------------------------------------------------------
 def _limits() -> pipeline.Limits:
-    return pipeline.Limits(pipeline.MemoryBudget(2**20), 2**20, 1000, 1000)
+    return request.Limits(request.MemoryBudget(2**20), 2**20, 1000, 1000)
 
 
 def test_a_body_that_stops_arriving_is_a_408_and_the_task_can_go_on():

@@ -503,7 +503,7 @@ def test_export_refuses_to_publish_what_the_service_would_refuse(checkpoints, tm
 
 
 def test_every_published_version_passes_the_services_proof(exported):
-    from service.prover import prove_version
+    from service.repository.prover import prove_version
 
     for case, result in exported.items():
         for engine in ("onnx", "torchscript"):
@@ -517,7 +517,7 @@ def test_an_unconstrained_classifier_needs_allow_unconstrained(checkpoints, tmp_
     from contract.manifest import ClassifierInfo
     from export.errors import ProofRefusedError
     from export.kinds import ClassifierExport
-    from service.prover import prove_version
+    from service.repository.prover import prove_version
 
     real_info = ClassifierExport.model_info
 

@@ -1,6 +1,6 @@
 """Every fast path of the service answers like the plain path (issue 6).
 
-- the hot path (service.fastpath, ahead of FastAPI) vs the FastAPI routes: same status, headers,
+- the hot path (service.edge.fastpath, ahead of FastAPI) vs the FastAPI routes: same status, headers,
   bodies and metrics, errors included;
 - FFT overlap-add vs direct convolution (the engine) for /smooth, against a float64 reference;
 - dynamic batching vs one engine call per request for /classify; 503 + Retry-After on a full queue;
@@ -126,16 +126,16 @@ def comparable(response: httpx.Response) -> tuple:
 
 
 def test_hot_path_answers_exactly_like_the_fastapi_routes(repo: Path, monkeypatch) -> None:
-    import service.fastpath
+    import service.edge.fastpath
 
     hot_calls = []
-    real_answer_hot = service.fastpath.answer_hot
+    real_answer_hot = service.edge.fastpath.answer_hot
 
     async def spy(*args):
         hot_calls.append(args[1]["path"])
         await real_answer_hot(*args)
 
-    monkeypatch.setattr(service.fastpath, "answer_hot", spy)
+    monkeypatch.setattr(service.edge.fastpath, "answer_hot", spy)
     matrix = request_matrix()
     with TestClient(create_app(settings(repo, hot_path=True))) as hot, TestClient(
         create_app(settings(repo, hot_path=False))
@@ -173,16 +173,16 @@ def test_hot_path_checks_the_token(repo: Path) -> None:
 # -- FFT vs direct ------------------------------------------------------------------------------
 @pytest.mark.parametrize("model", ["smoother", "smoother_long"])
 def test_engine_direct_and_fft_smoothing_agree_with_the_reference(repo: Path, model: str, monkeypatch) -> None:
-    import service.inference
+    import service.compute.inference
 
     methods_used = []
-    real = service.inference.full_correlation
+    real = service.compute.inference.full_correlation
 
     def spy(signals, kernel, *, method, **kwargs):
         methods_used.append((method, signals.shape))
         return real(signals, kernel, method=method, **kwargs)
 
-    monkeypatch.setattr(service.inference, "full_correlation", spy)
+    monkeypatch.setattr(service.compute.inference, "full_correlation", spy)
     kernel = kernel_of(repo, model)
     rng = np.random.default_rng(7)
     methods = ("engine", "direct", "fft", "auto")
@@ -210,7 +210,7 @@ def test_engine_direct_and_fft_smoothing_agree_with_the_reference(repo: Path, mo
             client.__exit__(None, None, None)
     # forced direct and FFT ran on the long signal; auto followed the measured rule there (FFT for
     # 255 taps; the fixture's 9 taps are the engine's territory, which calls no full_correlation)
-    from service.convolve import choose_method
+    from service.compute.convolve import choose_method
 
     auto_choice = choose_method(kernel.size, 20_000)
     long_calls = [m for m, s in methods_used if s == (2, 20_000)]
@@ -350,7 +350,7 @@ def test_one_and_two_workers_answer_the_same(repo: Path, tmp_path: Path) -> None
 
 # -- JSON: the pysimdjson road vs the orjson road -------------------------------------------------
 def orjson_road(body: bytes, field: str) -> tuple[dict, np.ndarray]:
-    from service import codec
+    from service.base import codec
 
     payload = codec.loads_object(body)
     return {k: v for k, v in payload.items() if k != field}, codec.to_float32(payload[field], field)
@@ -372,7 +372,7 @@ def orjson_road(body: bytes, field: str) -> tuple[dict, np.ndarray]:
     ],
 )
 def test_simdjson_road_gives_the_orjson_road_s_array(payload: dict, fast_road: bool, monkeypatch) -> None:
-    from service import codec
+    from service.base import codec
 
     pytest.importorskip("simdjson")
     monkeypatch.setattr(codec, "FAST_JSON_MIN_BYTES", 0)
@@ -408,7 +408,7 @@ def test_simdjson_road_gives_the_orjson_road_s_array(payload: dict, fast_road: b
     ],
 )
 def test_unusual_json_takes_the_orjson_road(body: bytes, monkeypatch) -> None:
-    from service import codec
+    from service.base import codec
 
     pytest.importorskip("simdjson")
     monkeypatch.setattr(codec, "FAST_JSON_MIN_BYTES", 0)

@@ -11,7 +11,7 @@ import pytest
 
 from contract.files import FileRefusedError, read_checked, sha256_file
 from contract.manifest import FileEntry, Manifest
-from service.prover import prove_version
+from service.repository.prover import prove_version
 from service_fixtures import copy_version, fresh_repo
 
 GIB = 1 << 30
@@ -137,7 +137,7 @@ def test_the_engine_runs_the_bytes_that_were_hashed_not_the_file_rewritten_since
     engine work on the hashed bytes, so the version serves the original kernel."""
     import numpy as np
 
-    import service.prover as prover
+    import service.repository.prover as prover
     from service_fixtures import edit_initializer, onnx_initializers
 
     version = copy_version(repo, "smoother", 1, 6)

@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from service import codec
-from service.errors import ServiceError
-from service.native import CLASSIFY, SMOOTH
-from service.pipeline import Limits, MemoryBudget
+from service.base import codec
+from service.base.errors import ServiceError
+from service.protocols.native import CLASSIFY, SMOOTH
+from service.compute.request import Limits, MemoryBudget
 
 MAX_ELEMENTS = 4096
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

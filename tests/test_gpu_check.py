@@ -30,7 +30,7 @@ def offline(command: list[str]) -> list[str]:
 
 @pytest.mark.slow
 def test_gpu_check_runs_here_offline_and_degrades_to_the_cpu(tmp_path):
-    from service.engines import onnx_cuda_available, torch_cuda_available
+    from service.compute.engines import onnx_cuda_available, torch_cuda_available
 
     repo = fresh_repo(tmp_path, models=("smoother", "classifier"))
     out = tmp_path / "out"

@@ -1,4 +1,4 @@
-"""The Open Inference Protocol over gRPC (service.grpc_oip).
+"""The Open Inference Protocol over gRPC (service.protocols.grpc_oip).
 
 `tritonclient.grpc` (NVIDIA's client, written by others; its own generated protobuf modules of
 package "inference") against a real `monoserve serve` process with a gRPC port: health, metadata,
@@ -103,10 +103,10 @@ def test_messages_load_beside_tritonclients_in_one_process(first):
     """The clash KServe users report: two generated modules of package "inference" in one process.
     Ours is monoserve.oip.v2, so either import order works and both encode the same bytes."""
     imports = {"tritonclient": "import tritonclient.grpc.service_pb2 as theirs",
-               "monoserve": "from service.grpc_proto import messages; ours = messages(); import service.grpc_oip"}
+               "monoserve": "from service.protocols.grpc_proto import messages; ours = messages(); import service.protocols.grpc_oip"}
     other = "monoserve" if first == "tritonclient" else "tritonclient"
     script = "\n".join([imports[first], imports[other],
-                        "from service.grpc_proto import messages; ours = messages()",
+                        "from service.protocols.grpc_proto import messages; ours = messages()",
                         "import tritonclient.grpc.service_pb2 as theirs",
                         "m = theirs.ModelInferRequest(model_name='m', raw_input_contents=[b'x'])",
                         "m.inputs.add(name='i', datatype='FP32', shape=[1]).contents.fp32_contents.append(2.5)",
@@ -374,7 +374,7 @@ def test_repository_rpcs_are_closed_without_an_admin_token(client, server):
 
 # -- units ------------------------------------------------------------------------------------
 def test_status_mapping_and_retry_hint():
-    from service.grpc_oip import grpc_status
+    from service.protocols.grpc_oip import grpc_status
 
     assert grpc_status(503, {"Retry-After": "1"}) == (grpc.StatusCode.RESOURCE_EXHAUSTED,
                                                       (("grpc-retry-pushback-ms", "1000"),))
@@ -385,7 +385,7 @@ def test_status_mapping_and_retry_hint():
 
 
 def test_raw_contents_are_counted_from_the_wire():
-    from service.grpc_oip import MAX_TOP_LEVEL_FIELDS, raw_contents_bytes
+    from service.protocols.grpc_oip import MAX_TOP_LEVEL_FIELDS, raw_contents_bytes
 
     rng = np.random.default_rng(0)
     for count in range(5):
@@ -626,8 +626,8 @@ def in_process(repo):
                                                                   HealthCheck.function_scoped_fixture])
 @given(body=infer_messages(), stream=st.booleans())
 def test_any_message_is_answered_or_refused_as_the_clients_mistake(in_process, body, stream):
-    from service.grpc_oip import GrpcInferAdapter, grpc_status, method_route, run_pipeline
-    from service.grpc_stream import StreamAdapter
+    from service.protocols.grpc_oip import GrpcInferAdapter, grpc_status, method_route, run_pipeline
+    from service.protocols.grpc_stream import StreamAdapter
 
     service = in_process.app.state.service
     adapter = StreamAdapter(service) if stream else GrpcInferAdapter(service, method_route("ModelInfer"))

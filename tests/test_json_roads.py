@@ -15,9 +15,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service import codec, oip
+from service.base import codec
+from service.protocols import oip
 from service.app import create_app
-from service.errors import ServiceError
+from service.base.errors import ServiceError
 from service.settings import Settings
 from service_fixtures import fresh_repo
 

@@ -18,10 +18,57 @@ def _lint(cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", LINT], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
+def _contract_names() -> list[str]:
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return [contract["name"] for contract in config["tool"]["importlinter"]["contracts"]]
+
+
 def test_import_linter_contracts_hold():
     result = _lint(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 kept, 0 broken" in result.stdout
+    names = _contract_names()
+    assert any(name.startswith("service rooms are one-way layers") for name in names)
+    out = " ".join(result.stdout.split())  # import-linter wraps long names
+    assert f"{len(names)} kept, 0 broken" in out
+    for name in names:
+        assert f"{name} KEPT" in out, name
+
+
+def test_import_linter_catches_an_upward_import_between_rooms(tmp_path):
+    """The rooms' layers contract over a small tree: the compute room reaching up into the pipeline
+    (the cycle this layout removed: kinds -> pipeline) is reported, naming the import."""
+    (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
+    for package in ("contract", "models", "export", "monoserve", "torchref"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    service = tmp_path / "service"
+    service.mkdir()
+    (service / "__init__.py").write_text("")
+    _rooms(service)
+    for module in ("app", "server", "cli"):
+        (service / f"{module}.py").write_text("from service.edge import fastpath\n")
+    (service / "edge" / "fastpath.py").write_text("from service.pipeline import endpoint\n")
+    (service / "pipeline" / "endpoint.py").write_text("from service.compute import kinds\n")
+    (service / "compute" / "kinds.py").write_text("from service.pipeline.endpoint import InferRequest\n")
+    (service / "compute" / "engines.py").write_text("def load():\n    import torch\n")
+    (service / "repository" / "torchscript_proof.py").write_text("def prove():\n    import torch\n    from torchref import modules\n")
+    (tmp_path / "torchref" / "modules.py").write_text("import torch\n")
+    result = _lint(tmp_path)
+    assert result.returncode != 0
+    out = " ".join(result.stdout.split())
+    assert "service rooms are one-way layers" in out and "BROKEN" in out
+    assert "service.compute.kinds -> service.pipeline.endpoint" in out
+
+
+def _rooms(service: Path) -> None:
+    """The rooms and entry points the layers contract names (it refuses a missing layer)."""
+    for room in ("edge", "protocols", "pipeline", "repository", "compute", "base"):
+        (service / room).mkdir()
+        (service / room / "__init__.py").write_text("")
+    for module in ("app", "server", "cli"):
+        (service / f"{module}.py").touch()
 
 
 def test_import_linter_catches_a_broken_layer(tmp_path):
@@ -33,8 +80,9 @@ def test_import_linter_catches_a_broken_layer(tmp_path):
     (tmp_path / "contract" / "rules.py").write_text("import torch\nfrom models import smoother\n")
     (tmp_path / "models" / "smoother.py").write_text("")
     # the allowed lazy imports (pyproject's ignore_imports must all match)
-    (tmp_path / "service" / "engines.py").write_text("def load():\n    import torch\n")
-    (tmp_path / "service" / "torchscript_proof.py").write_text("def prove():\n    import torch\n    from torchref import modules\n")
+    _rooms(tmp_path / "service")
+    (tmp_path / "service" / "compute" / "engines.py").write_text("def load():\n    import torch\n")
+    (tmp_path / "service" / "repository" / "torchscript_proof.py").write_text("def prove():\n    import torch\n    from torchref import modules\n")
     (tmp_path / "torchref" / "modules.py").write_text("import torch\n")
     # the service may not reach export/ even lazily (the TorchScript reference lives in torchref)
     (tmp_path / "service" / "reference.py").write_text("def build():\n    from export import kinds\n")
@@ -51,7 +99,7 @@ def test_import_linter_catches_a_broken_layer(tmp_path):
 
 
 SERVING_MODULES = [
-    "service.app", "service.cli", "service.prover", "service.engines", "service.registry", "service.inference",
+    "service.app", "service.cli", "service.repository.prover", "service.compute.engines", "service.repository.registry", "service.compute.inference",
     "contract.checks", "contract.modes", "contract.manifest", "contract.certificate", "contract.files",
     "export.cli", "export.validation", "export.publish", "monoserve.cli",
 ]
@@ -72,8 +120,8 @@ def test_one_registry_of_kinds_serves_the_prover_and_the_pipeline():
     import re
 
     from contract.manifest import KINDS
-    from service import pipeline
-    from service.kinds import SERVICE_KINDS, ServiceKind, service_kind
+    from service.pipeline import endpoint as pipeline
+    from service.compute.kinds import SERVICE_KINDS, ServiceKind, service_kind
 
     assert pipeline._kinds() is SERVICE_KINDS and tuple(SERVICE_KINDS) == KINDS
     for name, adapter in SERVICE_KINDS.items():

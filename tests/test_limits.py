@@ -207,7 +207,7 @@ def test_client_errors_log_no_traceback(client, caplog):
 
 
 def test_decisions_take_the_labels_that_reach_the_threshold():
-    from service.inference import decisions
+    from service.compute.inference import decisions
 
     assert decisions(np.array([[0.2], [0.5], [0.9]], np.float32), ["spam"], 0.5) == [[], ["spam"], ["spam"]]
     scores = np.array([[0.1, 0.7], [0.8, 0.3], [0.6, 0.6], [0.0, 0.0]], np.float32)

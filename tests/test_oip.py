@@ -3,7 +3,7 @@
 `tritonclient.http` (NVIDIA's client, written by others) against a real `monoserve serve` process,
 in JSON and binary tensor modes: health, metadata and infer agree with /smooth and /classify on the
 same inputs. Error cases and the protocol's edges go through TestClient (the same app, in process)
-and through service.oip's decoder directly.
+and through service.protocols.oip's decoder directly.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from fastapi.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
-from service import oip
+from service.protocols import oip
 from service.app import create_app
-from service.errors import BadRequestError, PayloadTooLargeError, ServiceError
+from service.base.errors import BadRequestError, PayloadTooLargeError, ServiceError
 from service.settings import Settings
 from service_fixtures import CLASSIFIER_FEATURES, MULTILABEL_FEATURES, MULTILABEL_LABELS, fresh_repo
 from test_service_e2e import running_server

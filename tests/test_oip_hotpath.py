@@ -1,4 +1,4 @@
-"""OIP infer on the hot path (service.fastpath, ahead of FastAPI): the same answers, headers and
+"""OIP infer on the hot path (service.edge.fastpath, ahead of FastAPI): the same answers, headers and
 metrics as the FastAPI OIP routes, for good and bad requests, JSON and binary, with and without a version."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from service import fastpath
+from service.edge import fastpath
 from service.app import create_app
 from service_fixtures import fresh_repo
 from test_fastpath import comparable, settings

@@ -22,7 +22,7 @@ from models.data import split_indices
 from models.metrics import choose_threshold, confusion
 from models.train_classifier import ClassifierTrainOptions, predict_logits, train_classifier
 from monoserve import client as mc
-from service.prover import prove_version
+from service.repository.prover import prove_version
 from test_service_e2e import running_server
 
 torch.set_num_threads(1)

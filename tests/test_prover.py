@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from service.prover import STEPS, prove_version
+from service.repository.prover import STEPS, prove_version
 from service_fixtures import (
     copy_version,
     edit_initializer,
@@ -191,7 +191,7 @@ def test_verify_cli_exit_codes_and_reports(repo):
 
 
 def test_verify_cli_cuda_without_cuda_is_a_usage_error(repo):
-    from service.engines import onnx_cuda_available
+    from service.compute.engines import onnx_cuda_available
 
     if onnx_cuda_available():
         pytest.skip("this machine has CUDA")

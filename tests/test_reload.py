@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from contract.manifest import Manifest
 from contract.modes import mode_slice
 from service.app import create_app
-from service.registry import ModelRegistry, fingerprint
+from service.repository.registry import ModelRegistry, fingerprint
 from service.settings import Settings
 from service_fixtures import (
     CLASSIFIER_FEATURES,
@@ -138,7 +138,7 @@ def test_half_written_version_is_refused_then_proved_once_complete(repo):
 
 
 def test_version_changed_while_proved_is_refused_and_retried(repo, monkeypatch):
-    import service.registry as registry_module
+    import service.repository.registry as registry_module
 
     real_prove = registry_module.prove_version
     touched = []
@@ -330,7 +330,7 @@ def test_control_api_needs_the_admin_token(tmp_path):
 
 
 def test_unsafe_loopback_setting_opens_to_loopback_callers_only(tmp_path):
-    from service.control import check_control_access, is_loopback
+    from service.pipeline.control import check_control_access, is_loopback
 
     repo = fresh_repo(tmp_path, models=("smoother",))
     with make_client(repo, admin_token=None, unsafe_control_loopback=True) as client:  # TestClient's peer: "testclient"
@@ -343,7 +343,7 @@ def test_unsafe_loopback_setting_opens_to_loopback_callers_only(tmp_path):
     for host in ("10.0.0.1", "192.168.1.5", "::ffff:10.0.0.1", "localhost.evil", "", None):
         assert not is_loopback(host)
     # the same rule for gRPC peers (context.peer())
-    from service.control import grpc_peer_host
+    from service.pipeline.control import grpc_peer_host
 
     assert grpc_peer_host("ipv4:127.0.0.1:50051") == "127.0.0.1" and grpc_peer_host("ipv6:[::1]:50051") == "::1"
     assert grpc_peer_host("ipv4:10.1.2.3:4") == "10.1.2.3" and grpc_peer_host("unix:/tmp/sock") is None

@@ -1,4 +1,4 @@
-"""Request IDs (service.context): every answer carries X-Request-ID, the client's when sane; error
+"""Request IDs (service.base.context): every answer carries X-Request-ID, the client's when sane; error
 bodies include it; log lines about a request carry it; MONOSERVE_LOG_FORMAT=json writes one JSON
 object per line with the request's ID, model, version, status and duration."""
 
@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service import context
+from service.base import context
 from service.app import create_app
 from service.settings import Settings
 from service_fixtures import fresh_repo

@@ -408,7 +408,7 @@ def test_torchscript_engine_gives_the_same_answers(repo, client):
 
 
 def test_cuda_device_without_cuda_fails_at_start(repo):
-    from service.engines import DeviceUnavailableError, onnx_cuda_available
+    from service.compute.engines import DeviceUnavailableError, onnx_cuda_available
 
     if onnx_cuda_available():
         pytest.skip("this machine has CUDA")
@@ -419,7 +419,7 @@ def test_cuda_device_without_cuda_fails_at_start(repo):
 
 @pytest.mark.cuda
 def test_cuda_serves_the_same_answers(repo, client):
-    from service.engines import onnx_cuda_available
+    from service.compute.engines import onnx_cuda_available
 
     if not onnx_cuda_available():
         pytest.skip("no CUDAExecutionProvider on this machine")
@@ -441,7 +441,7 @@ def test_onnx_path_never_imports_torch(repo):
             assert c.get("/readyz").status_code == 200
             assert c.post("/smooth", json={{"signal": [[1.0, 2.0, 3.0]]}}).status_code == 200
             assert c.post("/classify", json={{"instances": [[1, 2, 3, 4]]}}).status_code == 200
-        from service.prover import prove_version
+        from service.repository.prover import prove_version
         assert prove_version({str(repo / "classifier" / "1")!r})[0].ok
         print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
     """)

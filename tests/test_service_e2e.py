@@ -156,7 +156,7 @@ def test_serve_end_to_end(repo):
 
 
 def test_serve_refuses_cuda_without_cuda_and_a_missing_repo(repo, tmp_path):
-    from service.engines import onnx_cuda_available
+    from service.compute.engines import onnx_cuda_available
 
     missing = subprocess.run([sys.executable, "-m", "monoserve.cli", "serve", "--repo", str(tmp_path / "nope")],
                              capture_output=True, text=True, timeout=60)

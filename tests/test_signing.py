@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from contract.manifest import Manifest
 from contract.signing import SIGNATURE_NAME, TrustedKeys, public_key_fingerprint, sign_version, verify_version
 from monoserve.cli import main as monoserve_main
-from service.prover import STEPS, prove_version
+from service.repository.prover import STEPS, prove_version
 from service_fixtures import fresh_repo
 from test_service_e2e import running_server
 

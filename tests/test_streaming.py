@@ -1,4 +1,4 @@
-"""The transport-free stream core (service.streaming) against one-shot inference, in process: real
+"""The transport-free stream core (service.pipeline.streaming) against one-shot inference, in process: real
 proofs, real ONNX Runtime sessions, hypothesis cutting signals into chunks; and the carried state
 (HMAC-signed) against forged, altered, foreign, expired and mismatched states and gone versions."""
 
@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.errors import BadRequestError, VersionGoneError
-from service.inference import SmoothCall, infer_smooth
-from service.registry import ModelRegistry
-from service.streaming import SmoothStream, StateCodec, check_pinned, open_stream, resume
+from service.base.errors import BadRequestError, VersionGoneError
+from service.compute.inference import SmoothCall, infer_smooth
+from service.repository.registry import ModelRegistry
+from service.pipeline.streaming import SmoothStream, StateCodec, check_pinned, open_stream, resume
 from service_fixtures import KERNEL_SIZE, build_smoother, copy_version, fresh_repo
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -135,8 +135,8 @@ def test_padding_that_needs_later_samples_holds_them(registry):
     """Reflect padding answers once K samples arrived (the left edge mirrors them); circular padding
     answers only at the end (the left edge is the signal's end), holding at most MAX_HELD_ELEMENTS;
     in mode valid neither reads the padding, so both answer at once."""
-    from service.errors import PayloadTooLargeError
-    from service.streaming import MAX_HELD_ELEMENTS
+    from service.base.errors import PayloadTooLargeError
+    from service.pipeline.streaming import MAX_HELD_ELEMENTS
 
     reflect, circular = registry.resolve("smoother", "reflect"), registry.resolve("smoother", "circular")
     stream = SmoothStream.open(reflect, "causal")

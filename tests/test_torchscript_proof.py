@@ -17,7 +17,7 @@ from torch import nn
 
 from export.artifacts import ClassifierScores
 from models.smoother import FullCorrelation
-from service.prover import prove_version
+from service.repository.prover import prove_version
 from service_fixtures import copy_version, fresh_repo, onnx_initializers, reseal
 
 

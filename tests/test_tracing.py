@@ -1,4 +1,4 @@
-"""OpenTelemetry tracing (service.tracing): off by default; on, one span per request with a child
+"""OpenTelemetry tracing (service.base.tracing): off by default; on, one span per request with a child
 span per pipeline stage, the caller's W3C traceparent honoured, recorded by an in-memory exporter."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from service import tracing
+from service.base import tracing
 from service.app import create_app
 from service.settings import Settings
 from service_fixtures import fresh_repo
@@ -122,7 +122,7 @@ sys.path.insert(0, {str(ROOT / 'tests')!r})
 from fastapi.testclient import TestClient
 from service.app import create_app
 from service.settings import Settings
-from service import tracing
+from service.base import tracing
 app = create_app(Settings(repo={str(repo)!r}, device="cpu", cpu_threads=1, poll_interval_s=0))
 with TestClient(app) as client:
     answer = client.post("/smooth", json={{"signal": [1.0, 2.0, 3.0]}})

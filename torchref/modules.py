@@ -1,5 +1,5 @@
 """The trusted wrapper modules: what export writes into every artifact, and what the service's
-TorchScript proof rebuilds from the proven tensors and scripts as its reference (service/torchscript_proof.py).
+TorchScript proof rebuilds from the proven tensors and scripts as its reference (service/repository/torchscript_proof.py).
 
 One definition, imported by models/ (training uses the activations), export/ (writes them) and,
 lazily, the service (the TorchScript proof), so the service never imports export/. torch only.

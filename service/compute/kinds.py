@@ -1,0 +1,351 @@
+"""One adapter per model kind, service side: the one registry of kinds for the prover, the
+registry and the endpoint pipeline.
+
+Each adapter says what the proof checks for its kind (policy rules at the weights' point of use, the
+certificate's plan, the reference module's rules, warm-up inputs) and how the pipeline serves it
+(`prepare` a decoded request against the version that will serve it, `infer`, name the outputs in
+`result`: the pipeline's ModelKind). Adding a kind means adding one class here (and one in
+export/kinds.py), not a branch in every function. numpy and the manifest only: no torch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from contract.checks import check_rule
+from contract.manifest import KINDS, Manifest
+from contract.modes import EDGE_MODES
+from contract.padding import min_length
+from contract.policy import CLASSIFIER_RULE, NORMALIZED_RULE, SMOOTHER_RULES, SUM_TOLERANCE
+from service.base import codec
+from service.base.errors import BadRequestError, PayloadTooLargeError
+from service.compute.inference import ClassifyCall, SmoothCall, decisions, infer_classify, infer_smooth, records_to_array
+from service.compute.request import InferRequest, InferResult, Limits
+
+# certify()'s features: (column or None for the whole tensor, name, direction), per seed tensor.
+Proofs = list[tuple[str, list[tuple[int | None, str, str]]]]
+
+
+class ServiceKind(ABC):
+    kind: ClassVar[str]
+    section: ClassVar[str]  # the manifest's section of kind-specific facts ("smoother", "classifier")
+    # the trusted wrapper class in torchref.modules that the TorchScript proof rebuilds (service/repository/torchscript_proof.py)
+    reference_class: ClassVar[str]
+
+    def info(self, manifest: Manifest) -> Any:
+        return getattr(manifest, self.section)
+
+    def manifest_problems(self, manifest: Manifest) -> list[str]:
+        return [] if self.info(manifest) is not None else [f"a {self.kind} manifest needs a {self.section!r} section"]
+
+    def describe(self, manifest: Manifest) -> dict[str, Any]:
+        """The kind-specific facts a client needs (GET /models/{name})."""
+        info = self.info(manifest)
+        return {self.section: info.model_dump()} if info is not None else {}
+
+    def summary(self, manifest: Manifest) -> dict[str, Any]:
+        """The few kind-specific facts GET /models lists beside each serving model."""
+        return {}
+
+    @abstractmethod
+    def policy_checks(self, proof: Any, graph: Any, file: str, check: Callable[..., None]) -> None:
+        """Apply the policy's rules (contract.policy) to the weights at their point of use in the
+        graph, through `check(rule, where, values, **options)`; record on `proof` what the later
+        steps use. ValueError when the weight is not where the policy needs it."""
+
+    @abstractmethod
+    def certificate_plan(self, proof: Any) -> tuple[Proofs, str] | None:
+        """(seed tensors and features to certify, the claim), or None when nothing is to be certified."""
+
+    def uncertified_reason(self, manifest: Manifest) -> str:
+        return "nothing to certify"
+
+    def certify(self, proof: Any, seed: str, features: list[tuple[int | None, str, str]], outputs: list[str]) -> Any:
+        """The certificate (contract.certificate.Certificate) of `outputs` in `features` of `seed`."""
+        from contract.certificate import certify
+
+        return certify(proof.graph_info, seed, features, outputs=outputs)
+
+    def certificate_problem(self, manifest: Manifest, findings: list) -> str | None:
+        """A kind-specific reason to refuse a certificate whose failures list is empty."""
+        return None
+
+    @abstractmethod
+    def reference_rules(self, manifest: Manifest, tensors: dict[str, np.ndarray]) -> list[str]:
+        """What breaks the facts that make the kind's reference module (the export wrapper, by its
+        state_dict names) monotone as the manifest declares; empty when they all hold."""
+
+    @abstractmethod
+    def warmup_inputs(self, manifest: Manifest, rng: np.random.Generator) -> list[np.ndarray]:
+        """A few typical inputs, smallest first and largest last (the cost model fits on those two)."""
+
+    @abstractmethod
+    def expected_shape(self, manifest: Manifest, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The output shape the graph must give for an input of `shape`."""
+
+    # -- serving (service.pipeline.endpoint.ModelKind) --
+    batchable: ClassVar[bool] = False  # small requests may share an engine call through the dynamic batcher
+
+    name: ClassVar[str]  # the pipeline's name for the kind: the manifest's kind
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name = cls.kind
+
+    @abstractmethod
+    def prepare(self, served: Any, request: InferRequest, limits: Limits) -> Any:
+        """The request checked against the version that will serve it (400/413 naming the field)."""
+
+    @abstractmethod
+    def work(self, call: Any) -> int:
+        """Input elements: with the model's warm-up cost model, what decides whether it may run inline."""
+
+    @abstractmethod
+    def infer(self, call: Any, settings: Any) -> np.ndarray: ...
+
+    def batch_input(self, call: Any) -> np.ndarray:
+        raise NotImplementedError(f"{self.kind} requests are not batched")
+
+    @abstractmethod
+    def result(self, call: Any, output: np.ndarray) -> InferResult: ...
+
+
+class SmootherKind(ServiceKind):
+    kind = "smoother"
+    section = "smoother"
+    reference_class = "FullCorrelation"
+
+    def policy_checks(self, proof: Any, graph: Any, file: str, check: Callable[..., None]) -> None:
+        from contract.certificate import smoother_kernel
+
+        manifest = proof.manifest
+        smoother = manifest.smoother
+        label, weight_name, weight = smoother_kernel(graph, manifest.inputs[0].name, manifest.outputs[0].name,
+                                                     smoother.kernel_size, smoother.padding)
+        where = f"node {label} weight {file}:{weight_name}"
+        for rule in SMOOTHER_RULES:
+            check(rule, where, weight, tolerance=0.0, axis=-1)
+        if smoother.normalized:
+            check(NORMALIZED_RULE, where, weight, tolerance=SUM_TOLERANCE, axis=-1)
+        proof.checked_tensors["kernel"] = np.asarray(weight)
+
+    def certificate_plan(self, proof: Any) -> tuple[Proofs, str] | None:
+        input_name, output_name = proof.manifest.inputs[0].name, proof.manifest.outputs[0].name
+        return ([(input_name, [(None, input_name, "increasing")])],
+                f"{output_name!r} is non-decreasing in every sample of {input_name!r}")
+
+    def certificate_problem(self, manifest: Manifest, findings: list) -> str | None:
+        if any(f.found == "independent" for f in findings):
+            return (f"{manifest.outputs[0].name!r} does not depend on {manifest.inputs[0].name!r}: "
+                    "the kernel is never applied to the signal")
+        return None
+
+    def reference_rules(self, manifest: Manifest, tensors: dict[str, np.ndarray]) -> list[str]:
+        # out = correlate(replicate-pad(x), kernel): non-decreasing in every sample iff kernel >= 0.
+        kernel = tensors["kernel"].reshape(-1)
+        found = [v for rule in SMOOTHER_RULES for v in check_rule(rule, "kernel", kernel)]
+        if manifest.smoother.normalized:
+            found += check_rule(NORMALIZED_RULE, "kernel", kernel, tolerance=SUM_TOLERANCE)
+        return [str(v) for v in found]
+
+    def warmup_inputs(self, manifest: Manifest, rng: np.random.Generator) -> list[np.ndarray]:
+        k = manifest.smoother.kernel_size
+        shortest = min_length(manifest.smoother.padding, k)  # reflect padding needs K samples
+        return [rng.standard_normal((1, 1, shortest)).astype(np.float32),
+                rng.standard_normal((1, 1, k + 7)).astype(np.float32),
+                rng.standard_normal((2, 3, 4096)).astype(np.float32)]
+
+    def expected_shape(self, manifest: Manifest, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (*shape[:2], shape[2] + manifest.smoother.kernel_size - 1)  # the full correlation
+
+    # -- serving --
+    def prepare(self, served: Any, request: InferRequest, limits: Limits) -> SmoothCall:
+        info = served.manifest.smoother
+        assert info is not None
+        signal = request.inputs
+        if signal is None:
+            raise BadRequestError("missing the signal to smooth", field="signal")
+        mode = request.params.get("mode") or info.default_mode
+        if mode not in EDGE_MODES or mode not in info.edge_modes:
+            raise BadRequestError(f"unknown mode {str(mode)[:40]!r}; expected one of {list(info.edge_modes)}", field="mode")
+        if not 1 <= signal.ndim <= 3:
+            raise BadRequestError(
+                f"'signal' must have 1 to 3 dimensions ([L], [C, L] or [B, C, L]), got {signal.ndim} (shape {list(signal.shape)})",
+                field="signal", shape=list(signal.shape))
+        if signal.size == 0:
+            raise BadRequestError(f"'signal' is empty (shape {list(signal.shape)})", field="signal", shape=list(signal.shape))
+        length = signal.shape[-1]
+        if length > limits.max_signal_length:
+            raise PayloadTooLargeError(f"signal length {length} exceeds the limit of {limits.max_signal_length} samples",
+                                       field="signal", limit=limits.max_signal_length)
+        kernel = info.kernel_size
+        if mode == "valid" and length < kernel:
+            raise BadRequestError(
+                f"mode 'valid' needs at least {kernel} samples (the kernel size), got {length}",
+                field="signal", kernel_size=kernel, length=length)
+        shortest = min_length(info.padding, kernel)
+        if length < shortest:
+            raise BadRequestError(
+                f"{info.padding} padding needs at least {shortest} samples (the kernel size), got {length}",
+                field="signal", kernel_size=kernel, length=length)
+        codec.check_finite(signal, "signal")
+        rank = signal.ndim
+        return SmoothCall(served, signal.reshape((1,) * (3 - rank) + signal.shape), rank, mode)
+
+    def work(self, call: SmoothCall) -> int:
+        return int(call.signal.size)
+
+    def infer(self, call: SmoothCall, settings: Any) -> np.ndarray:
+        return infer_smooth(call, method=settings.smooth_method)
+
+    def result(self, call: SmoothCall, output: np.ndarray) -> InferResult:
+        return InferResult(call.served, {"smoothed": output}, {"mode": call.mode})
+
+
+class ClassifierKind(ServiceKind):
+    kind = "classifier"
+    section = "classifier"
+    reference_class = "ClassifierScores"
+    batchable = True
+
+    def summary(self, manifest: Manifest) -> dict[str, Any]:
+        info = manifest.classifier
+        if info is None:
+            return {}
+        return {"labels": list(info.labels), "thresholds": dict(zip(info.labels, info.label_thresholds))}
+
+    def policy_checks(self, proof: Any, graph: Any, file: str, check: Callable[..., None]) -> None:
+        from contract.certificate import output_layer
+
+        manifest = proof.manifest
+        if manifest.classifier.scope == "none":  # an unconstrained baseline: only a policy that allows it gets here
+            return
+        if manifest.classifier.proof == "lipschitz":  # no output layer: every feature is proven by its rate bound
+            return
+        layer = output_layer(graph, manifest.outputs[0].name)
+        proof.output_layer = layer
+        check(CLASSIFIER_RULE, f"output layer node {layer.node} weight {file}:{layer.input_name}",
+              layer.values, tolerance=0.0)
+
+    def certificate_plan(self, proof: Any) -> tuple[Proofs, str] | None:
+        manifest = proof.manifest
+        info = manifest.classifier
+        if info.scope == "none":
+            return None
+        if info.proof == "lipschitz":
+            features = proof.policy.certified_features(manifest)
+            return ([(manifest.inputs[0].name, features)],
+                    f"every score is monotone in {len(features)} feature(s) as declared: g(x) + lambda * sum_i s_i x_i "
+                    "with g's rate along each feature bounded by lambda (contract.lipschitz)")
+        layer = proof.output_layer
+        assert layer is not None
+        proofs: Proofs = [(layer.data_input, [(None, f"output layer input {layer.data_input!r}", "increasing")])]
+        features = proof.policy.certified_features(manifest)
+        if features:
+            proofs.append((manifest.inputs[0].name, features))
+        return proofs, (f"every score is non-decreasing in the output layer's input and monotone in {len(features)} "
+                        f"feature(s) as declared (scope {info.scope!r})")
+
+    def uncertified_reason(self, manifest: Manifest) -> str:
+        return "scope 'none': an unconstrained classifier the policy allows; nothing to certify"
+
+    def certify(self, proof: Any, seed: str, features: list[tuple[int | None, str, str]], outputs: list[str]) -> Any:
+        if proof.manifest.classifier.proof != "lipschitz":
+            return super().certify(proof, seed, features, outputs)
+        from contract.lipschitz import certify_lipschitz
+
+        certificate, _ = certify_lipschitz(proof.graph_info, seed, features, outputs)
+        return certificate
+
+    def reference_rules(self, manifest: Manifest, tensors: dict[str, np.ndarray]) -> list[str]:
+        # sigmoid(L_n(relu(...relu(L_0((x - mean) / scale * sign))))): with every L_k for k >= 1
+        # nonnegative, column f of L_0 nonnegative, scale[f] > 0 and sign[f] = +1 (-1), the score is
+        # non-decreasing (non-increasing) in feature f; the output layer alone nonnegative is scope "final".
+        info = manifest.classifier
+        scope = str(info.scope)
+        if scope == "none":  # an unconstrained baseline: only a policy that allows it gets here
+            return []
+        count = len([name for name in tensors if name.startswith("layers.") and name.endswith(".weight")])
+        found = check_rule("nonnegative", f"layers.{count - 1}.weight", tensors[f"layers.{count - 1}.weight"])
+        problems: list[str] = []
+        if scope == "all":
+            for k in range(1, count - 1):
+                found += check_rule("nonnegative", f"layers.{k}.weight", tensors[f"layers.{k}.weight"])
+            columns = [i for i, f in enumerate(info.features) if f.direction != "free"]
+            if columns:
+                if count > 1:
+                    found += check_rule("nonnegative", "layers.0.weight", tensors["layers.0.weight"], columns=columns)
+                found += check_rule("positive", "feature_scale", tensors["feature_scale"], columns=columns)
+            sign = tensors["direction_sign"].reshape(-1)
+            for i in columns:
+                want = 1.0 if info.features[i].direction == "increasing" else -1.0
+                if sign[i] != want:
+                    problems.append(f"direction_sign[{i}] is {sign[i]:g}, feature {info.features[i].name!r} is "
+                                    f"declared {info.features[i].direction} (needs {want:g})")
+        if "calibration_scale" in tensors:  # a calibration keeps monotonicity only with a positive scale
+            found += check_rule("positive", "calibration_scale", tensors["calibration_scale"])
+        return [str(v) for v in found] + problems
+
+    def warmup_inputs(self, manifest: Manifest, rng: np.random.Generator) -> list[np.ndarray]:
+        n = len(manifest.classifier.features)
+        return [rng.standard_normal((1, n)).astype(np.float32), rng.standard_normal((64, n)).astype(np.float32),
+                rng.standard_normal((1024, n)).astype(np.float32)]
+
+    def expected_shape(self, manifest: Manifest, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (shape[0], len(manifest.classifier.labels))
+
+    # -- serving --
+    def prepare(self, served: Any, request: InferRequest, limits: Limits) -> ClassifyCall:
+        info = served.manifest.classifier
+        assert info is not None
+        names = [f.name for f in info.features]
+        features = records_to_array(request.records, names) if request.records is not None else request.inputs
+        if features is None:
+            raise BadRequestError("missing the instances to classify", field="instances")
+        if features.size == 0:
+            raise BadRequestError(f"'instances' is empty (shape {list(features.shape)})", field="instances")
+        if features.ndim != 2:
+            raise BadRequestError(
+                f"'instances' must be a list of instances, each a list of {len(names)} numbers: got shape {list(features.shape)}",
+                field="instances", shape=list(features.shape))
+        limits.check_rows(int(features.shape[0]), "instances")
+        if features.shape[1] != len(names):
+            raise BadRequestError(
+                f"each instance needs {len(names)} features {names}, got {features.shape[1]}",
+                field="instances", expected=len(names), got=int(features.shape[1]), features=names)
+        codec.check_finite(features, "instances")
+        return ClassifyCall(served, features)
+
+    def work(self, call: ClassifyCall) -> int:
+        return int(call.features.size)
+
+    def infer(self, call: ClassifyCall, settings: Any) -> np.ndarray:
+        return infer_classify(call)
+
+    def batch_input(self, call: ClassifyCall) -> np.ndarray:
+        return call.features
+
+    def result(self, call: ClassifyCall, output: np.ndarray) -> InferResult:
+        info = call.served.manifest.classifier
+        assert info is not None
+        # One label: one probability per instance; several labels: one list per instance.
+        scores = np.ascontiguousarray(output[:, 0] if len(info.labels) == 1 else output)
+        # one threshold for every label (a number), or one per label (a list in `labels` order)
+        threshold = info.decision_threshold
+        return InferResult(call.served, {"scores": scores},
+                           {"labels": info.labels, "threshold": threshold,
+                            "decisions": decisions(output, info.labels, threshold)})
+
+
+SERVICE_KINDS: dict[str, ServiceKind] = {adapter.kind: adapter for adapter in (SmootherKind(), ClassifierKind())}
+assert tuple(SERVICE_KINDS) == KINDS, "every manifest kind needs a service adapter"
+
+
+def service_kind(kind: str) -> ServiceKind:
+    try:
+        return SERVICE_KINDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(SERVICE_KINDS)}") from None

@@ -1,0 +1,59 @@
+"""The hot path: POST /smooth, /classify and OIP infer answered ahead of FastAPI's request handling.
+
+FastAPI's own per-request machinery (its middleware stack, routing, dependency solving, Request
+and Response objects) costs more than a whole small classification (docs/performance.md:
+about 130 us of CPU per request for a FastAPI endpoint that returns a constant). `MonoserveApp`
+(service.app) hands these two routes to `answer_hot`, which passes the raw ASGI scope and
+receive channel to the one endpoint pipeline (service.pipeline.endpoint.serve_asgi) that the FastAPI routes
+call too: the same body reader, query parser, limits, token check and error mapping. Every other
+request, and these paths with another method, goes through FastAPI unchanged. The FastAPI routes
+still document the API in /docs and serve these requests when the hot path is off
+(MONOSERVE_HOT_PATH=false); the tests send the same requests both ways and compare the answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from service.protocols import native, oip
+from service.pipeline import endpoint as pipeline
+from service.pipeline.service import Service
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+HOT_ROUTES = native.ADAPTERS
+OIP_INFER = "/v2/models/{name}/infer"  # the FastAPI routes' paths (service.edge.routes.oip): the metrics' route label
+OIP_VERSION_INFER = "/v2/models/{name}/versions/{version}/infer"
+
+
+def oip_infer_route(path: str) -> tuple[str, str | None, str] | None:
+    """(model name, version or None, route) when `path` is an OIP infer path, as FastAPI matches it
+    (non-empty segments without '/'); None otherwise."""
+    if not path.startswith("/v2/models/") or not path.endswith("/infer"):
+        return None
+    parts = path.split("/")  # ["", "v2", "models", name, "infer"] or [..., name, "versions", version, "infer"]
+    if len(parts) == 5 and parts[3]:
+        return parts[3], None, OIP_INFER
+    if len(parts) == 7 and parts[3] and parts[4] == "versions" and parts[5]:
+        return parts[3], parts[5], OIP_VERSION_INFER
+    return None
+
+
+def is_hot(scope: Scope) -> bool:
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return False
+    path = scope["path"]
+    return path in HOT_ROUTES or oip_infer_route(path) is not None
+
+
+async def answer_hot(service: Service, scope: Scope, receive: Receive, send: Send) -> None:
+    """POST /smooth, /classify or an OIP infer, end to end, through the pipeline the FastAPI routes use."""
+    path = scope["path"]
+    adapter = HOT_ROUTES.get(path)
+    if adapter is None:  # OIP infer (is_hot checked the path)
+        name, version, route = oip_infer_route(path)  # type: ignore[misc]
+        adapter = oip.OipAdapter(service, name, version, route)
+    await pipeline.serve_asgi(service, adapter, scope, receive, send)

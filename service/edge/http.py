@@ -1,0 +1,191 @@
+"""uvicorn's HTTP protocols with a header deadline, against clients that open a connection and
+never finish their request line and headers (slowloris).
+
+What uvicorn does by itself (0.54): `timeout_keep_alive` closes a connection idle *between*
+requests; nothing bounds a connection that never sends anything, or that sends its headers one
+byte at a time: every byte received cancels the keep-alive timer, with either implementation.
+h11 caps the size of incomplete headers (`h11_max_incomplete_event_size`, 16 KiB); httptools
+caps nothing. These subclasses add, for both: from the connection's first moment and from the
+first byte of each later request, the headers must be complete within `header_timeout_s` and
+within `MAX_HEADER_BYTES`, or the connection is closed. The body has its own deadline
+(`body_timeout_s`, a 408 from service.pipeline.endpoint); the keep-alive timeout stays uvicorn's, except
+that it does not cut off a client still uploading a body that was refused early (for at most
+`body_timeout_s`), so that client reads its 413/503 instead of a reset.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from service.base.deadlines import Deadline, DeadlineSweeper, sweeper
+
+log = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 64 * 1024
+
+
+def _configured_header_timeout_s() -> float:
+    from service.settings import get_settings
+
+    return get_settings().header_timeout_s
+
+
+def _body_timeout_s() -> float:
+    from service.settings import get_settings
+
+    return get_settings().body_timeout_s
+
+
+class _HeaderDeadline:
+    """Mixin over a uvicorn HTTP protocol (it uses their `loop` and `transport`); subclasses say
+    whether the parser is between the start of a request and the end of its headers."""
+
+    _header_timer: Deadline | None = None  # the connection's _header_deadline while it is armed
+    _header_deadline: Deadline
+    _sweeper: DeadlineSweeper
+    _header_timeout_s: float
+    _header_bytes = 0
+
+    _drain_started: float | None = None
+
+    def _in_headers(self) -> bool:
+        raise NotImplementedError
+
+    def _draining(self) -> bool:
+        """The answer is sent but the request's body is still arriving (an early 413/503)."""
+        raise NotImplementedError
+
+    def timeout_keep_alive_handler(self) -> None:
+        # uvicorn arms its keep-alive timer when an answer is complete, and closes the connection if
+        # no byte arrives within it. After an early answer the client is still uploading the body
+        # (uvicorn discards it) and reads the answer only when done: closing then would turn a clear
+        # 503 into a reset. So the drain may go on, for at most body_timeout_s.
+        if self._draining():
+            now = self.loop.time()  # type: ignore[attr-defined]
+            if self._drain_started is None:
+                self._drain_started = now
+            if now - self._drain_started < _body_timeout_s():
+                self.timeout_keep_alive_task = self.loop.call_later(  # type: ignore[attr-defined]
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler)  # type: ignore[attr-defined]
+                return
+        self._drain_started = None
+        super().timeout_keep_alive_handler()  # type: ignore[misc]
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._header_timer = None
+        self._sweeper = sweeper(self.loop)  # type: ignore[attr-defined]
+        self._header_timeout_s = _configured_header_timeout_s()
+        self._header_deadline = self._sweeper.add(self._header_timeout_s, self._on_header_timeout)
+        self._header_deadline.cancel()  # armed just below, like every request's
+        self._arm_header_timer()
+
+    def _arm_header_timer(self) -> None:
+        if self._header_timer is None:
+            self._header_bytes = 0
+            # a coarse deadline (service.base.deadlines), not a TimerHandle per request; one per connection
+            self._header_timer = self._header_deadline
+            self._sweeper.rearm(self._header_deadline, self._header_timeout_s)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        self._header_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # type: ignore[misc]
+        # Judged after parsing: a chunk that completes the headers (and carries body bytes) is fine;
+        # body bytes still arriving after an early answer (uvicorn discards them) are not headers.
+        if not self._in_headers():
+            self._disarm_header_timer()
+            return
+        self._count_header_bytes(data)
+
+    def _count_header_bytes(self, data: bytes) -> None:
+        """Headers still incomplete after `data`: the deadline runs, and their size is capped."""
+        self._arm_header_timer()
+        self._header_bytes += len(data)
+        transport = self.transport  # type: ignore[attr-defined]
+        if self._header_bytes > MAX_HEADER_BYTES and not transport.is_closing():
+            log.info("closing a connection whose request headers exceed %d bytes", MAX_HEADER_BYTES)
+            self._disarm_header_timer()
+            transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _on_header_timeout(self) -> None:
+        self._header_timer = None
+        transport = self.transport  # type: ignore[attr-defined]
+        if self._in_headers() and not transport.is_closing():
+            log.info("closing a connection whose request headers did not arrive within %.3g s", self._header_timeout_s)
+            transport.close()
+
+
+class H11HeaderDeadline(_HeaderDeadline, H11Protocol):
+    def _in_headers(self) -> bool:
+        return self.conn.their_state is h11.IDLE  # before a request's headers are complete
+
+    def _draining(self) -> bool:
+        return self.conn.their_state is h11.SEND_BODY and self.cycle is not None and self.cycle.response_complete
+
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class HttpToolsHeaderDeadline(_HeaderDeadline, HttpToolsProtocol):
+        # uvicorn makes a new cycle when a request's headers are complete: the parser is reading
+        # headers while the cycle is still the one it had when the message began (None at first).
+        # Each override is a Python frame per request: on_message_begin, on_message_complete, data_received.
+        _cycle_at_begin: Any = None
+        _message_complete = False
+
+        def _in_headers(self) -> bool:
+            return self.cycle is self._cycle_at_begin
+
+        def _draining(self) -> bool:
+            return self.cycle is not None and self.cycle.response_complete and not self._message_complete
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._cycle_at_begin = self.cycle
+            self._message_complete = False
+            self._drain_started = None
+            if self._header_timer is None:  # _arm_header_timer, inlined: once per request
+                self._header_bytes = 0
+                self._header_timer = self._header_deadline
+                self._sweeper.rearm(self._header_deadline, self._header_timeout_s)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.cycle is not self._cycle_at_begin:  # the headers are complete: the common case, inlined
+                timer = self._header_timer
+                if timer is not None:
+                    timer.cancel()
+                    self._header_timer = None
+                return
+            self._count_header_bytes(data)
+
+        def on_message_complete(self) -> None:
+            # uvicorn returns early here when the answer was sent before the body ended (an early
+            # 413/503), so its cycle cannot tell whether the body is complete
+            self._message_complete = True
+            super().on_message_complete()
+
+except ImportError:  # pragma: no cover - uvicorn without httptools (the serve extra installs it)
+    HttpToolsHeaderDeadline = None  # type: ignore[assignment,misc]
+
+
+def protocol_class(name: str) -> type:
+    """'auto' (httptools when installed, as uvicorn's own 'auto'), 'httptools' or 'h11'."""
+    if name == "h11" or (name == "auto" and HttpToolsHeaderDeadline is None):
+        return H11HeaderDeadline
+    if HttpToolsHeaderDeadline is None:
+        raise RuntimeError("MONOSERVE_HTTP=httptools but httptools is not installed")
+    return HttpToolsHeaderDeadline
