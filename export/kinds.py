@@ -349,9 +349,12 @@ class ClassifierExport(ExportKind):
         try:
             layer = output_layer(info, OUTPUT_NAME)
         except ValueError as exc:
-            from export.lipschitz import lipschitz_proof
+            from export.lipschitz import NotProvenError, lipschitz_proof
 
-            lipschitz = lipschitz_proof(info, spec, source.label, INPUT_NAME, OUTPUT_NAME, exc)
+            try:
+                lipschitz = lipschitz_proof(info, spec, INPUT_NAME, OUTPUT_NAME, exc)
+            except NotProvenError as refused:
+                raise ModelRefusedError(refused.problems, source.label) from refused
             constraints, proof, found_proof, draw = [], "lipschitz", lipschitz.found, lipschitz.draw_card
         else:
             constraints, found_proof, draw = self._clamped_output_layer(source, model, info, layer)

@@ -19,6 +19,15 @@ from contract.lipschitz import FeatureRate, certify_lipschitz, has_linear_residu
 FORM = "g(x) + lambda * sum_i s_i x_i"
 
 
+class NotProvenError(ValueError):
+    """The network is outside the form, or its rate bound exceeds lambda; `problems`, plain sentence first
+    (export.kinds turns it into export.byom.ModelRefusedError)."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__(problems[0])
+        self.problems = problems
+
+
 @dataclass
 class LipschitzProof:
     rates: list[FeatureRate]
@@ -26,26 +35,24 @@ class LipschitzProof:
     draw_card: Callable[[Any], None]
 
 
-def lipschitz_proof(info: GraphInfo, spec: Any, label: str, input_name: str, output_name: str,
+def lipschitz_proof(info: GraphInfo, spec: Any, input_name: str, output_name: str,
                     no_layer: Exception) -> LipschitzProof:
-    """The proof of a Lipschitz-monotone network, or ModelRefusedError whose first sentence says
+    """The proof of a Lipschitz-monotone network, or NotProvenError whose first sentence says
     plainly what is out of scope (a graph that is not of the form, an op without a bound, a scope
     other than per-feature directions, a rate above lambda with both numbers)."""
-    from export.byom import ModelRefusedError
-
     if not has_linear_residual(info, input_name, output_name):
-        raise ModelRefusedError([f"networks without an output layer are proven only in the Lipschitz-monotone form {FORM}, "
+        raise NotProvenError([f"networks without an output layer are proven only in the Lipschitz-monotone form {FORM}, "
                                  f"and this graph's output adds no term linear in the features (no output layer found: "
-                                 f"{no_layer})"], label)
+                                 f"{no_layer})"])
     if spec.scope != "all":
-        raise ModelRefusedError([f"a Lipschitz-monotone network ({FORM}) has no output layer to constrain, so scope "
+        raise NotProvenError([f"a Lipschitz-monotone network ({FORM}) has no output layer to constrain, so scope "
                                  "'final' does not apply: declare each feature's direction (monotone = \"all\" or a table "
-                                 "{feature = 1 | -1 | 0}) to have it proven by its Lipschitz bound"], label)
+                                 "{feature = 1 | -1 | 0}) to have it proven by its Lipschitz bound"])
     features = [(index, name, direction) for index, (name, direction) in enumerate(zip(spec.features, spec.directions()))
                 if direction != "free"]
     if not features:
-        raise ModelRefusedError([f"a Lipschitz-monotone network ({FORM}) with every feature free promises nothing: "
-                                 "declare at least one feature's direction"], label)
+        raise NotProvenError([f"a Lipschitz-monotone network ({FORM}) with every feature free promises nothing: "
+                                 "declare at least one feature's direction"])
     certificate, rates = certify_lipschitz(info, input_name, features, [output_name])
     failures = certificate.failures
     if failures:
@@ -54,9 +61,9 @@ def lipschitz_proof(info: GraphInfo, spec: Any, label: str, input_name: str, out
             first = ("Lipschitz-monotone networks are proven only when g is built from linear layers and 1-Lipschitz "
                      "activations (GroupSort/MaxMin as TopK, Max/Min, the ReLU family, Tanh, Sigmoid) with data movement "
                      "between them; this one is outside that form")
-            raise ModelRefusedError([f"{first}: {lost[0].message}"] + [f.message for f in failures[1:]], label)
-        raise ModelRefusedError([f"the network is not proven monotone, because a bound on g's rate exceeds lambda: "
-                                 f"{failures[0].message}"] + [f.message for f in failures[1:]], label)
+            raise NotProvenError([f"{first}: {lost[0].message}"] + [f.message for f in failures[1:]])
+        raise NotProvenError([f"the network is not proven monotone, because a bound on g's rate exceeds lambda: "
+                                 f"{failures[0].message}"] + [f.message for f in failures[1:]])
     words = ", ".join(f"{r.feature!r} lambda {r.coefficient:.4g} >= bound {r.bound:.4g}" for r in rates)
     return LipschitzProof(rates, f"Lipschitz-monotone form {FORM}: {words}",
                           lambda figure: _draw(figure, rates))
