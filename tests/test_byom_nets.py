@@ -163,6 +163,24 @@ def test_a_monotonicnetworks_model_is_proven_and_monotone_where_proven(tmp_path)
         assert np.all(sign * np.diff(scores, axis=1) >= -1e-5)
 
 
+def test_a_network_at_its_norm_limit_is_proven(tmp_path):
+    """Every layer normalized to exactly its share of lambda (as long training drives it): the bound
+    meets lambda up to float32 rounding, and the network is proven, not refused for the last bit."""
+    import monotonicnetworks as lmn
+    from torch.nn.utils import parametrize
+
+    model = lipschitz_network(3, [1, 0, -1], 2.0)
+    share = 2.0 ** (1.0 / 3.0)
+    layers = [m for m in model.nn if isinstance(m, torch.nn.Linear)]
+    for index, layer in enumerate(layers):
+        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+        with torch.no_grad():
+            layer.weight.copy_(lmn.get_normed_weights(layer.weight * 10.0, "one-inf" if index == 0 else "inf",
+                                                      always_norm=True, max_norm=share, vectorwise=True))
+    result = export_module(model, tmp_path / "repo", "lmn", LIPSCHITZ_SPEC)
+    assert result.manifest.classifier.proof == "lipschitz"
+
+
 def test_a_relu_lipschitz_network_is_proven_too(tmp_path):
     result = export_module(lipschitz_network(3, [1, 0, -1], 2.0, activation="relu"), tmp_path / "repo", "lmn",
                            LIPSCHITZ_SPEC)
