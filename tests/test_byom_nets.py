@@ -35,8 +35,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from byom.net_models import LayerNormClassifier, PaddedFir, ZeroPadFir, lipschitz_network  # noqa: E402
 from test_service_e2e import free_port, running_server  # noqa: E402
 
-pytest.importorskip("monotonicnetworks")  # the `nets` extra (included in `dev`)
-
 NET_MODELS = Path(__file__).parent / "byom" / "net_models.py"
 FEATURES = ["age", "income", "debt"]
 LIPSCHITZ_SPEC = {"kind": "classifier", "features": FEATURES, "labels": ["y"], "output": "logits",
