@@ -18,6 +18,7 @@ import json
 import queue
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -40,6 +41,8 @@ FEATURES = ["age", "income", "debt"]
 LIPSCHITZ_SPEC = {"kind": "classifier", "features": FEATURES, "labels": ["y"], "output": "logits",
                   "monotone": {"age": 1, "debt": -1}}
 LAYERNORM_SPEC = {"kind": "classifier", "features": FEATURES, "labels": ["y"], "output": "logits", "monotone": "final"}
+ADMIN = {"authorization": "Bearer nets-admin-token"}
+ADMIN_TOKEN = ADMIN["authorization"].split()[1]
 PADDED = {"zeros": lambda: ZeroPadFir(5), "reflect": lambda: PaddedFir(7, "reflect"),
           "circular": lambda: PaddedFir(5, "circular")}
 
@@ -342,7 +345,7 @@ def test_a_padding_other_than_declared_is_refused(tmp_path, padding):
 def served(tmp_path_factory):
     work = tmp_path_factory.mktemp("nets")
     repo = work / "repo"
-    modules: dict[str, torch.nn.Module] = {}
+    modules: dict[str, Any] = {}  # the eager modules by served name, and the repository ("repo")
     for padding, build in PADDED.items():
         modules[padding] = build()
         export_module(modules[padding], repo, padding, {"kind": "smoother", "mode": "same", "normalized": True,
@@ -351,8 +354,10 @@ def served(tmp_path_factory):
     export_module(modules["layernorm"], repo, "layernorm", LAYERNORM_SPEC)
     modules["lipschitz"] = lipschitz_network(3, [1, 0, -1], 2.0)
     export_module(modules["lipschitz"], repo, "lipschitz", LIPSCHITZ_SPEC)
+    export_module(modules["lipschitz"], repo, "reloaded", LIPSCHITZ_SPEC)  # test_hot_reload publishes more
+    modules["repo"] = repo
     grpc_port = free_port()
-    with running_server(repo, env={"MONOSERVE_GRPC_PORT": str(grpc_port)}) as server:
+    with running_server(repo, env={"MONOSERVE_GRPC_PORT": str(grpc_port), "MONOSERVE_ADMIN_TOKEN": ADMIN_TOKEN}) as server:
         yield server, f"127.0.0.1:{grpc_port}", modules
 
 
@@ -415,3 +420,42 @@ def test_reflect_padding_needs_the_kernel_size_in_samples(served):
     server, _, _ = served
     response = httpx.post(f"{server.base}/smooth", json={"model": "reflect", "signal": [1.0, 2.0, 3.0]})
     assert response.status_code == 400 and "reflect padding needs at least 7 samples" in response.text
+
+
+def test_hot_reload_serves_a_new_lipschitz_version_and_refuses_a_tampered_one(served):
+    """A new Lipschitz version loads through the control API and serves; a version whose graph was
+    swapped for an oversized g (checksums updated, as a hostile publisher would) is refused by the
+    load-time certificate with both numbers, and the previous version keeps serving."""
+    import shutil
+
+    from contract.files import sha256_file
+    from contract.manifest import Manifest
+    from export.byom import ModuleSource
+    from export.graphprep import prepare_classifier_graph
+
+    server, _, modules = served
+    repo = modules["repo"]
+    newer = lipschitz_network(3, [1, 0, -1], 2.0, seed=1)
+    export_module(newer, repo, "reloaded", LIPSCHITZ_SPEC)
+    response = httpx.post(f"{server.base}/v2/repository/models/reloaded/load", headers=ADMIN)
+    assert response.status_code == 200 and response.json()["serving_version"] == 2, response.text
+    rows = (np.random.default_rng(9).standard_normal((8, 3)) * 2).astype(np.float32)
+    answer = httpx.post(f"{server.base}/classify", json={"model": "reloaded", "instances": rows.tolist()}).json()
+    assert answer["version"] == 2
+    np.testing.assert_allclose(answer["scores"], eager(newer, rows, sigmoid=True)[:, 0], atol=1e-5)
+
+    tampered = repo / "reloaded" / "3"
+    shutil.copytree(repo / "reloaded" / "2", tampered)
+    oversized = prepare_classifier_graph(ModuleSource(lipschitz_network(3, [1, 0, -1], 2.0, oversize=1.6))
+                                         .classifier_graph(3), 3, 1, "logits").model
+    onnx.save(oversized, tampered / "model.onnx")
+    manifest = Manifest.read(tampered)
+    manifest.version = 3
+    manifest.files[0].sha256, manifest.files[0].size = sha256_file(tampered / "model.onnx"), (tampered / "model.onnx").stat().st_size
+    (tampered / "manifest.json").write_text(manifest.to_json())
+    response = httpx.post(f"{server.base}/v2/repository/models/reloaded/load", headers=ADMIN)
+    assert response.status_code == 400, response.text
+    assert "version 3 was refused: certificate" in response.json()["error"] and "more than lambda = 2" in response.text
+    assert response.json()["serving_version"] == 2
+    again = httpx.post(f"{server.base}/classify", json={"model": "reloaded", "instances": rows.tolist()}).json()
+    assert again["version"] == 2 and again["scores"] == answer["scores"]
