@@ -9,7 +9,8 @@ executes, read the same way, and built only from what the certificate models:
   external data, no duplicate names (initializers, inputs, node outputs), one data field per
   tensor, no non-finite constants;
 - no local functions, no subgraphs (If/Loop/Scan), only the default ONNX domain at a modelled
-  opset, and only the ops in ALLOWED_OPS, each with its attributes and dtypes checked;
+  opset, and only the ops in ALLOWED_OPS (and, upstream of a scope-"final" classifier's output layer,
+  HIDDEN_ONLY_OPS), each with its attributes and dtypes checked;
 - nothing that turns finite values into NaN/Inf (a division by a tensor that may be 0, the log of
   one that may be <= 0, ...), by interval bounds (contract.certificate.GraphInfo).
 

@@ -84,9 +84,10 @@ if TYPE_CHECKING:
 
 STATE_FORMAT = 1
 _MAC_BYTES = 32
-# What a stream that answers only when it ends (circular padding) may hold: 8 MiB of float32, so its
-# carried state stays within the state codec's default cap.
-MAX_HELD_ELEMENTS = 2 * 1024 * 1024
+# What a stream that answers only when it ends (circular padding) may hold: 1 MiB of float32 in all
+# channels (256 open streams per worker hold at most 256 MiB; its carried state stays far below the
+# state codec's cap). A longer circular signal is one-shot /smooth's job.
+MAX_HELD_ELEMENTS = 256 * 1024
 
 
 def _slice_bounds(mode: str, kernel_size: int) -> int:
@@ -203,7 +204,8 @@ class SmoothStream:
                 if channels * raw.shape[1] > MAX_HELD_ELEMENTS:
                     raise PayloadTooLargeError(
                         f"a stream with {self.padding} padding answers only when it ends, and holds at most "
-                        f"{MAX_HELD_ELEMENTS} samples in all channels until then", field="signal", limit=MAX_HELD_ELEMENTS)
+                        f"{MAX_HELD_ELEMENTS} samples in all channels until then (smooth a longer signal with one-shot "
+                        "/smooth)", field="signal", limit=MAX_HELD_ELEMENTS)
                 self.tail, self.seen = raw, raw.shape[1]
                 return np.empty((channels, 0), dtype=np.float32)
             work = np.concatenate((padding_left(raw, self.kernel_size, self.padding, self.mode), raw), axis=1)
