@@ -459,3 +459,37 @@ def test_hot_reload_serves_a_new_lipschitz_version_and_refuses_a_tampered_one(se
     assert response.json()["serving_version"] == 2
     again = httpx.post(f"{server.base}/classify", json={"model": "reloaded", "instances": rows.tolist()}).json()
     assert again["version"] == 2 and again["scores"] == answer["scores"]
+
+
+def test_groupsort_keeps_a_sign_proof_and_its_indices_are_refused():
+    """TopK (torch's sort) is non-decreasing in every element: a GroupSort network with nonnegative
+    weights is proven by the sign certificate in scope all; a graph that uses TopK's indices is refused."""
+    from contract.certificate import certify
+    from contract.graph import GraphRefused, IoSpec, check_graph
+
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.uniform(0.1, 1.0, (3, 4)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.uniform(0.1, 1.0, (4, 1)).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.array([-1, 2, 2], np.int64), "grouped"),
+             numpy_helper.from_array(np.array([-1, 4], np.int64), "flat"), numpy_helper.from_array(np.array([2], np.int64), "two")]
+
+    def model(use_indices: bool) -> onnx.ModelProto:
+        nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Reshape", ["h", "grouped"], ["g"]),
+                 helper.make_node("TopK", ["g", "two"], ["s", "i"], axis=-1, largest=0),
+                 helper.make_node("Reshape", ["s", "flat"], ["a"]), helper.make_node("MatMul", ["a", "w2"], ["z"])]
+        if use_indices:
+            nodes += [helper.make_node("Cast", ["i"], ["fi"], to=TensorProto.FLOAT),
+                      helper.make_node("ReduceSum", ["fi"], ["si"], keepdims=0),
+                      helper.make_node("Add", ["z", "si"], ["y"])]
+        else:
+            nodes.append(helper.make_node("Sigmoid", ["z"], ["y"]))
+        graph = helper.make_graph(nodes, "groupsort", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])], inits)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+
+    io = ([IoSpec("x", "float32", ["batch", 3])], [IoSpec("y", "float32", ["batch", 1])])
+    info = check_graph(model(False), *io, scope="all")
+    certificate = certify(info, "x", [(j, f"x{j}", "increasing") for j in range(3)])
+    assert certificate.ok, certificate.summary()
+    with pytest.raises(GraphRefused, match="TopK's indices output 'i' is used"):
+        check_graph(model(True), *io, scope="all")
