@@ -1274,9 +1274,10 @@ def smoother_kernel(info: GraphInfo, signal: str, output: str, kernel_size: int,
     value = info.constants.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else np.zeros(1)
     if mode != wanted or pads is None or [int(p) for p in np.asarray(pads).reshape(-1)] != expected \
             or (len(pad.input) > 3 and pad.input[3]) or value is None or np.any(np.asarray(value) != 0):
-        raise ValueError(f"node {pad_label}: a smoother with {padding!r} padding pads with ONNX Pad mode {wanted!r} "
-                         f"(value 0), pads {expected} (K - 1 = {kernel_size - 1} on both sides of the last axis); "
-                         f"this one has mode {mode!r}")
+        words = {"replicate": "edge replication", "zeros": "zeros", "reflect": "reflection", "circular": "wrapping around"}
+        raise ValueError(f"node {pad_label}: a smoother with {padding!r} padding pads by {words[padding]} (ONNX Pad mode "
+                         f"{wanted!r}, value 0) with pads {expected} (K - 1 = {kernel_size - 1} on both sides of the last "
+                         f"axis); this one has mode {mode!r}")
     source, found = back_through_reshapes(pad.input[0])
     if source != signal:
         where = f"node {node_label(found[1], found[0])}" if found else f"tensor {source!r}"
