@@ -133,6 +133,20 @@ class SmootherInfo(_Strict):
     padding: Literal["replicate", "zeros", "reflect", "circular"] = "replicate"
 
 
+class FeatureRange(_Strict):
+    """The interval a feature's values are explained over (POST /explain: recourse, bounds, curves):
+    the training data's minimum and maximum at export, or a declaration's own for imported models."""
+
+    low: float = Field(allow_inf_nan=False, strict=True)
+    high: float = Field(allow_inf_nan=False, strict=True)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "FeatureRange":
+        if not self.low <= self.high:
+            raise ValueError(f"a feature range needs low <= high, got [{self.low}, {self.high}]")
+        return self
+
+
 class Probe(_Strict):
     """A small input and the output eager torch gave for it: checked again at load time."""
 
@@ -162,6 +176,24 @@ class Manifest(_Strict):
     probe: Probe
     parity: dict = Field(default_factory=dict)  # max abs error per format, measured at export
     opset: int | None = None
+    # Per feature of the kind's section, by name: the range its explanations use (absent in manifests
+    # written before ranges, and for models whose declaration gives none).
+    feature_ranges: dict[str, FeatureRange] | None = None
+
+    @model_validator(mode="after")
+    def _ranges_name_features(self) -> "Manifest":
+        if self.feature_ranges is None:
+            return self
+        # the kind's section ("classifier", or any later kind with features) names the features
+        section = getattr(self, self.kind, None)
+        features = getattr(section, "features", None)
+        if features is None:
+            raise ValueError(f"feature_ranges is given, but a {self.kind} has no features")
+        names = [getattr(f, "name", f) for f in features]
+        unknown = sorted(set(self.feature_ranges) - set(names))
+        if unknown:
+            raise ValueError(f"feature_ranges names unknown feature(s) {unknown}; features are {names}")
+        return self
 
     def file_for(self, fmt: str) -> FileEntry | None:
         return next((f for f in self.files if f.format == fmt), None)

@@ -10,6 +10,7 @@ or probes in it: the export finds those on its own (docs/export.md, "Bring your 
     output = "logits"          # or "probabilities"     padding = "zeros"   # replicate | zeros | reflect | circular
     monotone = "final"         # "all" | "final" | {age = 1, income = -1}
     threshold = 0.5            # optional
+    ranges = {age = [18, 90]}  # optional: each feature's range for POST /explain
 
 Unknown keys, missing keys and wrong types raise SpecError naming the key (the CLI exits 2).
 pydantic and the stdlib only: no torch, so the service side may read a declaration too.
@@ -17,6 +18,7 @@ pydantic and the stdlib only: no torch, so the service side may read a declarati
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Union
@@ -49,6 +51,9 @@ class ClassifierSpec(_Strict):
     # "all": every feature is proven non-decreasing; a table: each feature's direction (1, -1, 0 = free).
     monotone: Literal["all", "final"] | dict[str, Direction]
     threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    # Optional: [low, high] per feature, the range POST /explain searches and bounds over (the
+    # manifest's feature_ranges); a trained checkpoint's come from its training data instead.
+    ranges: dict[str, Annotated[list[float], Field(min_length=2, max_length=2)]] | None = None
 
     @field_validator("features", "labels")
     @classmethod
@@ -70,6 +75,20 @@ class ClassifierSpec(_Strict):
             if unknown:
                 raise ValueError(f"names {unknown}, which are not among features {features}")
         return monotone
+
+    @field_validator("ranges")
+    @classmethod
+    def _ranges_name_features(cls, ranges: Any, info: ValidationInfo) -> Any:
+        features = info.data.get("features")
+        if ranges is None or features is None:
+            return ranges
+        unknown = [name for name in ranges if name not in features]
+        if unknown:
+            raise ValueError(f"names {unknown}, which are not among features {features}")
+        for name, (low, high) in ranges.items():
+            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+                raise ValueError(f"the range of {name!r} must be finite with low <= high, got [{low}, {high}]")
+        return ranges
 
     @property
     def scope(self) -> str:

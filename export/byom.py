@@ -31,6 +31,7 @@ from contract.spec import ClassifierSpec, SmootherSpec, load_spec
 from export import card, publish
 from export.errors import ExportError, ExportInputError
 from export.parity import DEFAULT_ATOL, DEFAULT_RTOL
+from export.ranges import feature_ranges
 from export.validation import validate_name, validate_tolerance
 
 logger = logging.getLogger(__name__)
@@ -283,7 +284,9 @@ def _publish_user_model(source: UserSource, repo: str | Path, name: str, spec: A
                                    "onnx": _package_version("onnx"), "onnxruntime": _package_version("onnxruntime"),
                                    "found": prepared.found}},
             inputs=prepared.inputs, outputs=prepared.outputs, files=files, constraints=prepared.constraints,
-            probe=prepared.probe, parity=prepared.parity, opset=opset, **prepared.info)
+            probe=prepared.probe, parity=prepared.parity, opset=opset, **prepared.info,
+            feature_ranges=feature_ranges(getattr(declaration, "ranges", None),
+                                          getattr(declaration, "features", None) or [], "declaration"))
         manifests: dict[int, Manifest] = {}
 
         def finalize(version: int) -> None:

@@ -112,6 +112,10 @@ def render_card(manifest: Manifest, plot_caption: str = "card plot", curve: bool
         ]
         lines += _table(["feature", "direction"], [[f.name, f.direction] for f in c.features])
         lines += ["", f"Certified monotone features: {', '.join(c.monotone_features) or 'none (scope final)'}", ""]
+    if m.feature_ranges:
+        lines += ["Feature ranges (what POST /explain searches and bounds over):", ""]
+        lines += _table(["feature", "low", "high"], [[name, f"{r.low:.6g}", f"{r.high:.6g}"] for name, r in m.feature_ranges.items()])
+        lines += [""]
     lines += _table(["tensor", "role", "dtype", "shape"], io_rows) + [""]
     lines += ["## Constraints (checked on the folded tensors before export)", ""]
     lines += _table(

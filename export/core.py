@@ -42,6 +42,7 @@ from export import artifacts, card, publish
 from export.errors import ArtifactError, ProofRefusedError
 from export.kinds import export_kind
 from export.parity import DEFAULT_ATOL, DEFAULT_RTOL, ParityReport, check_parity
+from export.ranges import feature_ranges
 from export.validation import normalize_formats, validate_name, validate_opset, validate_tolerance
 from models.checkpoint import build_model, load_checkpoint
 
@@ -234,6 +235,13 @@ def export_checkpoint(
         raise ConstraintRefusedError(violations, checkpoint)
     logger.info("%s: %d constraint(s) hold on the folded tensors", checkpoint.name, len(specs))
 
+    # the training data's range of each feature (recorded by training in the provenance), for /explain
+    model_info = adapter.model_info(folded)
+    section = model_info.get(kind)
+    names = [f.name for f in getattr(section, "features", None) or []]
+    ranges = feature_ranges((payload.get("provenance") or {}).get("feature_ranges"), names,
+                            f"{checkpoint.name}: provenance") if names else None
+
     wrapper, signature = adapter.build_wrapper(folded)
     with publish.staging_directory(repo, name) as staging:
         # 4. write every format
@@ -307,7 +315,8 @@ def export_checkpoint(
             probe=adapter.probe(reference, wrapper, atol, rtol),
             parity=parity.to_manifest(),
             opset=opset_used,
-            **adapter.model_info(folded),
+            feature_ranges=ranges,
+            **model_info,
         )
         manifests: dict[int, Manifest] = {}
 

@@ -499,6 +499,7 @@ def run_train_classifier(args: argparse.Namespace) -> int:
         "directions": directions,
         "labels": labels,
         "scaling": {"mean": model.feature_mean.tolist(), "scale": model.feature_scale.tolist()},
+        "feature_ranges": result.feature_ranges,  # the manifest's feature_ranges at export
         "split": result.split,
         "training": {
             "optimizer": args.optimizer, "lr": args.lr, "weight_decay": args.weight_decay, "epochs": args.epochs,

@@ -71,6 +71,9 @@ class ClassifierResult:
     metrics: dict
     split: dict
     history: list[dict] = field(default_factory=list)  # per epoch: train_loss, val_loss
+    # per feature name: [min, max] of the raw values in the training split (the manifest's
+    # feature_ranges at export: what POST /explain searches and bounds over)
+    feature_ranges: dict[str, list[float]] = field(default_factory=dict)
 
 
 def positive_weights(labels: np.ndarray, mode: str | float) -> torch.Tensor | None:
@@ -313,4 +316,7 @@ def train_classifier(
         "n_val": int(split["val"].size),
         "n_test": int(split["test"].size),
     }
-    return ClassifierResult(metrics=metrics, split=split_info, history=history)
+    train_x = features[split["train"]]
+    ranges = {name: [float(train_x[:, i].min()), float(train_x[:, i].max())]
+              for i, name in enumerate(model.config.feature_names)}
+    return ClassifierResult(metrics=metrics, split=split_info, history=history, feature_ranges=ranges)

@@ -118,6 +118,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.collect()
     gc.freeze()
     lifecycle.start()  # after the first load: a new version is proved and swapped in while serving
+    ui_window = getattr(app.state, "ui_window", None)  # GET /ui's last minute of metrics (service.edge.ui.window)
+    if ui_window is not None:
+        ui_window.start()
     grpc_server = None
     try:
         if app.state.serve_grpc and settings.grpc_port:  # the serving process (serving_app), not in-process apps
@@ -128,6 +131,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if grpc_server is not None:  # drained first: its calls in flight still need the models
             await grpc_server.stop()
+        if ui_window is not None:
+            await ui_window.stop()
         gc.unfreeze()
         tracing.shutdown()
         await lifecycle.stop()
@@ -176,7 +181,7 @@ def serving_app() -> FastAPI:
 
 def create_app(settings: Settings | None = None, *, serve_grpc: bool = False) -> FastAPI:
     from service import __version__
-    from service.edge.routes import health, metrics, models, oip, predict, repository
+    from service.edge.routes import explain, health, metrics, models, oip, predict, repository, ui
     from service.edge.routes.docs import mount_docs
 
     settings = settings or get_settings()
@@ -203,5 +208,9 @@ def create_app(settings: Settings | None = None, *, serve_grpc: bool = False) ->
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(oip.router)  # Open Inference Protocol v2
+    app.include_router(explain.router)  # POST /explain and its OIP extension (service.protocols.explain)
+    app.state.ui_window = None
+    if settings.ui:  # GET /ui, the read-only console
+        ui.install(app, app.state.service.metrics)
     mount_docs(app)
     return app

@@ -169,6 +169,8 @@ class Settings(BaseSettings):
     # POST /smooth and /classify answered by service.edge.fastpath ahead of FastAPI's request handling
     # (same code, same answers; docs/performance.md); false serves them through the FastAPI routes.
     hot_path: bool = True
+    # GET /ui, the read-only console (behind the API token when one is set); false: not routed (404)
+    ui: bool = True
     # Dynamic batching of /classify (service.pipeline.batching): concurrent requests to one model version
     # share one engine call. A full queue (max_queue_size rows waiting) answers 503 + Retry-After.
     batching: bool = True

@@ -22,6 +22,7 @@ from contract.padding import min_length
 from contract.policy import CLASSIFIER_RULE, NORMALIZED_RULE, SMOOTHER_RULES, SUM_TOLERANCE
 from service.base import codec
 from service.base.errors import BadRequestError, PayloadTooLargeError
+from service.compute.explain.view import ExplainView
 from service.compute.inference import ClassifyCall, SmoothCall, decisions, infer_classify, infer_smooth, records_to_array
 from service.compute.request import InferRequest, InferResult, Limits
 
@@ -111,6 +112,12 @@ class ServiceKind(ABC):
 
     @abstractmethod
     def result(self, call: Any, output: np.ndarray) -> InferResult: ...
+
+    # -- explaining (service.compute.explain, service.protocols.explain) --
+    def explain_view(self, served: Any) -> ExplainView | None:
+        """What POST /explain may use: features, proven directions, ranges, decisions, the scorer;
+        None: the kind has no features to explain (a smoother)."""
+        return None
 
 
 class SmootherKind(ServiceKind):
@@ -327,6 +334,17 @@ class ClassifierKind(ServiceKind):
 
     def batch_input(self, call: ClassifyCall) -> np.ndarray:
         return call.features
+
+    def explain_view(self, served: Any) -> ExplainView:
+        manifest = served.manifest
+        info = manifest.classifier
+        # proven: what the certificate checked (contract.policy.certified_features), nothing in scope "none"
+        claimed = set(info.monotone_features)
+        directions = [f.direction if info.scope != "none" and (info.scope == "all" or f.name in claimed) else "free"
+                      for f in info.features]
+        ranges = {name: (r.low, r.high) for name, r in (manifest.feature_ranges or {}).items()}
+        return ExplainView([f.name for f in info.features], directions, list(info.labels), info.label_thresholds,
+                           ranges, served.engine.run)
 
     def result(self, call: ClassifyCall, output: np.ndarray) -> InferResult:
         info = call.served.manifest.classifier

@@ -36,7 +36,8 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
 async def server_metadata(request: Request) -> Response:
     """Server metadata: name, version and the protocol extensions served."""
     paths = request.app.openapi()["paths"]  # built once and cached by FastAPI; lists included routers' routes
-    extensions = ["binary_tensor_data"] + (["model_repository"] if "/v2/repository/index" in paths else [])
+    extensions = (["binary_tensor_data"] + (["model_repository"] if "/v2/repository/index" in paths else [])
+                  + (["explain"] if "/v2/models/{name}/explain" in paths else []))
     return _json(oip.server_metadata(__version__, extensions))
 
 
