@@ -55,12 +55,13 @@ serve: models
 container-check:
 	scripts/container-check
 
-# Benchmark (bench/run.py): `make bench` full, `make bench QUICK=1` (about 6 min with the peers,
-# which bench/peers/setup.py installs into bench/work/peers/ the first time; BENCH_ARGS=--peers=none skips them).
+# Benchmark (bench/run.py): `make bench` full, `make bench QUICK=1` (about 10 min with the six peers,
+# which bench/peers/setup.py installs into bench/work/peers/ the first time; BENCH_ARGS=--peers=none skips them),
+# HTTP and then OIP gRPC cells in the same run (BENCH_ARGS=--grpc=none skips gRPC).
 bench: $(STAMP)
 	$(PY) bench/run.py $(if $(QUICK),--quick) $(BENCH_ARGS)
 
-# OIP gRPC side by side (bench/grpc_side.py, about 4 min): the service, MLServer, KServe, PyTriton; same pinning.
+# OIP gRPC alone (a subset of `make bench`; bench/grpc_side.py, about 4 min): the service, MLServer, KServe, PyTriton.
 bench-grpc: $(STAMP)
 	$(PY) bench/grpc_side.py $(GRPC_BENCH_ARGS)
 

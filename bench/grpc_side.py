@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""OIP gRPC side by side (issue 20): the service, MLServer, KServe and Triton (PyTriton) on the same tensors,
+"""OIP gRPC side by side (issue 20): the service, MLServer, KServe and PyTriton (Triton
+Inference Server with the model in its Python backend) on the same tensors,
 sent as ModelInfer with raw_input_contents by bench/grpc_load.py (N calls in flight, a fixed duration).
 
     .venv/bin/python bench/grpc_side.py [--servers monoserve,mlserver,kserve,pytriton] [--workloads ...] [--duration 4]
@@ -130,6 +131,59 @@ def to_markdown(rows: list[dict], servers: list[str], unavailable: dict[str, str
     return "\n".join(lines)
 
 
+def measure_grpc(work: Path, prepared: dict, registry: ProcessRegistry, servers: list[str], workload_names: list[str],
+                 duration: float) -> dict:
+    """Each server started alone with its OIP gRPC port, every answer checked, each workload timed at
+    1 and 64 calls in flight (the heavy one at 1); {"rows", "checks", "unavailable"}. bench/run.py
+    calls this in the same run as its HTTP cells; `make bench-grpc` runs it alone."""
+    logs, bodies = work / "logs", work / "bodies"
+    bodies.mkdir(parents=True, exist_ok=True)
+    workloads = [WORKLOADS[name] for name in workload_names]
+    references, body_files = {}, {}
+    for workload in workloads:
+        references[workload.name] = reference_output(work, workload)
+        body_files[workload.name] = bodies / f"{workload.name}.grpc"
+        body_files[workload.name].write_bytes(raw_infer_request(workload.model, workload.input_name, workload.array()))
+    rows, checks, unavailable = [], {}, {}
+    for name in servers:
+        port, grpc_port = free_port(), free_port()
+        try:
+            argv, env, ready = server_argv(name, prepared["repo"], work, port, grpc_port)
+            if name != "monoserve":
+                env = {**peer_specs_module.peer_env(prepared["onnx"]), **env}
+            process = registry.start(argv, SERVER_CPUS, env, logs / f"{name}-grpc.log")
+            wait_ready(process, f"http://127.0.0.1:{port}{ready}")
+        except RuntimeError as exc:
+            unavailable[name] = f"{exc}; log: {log_tail(logs / f'{name}-grpc.log')}"
+            log.error("[%s] could not start: %s", name, unavailable[name])
+            continue
+        target = f"127.0.0.1:{grpc_port}"
+        for workload in workloads:
+            body = body_files[workload.name].read_bytes()
+            try:
+                check = check_grpc_answer(target, workload, body, references[workload.name])
+            except Exception as exc:  # an answer we cannot read: reported, not timed
+                check = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            checks[f"{name}/{workload.name}"] = check
+            if not check["ok"]:
+                log.error("[%s] %s: bad gRPC answer, not timed: %s", name, workload.name, check)
+                continue
+            for concurrency in ((1,) if workload.name == HEAVY else (1, 64)):
+                wait_idle(process.pid)
+                try:
+                    result = run_load(target, body_files[workload.name], concurrency, duration, process.pid)
+                except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+                    log.error("[%s] %s c=%d: %s", name, workload.name, concurrency, exc)
+                    checks[f"{name}/{workload.name}/c{concurrency}"] = {"ok": False, "error": str(exc)[:500]}
+                    continue
+                rows.append({"server": name, "workload": workload.name, "concurrency": concurrency, **result})
+                log.info("[%s] gRPC %-20s c=%-3d %8.1f req/s p50 %7.2f ms p99 %7.2f ms err %s cpu %3.0f%%", name,
+                         workload.name, concurrency, result["req_per_s"], result["p50_ms"], result["p99_ms"],
+                         result["errors"], result["server_cpu_percent"])
+        registry.stop(process)
+    return {"rows": rows, "checks": checks, "unavailable": unavailable}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
@@ -142,62 +196,18 @@ def main(argv: list[str] | None = None) -> int:
     registry = ProcessRegistry()
     install_stop_on_signals(registry)
     prepared = prepare(args.work)
-    logs, bodies = args.work / "logs", args.work / "bodies"
-    bodies.mkdir(parents=True, exist_ok=True)
-    workloads = [WORKLOADS[name] for name in args.workloads.split(",")]
-    references, body_files = {}, {}
-    for workload in workloads:
-        references[workload.name] = reference_output(args.work, workload)
-        body_files[workload.name] = bodies / f"{workload.name}.grpc"
-        body_files[workload.name].write_bytes(raw_infer_request(workload.model, workload.input_name, workload.array()))
-    rows, checks, unavailable = [], {}, {}
     servers = args.servers.split(",")
     try:
-        for name in servers:
-            port, grpc_port = free_port(), free_port()
-            try:
-                argv, env, ready = server_argv(name, prepared["repo"], args.work, port, grpc_port)
-                if name != "monoserve":
-                    env = {**peer_specs_module.peer_env(prepared["onnx"]), **env}
-                process = registry.start(argv, SERVER_CPUS, env, logs / f"{name}-grpc.log")
-                wait_ready(process, f"http://127.0.0.1:{port}{ready}")
-            except RuntimeError as exc:
-                unavailable[name] = f"{exc}; log: {log_tail(logs / f'{name}-grpc.log')}"
-                log.error("[%s] could not start: %s", name, unavailable[name])
-                continue
-            target = f"127.0.0.1:{grpc_port}"
-            for workload in workloads:
-                body = body_files[workload.name].read_bytes()
-                try:
-                    check = check_grpc_answer(target, workload, body, references[workload.name])
-                except Exception as exc:  # an answer we cannot read: reported, not timed
-                    check = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-                checks[f"{name}/{workload.name}"] = check
-                if not check["ok"]:
-                    log.error("[%s] %s: bad gRPC answer, not timed: %s", name, workload.name, check)
-                    continue
-                for concurrency in ((1,) if workload.name == HEAVY else (1, 64)):
-                    wait_idle(process.pid)
-                    try:
-                        result = run_load(target, body_files[workload.name], concurrency, args.duration, process.pid)
-                    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
-                        log.error("[%s] %s c=%d: %s", name, workload.name, concurrency, exc)
-                        checks[f"{name}/{workload.name}/c{concurrency}"] = {"ok": False, "error": str(exc)[:500]}
-                        continue
-                    rows.append({"server": name, "workload": workload.name, "concurrency": concurrency, **result})
-                    log.info("[%s] %-20s c=%-3d %8.1f req/s p50 %7.2f ms p99 %7.2f ms err %s cpu %3.0f%%", name,
-                             workload.name, concurrency, result["req_per_s"], result["p50_ms"], result["p99_ms"],
-                             result["errors"], result["server_cpu_percent"])
-            registry.stop(process)
+        measured = measure_grpc(args.work, prepared, registry, servers, args.workloads.split(","), args.duration)
     finally:
         registry.stop_all()
-    table = to_markdown(rows, servers, unavailable)
+    table = to_markdown(measured["rows"], servers, measured["unavailable"])
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "machine": f"{platform.node()}: {os.cpu_count()} CPUs, shared with other work", "shared_machine": True,
         "pinning": {"server_cpus": SERVER_CPUS, "client_cpus": WRK_CPUS}, "duration_s": args.duration,
-        "checks": checks, "unavailable": unavailable, "rows": rows}, indent=2) + "\n")
+        **measured}, indent=2) + "\n")
     return 0
 
 

@@ -1,5 +1,6 @@
 """Benchmark monoserve against the naive server, the framework ceiling and peer servers (MLServer,
-LitServe, KServe, Triton through PyTriton: bench/peers/), with wrk over loopback.
+LitServe, KServe, PyTriton (Triton Inference Server with the model in its Python backend), BentoML,
+Ray Serve: bench/peers/), with wrk over loopback, then the OIP gRPC cells (bench/grpc_side.py).
 
     make bench            # full run: every workload at concurrency 1, 16, 64
     make bench QUICK=1    # about 6 minutes with the peers: fewer concurrency levels, shorter runs
@@ -16,8 +17,10 @@ What it does, in order:
    (a workload answered wrongly is reported, not timed),
    then drives each workload with wrk pinned to WRK_CPUS, each run bounded by --duration, and
    reads the server's CPU time and RSS from /proc; waits for the server to go idle between runs;
-4. stops every process it started (also on Ctrl-C or failure) and writes
-   bench/results/bench[_quick].json and .md.
+4. runs the OIP gRPC cells of the service, MLServer, KServe and PyTriton (--grpc), each server
+   started again with its gRPC port (bench/grpc_side.py's measure_grpc);
+5. stops every process it started (also on Ctrl-C or failure) and writes
+   bench/results/bench[_quick][_TAG].json and .md (bench/tables.py puts several runs side by side).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ BENCH_DIR = REPO_ROOT / "bench"
 sys.path.append(str(REPO_ROOT))  # after PYTHONPATH and the installed project
 sys.path.insert(0, str(BENCH_DIR))
 
+import floor  # noqa: E402
 from peers import specs as peer_specs_module  # noqa: E402
 from peers.setup import REQUIREMENTS as PEER_REQUIREMENTS  # noqa: E402
 from peers.setup import ensure_peer, install_error  # noqa: E402
@@ -620,9 +624,21 @@ def check_server(server: RunningServer, work: Path, references: dict) -> None:
             del server.spec.workloads[name]
 
 
+def service_stages(server: RunningServer) -> dict | None:
+    """The service's stage histogram totals from its /metrics (None for other servers or on failure)."""
+    if not server.spec.name.startswith("monoserve"):
+        return None
+    try:
+        status, _, body = http("GET", server.base_url + "/metrics", timeout=10.0)
+    except (urllib.error.URLError, OSError):
+        return None
+    return floor.stage_totals(body.decode()) if status == 200 else None
+
+
 def run_cell(server: RunningServer, workload: Workload, connections: int, plan: Plan, work: Path, round_: int) -> dict:
     spec, process, body_file = server.spec, server.process, workload.body_file(work)
     wait_idle(process.pid)
+    stages_before = service_stages(server)
     heavy = workload.name.startswith(("smooth_large", "smooth_long"))
     if spec.sequential_heavy and heavy:
         run = measure_sequential(spec, process, server.base_url, workload, body_file, plan.heavy_duration)
@@ -630,6 +646,10 @@ def run_cell(server: RunningServer, workload: Workload, connections: int, plan: 
         duration = plan.heavy_duration if heavy else plan.duration
         run = measure_run(spec, process, server.base_url, workload, body_file, connections, duration, plan.timeout)
     record = {**dataclasses.asdict(run), "round": round_}
+    if stages_before is not None:  # the service's own stage times over the cell (bench/floor.py)
+        stages_after = service_stages(server)
+        if stages_after is not None:
+            record["stage_ms_per_request"] = floor.stage_ms_per_request(stages_before, stages_after)
     log.info(
         "[%s] %-18s c=%-3d r%d %9.1f req/s %12.0f samples/s p50 %8.2f ms p99 %8.2f ms err %d cpu %3.0f%% rss %.0f MB",
         spec.name, workload.name, connections, round_, run.req_per_s, run.samples_per_s, run.p50_ms, run.p99_ms,
@@ -769,6 +789,21 @@ def summarize(result: dict) -> dict:
     targets["smooth_large_oip_json_vs_smooth_json"] = {
         "value": ratio(get(mono_oip, "req_per_s"), get(mono_json, "req_per_s")), "target": ">= 0.83 (within 1.2x)",
         "per_cpu_s": ratio(get(mono_oip, "req_per_cpu_s"), get(mono_json, "req_per_cpu_s"))}
+    # issue 30: OIP REST 1-sample against the same constant app (its body differs, its answer is a constant)
+    mono_oip_c1 = best(runs, "monoserve", "classify_1_oip", "req_per_s", 64)
+    targets["classify_1_oip_c64_vs_ceiling"] = {
+        "value": ratio(get(mono_oip_c1, "req_per_s"), get(ceiling_c1, "req_per_s")), "target": ">= 1.3",
+        "per_cpu_s": ratio(get(mono_oip_c1, "req_per_cpu_s"), get(ceiling_c1, "req_per_cpu_s"))}
+    grpc_rows = (result.get("grpc") or {}).get("rows", [])
+    grpc_ratios = {}
+    for concurrency in (1, 64):  # gRPC 1-sample classify against KServe, at each concurrency
+        cell = {row["server"]: row["req_per_s"] for row in grpc_rows
+                if row["workload"] == "classify_1_oipbin" and row["concurrency"] == concurrency}
+        grpc_ratios[f"c{concurrency}"] = ratio(cell.get("monoserve"), cell.get("kserve"))
+    if any(value is not None for value in grpc_ratios.values()):
+        targets["grpc_classify_1_vs_kserve"] = {
+            "value": min((v for v in grpc_ratios.values() if v is not None)), "target": "> 1 at every concurrency",
+            **grpc_ratios}
     versus = peer_comparison(result)
     if versus:
         behind = [row for row in versus if row["ratio"] is not None and row["ratio"] < 1.0]
@@ -868,7 +903,7 @@ def to_markdown(result: dict) -> str:
         "- CUDA: not measured (no GPU in this session).",
         f"- Started: {result['started']}; took {result['elapsed_s']:.0f} s.",
         "",
-        "## Targets (issues 6 and 20)",
+        "## Targets (issues 6, 20 and 30)",
         "",
         "| target | measured | goal |",
         "|---|---|---|",
@@ -914,6 +949,12 @@ def to_markdown(result: dict) -> str:
                 f"{fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} | {r['errors']} | {r['server_cpu_percent']:.0f} | "
                 f"{fmt(per_cpu)} | {r['rss_mb_max']:.0f} |"
             )
+    floor_rows = floor.floor_rows(result)
+    if floor_rows:
+        lines += ["", "## Where a request's time goes in the service (bench/floor.py)", "",
+                  "Per request: the server's CPU ms, and the service's own stage times (wall; with dynamic batching",
+                  "`inference` includes the queue wait); shares of the CPU ms; in-process ORT ms / CPU ms per request.", ""]
+        lines += floor.markdown(floor_rows)
     lines += ["", "## Side by side (req/s, (p50/p99 ms, server CPU %))", "",
               "Each cell: requests answered 200 per second, its p50 and p99 latency, and the CPU the server got.", ""]
     lines += side_by_side(result)
@@ -926,6 +967,12 @@ def to_markdown(result: dict) -> str:
             lines.append(f"| {row['workload']} | {row['concurrency']} | {row['peer']} | {fmt(row['peer_req_per_s'])} | "
                          f"{fmt(row['peer_p99_ms'], 1)} | {fmt(row['req_per_s'])} | {fmt(row['p99_ms'], 1)} | "
                          f"{fmt(row['ratio'], 2)} |")
+    if result.get("grpc"):
+        from grpc_side import to_markdown as grpc_markdown
+
+        lines += ["", "## OIP gRPC (ModelInfer, raw tensors; bench/grpc_load.py pinned like wrk)", "",
+                  "Each cell: calls answered OK per second (p50/p99 ms, server CPU %).", "",
+                  grpc_markdown(result["grpc"]["rows"], result["grpc"]["servers"], result["grpc"]["unavailable"])]
     if result.get("unavailable"):
         lines += ["", "## Peers that could not run here", ""]
         for name, error in result["unavailable"].items():
@@ -1017,6 +1064,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", help="comma-separated subset of the workloads (e.g. classify_1_json)")
     parser.add_argument("--peers", default=",".join(PEER_REQUIREMENTS),
                         help="comma-separated peer servers (installed into bench/work/peers/ when missing), or 'none'")
+    parser.add_argument("--grpc", default="monoserve,mlserver,kserve,pytriton",
+                        help="servers whose OIP gRPC cells run after the HTTP ones (bench/grpc_side.py), or 'none'")
+    parser.add_argument("--tag", default="", help="suffix of the result files (bench_quick_TAG.json): keep each run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if shutil.which("wrk") is None:
@@ -1061,6 +1111,17 @@ def main(argv: list[str] | None = None) -> int:
         for server in running:
             registry.stop(server.process)
         servers = [server.summary() for server in running]
+        grpc_cells = None
+        grpc_servers = [] if args.grpc == "none" else [
+            name for name in args.grpc.split(",")
+            if (name == "monoserve" or name in peers) and (include is None or name in include)]
+        if grpc_servers:  # the gRPC cells, same run: each server again, alone, with its gRPC port
+            from grpc_side import GRPC_WORKLOADS, measure_grpc
+
+            chosen_grpc = [w for w in GRPC_WORKLOADS if not args.workloads or w in args.workloads.split(",")]
+            grpc_cells = measure_grpc(args.work, prepared, registry, grpc_servers, chosen_grpc,
+                                      max(plan.duration, 2.0))
+            grpc_cells["servers"] = grpc_servers
         inprocess_runs.append(measure_inprocess(args.work, plan, "end"))
         inprocess = fastest_inprocess(inprocess_runs)
         memory = None
@@ -1080,11 +1141,12 @@ def main(argv: list[str] | None = None) -> int:
         "servers": servers,
         "unavailable": unavailable,
         "memory": memory,
+        "grpc": grpc_cells,
     }
     result["targets"] = summarize(result)
     result["comparisons"] = comparisons(result)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "bench_quick" if plan.quick else "bench"
+    stem = ("bench_quick" if plan.quick else "bench") + (f"_{args.tag}" if args.tag else "")
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str))
     markdown = to_markdown(result)
     (args.out / f"{stem}.md").write_text(markdown)

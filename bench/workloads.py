@@ -128,7 +128,7 @@ def _smooth(size: str, rows: int, length: int, model: str = "smoother") -> list[
 
 
 OIP_FORMATS = ("oip", "oipbin")
-# The workloads every OIP server runs (the service, MLServer, KServe, Triton): the same tensors.
+# The workloads every OIP server runs (the service, MLServer, KServe, PyTriton: Triton's Python backend): the same tensors.
 OIP_WORKLOADS = [
     *(Workload(f"classify_{rows}_{fmt}", "classify", "classifier", rows, N_FEATURES, fmt)
       for rows in (1, 64) for fmt in OIP_FORMATS),

@@ -35,6 +35,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from contract.tensors import folded_output_bytes, static_shapes
+
+DEFAULT_MAX_TENSOR_BYTES = 256 * 1024 * 1024  # as contract.files.DEFAULT_MAX_FILE_BYTES
+
 log = logging.getLogger(__name__)
 
 PLUS, MINUS = 1, -1
@@ -232,14 +236,19 @@ class GraphInfo:
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # float tensors: [lo, hi]
     hazards: list[tuple[str, str]] = field(default_factory=list)  # (node label, why it may give NaN/Inf)
     inference_error: str | None = None
+    # the most bytes one folded constant may take (contract.tensors.folded_output_bytes): a larger
+    # one is a hazard (refused), never evaluated
+    max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES
+    shapes: dict[str, list[int] | None] = field(default_factory=dict)  # static shapes, where inferred
 
     @classmethod
-    def build(cls, model: onnx.ModelProto, fold: bool = True) -> "GraphInfo":
+    def build(cls, model: onnx.ModelProto, fold: bool = True,
+              max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> "GraphInfo":
         if model.functions:
             from onnx import inliner
 
             model = inliner.inline_local_functions(model)
-        info = cls(model)
+        info = cls(model, max_tensor_bytes=max_tensor_bytes)
         graph = model.graph
         for init in graph.initializer:
             info.constants[init.name] = numpy_helper.to_array(init)
@@ -256,6 +265,7 @@ class GraphInfo:
             info.inference_error = _first_line(str(exc))
             log.debug("shape inference failed: %s", exc)
             value_infos = [*graph.input]
+        info.shapes = static_shapes(value_infos)
         for vi in value_infos:
             info.last_dims[vi.name] = _static_last_dim(vi)
             if vi.type.tensor_type.elem_type:
@@ -278,10 +288,17 @@ class GraphInfo:
                 continue
             if not all(name == "" or name in self.constants for name in node.input):
                 continue
+            feeds = {name: self.constants[name] for name in node.input if name}
+            size = folded_output_bytes(node, feeds, self.shapes)
+            if size is None or size > self.max_tensor_bytes:
+                label = node_label(node, list(self.model.graph.node).index(node))
+                self.hazards.append((label, "would allocate " + ("an output whose size cannot be known before "
+                                     "evaluating it" if size is None else f"{size} bytes") + f" (the limit per "
+                                     f"tensor is {self.max_tensor_bytes} bytes): refused, not evaluated"))
+                continue
             try:
                 if evaluator is None:
                     from onnx.reference import ReferenceEvaluator as evaluator
-                feeds = {name: self.constants[name] for name in node.input if name}
                 outputs = evaluator(node).run(None, feeds)
             except Exception as exc:  # an op the reference evaluator lacks: its outputs stay non-constant
                 log.debug("cannot fold %s: %s", node.op_type, exc)

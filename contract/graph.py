@@ -26,7 +26,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from contract.certificate import FLOAT_TYPES, GraphInfo, node_label
+from contract.certificate import DEFAULT_MAX_TENSOR_BYTES, FLOAT_TYPES, GraphInfo, node_label
+from contract.tensors import tensor_problems
 
 # The default-domain opsets whose op semantics the proof models (the exporter writes 18 and up): the
 # allowed ops' semantics are unchanged from 13 to the newest opset the installed onnx knows.
@@ -83,13 +84,20 @@ class GraphRefused(Exception):
 
 
 def check_graph(model: onnx.ModelProto, inputs: Sequence[IoSpec], outputs: Sequence[IoSpec],
-                file: str = "model.onnx", scope: str | None = None) -> GraphInfo:
+                file: str = "model.onnx", max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+                scope: str | None = None) -> GraphInfo:
     """The graph's facts (constants folded, shapes, bounds) when every check passes; GraphRefused otherwise.
+
+    First, before any tensor is read: external data anywhere (contract.tensors), and declared
+    tensor sizes over `max_tensor_bytes` or unlike the bytes held; no folded constant may exceed
+    `max_tensor_bytes` either (refused before it is evaluated).
 
     `scope`: a classifier's scope. With "final", the ops of HIDDEN_ONLY_OPS are allowed upstream of
     the output layer (contract.certificate.output_layer); anywhere else, and in any other scope,
     they are refused naming the node and the op."""
-    problems: list[str] = []
+    problems = tensor_problems(model, file, max_tensor_bytes)
+    if problems:  # nothing below may read a tensor that points outside the file or lies about its size
+        raise GraphRefused(problems)
     problems += _structure(model, file)
     if problems:  # the rest assumes one plain graph in the default domain
         raise GraphRefused(problems)
@@ -107,7 +115,7 @@ def check_graph(model: onnx.ModelProto, inputs: Sequence[IoSpec], outputs: Seque
         onnx.checker.check_model(model)
     except Exception as exc:  # ValidationError and friends: unknown attributes, input counts, node order
         raise GraphRefused([f"{file} is not a valid ONNX graph: {_first_line(str(exc))}"]) from exc
-    info = GraphInfo.build(model)
+    info = GraphInfo.build(model, max_tensor_bytes=max_tensor_bytes)
     if info.inference_error:
         raise GraphRefused([f"{file}: shape inference fails, so the graph is not one the proof models: {info.inference_error}"])
     problems += _dtypes(model, info)

@@ -105,27 +105,23 @@ class TrustedKeys:
 def check_bounds(version_dir: Path, max_file_bytes: int) -> int:
     """Walk the version directory without following links; the number of files covered. Refuses
     what model-signing must not be asked to read (a FIFO would block it, a huge file take long)."""
+    from contract.walk import WalkLimits, WalkRefused, bounded_walk
+
     problems: list[str] = []
     count = 0
-    stack = [version_dir]
-    while stack:
-        directory = stack.pop()
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                relative = os.path.relpath(entry.path, version_dir)
-                st = entry.stat(follow_symlinks=False)
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(Path(entry.path))
-                    continue
-                if not stat.S_ISREG(st.st_mode):
-                    problems.append(f"{relative}: not a regular file (symlink, FIFO or device)")
-                    continue
-                count += 1
-                limit = MAX_SIGNATURE_BYTES if relative == SIGNATURE_NAME else max_file_bytes
-                if st.st_size > limit:
-                    problems.append(f"{relative}: {st.st_size} bytes, over the limit of {limit} bytes")
-                if count > MAX_FILES:
-                    raise SignatureError(f"more than {MAX_FILES} files in the version directory", reason="invalid")
+    try:
+        for relative, st in bounded_walk(version_dir, WalkLimits(max_files=MAX_FILES)):
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                problems.append(f"{relative}: not a regular file (symlink, FIFO or device)")
+                continue
+            count += 1
+            limit = MAX_SIGNATURE_BYTES if relative == SIGNATURE_NAME else max_file_bytes
+            if st.st_size > limit:
+                problems.append(f"{relative}: {st.st_size} bytes, over the limit of {limit} bytes")
+    except WalkRefused as exc:  # the folder is past the walk's limits (depth, folders, files, entries)
+        raise SignatureError(str(exc), reason="invalid") from None
     if problems:
         raise SignatureError("; ".join(problems), problems)
     return count

@@ -147,10 +147,20 @@ def _explain(error: ValidationError, source: str) -> str:
         else:
             message = item["msg"]
             if "input" in item and not isinstance(item["input"], (dict, list)):
-                message += f" (got {item['input']!r})"
+                message += f" (got {_cut(repr(item['input']))})"
         seen.setdefault(key, message)
-    lines = [f"key {key!r}: {message}" for key, message in seen.items()]
+    lines = [f"key {_cut(repr(key))}: {message}" for key, message in list(seen.items())[:MAX_KEYS_REPORTED]]
+    if len(seen) > MAX_KEYS_REPORTED:
+        lines.append(f"and {len(seen) - MAX_KEYS_REPORTED} more key(s)")
     return f"{source}: invalid declaration: " + "; ".join(lines)
+
+
+MAX_KEYS_REPORTED = 20  # a declaration with 10,000 unknown keys is named by its first 20 and a count
+MAX_VALUE_CHARS = 80  # a key or value echoed in a message is cut here (a 50 MB value is not echoed whole)
+
+
+def _cut(text: str, limit: int = MAX_VALUE_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + f"...({len(text)} chars)"
 
 
 def parse_spec(data: Mapping[str, Any] | ClassifierSpec | SmootherSpec, source: str = "declaration") -> ClassifierSpec | SmootherSpec:
@@ -178,6 +188,6 @@ def load_spec(spec: str | Path | Mapping[str, Any] | ClassifierSpec | SmootherSp
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise SpecError(f"{path}: not valid TOML: {exc}") from None
+            raise SpecError(f"{path}: not valid TOML: {_cut(str(exc), 300)}") from None
         return parse_spec(data, str(path))
     return parse_spec(spec)

@@ -30,6 +30,7 @@ from contract.manifest import MANIFEST_NAME, ConstraintEntry, FileEntry, Manifes
 from contract.spec import ClassifierSpec, SmootherSpec, load_spec
 from export import card, publish
 from export.errors import ExportError, ExportInputError
+from export.fir import ProbeRefused
 from export.parity import DEFAULT_ATOL, DEFAULT_RTOL
 from export.ranges import feature_ranges
 from export.validation import validate_name, validate_tolerance
@@ -77,6 +78,84 @@ class ByomResult:
         lines += [f"  {line}" for line in self.found]
         lines.append("proven by the service's prover and policy (engine onnx) before publishing")
         return "\n".join(lines)
+
+
+class ProbeRefusedError(ModelRefusedError, ProbeRefused):
+    """A probe of the user's graph refused before it ran (its memory cannot be bounded)."""
+
+
+# -- probing a user's graph: bounded, and blind to anything outside it --------------------------
+MAX_MESSAGE_CHARS = 500  # one problem line: a hostile file's names and values are cut to this
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` cut to `limit` characters (the cut says how much was left out)."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
+
+
+@dataclass(frozen=True)
+class ProbeLimits:
+    max_file_bytes: int  # MONOSERVE_MAX_ARTIFACT_BYTES: per file and per declared tensor
+    budget_bytes: int  # the in-flight memory budget: the most one tensor of a probe run may take
+
+
+def probe_limits() -> ProbeLimits:
+    """The service's caps, from the same settings (MONOSERVE_MAX_ARTIFACT_BYTES, the in-flight budget)."""
+    from service.settings import Settings
+
+    settings = Settings()
+    return ProbeLimits(int(settings.max_artifact_bytes), int(settings.inflight_budget))
+
+
+class ProbeSession:
+    """An ONNX Runtime session over a user's graph for probing it: one thread, no memory arena, made
+    from bytes with external data pointed at an empty private folder (contract.tensors.
+    seal_external_data); before each new input shape runs, every tensor the graph would compute is
+    bounded by the in-flight memory budget (contract.tensors.allocation_problems), or it is refused."""
+
+    def __init__(self, model: Any, label: str, input_name: str, limits: ProbeLimits | None = None):
+        import onnxruntime as ort
+
+        from contract.tensors import seal_external_data
+
+        from contract.tensors import allocation_problems
+
+        self.model, self.label, self.input_name = model, label, input_name
+        self.limits = limits or probe_limits()
+        self._checked: set[tuple[int, ...]] = set()
+        # what needs no input shape (constants, ConstantOfShape of a constant) before the session exists
+        problems = allocation_problems(model, {}, self.limits.budget_bytes, label, require_known=False)
+        if problems:
+            raise ProbeRefusedError(problems, label)
+        options = ort.SessionOptions()
+        # no constant folding at load: the probe runs a graph once or twice, and folding would
+        # evaluate its constant subgraphs before any check of the input shapes could run
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.enable_cpu_mem_arena = False  # memory returns to the system after each probe
+        options.log_severity_level = 3
+        seal_external_data(options)
+        try:
+            self.session = ort.InferenceSession(model.SerializeToString(), sess_options=options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelRefusedError([f"ONNX Runtime cannot load it: {bounded(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}"],
+                                    label) from exc
+
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        from contract.tensors import allocation_problems
+
+        if shape in self._checked:
+            return
+        problems = allocation_problems(self.model, {self.input_name: shape}, self.limits.budget_bytes, self.label)
+        if problems:
+            raise ProbeRefusedError(problems, self.label)
+        self._checked.add(shape)
+
+    def run_all(self, inputs: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
+        self.check_shape(tuple(int(d) for d in inputs.shape))
+        return self.session.run(outputs, {self.input_name: inputs})
 
 
 # -- the user's model, as a black box the kind adapters can query ------------------------------
@@ -158,7 +237,13 @@ class ModuleSource(UserSource):
             except Exception as exc:
                 raise ModelRefusedError([f"torch.onnx.export cannot export it: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"],
                                         self.label) from exc
-            return onnx.load(str(path))
+            model = onnx.load(str(path), load_external_data=False)
+        from contract.tensors import tensor_problems
+
+        problems = tensor_problems(model, ONNX_FILE, probe_limits().max_file_bytes)
+        if problems:
+            raise ModelRefusedError(problems, self.label)
+        return model
 
     def fingerprint(self) -> tuple[str, str]:
         digest = hashlib.sha256()
@@ -169,22 +254,33 @@ class ModuleSource(UserSource):
 
 
 class OnnxSource(UserSource):
+    """An ONNX file written by anything. Nothing outside the file is ever read: the file's size is
+    checked against the service's cap before parsing, every tensor it carries is checked for
+    external data and declared sizes before any is read (contract.tensors), and it is run only in
+    a probe session that cannot read external data, once each input shape's memory is bounded."""
+
     def __init__(self, path: str | Path):
         import onnx
+
+        from contract.tensors import tensor_problems
 
         self.path = Path(path)
         self.label = str(self.path.name)
         if not self.path.is_file():
             raise ExportInputError(f"ONNX file not found: {self.path}")
+        limits = probe_limits()
+        size = self.path.stat().st_size
+        if size > limits.max_file_bytes:
+            raise ModelRefusedError([f"the file is {size} bytes, over the {limits.max_file_bytes}-byte limit per "
+                                     "file (MONOSERVE_MAX_ARTIFACT_BYTES); not read"], self.label)
         try:
             self.model = onnx.load(str(self.path), load_external_data=False)
         except Exception as exc:
-            raise ExportInputError(f"{self.path}: not a readable ONNX model: {exc}") from exc
-        external = [init.name for init in self.model.graph.initializer if init.data_location == onnx.TensorProto.EXTERNAL]
-        if external:
-            raise ModelRefusedError([f"initializer(s) {external[:5]} store their data outside the file (external data "
-                                     "is refused by the service: one self-contained file, covered by one checksum)"], self.label)
-        self._session = None
+            raise ExportInputError(f"{self.path}: not a readable ONNX model: {bounded(str(exc))}") from exc
+        problems = tensor_problems(self.model, self.label, limits.max_file_bytes)
+        if problems:
+            raise ModelRefusedError(problems, self.label)
+        self._probe: ProbeSession | None = None
 
     def _input_name(self) -> str:
         initializers = {i.name for i in self.model.graph.initializer}
@@ -194,19 +290,9 @@ class OnnxSource(UserSource):
         return names[0]
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
-        import onnxruntime as ort
-
-        if self._session is None:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
-            options.inter_op_num_threads = 1
-            try:
-                self._session = ort.InferenceSession(self.model.SerializeToString(), sess_options=options,
-                                                     providers=["CPUExecutionProvider"])
-            except Exception as exc:
-                raise ModelRefusedError([f"ONNX Runtime cannot load it: {str(exc).splitlines()[0]}"], self.label) from exc
-        feed = {self._input_name(): np.ascontiguousarray(inputs, dtype=np.float32)}
-        outputs = self._session.run(None, feed)
+        if self._probe is None:
+            self._probe = ProbeSession(self.model, self.label, self._input_name())
+        outputs = self._probe.run_all(np.ascontiguousarray(inputs, dtype=np.float32))
         if len(outputs) != 1:
             raise ModelRefusedError([f"the graph has {len(outputs)} outputs: expected exactly one"], self.label)
         return np.asarray(outputs[0], dtype=np.float32)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import signal
 import sys
 import threading
@@ -318,7 +319,7 @@ def _run_user_model(args: argparse.Namespace, source: str) -> int:
     try:
         spec = load_spec(args.spec)
     except SpecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {bounded(str(exc), 4000)}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
     from export.byom import ModelRefusedError, export_module, import_onnx
@@ -340,20 +341,38 @@ def _run_user_model(args: argparse.Namespace, source: str) -> int:
                 result = import_onnx(args.onnx_file, args.repo, args.name, spec, replace_kind=args.replace_kind, **tolerances,
                                      **signing)
     except ExportInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {bounded(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ModelRefusedError as exc:
-        print(f"refused, nothing published: {exc.source}:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        print(f"refused, nothing published: {bounded(exc.source)}:", file=sys.stderr)
+        for problem in exc.problems[:MAX_PROBLEM_LINES]:
+            print(f"  {bounded(problem)}", file=sys.stderr)
+        if len(exc.problems) > MAX_PROBLEM_LINES:
+            print(f"  ... and {len(exc.problems) - MAX_PROBLEM_LINES} more", file=sys.stderr)
         return EXIT_REFUSED
     except ProofRefusedError as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        print(exc.report, file=sys.stderr)
+        print(f"refused: {bounded(str(exc))}", file=sys.stderr)
+        print(bounded(exc.report, 20_000), file=sys.stderr)
         return EXIT_REFUSED
     except (KindConflictError, ExportError) as exc:
-        print(f"refused, nothing published: {exc}", file=sys.stderr)
+        print(f"refused, nothing published: {bounded(str(exc))}", file=sys.stderr)
+        return EXIT_REFUSED
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a malformed user file must end in a message, never a traceback
+        logging.getLogger(__name__).debug("import of %s failed", source, exc_info=exc)
+        print(f"refused, nothing published: the model could not be processed ({type(exc).__name__}: "
+              f"{bounded(str(exc))})", file=sys.stderr)
         return EXIT_REFUSED
     print(result.version_dir)
     print(result.render())
     return EXIT_OK
+
+
+MAX_PROBLEM_LINES = 20
+MAX_MESSAGE_CHARS = 500
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """A message cut to `limit` characters: a hostile file's names and values are echoed only so far."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"

@@ -29,6 +29,11 @@ class NotAFilterError(ValueError):
     """The module is not one shared FIR kernel applied to every channel in the declared mode."""
 
 
+class ProbeRefused(Exception):
+    """Running the module was refused before it ran (its memory unbounded, say): not a question of
+    whether it is a filter, so it ends the probing as it is."""
+
+
 @dataclass
 class FoundKernel:
     kernel: np.ndarray  # [K] float32, taps in correlation order (the last tap weighs the newest sample)
@@ -63,6 +68,8 @@ def _padding_that_fits(run_outputs: list[tuple[np.ndarray, np.ndarray]], kernel:
 def _call(run: Runner, x: np.ndarray, what: str) -> np.ndarray:
     try:
         out = np.asarray(run(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float64)
+    except ProbeRefused:
+        raise
     except Exception as exc:
         raise NotAFilterError(f"the module fails on {what} of shape {list(x.shape)}: {type(exc).__name__}: {exc}") from exc
     if out.ndim != 3 or out.shape[:2] != x.shape[:2]:

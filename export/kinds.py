@@ -323,11 +323,9 @@ class ClassifierExport(ExportKind):
 
 
     def prepare_user_model(self, source: Any, spec: Any, atol: float, rtol: float, seed: int) -> Any:
-        import onnxruntime as ort
-
         from contract.certificate import output_layer
         from contract.graph import GraphRefused, IoSpec, check_graph
-        from export.byom import ModelRefusedError, Prepared, tensor_specs
+        from export.byom import ModelRefusedError, Prepared, ProbeSession, tensor_specs
         from export.graphprep import INPUT_NAME, OUTPUT_NAME, GraphShapeError, prepare_classifier_graph
 
         n_features, n_labels = len(spec.features), len(spec.labels)
@@ -359,12 +357,10 @@ class ClassifierExport(ExportKind):
         else:
             constraints, found_proof, draw = self._clamped_output_layer(source, model, info, layer)
             proof = "signs"
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+        session = ProbeSession(model, source.label, INPUT_NAME)  # no external data, memory bounded per shape
 
         def published(x: np.ndarray) -> np.ndarray:
-            return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+            return session.run_all(x, [OUTPUT_NAME])[0]
 
         def eager(x: np.ndarray) -> np.ndarray:
             out = np.asarray(source.run(x), dtype=np.float64)

@@ -192,6 +192,11 @@ class Settings(BaseSettings):
     stream_max_open: int = Field(256, ge=1)
     stream_idle_timeout_s: float = Field(60.0, gt=0)
     stream_max_frame_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # The most one stream (a WebSocket connection, a gRPC ModelStreamInfer call with all its
+    # sequences) may hold of the worker's in-flight budget at once: its buffers and states and the
+    # chunk it is answering (service.stream_budget). Beyond it the stream's chunk answers 503 (413
+    # when a chunk alone is larger than the share), and the budget stays for everyone else.
+    stream_max_budget_share: float = Field(0.25, gt=0, le=1)
     # The key that signs carried stream states (HTTP). Unset: a random one per process, shared by
     # the workers of one `monoserve serve` (service.server); replicas behind one load balancer need
     # the same value. States older than stream_state_max_age_s are refused (0: never).

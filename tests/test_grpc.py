@@ -333,8 +333,21 @@ def test_api_token_on_metadata_and_infer(token_server):
         status, message = status_of(lambda: call(bearer("wrong")))
         assert status == "StatusCode.UNAUTHENTICATED" and "wrong API token" in message
         assert call(bearer(READER))
-    answers = run_stream(client, [{"model_name": "classifier", "inputs": [raw_input("features", rows)]}])
-    assert answers[0][0] is None and "missing API token" in answers[0][1].message()
+    # a stream's token is checked on the call's metadata before it takes a slot: the call is refused
+    errors: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: errors.put(error))
+    try:
+        try:
+            client.async_stream_infer("classifier", [raw_input("features", rows)])
+        except InferenceServerException:
+            pass  # the refused call may already be closed when the request is sent
+    finally:
+        client.stop_stream()
+    error = errors.get(timeout=30)
+    assert error is not None and error.status() == "StatusCode.UNAUTHENTICATED" and "missing API token" in error.message()
+    answers = run_stream(client, [{"model_name": "classifier", "inputs": [raw_input("features", rows)]}],
+                         headers=bearer(READER))
+    assert answers[0][1] is None
 
 
 def test_repository_load_and_unload_with_and_without_the_token(token_server):

@@ -1,6 +1,6 @@
 """Start one peer server (run with that peer's own python, bench/work/peers/NAME/bin/python):
 
-    python bench/peers/launch.py mlserver|litserve|kserve|pytriton PORT [GRPC_PORT]
+    python bench/peers/launch.py mlserver|litserve|kserve|pytriton|bentoml|rayserve PORT [GRPC_PORT]
 
 GRPC_PORT (MLServer, PyTriton, KServe): the OIP gRPC port, on 127.0.0.1 (default: a free port nobody is told of).
 
@@ -39,6 +39,13 @@ def mlserver(port: int, grpc_port: int) -> None:
     os.execv(binary, [binary, "start", str(directory)])
 
 
+def bentoml(port: int) -> None:
+    """`bentoml serve` as its docs run a service: the module's service class, from bench/peers."""
+    binary = str(Path(sys.executable).parent / "bentoml")
+    os.execv(binary, [binary, "serve", "bentoml_server:Peer", "--working-dir", str(HERE), "--host", "127.0.0.1",
+                      "--port", str(port)])
+
+
 def main() -> None:
     name, port = sys.argv[1], int(sys.argv[2])
     grpc_asked = len(sys.argv) > 3  # KServe starts its gRPC server only when asked (HTTP runs go without)
@@ -47,7 +54,10 @@ def main() -> None:
     sys.path.insert(0, str(HERE))
     if name == "mlserver":
         mlserver(port, grpc_port)
-    script = {"litserve": "litserve_server.py", "kserve": "kserve_server.py", "pytriton": "pytriton_server.py"}[name]
+    if name == "bentoml":
+        bentoml(port)
+    script = {"litserve": "litserve_server.py", "kserve": "kserve_server.py", "pytriton": "pytriton_server.py",
+              "rayserve": "rayserve_server.py"}[name]
     os.execv(sys.executable, [sys.executable, str(HERE / script), str(port), str(grpc_port), *(["grpc"] if grpc_asked else [])])
 
 

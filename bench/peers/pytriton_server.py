@@ -1,5 +1,6 @@
-"""NVIDIA Triton (through PyTriton) serving the benchmark's ONNX models over OIP v2 REST and gRPC: the
-ONNX Runtime call runs in a Python function bound with PyTriton, as its docs show. Batching off (the
+"""PyTriton: NVIDIA Triton Inference Server with the model in its Python backend (not Triton's own ONNX
+Runtime backend), serving the benchmark's ONNX models over OIP v2 REST and gRPC: the ONNX Runtime
+call runs in a Python function bound with PyTriton, as its docs show. Batching off (the
 requests carry their whole tensors), log verbosity 0, 127.0.0.1.
 
     PEER_SMOOTHER=... PEER_CLASSIFIER=... python pytriton_server.py HTTP_PORT GRPC_PORT

@@ -1,7 +1,7 @@
 """Each peer server in a virtual environment of its own under bench/work/peers/NAME (git-ignored),
 created and installed when missing; none of them is a dependency of the service.
 
-    .venv/bin/python bench/peers/setup.py [mlserver litserve kserve pytriton]
+    .venv/bin/python bench/peers/setup.py [mlserver litserve kserve pytriton bentoml rayserve]
 
 A peer whose install fails is recorded with its error (bench/work/peers/NAME/install-error.txt) and
 reported by the benchmark; the others still run.
@@ -27,6 +27,8 @@ REQUIREMENTS: dict[str, list[str]] = {
     "litserve": ["litserve", "onnxruntime", "numpy"],
     "kserve": ["kserve", "onnxruntime", "numpy"],
     "pytriton": ["nvidia-pytriton", "onnxruntime", "numpy"],
+    "bentoml": ["bentoml>=1.4,<1.5", "onnxruntime", "numpy"],
+    "rayserve": ["ray[serve]>=2.60,<2.61", "onnxruntime", "numpy"],
 }
 # Interpreters to try, in order (PyTriton's stub failed under pyenv's 3.11: Debian's python3 is an alternative).
 INTERPRETERS: dict[str, list[str]] = {"pytriton": ["/usr/bin/python3", sys.executable]}

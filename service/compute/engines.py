@@ -13,6 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
+from contract.tensors import seal_external_data
+
 log = logging.getLogger(__name__)
 
 ENGINES = ("onnx", "torchscript")
@@ -123,6 +125,7 @@ class OnnxEngine:
         # Idle intra-op threads would otherwise spin and steal the CPU from the event loop.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
+        seal_external_data(options)  # never reads a file beside the graph (the proof refuses external data first)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" else ["CPUExecutionProvider"]
         if self.device == "cuda":
             _preload_cuda_libraries(ort)

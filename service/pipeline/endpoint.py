@@ -314,16 +314,18 @@ def _kinds() -> Mapping[str, ModelKind]:
 
 
 async def handle(service: Service, adapter: ProtocolAdapter, receive: Receive, headers: Mapping[str, str],
-                 query_string: bytes | str) -> Reply | None:
+                 query_string: bytes | str, limits: Limits | None = None) -> Reply | None:
     """Answer one request end to end; None when the client went away before its body arrived.
 
     `headers`: lower-case names (only content-type, content-length, content-encoding, accept and
-    authorization are read, and inference-header-content-length by OIP)."""
+    authorization are read, and inference-header-content-length by OIP). `limits`: the request's
+    own (a stream's message: its stream's share of the budget, service.pipeline.stream_budget); closed here."""
     settings, metrics = service.settings, service.metrics
     model = UNKNOWN_MODEL
     context = request_context.CURRENT.get()
     marks = context.marks if context is not None else None  # None unless tracing is on (service.base.tracing)
-    limits = Limits(service.budget, settings.max_elements, settings.max_rows, settings.max_signal_length)
+    if limits is None:
+        limits = Limits(service.budget, settings.max_elements, settings.max_rows, settings.max_signal_length)
     try:
         check_authorization(settings, headers.get("authorization"))
         registry = service.registry
@@ -366,12 +368,7 @@ class _Progress:
         self.marks = context.marks if context is not None else None
 
     def observe(self, metrics: Any, route: str) -> None:
-        if self.decode_s >= 0:
-            metrics.observe_stage(route, "decode", self.decode_s)
-        if self.inference_s >= 0:
-            metrics.observe_stage(route, "inference", self.inference_s)
-        if self.encode_s >= 0:
-            metrics.observe_stage(route, "encode", self.encode_s)
+        metrics.observe_stages(route, self.decode_s, self.inference_s, self.encode_s)
 
 
 def _decode(service: Service, adapter: ProtocolAdapter, body: bytes, headers: Mapping[str, str],

@@ -321,9 +321,10 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
     return {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
 
 
-async def run_pipeline(service: Service, adapter: GrpcInferAdapter, body: bytes, metadata: Mapping[str, str]
-                       ) -> pipeline.Reply:
-    """One infer message through service.pipeline.endpoint.handle, as a body already received."""
+async def run_pipeline(service: Service, adapter: GrpcInferAdapter, body: bytes, metadata: Mapping[str, str],
+                       limits: Limits | None = None) -> pipeline.Reply:
+    """One infer message through service.pipeline.endpoint.handle, as a body already received
+    (`limits`: a stream's message's, counted against its stream's share)."""
     sent = False
 
     async def receive() -> dict[str, Any]:
@@ -337,6 +338,6 @@ async def run_pipeline(service: Service, adapter: GrpcInferAdapter, body: bytes,
     adapter.working = working_bytes(body)
     if "authorization" in metadata:
         headers["authorization"] = metadata["authorization"]
-    reply = await pipeline.handle(service, adapter, receive, headers, b"")
+    reply = await pipeline.handle(service, adapter, receive, headers, b"", limits)
     assert reply is not None  # the whole body is there: no disconnect
     return reply

@@ -128,18 +128,23 @@ class InferenceService:
     async def ModelStreamInfer(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
                                ) -> AsyncIterator[bytes]:
         """One answer per request, in order; a failed request answers error_message and the stream goes on."""
-        hub = self.service.streams
-        try:  # one of the worker's open streams (MONOSERVE_STREAM_MAX_OPEN), as a WebSocket stream is
-            hub.acquire()
-        except ServiceError as exc:
-            await abort(context, exc.status, exc.message, exc.headers)
-        session = StreamSession(self.service, _metadata(context))
+        hub, metadata = self.service.streams, _metadata(context)
         try:
-            async for body in requests:
+            # the token first, on the call's metadata: a call without it takes nothing (no slot, no budget)
+            pipeline.check_authorization(self.service.settings, metadata.get("authorization"))
+            hub.acquire()  # one of the worker's open streams (MONOSERVE_STREAM_MAX_OPEN), as a WebSocket stream is
+        except ServiceError as exc:
+            self.service.metrics.count_request(method_route("ModelStreamInfer"), UNKNOWN_MODEL, exc.status)
+            await abort(context, exc.status, exc.message, exc.headers)
+        session = StreamSession(self.service, metadata)
+        try:
+            async for body in session.messages(requests):  # ends the call after the idle timeout
                 yield await session.answer(body)
         finally:
             session.close()
             hub.release()
+        if session.idle_message is not None:
+            await abort(context, 408, session.idle_message, None)
 
     # -- the model repository (the control API's token rule) --
     async def _control(self, context: grpc.aio.ServicerContext) -> Lifecycle:

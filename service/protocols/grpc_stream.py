@@ -22,11 +22,26 @@ A failed request answers `error_message` (Triton's convention) and the stream go
 refused before the state changed (a bad shape, NaN) leaves its sequence open, one whose sequence
 ended or whose version is gone closes it. At most MAX_SEQUENCES sequences are open per stream,
 each holding channels x (kernel size - 1) float32 samples between chunks.
+
+What a stream may hold (issue 24): the token is checked on the call's metadata before the stream
+takes one of the worker's stream slots (service.protocols.grpc_server); each sequence's state is its own
+reservation in the in-flight budget, returned when the sequence ends, is restarted (a start on an
+open id returns the old reservation first), is untouched for MONOSERVE_STREAM_IDLE_TIMEOUT_S, or
+its stream closes; a call that sends no message for that long is ended (DEADLINE_EXCEEDED) and
+its slot returned; everything a stream holds at once (its sequences and the message being
+answered) is capped at MONOSERVE_STREAM_MAX_BUDGET_SHARE of the budget (service.pipeline.stream_budget).
+Open sequences are counted in monoserve_streams_open{transport="grpc"}, ended ones in
+monoserve_streams_closed{transport="grpc", outcome=ended|restarted|idle|version-gone|stream-closed}.
+Each message yields the event loop once after its answer, so a stream whose messages are already
+buffered is served in turn with every other client, never ahead of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,13 +62,17 @@ from service.protocols.grpc_oip import (
 from service.protocols.grpc_proto import messages
 from service.compute.request import InferRequest, InferResult, Limits
 from service.pipeline.streaming import SmoothStream, check_pinned
+from service.pipeline.stream_budget import StreamAccount, StreamLimits
 
 if TYPE_CHECKING:
     from service.compute.version import ProvenVersion
     from service.pipeline.service import Service
 
+log = logging.getLogger(__name__)
+
 ROUTE = method_route("ModelStreamInfer")
 MAX_SEQUENCES = 256
+TRANSPORT = "grpc"  # the metrics' transport label: one open sequence counts as one open stream
 
 
 def _varint(value: int) -> bytes:
@@ -118,22 +137,48 @@ class SequenceKind:
 SEQUENCE_KIND = SequenceKind()
 
 
+@dataclass
+class OpenSequence:
+    """A sequence open in a stream: its state and that state's own reservation in the budget."""
+
+    stream: SmoothStream
+    held: StreamLimits  # channels x (K - 1) float32, until the sequence closes
+    last_used: float  # time.monotonic() of its last chunk
+
+
 class StreamAdapter(GrpcInferAdapter):
     """A stream's requests: plain infers, or chunks of the stream's sequences (its `sequences`)."""
 
-    def __init__(self, service: Service):
+    def __init__(self, service: Service, account: StreamAccount | None = None):
         super().__init__(service, ROUTE, drop=SEQUENCE_PARAMETERS)
-        self.sequences: dict[int | str, SmoothStream] = {}
+        self.sequences: dict[int | str, OpenSequence] = {}
         self.current: SequenceCall | None = None  # the sequence chunk being answered, if any
-        settings = service.settings
-        self.held = Limits(service.budget, settings.max_elements, settings.max_rows,
-                           settings.max_signal_length)  # the sequences' states, until the stream ends
+        self.account = account or StreamAccount.for_service(service)
+        self.gauge = service.metrics.streams_open.labels(TRANSPORT)
 
     def decode(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str], limits: Limits) -> InferRequest:
         message = parse_infer_request(body, limits)
         if not SEQUENCE_PARAMETERS & set(message.parameters):
             return self.decode_message(message, limits)
         return self._chunk(message, limits)
+
+    def close_sequence(self, sequence_id: int | str, outcome: str) -> None:
+        """End an open sequence: its reservation returns to the budget, the metrics count it."""
+        sequence = self.sequences.pop(sequence_id, None)
+        if sequence is None:
+            return
+        sequence.held.close()
+        self.gauge.dec()
+        self.service.metrics.streams_closed.labels(TRANSPORT, outcome).inc()
+
+    def expire(self, now: float, idle_s: float) -> float | None:
+        """Close the sequences untouched for `idle_s`; the time until the next one would expire."""
+        for sequence_id in [key for key, seq in self.sequences.items() if now - seq.last_used >= idle_s]:
+            log.info("closing gRPC sequence %r: no chunk for %g s", sequence_id, idle_s)
+            self.close_sequence(sequence_id, "idle")
+        if not self.sequences:
+            return None
+        return min(seq.last_used for seq in self.sequences.values()) + idle_s - now
 
     def _chunk(self, message: Any, limits: Limits) -> InferRequest:
         parameters = {key: parameter_value(message.parameters[key]) for key in SEQUENCE_PARAMETERS
@@ -159,24 +204,33 @@ class StreamAdapter(GrpcInferAdapter):
             request = oip_request(message, limits, self.drop)
             io = oip.MODEL_IO["smoother"]
             tensor = io.check(request, served)
-            if sequence_id not in self.sequences and len(self.sequences) >= MAX_SEQUENCES:
+            # a start on an open id begins it anew (Triton's): the old state and its reservation go first
+            self.close_sequence(sequence_id, "restarted")
+            if len(self.sequences) >= MAX_SEQUENCES:
                 raise BadRequestError(f"this stream has {MAX_SEQUENCES} open sequences, the most one stream holds: "
                                       f"end one (sequence_end) first", field="sequence_id")
             stream = SmoothStream.open(served, io.query(request)["mode"])
             channels = tensor.array.shape[0] if tensor.array.ndim == 2 else 1
-            # the tail this sequence keeps between requests, held in the in-flight budget until the
-            # stream ends (a restarted id reserves anew: the stream's own budget, returned at its close)
-            self.held.reserve(channels * (stream.kernel_size - 1) * 4, "a sequence's state")
-            self.sequences[sequence_id] = stream  # a start on an open id begins it anew (Triton's)
+            # the tail this sequence keeps between requests, its own reservation until it closes
+            held = self.account.limits(self.service.settings)
+            try:
+                held.reserve(channels * (stream.kernel_size - 1) * 4, "a sequence's state")
+            except Exception:
+                held.close()
+                raise
+            self.sequences[sequence_id] = OpenSequence(stream, held, time.monotonic())
+            self.gauge.inc()
         else:
-            stream = self.sequences.get(sequence_id)
-            if stream is None:
+            sequence = self.sequences.get(sequence_id)
+            if sequence is None:
                 raise BadRequestError(f"sequence {sequence_id!r} is not open in this stream: its first request needs "
                                       f"sequence_start=true", field="sequence_id")
+            stream = sequence.stream
+            sequence.last_used = time.monotonic()
             try:
                 check_pinned(self.service.registry, stream)  # 409 (FAILED_PRECONDITION) once its version is gone
             except VersionGoneError:
-                del self.sequences[sequence_id]
+                self.close_sequence(sequence_id, "version-gone")
                 raise
             if message.model_name and message.model_name != stream.model:
                 raise BadRequestError(f"sequence {sequence_id!r} runs on model {stream.model!r}, not "
@@ -201,23 +255,66 @@ class StreamAdapter(GrpcInferAdapter):
 
 
 class StreamSession:
-    """One ModelStreamInfer call: its metadata (the token) and its open sequences."""
+    """One ModelStreamInfer call: its metadata (the token), its open sequences and its budget share."""
 
     def __init__(self, service: Service, metadata: Mapping[str, str]):
         self.service, self.metadata = service, metadata
-        self.adapter = StreamAdapter(service)
+        self.account = StreamAccount.for_service(service)
+        self.adapter = StreamAdapter(service, self.account)
+        self.idle_message: str | None = None  # set when the call is ended for sending nothing
+
+    async def messages(self, requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """The call's messages, until it ends or sends nothing for the idle timeout (then
+        `idle_message` says so); sequences untouched for that long are closed meanwhile."""
+        idle_s = self.service.settings.stream_idle_timeout_s
+        iterator = requests.__aiter__()
+        last_message = time.monotonic()
+        read: asyncio.Future | None = None
+        try:
+            while True:
+                if read is None:
+                    read = asyncio.ensure_future(iterator.__anext__())
+                now = time.monotonic()
+                next_sequence = self.adapter.expire(now, idle_s)
+                wait_s = idle_s - (now - last_message)
+                if next_sequence is not None:
+                    wait_s = min(wait_s, next_sequence)
+                done, _ = await asyncio.wait((read,), timeout=max(wait_s, 0.0))
+                if not done:
+                    if time.monotonic() - last_message >= idle_s:
+                        self.idle_message = (f"no message for {idle_s:g} s (MONOSERVE_STREAM_IDLE_TIMEOUT_S): the "
+                                             "stream is closed")
+                        return
+                    continue  # a sequence's time came: expired at the top of the loop
+                try:
+                    body = read.result()
+                except StopAsyncIteration:
+                    return
+                finally:
+                    read = None
+                yield body
+                last_message = time.monotonic()  # idle counts from the answer: a long chunk is not silence
+                await asyncio.sleep(0)  # fairness: others' ready work runs between two of this stream's messages
+        finally:
+            if read is not None and not read.done():
+                read.cancel()
 
     async def answer(self, body: bytes) -> bytes:
-        self.adapter.current = None
-        reply = await run_pipeline(self.service, self.adapter, body, self.metadata)
-        call = self.adapter.current
+        adapter = self.adapter
+        adapter.current = None
+        reply = await run_pipeline(self.service, adapter, body, self.metadata, self.account.limits(self.service.settings))
+        call = adapter.current
+        sequence = adapter.sequences.get(call.sequence_id) if call is not None else None
+        if sequence is not None:
+            sequence.last_used = time.monotonic()  # untouched counts from its last answer
         if call is not None and (call.stream.ended or reply.status == 409):
-            if self.adapter.sequences.get(call.sequence_id) is call.stream:
-                del self.adapter.sequences[call.sequence_id]
+            sequence = adapter.sequences.get(call.sequence_id)
+            if sequence is not None and sequence.stream is call.stream:
+                adapter.close_sequence(call.sequence_id, "ended" if call.stream.ended else "version-gone")
         if reply.status != 200:
             return stream_error(reply_message(reply))
         return stream_response(reply.body)
 
     def close(self) -> None:
-        self.adapter.sequences.clear()
-        self.adapter.held.close()
+        for sequence_id in list(self.adapter.sequences):
+            self.adapter.close_sequence(sequence_id, "stream-closed")

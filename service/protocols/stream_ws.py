@@ -50,6 +50,7 @@ from service.base.errors import (
 from service.compute.request import Limits
 from service.pipeline.endpoint import asgi_headers, check_authorization, parse_query
 from service.pipeline.streaming import SmoothStream, check_pinned, open_stream
+from service.pipeline.stream_budget import StreamAccount
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +147,9 @@ class StreamSession:
         self.service, self.scope, self.receive, self.send = service, scope, receive, send
         self.settings, self.metrics = service.settings, service.metrics
         self.stream: SmoothStream | None = None
-        self.held = Limits(service.budget, service.settings.max_elements, service.settings.max_rows,
-                           service.settings.max_signal_length)  # the stream's own reservation
+        # everything the stream holds at once is capped at its share of the budget (service.pipeline.stream_budget)
+        self.account = StreamAccount.for_service(service)
+        self.held = self.account.limits(service.settings)  # the stream's own reservation
         self.binary = False
         self.outcome = "disconnect"
 
@@ -204,7 +206,7 @@ class StreamSession:
             if message["type"] == "websocket.disconnect":
                 self.outcome = "disconnect"
                 return
-            limits = Limits(service.budget, settings.max_elements, settings.max_rows, settings.max_signal_length)
+            limits = self.account.limits(settings)
             try:
                 size = len(message.get("bytes") or message.get("text") or "")
                 if size > settings.stream_max_frame_bytes:  # uvicorn run without service.server's ws_max_size
@@ -237,6 +239,9 @@ class StreamSession:
                 self.outcome = "ended"
                 await self.send({"type": "websocket.close", "code": 1000, "reason": "end of stream"})
                 return
+            # Fairness: frames already buffered are read without suspending; yield once per frame so
+            # other clients' requests run between two frames of a flooding stream (bench/stream_fairness.py).
+            await asyncio.sleep(0)
 
     async def _compute(self, stream: SmoothStream, chunk: np.ndarray | None, end: bool, method: str) -> np.ndarray:
         samples = 0 if chunk is None else chunk.shape[1]

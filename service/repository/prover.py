@@ -159,6 +159,7 @@ class _Proof:
         specs = [[IoSpec(t.name, t.dtype, t.shape) for t in tensors] for tensors in (self.manifest.inputs, self.manifest.outputs)]
         try:
             self.graph_info = check_graph(model, specs[0], specs[1], file=self._file("onnx"),
+                                          max_tensor_bytes=self.max_file_bytes,
                                           scope=self.manifest.classifier.scope if self.manifest.classifier else None)
         except GraphRefused as exc:
             raise StepFailed(str(exc), problems=exc.problems) from exc

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,14 +27,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from contract.manifest import Manifest
+from contract.walk import MAX_FILES, WalkRefused, bounded_walk
 from contract.policy import Policy
 from service.base.errors import BadRequestError, ModelUnavailableError, NotFoundError
 from service.compute.kinds import service_kind
 from service.repository.prover import ProvenVersion, StepReport, VersionReport, prove_version
+from service.compute.version import STEPS
 
 log = logging.getLogger(__name__)
 
-MAX_FINGERPRINT_FILES = 256  # a version directory holds a handful of files; a hostile one is cut off here
+MAX_FINGERPRINT_FILES = MAX_FILES  # a version directory holds a handful of files; a hostile one is refused
+REFUSED = "refused"  # the first item of a refused directory's fingerprint: ("refused", why)
+DIRECTORY_STEP = "directory"  # the step a version refused by its folder alone fails (contract.walk)
 
 Fingerprint = tuple
 
@@ -41,25 +46,32 @@ Fingerprint = tuple
 def fingerprint(version_dir: Path) -> Fingerprint | None:
     """What identifies the contents of a version directory without reading them (None: unreadable).
 
-    Every file below it (relative path, inode, size, mtime and ctime in ns) and the directory's own
+    Every entry below it (relative path, inode, size, mtime and ctime in ns) and the directory's own
     inode and ctime: an atomic publish (rename) gives a new inode or ctime, an in-place edit a new
-    size, mtime or ctime (ctime cannot be set back by a publisher, unlike mtime).
+    size, mtime or ctime (ctime cannot be set back by a publisher, unlike mtime). The walk is
+    contract.walk's, bounded as it goes: a directory past a limit (depth, folders, files, entries)
+    is fingerprinted as (("", inode, ctime), ("refused", why)) and refused without being proved.
     """
     try:
         top = os.stat(version_dir)
         entries: list[tuple] = [("", top.st_ino, top.st_ctime_ns)]
-        for dirpath, dirnames, filenames in os.walk(version_dir):
-            dirnames.sort()
-            for filename in sorted(filenames):
-                path = os.path.join(dirpath, filename)
-                st = os.stat(path)
-                entries.append((os.path.relpath(path, version_dir), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-                if len(entries) > MAX_FINGERPRINT_FILES:
-                    entries.append(("...", "too many files"))
-                    return tuple(entries)
+        try:
+            for relative, st in bounded_walk(version_dir):
+                if stat.S_ISDIR(st.st_mode):
+                    continue
+                entries.append((relative, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        except WalkRefused as exc:
+            return (entries[0], (REFUSED, str(exc)))
         return tuple(entries)
     except OSError:
         return None
+
+
+def refusal_of(current: Fingerprint | None) -> str | None:
+    """Why a fingerprint says its directory is refused (None: it may be proved)."""
+    if current is not None and len(current) == 2 and current[1][0] == REFUSED:
+        return current[1][1]
+    return None
 
 
 @dataclass
@@ -261,7 +273,12 @@ class ModelRegistry:
             record = self._records.get((name, number))
             stale = record is None or record.fingerprint is None or record.fingerprint != current
             if stale or (retry_refused and record.proven is None):
-                record = self._prove(name, number, version_dir, current)
+                try:  # one version's folder never stops the others (nor startup)
+                    record = self._prove(name, number, version_dir, current)
+                except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen folder: this version only
+                    log.exception("proving %s/%d failed", name, number)
+                    record = self._refused(name, number, version_dir, None, DIRECTORY_STEP,
+                                           f"unexpected error: {type(exc).__name__}: {str(exc)[:200]}")
                 self._records[(name, number)] = record
                 if record.proven is not None:
                     plan.proved.append((name, number))
@@ -274,7 +291,22 @@ class ModelRegistry:
             entry.declared_kind = entry.declared_kind or record.kind
         return entry
 
+    def _refused(self, name: str, number: int, version_dir: Path, current: Fingerprint | None, step: str,
+                 reason: str) -> VersionRecord:
+        """A version refused before its proof ran (its folder past a walk limit, say): reported and
+        counted like a failed proof (on_version), remembered under its fingerprint."""
+        report = VersionReport(str(version_dir), name, number, self.engine, self.device)
+        report.steps.append(StepReport(step, "failed", reason))
+        report.steps += [StepReport(s, "skipped", "not run: an earlier step failed") for s in STEPS]
+        log.warning("refused %s/%d: %s", name, number, report.reason)
+        if self.on_version is not None:
+            self.on_version(name, report)
+        return VersionRecord(current, report, None, time.time(), None)
+
     def _prove(self, name: str, number: int, version_dir: Path, before: Fingerprint | None) -> VersionRecord:
+        refusal = refusal_of(before)
+        if refusal is not None:
+            return self._refused(name, number, version_dir, before, DIRECTORY_STEP, refusal)
         report, proven = prove_version(version_dir, engine=self.engine, device=self.device, threads=self.threads,
                                        policy=self.policy, trusted_keys=self.trusted_keys)
         after = fingerprint(version_dir)
