@@ -159,6 +159,13 @@ class SmoothStream:
         """Samples per channel the state holds after `seen` samples."""
         return 0 if not self.seen else (self.history if self.answering else self.seen)
 
+    def state_bytes_bound(self, channels: int) -> int:
+        """The most bytes this stream's state may hold with `channels` channels (for the in-flight budget):
+        its padded history, or for a stream that answers only when it ends all it may hold until then."""
+        if self.lead is None:
+            return MAX_HELD_ELEMENTS * 4
+        return channels * max(self.history, self.lead - 1) * 4
+
     def pending(self) -> int:
         """Samples per channel received but not yet answered (answered by later chunks or `end`)."""
         return min(self.seen, self.start) if self.answering else self.seen

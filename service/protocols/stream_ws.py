@@ -218,7 +218,7 @@ class StreamSession:
                     chunk = stream.check_chunk(chunk)
                     self.binary = binary
                     if stream.channels is None:  # the tail this stream will hold, from now on
-                        self.held.reserve(chunk.shape[0] * (stream.kernel_size - 1) * 4, "the stream's state")
+                        self.held.reserve(stream.state_bytes_bound(chunk.shape[0]), "the stream's state")
                 check_pinned(service.registry, stream)  # 409 once the pinned version is gone
                 out = await self._compute(stream, chunk, end, method)
                 if chunk is not None:
