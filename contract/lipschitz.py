@@ -81,10 +81,6 @@ class Lost:
 Value = Rate | Lost | None  # None: independent of the input
 
 
-class LipschitzRefused(ValueError):
-    """The graph is not a form this proof handles; names the node and why."""
-
-
 def _collapsed(value: Rate, lipschitz: float = 1.0) -> Rate:
     return Rate(None, lipschitz * value.spread())
 
@@ -263,7 +259,7 @@ class _Interpreter:
         mean = node.op_type == "ReduceMean"
         bound = x.bound if mean else x.bound * width
         if x.exact is None:
-            return Rate(None, bound if x.exact is None else bound)
+            return Rate(None, bound)
         total = x.exact.mean(axis=1, keepdims=True) if mean else x.exact.sum(axis=1, keepdims=True)
         if int(attrs.get("keepdims", 1)):
             return Rate(total, bound)
