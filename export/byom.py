@@ -29,7 +29,7 @@ import numpy as np
 from contract.files import sha256_file
 from contract.manifest import FileEntry, Manifest
 from contract.spec import ClassifierSpec, SmootherSpec, load_spec
-from export import card, publish
+from export import card, mlprep, publish
 from export.errors import ExportInputError, ModelRefusedError, bounded
 from export.finalize import Signing, finalize_staged, package_version
 from export.prepared import Prepared
@@ -182,7 +182,14 @@ class OnnxSource(UserSource):
     def run(self, inputs: np.ndarray) -> np.ndarray:
         if self._probe is None:
             self._probe = ProbeSession(self.model, self.label, self._input_name())
-        outputs = self._probe.run_all(np.ascontiguousarray(inputs, dtype=np.float32))
+        feed = np.ascontiguousarray(inputs, dtype=np.float32)
+        if len(self.model.graph.output) > 1 and mlprep.is_ml_graph(self.model):  # a converter's (label, probabilities)
+            try:
+                wanted = mlprep.score_output(self.model)
+            except mlprep.ConverterGraphError as exc:
+                raise ModelRefusedError([str(exc)], self.label) from exc
+            return np.asarray(self._probe.run_all(feed, [wanted])[0], dtype=np.float32)
+        outputs = self._probe.run_all(feed)
         if len(outputs) != 1:
             raise ModelRefusedError([f"the graph has {len(outputs)} outputs: expected exactly one"], self.label)
         return np.asarray(outputs[0], dtype=np.float32)

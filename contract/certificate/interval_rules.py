@@ -27,9 +27,12 @@ from contract.certificate.arithmetic import (
     INF,
 )
 from contract.certificate.ops import _attributes, _unary_is_monotone
+from contract.domains import DOMAINS  # other op domains the proof reads (contract.mlops)
 
 
 def _range_transfer(info: Any, node: onnx.NodeProto, label: str) -> tuple[float, float]:
+    if node.domain in DOMAINS:
+        return DOMAINS[node.domain].value_range(info, node, label)
     op = node.op_type
     attrs = _attributes(node)
     names = list(node.input)

@@ -48,6 +48,7 @@ from contract.certificate.ops import (
     VALUE_FREE,
 )
 from contract.certificate.walk import GraphInfo
+from contract.domains import DOMAINS  # other op domains the proof reads (contract.mlops)
 
 
 class _Interpreter:
@@ -98,8 +99,10 @@ class _Interpreter:
     # -- the transfer function ----------------------------------------------------------------
     def transfer(self, node: onnx.NodeProto, label: str, inputs: list[Value]) -> Value | list[Value]:
         op = node.op_type
-        attrs = _attributes(node)
         unknown_in = next((v for v in inputs if isinstance(v, Unknown)), None)
+        if node.domain in DOMAINS and unknown_in is None:  # trees and linear models (contract.mlops)
+            return DOMAINS[node.domain].transfer(self.info, node, label, inputs)
+        attrs = _attributes(node)  # after the ML ops: a tree node's attributes are large
         if node.domain not in ("", "ai.onnx"):
             return unknown_in or Unknown(label, f"custom-domain op {node.domain}.{op} cannot be certified")
         if _has_subgraph(node):

@@ -14,6 +14,7 @@ from onnx import numpy_helper
 from contract.certificate.arithmetic import _array_range, DOMAIN_SENSITIVE, FULL, NONDETERMINISTIC
 from contract.certificate.interval_rules import _range_transfer
 from contract.certificate.ops import _has_subgraph, FLOAT_TYPES, node_label
+from contract.domains import DOMAINS  # other op domains the proof reads (contract.mlops)
 from contract.tensors import folded_output_bytes, static_shapes
 
 DEFAULT_MAX_TENSOR_BYTES = 256 * 1024 * 1024  # as contract.files.DEFAULT_MAX_FILE_BYTES
@@ -60,6 +61,9 @@ class GraphInfo:
         del bare.graph.value_info[:]
         for output in bare.graph.output:
             output.type.tensor_type.ClearField("shape")
+        for opset in bare.opset_import:  # ops of another domain the proof reads (contract.mlops): typed from their attributes
+            if opset.domain in DOMAINS:
+                DOMAINS[opset.domain].declare_outputs(bare)
         try:
             inferred = onnx.shape_inference.infer_shapes(bare, strict_mode=True, data_prop=True)
             value_infos = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]

@@ -33,6 +33,9 @@ Proofs = list[tuple[str, list[tuple[int | None, str, str]]]]
 class ServiceKind(ABC):
     kind: ClassVar[str]
     section: ClassVar[str]  # the manifest's section of kind-specific facts ("smoother", "classifier")
+    # The request's wire form, which protocols read instead of the kind's name: "signal" ([B, C, L],
+    # an edge mode) or "rows" ([N, F] instances, by position or by feature name).
+    wire: ClassVar[str]
     # the trusted wrapper class in torchref.modules that the TorchScript proof rebuilds (service/repository/torchscript_proof.py)
     reference_class: ClassVar[str]
 
@@ -117,6 +120,7 @@ class ServiceKind(ABC):
 class SmootherKind(ServiceKind):
     kind = "smoother"
     section = "smoother"
+    wire = "signal"
     reference_class = "FullCorrelation"
 
     def policy_checks(self, proof: Any, graph: Any, file: str, check: Callable[..., None]) -> None:
@@ -198,6 +202,7 @@ class SmootherKind(ServiceKind):
 class ClassifierKind(ServiceKind):
     kind = "classifier"
     section = "classifier"
+    wire = "rows"
     reference_class = "ClassifierScores"
     batchable = True
 
@@ -274,7 +279,7 @@ class ClassifierKind(ServiceKind):
 
     # -- serving --
     def prepare(self, served: Any, request: InferRequest, limits: Limits) -> ClassifyCall:
-        info = served.manifest.classifier
+        info = self.info(served.manifest)
         assert info is not None
         names = [f.name for f in info.features]
         features = records_to_array(request.records, names) if request.records is not None else request.inputs
@@ -326,7 +331,68 @@ class ClassifierKind(ServiceKind):
                             "decisions": decisions(output, info.labels, threshold)})
 
 
-SERVICE_KINDS: dict[str, ServiceKind] = {adapter.kind: adapter for adapter in (SmootherKind(), ClassifierKind())}
+class RegressorKind(ClassifierKind):
+    """A regressor [N, F] -> [N, 1] (trees, linear or neural): one score per instance, at POST /score.
+
+    Requests are read as a classifier's instances are (rows, or objects keyed by feature name); the
+    proof certifies every non-free feature's direction from the graph, and `nonnegative` from its
+    interval bounds. There is no TorchScript reference: regressors are imported ONNX graphs."""
+
+    kind = "regressor"
+    section = "regressor"
+    reference_class = ""
+
+    def summary(self, manifest: Manifest) -> dict[str, Any]:
+        info = manifest.regressor
+        return {} if info is None else {"features": [f.name for f in info.features]}
+
+    def policy_checks(self, proof: Any, graph: Any, file: str, check: Callable[..., None]) -> None:
+        manifest = proof.manifest
+        if manifest.regressor.nonnegative:
+            low, high = graph.range_of(manifest.outputs[0].name)
+            if not low >= 0.0:
+                raise ValueError(f"the regressor is declared nonnegative, but its output {manifest.outputs[0].name!r} "
+                                 f"may be negative (bounds [{low:.6g}, {high:.6g}])")
+
+    def certificate_plan(self, proof: Any) -> tuple[Proofs, str] | None:
+        manifest = proof.manifest
+        features = proof.policy.certified_features(manifest)
+        if not features:
+            return None
+        return ([(manifest.inputs[0].name, features)],
+                f"the score is monotone in {len(features)} feature(s) as declared")
+
+    def uncertified_reason(self, manifest: Manifest) -> str:
+        return "every feature is free: no direction to certify"
+
+    def reference_rules(self, manifest: Manifest, tensors: dict[str, np.ndarray]) -> list[str]:
+        return ["a regressor has no TorchScript reference module: it is served from model.onnx only"]
+
+    def warmup_inputs(self, manifest: Manifest, rng: np.random.Generator) -> list[np.ndarray]:
+        n = len(manifest.regressor.features)
+        return [rng.standard_normal((1, n)).astype(np.float32), rng.standard_normal((64, n)).astype(np.float32),
+                rng.standard_normal((1024, n)).astype(np.float32)]
+
+    def expected_shape(self, manifest: Manifest, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (shape[0], 1)
+
+    def result(self, call: ClassifyCall, output: np.ndarray) -> InferResult:
+        return InferResult(call.served, {"scores": np.ascontiguousarray(output[:, 0])}, {})
+
+    def explain_view(self, served: Any) -> ExplainView:
+        """POST /explain on a regressor: one score, no threshold of its own (a request may give one);
+        the proven directions are every non-free feature's (each certified, contract.policy)."""
+        manifest = served.manifest
+        info = manifest.regressor
+        claimed = set(info.monotone_features)
+        directions = [f.direction if f.name in claimed else "free" for f in info.features]
+        ranges = {name: (r.low, r.high) for name, r in (manifest.feature_ranges or {}).items()}
+        return ExplainView([f.name for f in info.features], directions, ["score"], None, ranges, served.engine.run,
+                           score_name="score")
+
+
+SERVICE_KINDS: dict[str, ServiceKind] = {adapter.kind: adapter for adapter in (SmootherKind(), ClassifierKind(),
+                                                                                RegressorKind())}
 assert tuple(SERVICE_KINDS) == KINDS, "every manifest kind needs a service adapter"
 
 

@@ -36,6 +36,7 @@ from service.protocols import native
 from service.base.errors import BadRequestError, ModelUnavailableError, NotFoundError, PayloadTooLargeError
 from service.compute.request import InferRequest, InferResult, Limits
 from service.pipeline.endpoint import Encoded
+from service.compute.kinds import SERVICE_KINDS
 from service.compute.version import ProvenVersion
 
 if TYPE_CHECKING:
@@ -298,7 +299,7 @@ class ModelIO:
 
     def check(self, request: OipRequest, served: ProvenVersion) -> InputTensor:
         """The request's one input, checked against this model (400 naming what is wrong)."""
-        _no_unknown(request.parameters, self.parameters, f"parameters (a {self.kind})")
+        _no_unknown(request.parameters, self.parameters, f"parameters (a {served.kind})")
         expected = self.input_name(served)
         names = [tensor.name for tensor in request.inputs]
         if names != [expected]:
@@ -355,7 +356,10 @@ class ClassifierIO(ModelIO):
         return {self.output_name: scores.reshape(len(scores), -1)}
 
 
-MODEL_IO: dict[str, ModelIO] = {io.kind: io for io in (SmootherIO(), ClassifierIO())}
+# What a kind shows over OIP follows from its wire form (compute.kinds.ServiceKind.wire), not from its
+# name: a new kind of either form (a regressor is "rows", like a classifier) needs nothing here.
+IO_BY_WIRE: dict[str, ModelIO] = {"signal": SmootherIO(), "rows": ClassifierIO()}
+MODEL_IO: dict[str, ModelIO] = {kind: IO_BY_WIRE[adapter.wire] for kind, adapter in SERVICE_KINDS.items()}
 
 
 def platform(engine: str) -> str:
