@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+MAX_MESSAGE_CHARS = 500  # one message line: a hostile file's names and values are cut to this
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` cut to `limit` characters (the cut says how much was left out)."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
+
 
 class ExportError(Exception):
     """Base class: an export that publishes nothing."""
@@ -73,3 +80,13 @@ class ParityError(ExportError):
             f"parity check failed (atol={atol:g}, rtol={rtol:g}): {len(self.mismatches)} mismatch(es); "
             "nothing was published\n  " + "\n  ".join(shown)
         )
+
+
+class ModelRefusedError(ExportError):
+    """The user's model breaks its declared rules, or is not a model of the declared kind; nothing published."""
+
+    def __init__(self, problems: list[str], source: str):
+        self.problems = list(problems)
+        self.source = source
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(f"refusing {source}: {problems[0]}{more}; nothing was published")
