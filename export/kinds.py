@@ -231,6 +231,8 @@ class SmootherExport(ExportKind):
 
 def _set_pad_mode(model: Any, padding: str) -> Any:
     """The written smoother graph (FullCorrelation: one Pad, mode edge) made to pad as declared."""
+    import onnx
+
     from contract.padding import ONNX_PAD_MODES
 
     pads = [node for node in model.graph.node if node.op_type == "Pad"]
