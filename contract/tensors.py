@@ -277,8 +277,8 @@ def folded_output_bytes(node: onnx.NodeProto, feeds: dict[str, Any], static_shap
         if shape is None:
             shape = _shape_from_inputs(node, feeds)
             if shape is None:
-                if require_known and node.op_type in ALLOCATING_OPS:
-                    return None
+                if node.op_type in ALLOCATING_OPS:
+                    return None  # an allocating op of unknown output size is never evaluated
                 continue
         total += math.prod(shape) * 8  # 8 bytes: float64/int64, the widest the evaluator returns here
     return total

@@ -286,3 +286,21 @@ def test_ten_thousand_unknown_keys_are_named_by_a_bounded_message(workdir):
     assert code == 2
     assert "key 'unknown_0': unknown key" in output and "and 9980 more key(s)" in output
     assert len(output) < 4096, len(output)
+
+
+def test_a_graph_shape_inference_cannot_follow_is_refused_by_name_before_any_folding():
+    """Constants of shapes [2] and [3] added: strict shape inference fails, so no folded constant's
+    size is known. The graph is refused with that reason (it once raised NameError while folding)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    f = TensorProto.FLOAT
+    nodes = [helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.ones(2, np.float32), "c")),
+             helper.make_node("Constant", [], ["d"], value=numpy_helper.from_array(np.ones(3, np.float32), "d")),
+             helper.make_node("Add", ["c", "d"], ["e"]),
+             helper.make_node("MatMul", ["features", "W"], ["scores"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("features", f, ["batch", 2])],
+                              [helper.make_tensor_value_info("scores", f, ["batch", 1])],
+                              [numpy_helper.from_array(np.array([[0.5], [0.25]], np.float32), "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.raises(GraphRefused, match="shape inference fails"):
+        check_graph(model, [IoSpec("features", "float32", ["batch", 2])], [IoSpec("scores", "float32", ["batch", 1])])
