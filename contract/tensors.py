@@ -9,7 +9,7 @@ data is refused wherever a tensor can carry it, not only on `graph.initializer`:
 - node attributes of type TENSOR (`Constant.value`, `ConstantOfShape.value`), TENSORS,
   SPARSE_TENSOR (`Constant.sparse_value`) and SPARSE_TENSORS;
 - the same inside every subgraph (If/Loop/Scan bodies, GRAPH and GRAPHS attributes, at any depth),
-  local functions and training_info graphs.
+  local functions (their nodes and their attributes' default values) and training_info graphs.
 
 The walk is iterative (a deeply nested graph cannot exhaust the Python stack) and only looks at
 the protobuf fields: it never reads tensor data. Alongside, each tensor's declared size (the
@@ -71,28 +71,35 @@ def _node_tensors(nodes: Sequence[onnx.NodeProto], where: str) -> Iterator[tuple
     for index, node in enumerate(nodes):
         label = f"{where}node #{index} {node.op_type}" + (f" {short(node.name)}" if node.name else "")
         for attr in node.attribute:
-            at = f"{label} attribute {short(attr.name)}"
-            if attr.type == AttributeProto.TENSOR or attr.HasField("t"):
-                yield at, attr.t
-            for i, tensor in enumerate(attr.tensors):
-                yield f"{at}[{i}]", tensor
-            if attr.type == AttributeProto.SPARSE_TENSOR or attr.HasField("sparse_tensor"):
-                yield f"{at} (sparse values)", attr.sparse_tensor.values
-                yield f"{at} (sparse indices)", attr.sparse_tensor.indices
-            for i, sparse in enumerate(attr.sparse_tensors):
-                yield f"{at}[{i}] (sparse values)", sparse.values
-                yield f"{at}[{i}] (sparse indices)", sparse.indices
-            if attr.HasField("g"):
-                yield f"{at} subgraph: ", attr.g
-            for i, graph in enumerate(attr.graphs):
-                yield f"{at} subgraph [{i}]: ", graph
+            yield from _attribute_tensors(attr, f"{label} attribute {short(attr.name)}")
+
+
+def _attribute_tensors(attr: onnx.AttributeProto, at: str) -> Iterator[tuple[str, Any]]:
+    if attr.type == AttributeProto.TENSOR or attr.HasField("t"):
+        yield at, attr.t
+    for i, tensor in enumerate(attr.tensors):
+        yield f"{at}[{i}]", tensor
+    if attr.type == AttributeProto.SPARSE_TENSOR or attr.HasField("sparse_tensor"):
+        yield f"{at} (sparse values)", attr.sparse_tensor.values
+        yield f"{at} (sparse indices)", attr.sparse_tensor.indices
+    for i, sparse in enumerate(attr.sparse_tensors):
+        yield f"{at}[{i}] (sparse values)", sparse.values
+        yield f"{at}[{i}] (sparse indices)", sparse.indices
+    if attr.HasField("g"):
+        yield f"{at} subgraph: ", attr.g
+    for i, graph in enumerate(attr.graphs):
+        yield f"{at} subgraph [{i}]: ", graph
 
 
 def carried_tensors(model: onnx.ModelProto) -> Iterator[tuple[str, TensorProto]]:
     """Every TensorProto the model carries, at any depth, with a label naming where (iterative)."""
     stack: list[tuple[str, onnx.GraphProto]] = [("", model.graph)]
     for function in model.functions:
-        yield from _expand(_node_tensors(function.node, f"function {short(function.name)}: "), stack)
+        where = f"function {short(function.name)}: "
+        # a function's attribute defaults (attribute_proto) are tensors too, used when a call omits them
+        for attr in function.attribute_proto:
+            yield from _expand(_attribute_tensors(attr, f"{where}default of attribute {short(attr.name)}"), stack)
+        yield from _expand(_node_tensors(function.node, where), stack)
     for index, info in enumerate(model.training_info):
         stack.append((f"training_info[{index}] initialization: ", info.initialization))
         stack.append((f"training_info[{index}] algorithm: ", info.algorithm))

@@ -113,6 +113,23 @@ def carrier_models(location: str) -> dict[str, onnx.ModelProto]:
         [helper.make_node("Bias", [], ["bias"], domain="hostile.fn")], add_name="bias",
         functions=[function])
     models["local function"].opset_import.append(helper.make_opsetid("hostile.fn", 1))
+    graphs_attr = helper.make_node("Identity", ["mm_in"], ["mm_out"])
+    graphs_attr.attribute.append(onnx.AttributeProto(name="bodies", type=onnx.AttributeProto.GRAPHS, graphs=[branch]))
+    models["graphs attribute"] = _identity_classifier([graphs_attr])
+    model = _identity_classifier([])
+    model.training_info.add().algorithm.CopyFrom(branch)
+    models["training_info"] = model
+    indices = onnx.SparseTensorProto(values=numpy_helper.from_array(np.array([1.0], np.float32), "iv"), dims=[1])
+    indices.indices.CopyFrom(external_tensor("ii", location, 1, TensorProto.INT64))
+    models["sparse indices"] = _identity_classifier(
+        [helper.make_node("Constant", [], ["bias"], sparse_value=indices)], add_name="bias")
+    defaults = helper.make_function("hostile.fd", "Bias", [], ["out"],
+                                    [helper.make_node("Constant", [], ["out"], value=helper.make_tensor("z", f, [1], [0.0]))],
+                                    [helper.make_opsetid("", OPSET)])
+    defaults.attribute_proto.append(helper.make_attribute("w", external_tensor("fw", location, 1, f)))
+    models["function attribute default"] = _identity_classifier(
+        [helper.make_node("Bias", [], ["bias"], domain="hostile.fd")], add_name="bias", functions=[defaults])
+    models["function attribute default"].opset_import.append(helper.make_opsetid("hostile.fd", 1))
     return models
 
 
