@@ -88,9 +88,15 @@ def _features(manifest: Any) -> list:
 
 
 # -- parsing against the version ----------------------------------------------------------------
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise BadRequestError(f"{where} must be a finite number, got {str(value)[:40]!r}", field=where)
+    # the model computes in float32: a finite double beyond its range (1e39) would become infinity
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or abs(value) > FLOAT32_MAX):
+        raise BadRequestError(f"{where} must be a finite number within float32's range (|v| <= {FLOAT32_MAX:.4g}), "
+                              f"got {str(value)[:40]!r}", field=where)
     return float(np.float32(value))
 
 
