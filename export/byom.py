@@ -29,7 +29,7 @@ from contract.files import sha256_file
 from contract.manifest import MANIFEST_NAME, ConstraintEntry, FileEntry, Manifest, Probe, TensorSpec
 from contract.spec import ClassifierSpec, SmootherSpec, load_spec
 from export import card, publish
-from export.errors import ExportError, ExportInputError
+from export.errors import ExportError, ExportInputError, bounded
 from export.fir import ProbeRefused
 from export.parity import DEFAULT_ATOL, DEFAULT_RTOL
 from export.ranges import feature_ranges
@@ -85,14 +85,6 @@ class ProbeRefusedError(ModelRefusedError, ProbeRefused):
 
 
 # -- probing a user's graph: bounded, and blind to anything outside it --------------------------
-MAX_MESSAGE_CHARS = 500  # one problem line: a hostile file's names and values are cut to this
-
-
-def bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """`text` cut to `limit` characters (the cut says how much was left out)."""
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
-
-
 @dataclass(frozen=True)
 class ProbeLimits:
     max_file_bytes: int  # MONOSERVE_MAX_ARTIFACT_BYTES: per file and per declared tensor

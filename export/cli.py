@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from contract.manifest import FORMATS
-from export.errors import ExportInputError
+from export.errors import ExportInputError, bounded
 from export.publish import check_repository_writable
 from export.validation import normalize_formats, validate_name, validate_opset, validate_tolerance
 
@@ -370,9 +370,3 @@ def _run_user_model(args: argparse.Namespace, source: str) -> int:
 
 
 MAX_PROBLEM_LINES = 20
-MAX_MESSAGE_CHARS = 500
-
-
-def bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """A message cut to `limit` characters: a hostile file's names and values are echoed only so far."""
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"

@@ -6,6 +6,14 @@ from dataclasses import dataclass
 from typing import Sequence
 
 
+MAX_MESSAGE_CHARS = 500  # one message line: a hostile file's names and values are echoed only so far
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` cut to `limit` characters (the cut says how much was left out)."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
+
+
 class ExportError(Exception):
     """Base class: an export that publishes nothing."""
 
