@@ -220,7 +220,13 @@ def allocation_problems(model: onnx.ModelProto, input_shapes: dict[str, Sequence
     """Problems when running `model` on inputs of `input_shapes` could allocate more than
     `budget_bytes` in one tensor, decided by shape inference before anything runs (never executes
     the graph). With `require_known`, an allocating op whose output shape stays unknown is refused
-    too (without it, only the sizes known now are checked: before a session is made, say)."""
+    too (without it, only the sizes known now are checked: before a session is made, say).
+    Subgraphs (If/Loop/Scan bodies) and local functions are refused: their tensors' sizes are not
+    bounded by the top graph's shapes (a 1 GiB ConstantOfShape in an If branch), nor modelled by
+    the proof."""
+    nested = _nested_graph_problem(model, file)
+    if nested is not None:
+        return [nested]
     concrete = onnx.ModelProto()
     concrete.CopyFrom(model)
     del concrete.graph.value_info[:]
@@ -267,6 +273,17 @@ def allocation_problems(model: onnx.ModelProto, input_shapes: dict[str, Sequence
             problems.append("... (further nodes not listed)")
             break
     return problems
+
+
+def _nested_graph_problem(model: onnx.ModelProto, file: str) -> str | None:
+    if model.functions:
+        return (f"{file} defines local function {short(model.functions[0].name)}: its memory cannot be bounded "
+                "before running it (nor is it modelled by the proof)")
+    for index, node in enumerate(model.graph.node):
+        if any(attr.HasField("g") or len(attr.graphs) for attr in node.attribute):
+            return (f"{file}: node #{index} {node.op_type} has a subgraph: its memory cannot be bounded before "
+                    "running it (control flow is not modelled by the proof either)")
+    return None
 
 
 def folded_output_bytes(node: onnx.NodeProto, feeds: dict[str, Any], static_shapes: dict[str, list[int] | None]

@@ -159,3 +159,19 @@ def constant_of_shape_bomb_smoother(elements: int = 2**28) -> onnx.ModelProto:
 def save(model: onnx.ModelProto, path: Path) -> Path:
     path.write_bytes(model.SerializeToString())  # as written: onnx.save would look for external data
     return path
+
+
+def subgraph_bomb_smoother(elements: int = 2**28) -> onnx.ModelProto:
+    """constant_of_shape_bomb_smoother's 1 GiB ConstantOfShape moved into an If branch: the top
+    graph's shapes are all small, the allocation happens inside the subgraph when it runs."""
+    f = TensorProto.FLOAT
+    branch = helper.make_graph(
+        [helper.make_node("ConstantOfShape", ["big_shape"], ["big"], value=helper.make_tensor("v", f, [1], [0.0])),
+         helper.make_node("ReduceSum", ["big"], ["zero"], keepdims=0)],
+        "bomb", [], [helper.make_tensor_value_info("zero", f, [])])
+    nodes = [helper.make_node("If", ["always"], ["zero"], then_branch=branch, else_branch=branch),
+             helper.make_node("Add", ["signal", "zero"], ["smoothed"])]
+    inits = [numpy_helper.from_array(np.array([elements], np.int64), "big_shape"),
+             numpy_helper.from_array(np.array(True), "always")]
+    return _model(nodes, [helper.make_tensor_value_info("signal", f, ["batch", "channels", "length"])],
+                  [helper.make_tensor_value_info("smoothed", f, ["batch", "channels", "length"])], inits)
