@@ -9,7 +9,9 @@ executes, read the same way, and built only from what the certificate models:
   external data, no duplicate names (initializers, inputs, node outputs), one data field per
   tensor, no non-finite constants;
 - no local functions, no subgraphs (If/Loop/Scan), only the default ONNX domain at a modelled
-  opset, and only the ops in ALLOWED_OPS, each with its attributes and dtypes checked;
+  opset, and only the ops in ALLOWED_OPS, each with its attributes and dtypes checked; of the
+  ai.onnx.ml domain (opsets 1-5) only the tree ensembles, linear models and Scaler of
+  contract.mlops, each read and bounded (hostile trees refused) before anything sizes it;
 - nothing that turns finite values into NaN/Inf (a division by a tensor that may be 0, the log of
   one that may be <= 0, ...), by interval bounds (contract.certificate.GraphInfo).
 
@@ -25,7 +27,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from contract.certificate import DEFAULT_MAX_TENSOR_BYTES, FLOAT_TYPES, GraphInfo, node_label
+from contract import mlops
+from contract.certificate.ops import FLOAT_TYPES, node_label
+from contract.certificate.walk import DEFAULT_MAX_TENSOR_BYTES, GraphInfo
 from contract.tensors import tensor_problems
 
 # The default-domain opsets whose op semantics the proof models (the exporter writes 18 and up): the
@@ -117,7 +121,11 @@ def _structure(model: onnx.ModelProto, file: str) -> list[str]:
     if len(model.training_info):
         problems.append(f"{file} carries training_info (training algorithms): not modelled")
     for opset in imports:
-        if opset.domain not in ("", "ai.onnx"):
+        if opset.domain == mlops.DOMAIN:  # trees and linear models: contract.mlops
+            if not mlops.MIN_OPSET <= opset.version <= mlops.MAX_OPSET:
+                problems.append(f"{file} imports {mlops.DOMAIN} opset {opset.version}: "
+                                f"the proof reads opsets {mlops.MIN_OPSET}-{mlops.MAX_OPSET}")
+        elif opset.domain not in ("", "ai.onnx"):
             problems.append(f"{file} imports opset domain {opset.domain!r}: only the default ONNX domain is modelled")
         elif not MIN_OPSET <= opset.version <= MAX_OPSET:
             problems.append(f"{file} imports ONNX opset {opset.version}: the proof models opsets {MIN_OPSET}-{MAX_OPSET}")
@@ -126,8 +134,11 @@ def _structure(model: onnx.ModelProto, file: str) -> list[str]:
         problems.append(f"{file} holds sparse_initializer {sparse.values.name!r}: sparse tensors are not read by the proof")
     for index, node in enumerate(graph.node):
         label = node_label(node, index)
-        if node.domain not in ("", "ai.onnx"):
-            problems.append(f"node {label} is in domain {node.domain!r}: only the default ONNX domain is modelled")
+        if node.domain == mlops.DOMAIN and not any(o.domain == mlops.DOMAIN for o in imports):
+            problems.append(f"node {label} is in domain {node.domain!r}, which the graph does not import")
+        elif node.domain not in ("", "ai.onnx", mlops.DOMAIN):
+            problems.append(f"node {label} is in domain {node.domain!r}: only the default ONNX domain and "
+                            f"{mlops.DOMAIN} ({', '.join(sorted(mlops.ALLOWED_OPS))}) are modelled")
         for attr in node.attribute:
             if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
                 problems.append(f"node {label} has a subgraph (attribute {attr.name!r}): control flow is not modelled")
@@ -235,9 +246,13 @@ def _text(value) -> str:
 
 def _nodes(model: onnx.ModelProto) -> list[str]:
     problems = []
+    width = _input_width(model)
     for index, node in enumerate(model.graph.node):
         label = node_label(node, index)
         op = node.op_type
+        if node.domain == mlops.DOMAIN:  # read (and bounded) before any shape inference or session sizes it
+            problems += mlops.node_problems(node, label, width)
+            continue
         if op not in ALLOWED_OPS:
             problems.append(f"node {label}: op {op} is not modelled by the proof (allowed: {', '.join(sorted(ALLOWED_OPS))})")
             continue
@@ -261,6 +276,14 @@ def _nodes(model: onnx.ModelProto) -> list[str]:
             if kinds not in (["value"], ["value_float"], ["value_floats"], ["value_int"], ["value_ints"]):
                 problems.append(f"node {label}: Constant with attribute(s) {kinds} (only one numeric value is modelled)")
     return problems
+
+
+def _input_width(model: onnx.ModelProto) -> int | None:
+    """The graph input's fixed last dimension (the features of a tabular model), if it has one."""
+    if len(model.graph.input) != 1:
+        return None
+    dims = _dims(model.graph.input[0])
+    return dims[-1] if dims and isinstance(dims[-1], int) else None
 
 
 def _dtypes(model: onnx.ModelProto, info: GraphInfo) -> list[str]:

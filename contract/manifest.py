@@ -16,7 +16,7 @@ from contract.files import DEFAULT_MAX_FILE_BYTES, read_checked
 MANIFEST_SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
-Kind = Literal["smoother", "classifier"]
+Kind = Literal["smoother", "classifier", "regressor"]
 Format = Literal["onnx", "torchscript", "pt2"]
 Rule = Literal["nonnegative", "positive", "monotone_nondecreasing", "sums_to_one"]
 Direction = Literal["increasing", "decreasing", "free"]
@@ -115,6 +115,17 @@ class ClassifierInfo(_Strict):
         return thresholds[0] if thresholds else self.threshold
 
 
+class RegressorInfo(_Strict):
+    """A regressor [N, F] -> [N, 1]: one score per instance, monotone in `monotone_features` as declared."""
+
+    features: list[FeatureSpec]
+    # Features whose direction the service certifies from the graph (every non-free one).
+    monotone_features: list[str] = Field(default_factory=list)
+    nonnegative: bool = False  # every score >= 0, from the graph's interval bounds
+    method: Literal["declared"] = "declared"
+    output: Literal["scores"] = "scores"
+
+
 class SmootherInfo(_Strict):
     kernel_size: int
     param: Literal["exp-cumsum", "softmax", "declared"]  # "declared": a user's own module, kernel found by probing
@@ -166,6 +177,7 @@ class Manifest(_Strict):
     constraints: list[ConstraintEntry]
     classifier: ClassifierInfo | None = None
     smoother: SmootherInfo | None = None
+    regressor: RegressorInfo | None = None
     probe: Probe
     parity: dict = Field(default_factory=dict)  # max abs error per format, measured at export
     opset: int | None = None

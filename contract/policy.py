@@ -45,6 +45,8 @@ class Policy:
             return self._smoother(manifest)
         if manifest.kind == "classifier":
             return self._classifier(manifest)
+        if manifest.kind == "regressor":
+            return self._regressor(manifest)
         return [f"kind {manifest.kind!r} has no policy: the service serves only smoothers and classifiers"]
 
     def _smoother(self, manifest: "Manifest") -> list[str]:
@@ -92,13 +94,36 @@ class Policy:
                             "(MONOSERVE_ALLOW_DECREASING_FEATURES)")
         return problems
 
+    def _regressor(self, manifest: "Manifest") -> list[str]:
+        """Every non-free feature is certified (monotone_features lists exactly those)."""
+        info = manifest.regressor
+        if info is None:
+            return ["a regressor manifest needs a 'regressor' section"]
+        directions = {f.name: f.direction for f in info.features}
+        problems = []
+        unknown = [n for n in info.monotone_features if n not in directions]
+        if unknown:
+            problems.append(f"monotone_features names unknown feature(s) {unknown}")
+        omitted = [n for n, d in directions.items() if d != "free" and n not in info.monotone_features]
+        if omitted:
+            problems.append(f"feature(s) {omitted} have a direction, but monotone_features omits them")
+        free = [n for n, d in directions.items() if d == "free"]
+        if free and not self.allow_free_features:
+            problems.append(f"feature(s) {free} are free; the policy refuses free features (MONOSERVE_ALLOW_FREE_FEATURES)")
+        decreasing = [n for n, d in directions.items() if d == "decreasing"]
+        if decreasing and not self.allow_decreasing_features:
+            problems.append(f"feature(s) {decreasing} are decreasing; the policy refuses decreasing features "
+                            "(MONOSERVE_ALLOW_DECREASING_FEATURES)")
+        return problems
+
     def certified_features(self, manifest: "Manifest") -> list[tuple[int, str, str]]:
         """(column, name, direction) of every feature whose direction the certificate must prove."""
-        info = manifest.classifier
+        info = manifest.classifier if manifest.classifier is not None else manifest.regressor
         assert info is not None
         claimed = set(info.monotone_features)
+        scope = getattr(info, "scope", None)  # a regressor certifies exactly its monotone_features
         return [(index, f.name, f.direction) for index, f in enumerate(info.features)
-                if f.direction != "free" and (info.scope == "all" or f.name in claimed)]
+                if f.direction != "free" and (scope == "all" or f.name in claimed)]
 
     def to_dict(self) -> dict[str, bool]:
         return {"allow_free_features": self.allow_free_features,

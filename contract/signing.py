@@ -166,7 +166,19 @@ def sign_version(version_dir: str | Path, private_key: str | Path, password: str
     return target
 
 
-def _differences(version_dir: Path, signature: Path) -> list[str]:
+def _bundle(signature_path: Path) -> dict[str, Any]:
+    """model.sig parsed once per check ({} when it is not a JSON object): only for the messages and the
+    list of differences; model-signing judges the bundle itself."""
+    import json
+
+    try:
+        bundle = json.loads(signature_path.read_bytes())
+    except Exception:  # noqa: BLE001 - a malformed bundle is the verifier's refusal, never ours
+        return {}
+    return bundle if isinstance(bundle, dict) else {}
+
+
+def _differences(version_dir: Path, bundle: dict[str, Any]) -> list[str]:
     """What differs between the files now and the signed list (called once the signature itself
     was verified, so the payload read here is the signer's): added, changed, removed files."""
     import base64
@@ -175,7 +187,6 @@ def _differences(version_dir: Path, signature: Path) -> list[str]:
     from contract.files import sha256_file
 
     try:
-        bundle = json.loads(signature.read_bytes())
         statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
         signed = {item["name"]: item["digest"] for item in statement["predicate"]["resources"]}
     except Exception:  # noqa: BLE001 - the verifier accepted it; only the details are unavailable
@@ -192,26 +203,21 @@ def _differences(version_dir: Path, signature: Path) -> list[str]:
     return found or ["the files changed while they were checked"]
 
 
-def _key_hint(signature_path: Path) -> str | None:
+def _key_hint(bundle: dict[str, Any]) -> str | None:
     """The public-key hint the bundle carries (the signer's key fingerprint), for the message."""
-    import json
-
     try:
-        bundle = json.loads(signature_path.read_bytes())
         return bundle["verificationMaterial"]["publicKey"]["hint"]
     except Exception:  # noqa: BLE001 - only for a message; the verifier judges the bundle
         return None
 
 
-def _certificate_subject(signature_path: Path) -> str | None:
+def _certificate_subject(bundle: dict[str, Any]) -> str | None:
     """The signing certificate's subject, when the bundle carries a certificate chain."""
     import base64
-    import json
 
     from cryptography import x509
 
     try:
-        bundle = json.loads(signature_path.read_bytes())
         raw = bundle["verificationMaterial"]["x509CertificateChain"]["certificates"][0]["rawBytes"]
         return x509.load_der_x509_certificate(base64.b64decode(raw)).subject.rfc4514_string()
     except Exception:  # noqa: BLE001 - only for the report
@@ -244,6 +250,7 @@ def verify_version(version_dir: str | Path, trusted: TrustedKeys, max_file_bytes
         attempts.append((f"certificate chain {', '.join(str(c) for c in trusted.certificates)}",
                          verifying.Config().use_certificate_verifier(certificate_chain=trusted.certificates)))
     rejections = []
+    bundle = _bundle(signature)
     for signer, config in attempts:
         config.set_hashing_config(_hashing_config())
         try:
@@ -251,7 +258,7 @@ def verify_version(version_dir: str | Path, trusted: TrustedKeys, max_file_bytes
         except ValueError as exc:
             message = str(exc)
             if message.startswith("Signature mismatch"):  # the signer is trusted; the files are not what it signed
-                problems = _differences(version_dir, signature)
+                problems = _differences(version_dir, bundle)
                 raise SignatureError(f"files differ from what {signer} signed: " + "; ".join(problems), problems,
                                      reason="files-differ") from None
             rejections.append(f"{signer}: {message.strip()}")
@@ -259,10 +266,10 @@ def verify_version(version_dir: str | Path, trusted: TrustedKeys, max_file_bytes
             rejections.append(f"{signer}: {type(exc).__name__}: {str(exc).strip()[:200]}")
         else:
             if signer.startswith("certificate chain"):
-                subject = _certificate_subject(signature)
+                subject = _certificate_subject(bundle)
                 signer = f"certificate {subject!r} (chain {', '.join(str(c) for c in trusted.certificates)})"
             return {"signer": signer, "files": files}
-    hint, subject = _key_hint(signature), _certificate_subject(signature)
+    hint, subject = _key_hint(bundle), _certificate_subject(bundle)
     by = f" (signed by key sha256:{hint[:16]})" if hint else (f" (signed by certificate {subject!r})" if subject else "")
     raise SignatureError(f"signed by no trusted key{by}", rejections, reason="untrusted")
 
@@ -272,10 +279,11 @@ def signature_hint(version_dir: str | Path) -> str | None:
     path = Path(version_dir) / SIGNATURE_NAME
     if not path.is_file() or path.stat().st_size > MAX_SIGNATURE_BYTES:
         return None
-    hint = _key_hint(path)
+    bundle = _bundle(path)
+    hint = _key_hint(bundle)
     if hint:
         return f"key sha256:{hint[:16]}"
-    subject = _certificate_subject(path)
+    subject = _certificate_subject(bundle)
     return f"certificate {subject!r}" if subject else "unknown signer"
 
 

@@ -103,6 +103,24 @@ class ClassifierSpec(_Strict):
         return [DIRECTION_WORDS[self.monotone.get(name, 0)] for name in self.features]
 
 
+class RegressorSpec(_Strict):
+    """A regressor [N, F] -> [N, 1] (trees, linear, neural), monotone in the features the table names."""
+
+    kind: Literal["regressor"]
+    features: list[str] = Field(min_length=1)
+    # "all": every feature proven non-decreasing; a table: each feature's direction (1, -1, 0 = free)
+    monotone: Literal["all"] | dict[str, Direction]
+    nonnegative: bool = False  # every score >= 0, proven from the graph's bounds
+
+    _names = field_validator("features")(ClassifierSpec._names.__func__)
+    _monotone_names_features = field_validator("monotone")(ClassifierSpec._monotone_names_features.__func__)
+
+    def directions(self) -> list[str]:
+        if self.monotone == "all":
+            return ["increasing"] * len(self.features)
+        return [DIRECTION_WORDS[self.monotone.get(name, 0)] for name in self.features]
+
+
 class SmootherSpec(_Strict):
     """A depthwise FIR filter: one shared, positive, non-decreasing kernel applied to every channel."""
 
@@ -113,12 +131,13 @@ class SmootherSpec(_Strict):
     normalized: bool  # the kernel sums to 1
 
 
-Spec = Annotated[Union[ClassifierSpec, SmootherSpec], Field(discriminator="kind")]
+Spec = Annotated[Union[ClassifierSpec, RegressorSpec, SmootherSpec], Field(discriminator="kind")]
+SPECS = (ClassifierSpec, RegressorSpec, SmootherSpec)
 _ADAPTER: TypeAdapter = TypeAdapter(Spec)
 
 
 def _key(location: tuple) -> str:
-    parts = [str(part) for part in location if part not in ("classifier", "smoother")]
+    parts = [str(part) for part in location if part not in ("classifier", "regressor", "smoother")]
     # a union member's tag ('literal['all','final']', 'dict[str,...]') is not the user's key
     parts = [p for p in parts if not p.startswith(("literal[", "dict["))]
     return ".".join(parts) or "(top level)"
@@ -140,7 +159,7 @@ def _explain(error: ValidationError, source: str) -> str:
         elif kind == "extra_forbidden":
             message = "unknown key (not part of the declaration; docs/export.md lists the keys)"
         elif kind == "union_tag_invalid" or kind == "union_tag_not_found":
-            message = "must be \"classifier\" or \"smoother\""
+            message = "must be \"classifier\", \"regressor\" or \"smoother\""
             key = "kind"
         else:
             message = item["msg"]
@@ -163,7 +182,7 @@ def _cut(text: str, limit: int = MAX_VALUE_CHARS) -> str:
 
 def parse_spec(data: Mapping[str, Any] | ClassifierSpec | SmootherSpec, source: str = "declaration") -> ClassifierSpec | SmootherSpec:
     """A validated declaration from a dict (or one already validated); SpecError naming the key."""
-    if isinstance(data, (ClassifierSpec, SmootherSpec)):
+    if isinstance(data, SPECS):
         return data
     if not isinstance(data, Mapping):
         raise SpecError(f"{source}: a declaration is a table of keys, got {type(data).__name__}")
@@ -177,6 +196,8 @@ def parse_spec(data: Mapping[str, Any] | ClassifierSpec | SmootherSpec, source: 
 
 def load_spec(spec: str | Path | Mapping[str, Any] | ClassifierSpec | SmootherSpec) -> ClassifierSpec | SmootherSpec:
     """A declaration from a TOML file path, a dict, or a parsed spec."""
+    if isinstance(spec, SPECS):
+        return spec
     if isinstance(spec, (str, Path)):
         path = Path(spec)
         try:

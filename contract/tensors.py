@@ -39,6 +39,8 @@ from typing import Any, Iterator, Sequence
 import onnx
 from onnx import AttributeProto, TensorProto
 
+from contract.domains import DOMAINS
+
 MAX_REPORTED = 20  # problems listed per file (the count beyond is given)
 MAX_NAME_CHARS = 80  # names are cut in messages: a name may be megabytes long
 
@@ -240,6 +242,10 @@ def allocation_problems(model: onnx.ModelProto, input_shapes: dict[str, Sequence
             tensor_shape.dim.add().dim_value = int(size)
     for value in concrete.graph.output:
         value.type.tensor_type.ClearField("shape")
+    batches = {int(shape[0]) for shape in input_shapes.values() if len(shape)}
+    for opset in concrete.opset_import:  # ops of another domain (ai.onnx.ml): typed from their attributes
+        if opset.domain in DOMAINS:
+            DOMAINS[opset.domain].declare_outputs(concrete, batches.pop() if len(batches) == 1 else None)
     try:
         inferred = onnx.shape_inference.infer_shapes(concrete, strict_mode=False, data_prop=True)
     except Exception as exc:  # noqa: BLE001 - a graph shape inference cannot follow cannot be bounded

@@ -13,7 +13,7 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -111,11 +111,17 @@ def _jit_deprecation_handled() -> Iterator[None]:
 # -- writers: one function per format (tests monkeypatch them to inject failures) -------------
 
 
-def write_onnx(wrapper: nn.Module, signature: GraphSignature, path: Path, opset: int | None) -> int:
-    """Write model.onnx with the dynamo exporter (dynamic dims named); returns the opset used."""
+def write_onnx(wrapper: nn.Module, signature: GraphSignature, path: Path, opset: int | None, *,
+               check: bool = True, refuse_weight_ops: bool = True) -> Any:
+    """Write model.onnx with the dynamo exporter (dynamic dims named, one self-contained file): the one
+    ONNX writer of every export path. Returns the written graph (onnx.ModelProto), loaded once and,
+    with `check`, checked once (onnx.checker); a caller that changes the graph afterwards (a user's
+    classifier, export.byom) checks its final graph itself instead. `refuse_weight_ops`: a graph
+    that computes weights at inference time means folding failed (not asked of a user's own graph,
+    whose hidden layers may use those ops)."""
     import onnx
 
-    dynamic = {signature.input_name: dict(signature.dynamic_axes)}
+    dynamic = (dict(signature.dynamic_axes),)  # by position: any name of forward's argument
     try:
         with _quiet_exporter():
             torch.onnx.export(
@@ -132,12 +138,13 @@ def write_onnx(wrapper: nn.Module, signature: GraphSignature, path: Path, opset:
             )
     except Exception as exc:
         raise ArtifactError(f"ONNX export failed (opset {opset or 'default'}): {exc}") from exc
-    model = onnx.load(str(path))
-    onnx.checker.check_model(model)
+    model = onnx.load(str(path), load_external_data=False)  # nothing outside the file is read
+    if check:
+        onnx.checker.check_model(model)
     computing = sorted({node.op_type for node in model.graph.node} & WEIGHT_COMPUTING_OPS)
-    if computing:
+    if refuse_weight_ops and computing:
         raise ArtifactError(f"{path.name} computes weights at inference time (ops {computing}); folding failed")
-    return onnx_opset(model)
+    return model
 
 
 def onnx_opset(model) -> int:
@@ -163,8 +170,9 @@ def write_pt2(wrapper: nn.Module, signature: GraphSignature, path: Path, opset: 
 WRITERS: dict[str, str] = {"onnx": "write_onnx", "torchscript": "write_torchscript", "pt2": "write_pt2"}
 
 
-def write_artifact(fmt: str, wrapper: nn.Module, signature: GraphSignature, path: Path, opset: int | None) -> int | None:
-    """Dispatch by name at call time, so a monkeypatched writer is the one that runs."""
+def write_artifact(fmt: str, wrapper: nn.Module, signature: GraphSignature, path: Path, opset: int | None) -> Any:
+    """Dispatch by name at call time, so a monkeypatched writer is the one that runs. ONNX: the written
+    graph (write_onnx), to be handed to load_artifact; the other formats: None."""
     writer = globals()[WRITERS[fmt]]
     return writer(wrapper, signature, path, opset)
 
@@ -181,9 +189,11 @@ class LoadedArtifact:
     ops: list[str] = field(default_factory=list)  # ONNX only: the node op types in order
 
 
-def load_artifact(fmt: str, path: Path, signature: GraphSignature) -> LoadedArtifact:
+def load_artifact(fmt: str, path: Path, signature: GraphSignature, onnx_model: Any = None) -> LoadedArtifact:
+    """An artifact read back: its runner and its named constants. `onnx_model`: the graph write_onnx
+    returned for this file, used instead of parsing the file again."""
     if fmt == "onnx":
-        return _load_onnx(path, signature)
+        return _load_onnx(path, signature, onnx_model)
     if fmt == "torchscript":
         with _jit_deprecation_handled():
             module = torch.jit.load(str(path), map_location="cpu").eval()
@@ -206,12 +216,13 @@ def _torch_runner(module: Callable[[torch.Tensor], torch.Tensor]) -> Runner:
     return run
 
 
-def _load_onnx(path: Path, signature: GraphSignature) -> LoadedArtifact:
+def _load_onnx(path: Path, signature: GraphSignature, model: Any = None) -> LoadedArtifact:
     import onnx
     import onnxruntime as ort
     from onnx import numpy_helper
 
-    model = onnx.load(str(path))
+    if model is None:
+        model = onnx.load(str(path))
     tensors = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1  # tiny graphs; the machine is shared

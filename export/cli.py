@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from contract.manifest import FORMATS
 from export.errors import ExportInputError, bounded
@@ -28,6 +28,7 @@ from export.publish import check_repository_writable
 from export.validation import normalize_formats, validate_name, validate_opset, validate_tolerance
 
 EXIT_OK, EXIT_REFUSED, EXIT_BAD_INPUT = 0, 1, 2
+MAX_PROBLEM_LINES = 20  # a hostile file's problems are listed only so far (the rest counted)
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -39,26 +40,29 @@ def parse_formats(text: str) -> tuple[str, ...]:
 
 
 def precheck(args: argparse.Namespace) -> None:
-    """The usage errors that need no torch, answered before importing it (ExportInputError)."""
+    """The usage errors that need no torch, answered before importing it (ExportInputError): one list
+    for `export` (a checkpoint, or --module with --spec) and `import` (an ONNX file)."""
     if args.name is not None:
         validate_name(args.name)
     for label in ("atol", "rtol"):
         if getattr(args, label) is not None:
             validate_tolerance(label, getattr(args, label))
-    validate_opset(args.opset)
+    validate_opset(getattr(args, "opset", None))
     check_sign_key(args)
-    if args.module is not None or args.spec is not None or args.state_dict is not None:
+    onnx_file = getattr(args, "onnx_file", None)
+    if onnx_file is not None:  # `import`
+        if not onnx_file.is_file():
+            raise ExportInputError(f"ONNX file not found: {onnx_file}")
+    elif args.module is not None or args.spec is not None or args.state_dict is not None:
         if args.checkpoint is not None:
             raise ExportInputError("give either a checkpoint or --module with --spec, not both")
         if args.module is None or args.spec is None:
             raise ExportInputError("--module FILE.py:FACTORY and --spec SPEC.toml go together")
         if args.name is None:
             raise ExportInputError("--name is required with --module")
-        check_repository_writable(args.repo)
-        return
-    if args.checkpoint is None:
+    elif args.checkpoint is None:
         raise ExportInputError("nothing to export: give a checkpoint, or --module FILE.py:FACTORY --spec SPEC.toml")
-    if not args.checkpoint.is_file():
+    elif not args.checkpoint.is_file():
         raise ExportInputError(f"checkpoint not found: {args.checkpoint}")
     check_repository_writable(args.repo)
 
@@ -184,85 +188,101 @@ def _sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_export(args: argparse.Namespace) -> int:
-    import os
+def _failures() -> list[tuple[type[BaseException], int, Callable[[Any], list[str]]]]:
+    """The one table from exception to exit code and stderr lines, for every export path (first match
+    wins: the specific refusals before ExportError). Imports no torch."""
+    from contract.spec import SpecError
+    from export.errors import ExportError, KindConflictError, ModelRefusedError, ParityError, ProofRefusedError
 
-    try:
-        precheck(args)
-    except ExportInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if args.module is not None:
-        return _run_user_model(args, "module")
+    return [
+        (ExportInputError, EXIT_BAD_INPUT, lambda exc: [f"error: {bounded(str(exc))}"]),
+        (SpecError, EXIT_BAD_INPUT, lambda exc: [f"error: {bounded(str(exc), 4000)}"]),
+        (ModelRefusedError, EXIT_REFUSED,
+         lambda exc: [f"refused, nothing published: {bounded(exc.source)}:",
+                      *(f"  {bounded(problem)}" for problem in exc.problems[:MAX_PROBLEM_LINES]),
+                      *([f"  ... and {len(exc.problems) - MAX_PROBLEM_LINES} more"]
+                        if len(exc.problems) > MAX_PROBLEM_LINES else [])]),
+        (ParityError, EXIT_REFUSED,
+         lambda exc: [f"refused: {len(exc.mismatches)} parity mismatch(es) against eager torch "
+                      f"(atol {exc.atol:g}, rtol {exc.rtol:g}), nothing published",
+                      *(f"  {mismatch}" for mismatch in exc.mismatches)]),
+        (KindConflictError, EXIT_REFUSED, lambda exc: [f"refused, nothing published: {bounded(str(exc))}"]),
+        (ProofRefusedError, EXIT_REFUSED, lambda exc: [f"refused: {bounded(str(exc))}", bounded(str(exc.report), 20_000)]),
+        (ExportError, EXIT_REFUSED, lambda exc: [f"export failed, nothing published: {bounded(str(exc))}"]),
+    ]
 
-    from export.errors import ExportError, KindConflictError, ParityError, ProofRefusedError
-    from models.checkpoint import CheckpointError  # imports torch
 
-    from export.core import ConstraintRefusedError, export_checkpoint
-    from export.parity import DEFAULT_ATOL, DEFAULT_RTOL
+def _checkpoint_failures() -> list[tuple[type[BaseException], int, Callable[[Any], list[str]]]]:
+    """The checkpoint path's own rows (their modules import torch)."""
+    from export.core import ConstraintRefusedError
+    from models.checkpoint import CheckpointError
 
+    return [
+        (CheckpointError, EXIT_BAD_INPUT, lambda exc: [f"error: {exc}"]),
+        # the exception's message is capped; the CLI lists every violation
+        (ConstraintRefusedError, EXIT_REFUSED,
+         lambda exc: [f"refused: {exc.checkpoint}: {len(exc.violations)} constraint violation(s), nothing exported",
+                      *(f"  {violation}" for violation in exc.violations)]),
+    ]
+
+
+def _report(work: Callable[[], list[str]], rows: Callable[[], list] = _failures, catch_all: bool = False) -> int:
+    """Run one export step: its lines on stdout and EXIT_OK, or the table's lines and exit code.
+    `catch_all` (a user's model or file): any other exception is a refusal with a bounded message,
+    never a traceback (a malformed file must end in a message)."""
     try:
         with _sigterm_as_exit():
-            result = export_checkpoint(
-                args.checkpoint,
-                args.repo,
-                name=args.name,
-                formats=args.formats,
-                opset=args.opset,
-                atol=DEFAULT_ATOL if args.atol is None else args.atol,
-                rtol=DEFAULT_RTOL if args.rtol is None else args.rtol,
-                allow_unconstrained=args.allow_unconstrained,
-                replace_kind=args.replace_kind,
-                sign_key=getattr(args, "sign_key", None),
-                sign_key_password=os.environ.get("MONOSERVE_SIGN_KEY_PASSWORD"),
-            )
-    except (CheckpointError, ExportInputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except ConstraintRefusedError as exc:
-        # the exception's message is capped; the CLI lists every violation
-        print(f"refused: {exc.checkpoint}: {len(exc.violations)} constraint violation(s), nothing exported", file=sys.stderr)
-        for violation in exc.violations:
-            print(f"  {violation}", file=sys.stderr)
+            lines = work()
+    except Exception as exc:
+        for kind, code, describe in rows():
+            if isinstance(exc, kind):
+                for line in describe(exc):
+                    print(line, file=sys.stderr)
+                return code
+        if not catch_all:
+            raise
+        logging.getLogger(__name__).debug("export of a user model failed", exc_info=exc)
+        print(f"refused, nothing published: the model could not be processed ({type(exc).__name__}: "
+              f"{bounded(str(exc))})", file=sys.stderr)
         return EXIT_REFUSED
-    except ParityError as exc:
-        print(
-            f"refused: {len(exc.mismatches)} parity mismatch(es) against eager torch "
-            f"(atol {exc.atol:g}, rtol {exc.rtol:g}), nothing published",
-            file=sys.stderr,
-        )
-        for mismatch in exc.mismatches:
-            print(f"  {mismatch}", file=sys.stderr)
-        return EXIT_REFUSED
-    except KindConflictError as exc:
-        print(f"refused, nothing published: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except ProofRefusedError as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        print(exc.report, file=sys.stderr)
-        return EXIT_REFUSED
-    except ExportError as exc:
-        print(f"export failed, nothing published: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    print(result.version_dir)
-    print(result.report.render())
+    for line in lines:
+        print(line)
     return EXIT_OK
 
 
+def run_export(args: argparse.Namespace) -> int:
+    import os
+
+    failed = _report(lambda: precheck(args) or [])
+    if failed:
+        return failed
+    if args.module is not None:
+        return _run_user_model(args, "module")
+
+    def export() -> list[str]:
+        from export.core import export_checkpoint
+        from export.parity import DEFAULT_ATOL, DEFAULT_RTOL
+
+        result = export_checkpoint(
+            args.checkpoint,
+            args.repo,
+            name=args.name,
+            formats=args.formats,
+            opset=args.opset,
+            atol=DEFAULT_ATOL if args.atol is None else args.atol,
+            rtol=DEFAULT_RTOL if args.rtol is None else args.rtol,
+            allow_unconstrained=args.allow_unconstrained,
+            replace_kind=args.replace_kind,
+            sign_key=getattr(args, "sign_key", None),
+            sign_key_password=os.environ.get("MONOSERVE_SIGN_KEY_PASSWORD"),
+        )
+        return [str(result.version_dir), result.report.render()]
+
+    return _report(export, lambda: _checkpoint_failures() + _failures())
+
+
 def run_import(args: argparse.Namespace) -> int:
-    try:
-        validate_name(args.name)
-        for label in ("atol", "rtol"):
-            if getattr(args, label) is not None:
-                validate_tolerance(label, getattr(args, label))
-        if not args.onnx_file.is_file():
-            raise ExportInputError(f"ONNX file not found: {args.onnx_file}")
-        check_repository_writable(args.repo)
-        check_sign_key(args)
-    except ExportInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    return _run_user_model(args, "onnx")
+    return _report(lambda: precheck(args) or []) or _run_user_model(args, "onnx")
 
 
 def load_user_module(reference: str, state_dict: Path | None):
@@ -314,59 +334,23 @@ def load_user_module(reference: str, state_dict: Path | None):
 
 
 def _run_user_model(args: argparse.Namespace, source: str) -> int:
-    from contract.spec import SpecError, load_spec
-
-    try:
-        spec = load_spec(args.spec)
-    except SpecError as exc:
-        print(f"error: {bounded(str(exc), 4000)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-
-    from export.byom import ModelRefusedError, export_module, import_onnx
-    from export.errors import ExportError, KindConflictError, ProofRefusedError
-    from export.parity import DEFAULT_ATOL, DEFAULT_RTOL
-
-    tolerances = dict(atol=DEFAULT_ATOL if args.atol is None else args.atol,
-                      rtol=DEFAULT_RTOL if args.rtol is None else args.rtol)
     import os
 
-    signing = dict(sign_key=args.sign_key, sign_key_password=os.environ.get("MONOSERVE_SIGN_KEY_PASSWORD"))
-    try:
-        with _sigterm_as_exit():
-            if source == "module":
-                model = load_user_module(args.module, args.state_dict)
-                result = export_module(model, args.repo, args.name, spec, replace_kind=args.replace_kind, **tolerances,
-                                       **signing)
-            else:
-                result = import_onnx(args.onnx_file, args.repo, args.name, spec, replace_kind=args.replace_kind, **tolerances,
-                                     **signing)
-    except ExportInputError as exc:
-        print(f"error: {bounded(str(exc))}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except ModelRefusedError as exc:
-        print(f"refused, nothing published: {bounded(exc.source)}:", file=sys.stderr)
-        for problem in exc.problems[:MAX_PROBLEM_LINES]:
-            print(f"  {bounded(problem)}", file=sys.stderr)
-        if len(exc.problems) > MAX_PROBLEM_LINES:
-            print(f"  ... and {len(exc.problems) - MAX_PROBLEM_LINES} more", file=sys.stderr)
-        return EXIT_REFUSED
-    except ProofRefusedError as exc:
-        print(f"refused: {bounded(str(exc))}", file=sys.stderr)
-        print(bounded(exc.report, 20_000), file=sys.stderr)
-        return EXIT_REFUSED
-    except (KindConflictError, ExportError) as exc:
-        print(f"refused, nothing published: {bounded(str(exc))}", file=sys.stderr)
-        return EXIT_REFUSED
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # noqa: BLE001 - a malformed user file must end in a message, never a traceback
-        logging.getLogger(__name__).debug("import of %s failed", source, exc_info=exc)
-        print(f"refused, nothing published: the model could not be processed ({type(exc).__name__}: "
-              f"{bounded(str(exc))})", file=sys.stderr)
-        return EXIT_REFUSED
-    print(result.version_dir)
-    print(result.render())
-    return EXIT_OK
+    def export() -> list[str]:
+        from contract.spec import load_spec
 
+        spec = load_spec(args.spec)  # SpecError: exit 2, before torch is imported
 
-MAX_PROBLEM_LINES = 20
+        from export.byom import export_module, import_onnx
+        from export.parity import DEFAULT_ATOL, DEFAULT_RTOL
+
+        options = dict(atol=DEFAULT_ATOL if args.atol is None else args.atol,
+                       rtol=DEFAULT_RTOL if args.rtol is None else args.rtol, replace_kind=args.replace_kind,
+                       sign_key=args.sign_key, sign_key_password=os.environ.get("MONOSERVE_SIGN_KEY_PASSWORD"))
+        if source == "module":
+            result = export_module(load_user_module(args.module, args.state_dict), args.repo, args.name, spec, **options)
+        else:
+            result = import_onnx(args.onnx_file, args.repo, args.name, spec, **options)
+        return [str(result.version_dir), result.render()]
+
+    return _report(export, catch_all=True)

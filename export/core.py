@@ -9,8 +9,9 @@ Steps (nothing is written before step 3 passes, nothing is visible before step 8
 6. parity: every artifact against eager torch, every mismatch reported at once;
 7. model card, manifest (checksums, io specs, constraints, probe, parity, metrics, provenance);
 8. prove the staged version with the service's own prover and policy (service.repository.prover): export
-   never publishes what the service would refuse;
+   never publishes what the service would refuse; sign it when asked;
 9. rename the staging directory to the next integer version.
+Steps 7 (card, manifest) to 9 are export.finalize.finalize_staged, the tail every export path shares.
 """
 
 from __future__ import annotations
@@ -25,21 +26,21 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from contract.checks import ConstraintViolationError, Violation, check_all
 from contract.files import sha256_file
 from contract.manifest import (
     FORMAT_FILES,
     FORMATS,
-    MANIFEST_NAME,
     ConstraintEntry,
     FileEntry,
     Manifest,
     TensorSpec,
 )
 from export import artifacts, card, publish
-from export.errors import ArtifactError, ProofRefusedError
+from export.errors import ArtifactError
+from export.finalize import Signing, finalize_staged, package_version
+from export.folding import fold_parametrizations
 from export.kinds import export_kind
 from export.parity import DEFAULT_ATOL, DEFAULT_RTOL, ParityReport, check_parity
 from export.ranges import feature_ranges
@@ -107,15 +108,6 @@ class ExportResult:
 # -- folding and checking ---------------------------------------------------------------------
 
 
-def fold_parametrizations(model: nn.Module) -> nn.Module:
-    """Replace every parametrized tensor by its current value, in place (a plain Parameter)."""
-    for module in list(model.modules()):
-        if parametrize.is_parametrized(module):
-            for tensor_name in list(module.parametrizations.keys()):
-                parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=True)
-    return model
-
-
 def folded_tensors(model: nn.Module, specs: list[dict]) -> dict[str, np.ndarray]:
     state = model.state_dict()
     missing = sorted({spec["tensor"] for spec in specs} - set(state))
@@ -152,28 +144,6 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)
-
-
-def _package_version(name: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def prove_staged(staging: Path, repo: Path, formats: Sequence[str], allow_unconstrained: bool) -> None:
-    """The service's proof on the staged version, with each engine whose artifact was written."""
-    from contract.policy import Policy
-    from service.repository.prover import prove_version
-
-    policy = Policy(allow_unconstrained=allow_unconstrained)
-    for engine in [engine for engine in ("onnx", "torchscript") if engine in formats]:
-        report, _ = prove_version(staging, engine=engine, policy=policy, repo=repo)
-        if not report.ok:
-            raise ProofRefusedError(f"engine {engine}: {report.reason}", report.render())
-        logger.info("the service's proof passes on the staged version (engine %s)", engine)
 
 
 # -- the entry point --------------------------------------------------------------------------
@@ -246,14 +216,15 @@ def export_checkpoint(
     with publish.staging_directory(repo, name) as staging:
         # 4. write every format
         opset_used: int | None = None
+        written: dict[str, Any] = {}  # the ONNX graph as written, loaded and checked once
         for fmt in formats:
-            written = artifacts.write_artifact(fmt, wrapper, signature, staging / FORMAT_FILES[fmt], opset)
+            written[fmt] = artifacts.write_artifact(fmt, wrapper, signature, staging / FORMAT_FILES[fmt], opset)
             if fmt == "onnx":
-                opset_used = written
+                opset_used = artifacts.onnx_opset(written[fmt])
             logger.info("wrote %s", FORMAT_FILES[fmt])
 
-        # 5. load each artifact back; find every constrained tensor inside it
-        loaded = [artifacts.load_artifact(fmt, staging / FORMAT_FILES[fmt], signature) for fmt in formats]
+        # 5. load each artifact back (ONNX: the graph already loaded); find every constrained tensor inside it
+        loaded = [artifacts.load_artifact(fmt, staging / FORMAT_FILES[fmt], signature, written[fmt]) for fmt in formats]
         entries: list[ConstraintEntry] = []
         missing: list[str] = []
         for spec in specs:
@@ -294,16 +265,16 @@ def export_checkpoint(
         provenance = _jsonable(payload.get("provenance") or {})
         provenance["export"] = {
             "torch": torch.__version__,
-            "onnx": _package_version("onnx"),
-            "onnxruntime": _package_version("onnxruntime"),
-            "onnxscript": _package_version("onnxscript"),
+            "onnx": package_version("onnx"),
+            "onnxruntime": package_version("onnxruntime"),
+            "onnxscript": package_version("onnxscript"),
             "formats": list(formats),
         }
         base = dict(
             name=name,
             kind=kind,
             created=datetime.now(timezone.utc),
-            monoserve_version=_package_version("monoserve"),
+            monoserve_version=package_version("monoserve"),
             source_checkpoint_sha256=checkpoint_sha256,
             source_checkpoint_name=checkpoint.name,
             training_metrics=_jsonable(payload.get("metrics") or {}),
@@ -318,24 +289,12 @@ def export_checkpoint(
             feature_ranges=ranges,
             **model_info,
         )
-        manifests: dict[int, Manifest] = {}
+        # 8-9. the one tail of every export path: card, manifest, proof, signature, atomic publish
+        signing = Signing(sign_key, sign_key_password) if sign_key is not None else None
+        version, version_dir, manifest = finalize_staged(
+            staging, repo, name, base, card_caption=adapter.card_caption, formats=formats,
+            allow_unconstrained=allow_unconstrained, replace_kind=replace_kind, signing=signing, curve=bool(curves))
 
-        def finalize(version: int) -> None:
-            publish.check_kind(repo / name, kind, replace_kind)  # a concurrent export may have published
-            manifest = Manifest(version=version, **base)
-            (staging / card.CARD_MD).write_text(card.render_card(manifest, adapter.card_caption, curve=bool(curves)), encoding="utf-8")
-            (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
-            prove_staged(staging, repo, formats, allow_unconstrained)
-            if sign_key is not None:  # last: it covers the card and the manifest just written
-                from contract.signing import sign_version
-
-                sign_version(staging, sign_key, sign_key_password)
-            manifests[version] = manifest
-
-        # 9. publish atomically
-        version, version_dir = publish.publish(staging, repo / name, finalize)
-
-    manifest = manifests[version]
     report = ExportReport(
         name=name,
         version=version,
@@ -347,6 +306,5 @@ def export_checkpoint(
         constraints=[ConstraintCheck(e.tensor, e.rule, e.tolerance, e.columns, dict(e.locations)) for e in entries],
         parity=parity,
     )
-    logger.info("published %s version %d at %s", name, version, version_dir)
     return ExportResult(version_dir=version_dir, manifest=manifest, report=report)
 

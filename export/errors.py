@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-
-MAX_MESSAGE_CHARS = 500  # one message line: a hostile file's names and values are echoed only so far
+MAX_MESSAGE_CHARS = 500  # one message line: a hostile file's names and values are cut to this
 
 
 def bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
@@ -81,3 +80,13 @@ class ParityError(ExportError):
             f"parity check failed (atol={atol:g}, rtol={rtol:g}): {len(self.mismatches)} mismatch(es); "
             "nothing was published\n  " + "\n  ".join(shown)
         )
+
+
+class ModelRefusedError(ExportError):
+    """The user's model breaks its declared rules, or is not a model of the declared kind; nothing published."""
+
+    def __init__(self, problems: list[str], source: str):
+        self.problems = list(problems)
+        self.source = source
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(f"refusing {source}: {problems[0]}{more}; nothing was published")

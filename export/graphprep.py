@@ -19,7 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from contract.certificate import node_label, producers
+from contract.certificate.ops import node_label
+from contract.certificate.uses import producers
 
 INPUT_NAME, OUTPUT_NAME, LOGITS_NAME = "features", "scores", "logits"
 # single-operand ops a weight may pass through between its initializer and the layer using it

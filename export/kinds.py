@@ -20,6 +20,7 @@ from torch import nn
 from contract.manifest import KINDS, ClassifierInfo, ConstraintEntry, FeatureSpec, Manifest, Probe, SmootherInfo
 from contract.modes import EDGE_MODES, mode_slice
 from export.artifacts import GraphSignature, classifier_scores
+from export import mlprep
 from export.errors import ArtifactError
 from export.parity import ParityCase, classifier_cases, smoother_cases
 from models.classifier import MonotoneClassifier
@@ -164,11 +165,10 @@ class SmootherExport(ExportKind):
         import tempfile
         from pathlib import Path
 
-        import onnx
-
         from contract.checks import check_all
         from export import artifacts
-        from export.byom import ModelRefusedError, Prepared, tensor_specs
+        from export.errors import ModelRefusedError
+        from export.prepared import Prepared, tensor_specs
         from export.fir import NotAFilterError, artifact_output, find_kernel
 
         try:
@@ -189,9 +189,8 @@ class SmootherExport(ExportKind):
         wrapper, signature = self.wrapper_for_kernel(torch.from_numpy(kernel.copy()))
         with tempfile.TemporaryDirectory(prefix="monoserve-byom-") as tmp:
             path = Path(tmp) / "model.onnx"
-            artifacts.write_onnx(wrapper, signature, path, None)
-            loaded = artifacts.load_artifact("onnx", path, signature)
-            model = onnx.load(str(path))
+            model = artifacts.write_onnx(wrapper, signature, path, None, check=False)  # byom checks the final graph
+            loaded = artifacts.load_artifact("onnx", path, signature, model)
         location = artifacts.locate_tensor("kernel", kernel, loaded.tensors)
         if location is None:
             raise ArtifactError("the kernel is not a constant of the written smoother graph")
@@ -292,15 +291,25 @@ class ClassifierExport(ExportKind):
 
 
     def prepare_user_model(self, source: Any, spec: Any, atol: float, rtol: float, seed: int) -> Any:
-        from contract.certificate import output_layer
+        from contract.certificate.uses import output_layer
         from contract.checks import check_rule
         from contract.graph import GraphRefused, IoSpec, check_graph
-        from export.byom import ModelRefusedError, Prepared, ProbeSession, tensor_specs
+        from export.errors import ModelRefusedError
+        from export.prepared import Prepared, tensor_specs
+        from export.probe import ProbeSession
         from export.graphprep import INPUT_NAME, OUTPUT_NAME, GraphShapeError, prepare_classifier_graph, weight_source
 
         n_features, n_labels = len(spec.features), len(spec.labels)
+        graph = source.classifier_graph(n_features)
+        converter = mlprep.is_ml_graph(graph)
         try:
-            prepared = prepare_classifier_graph(source.classifier_graph(n_features), n_features, n_labels, spec.output)
+            if converter:  # a converter's (label, probabilities) outputs: serve the declared labels' probabilities
+                mlprep.score_output(graph)  # ZipMap refused before anything runs it
+                columns = source.run(np.zeros((2, n_features), dtype=np.float32)).reshape(2, -1).shape[1]
+                graph = mlprep.adapt(graph, n_labels, columns)
+            prepared = prepare_classifier_graph(graph, n_features, n_labels, spec.output)
+        except mlprep.ConverterGraphError as exc:
+            raise ModelRefusedError([str(exc)], source.label) from exc
         except GraphShapeError as exc:
             raise ModelRefusedError([str(exc)], source.label) from exc
         model = prepared.model
@@ -343,6 +352,8 @@ class ClassifierExport(ExportKind):
 
         def eager(x: np.ndarray) -> np.ndarray:
             out = np.asarray(source.run(x), dtype=np.float64)
+            if converter:
+                out = mlprep.select_columns(out, n_labels)
             return 1.0 / (1.0 + np.exp(-out)) if spec.output == "logits" else out
 
         rng = np.random.default_rng(seed)
@@ -391,7 +402,104 @@ def _draw_output_layer(figure: Any, name: str, weights: np.ndarray) -> None:
     axes.set_xlabel("weight")
 
 
-EXPORT_KINDS: dict[str, ExportKind] = {adapter.kind: adapter for adapter in (SmootherExport(), ClassifierExport())}
+class RegressorExport(ExportKind):
+    """Regressors are imported ONNX graphs (trees, linear, neural): `monoserve import` with a declaration."""
+
+    kind = "regressor"
+    model_class = nn.Module
+    card_caption = "a regressor imported from ONNX"
+
+    def _checkpoints(self) -> ArtifactError:
+        return ArtifactError("regressors are imported from ONNX (monoserve import MODEL.onnx --spec SPEC.toml), "
+                             "not exported from checkpoints")
+
+    def constraint_specs(self, model: nn.Module) -> list[dict]:
+        raise self._checkpoints()
+
+    def build_wrapper(self, folded: nn.Module) -> tuple[nn.Module, GraphSignature]:
+        raise self._checkpoints()
+
+    def reference_module(self, manifest: Manifest, tensors: Mapping[str, np.ndarray]) -> nn.Module:
+        raise self._checkpoints()
+
+    def probe(self, reference: nn.Module, wrapper: nn.Module, atol: float, rtol: float) -> Probe:
+        raise self._checkpoints()
+
+    def model_info(self, model: nn.Module) -> dict[str, Any]:
+        raise self._checkpoints()
+
+    def parity_cases(self, folded: nn.Module, seed: int) -> list[ParityCase]:
+        raise self._checkpoints()
+
+    def parity_expected(self, reference: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
+        raise self._checkpoints()
+
+    def draw_card(self, figure: Any, tensors: Mapping[str, np.ndarray]) -> None:
+        raise self._checkpoints()
+
+    def prepare_user_model(self, source: Any, spec: Any, atol: float, rtol: float, seed: int) -> Any:
+        from contract.graph import GraphRefused, IoSpec, check_graph
+        from contract.manifest import RegressorInfo
+        from export.errors import ModelRefusedError
+        from export.prepared import Prepared, tensor_specs
+        from export.graphprep import INPUT_NAME, OUTPUT_NAME, GraphShapeError, prepare_classifier_graph
+
+        n_features = len(spec.features)
+        try:
+            graph = source.classifier_graph(n_features)
+            prepared = prepare_classifier_graph(graph, n_features, 1, "probabilities")
+        except GraphShapeError as exc:
+            raise ModelRefusedError([str(exc).replace("a classifier", "a regressor")], source.label) from exc
+        model = mlprep.with_default_opset(prepared.model)
+        try:
+            info = check_graph(model, [IoSpec(INPUT_NAME, "float32", ["batch", n_features])],
+                               [IoSpec(OUTPUT_NAME, "float32", ["batch", 1])])
+        except GraphRefused as exc:
+            raise ModelRefusedError([f"the proof cannot model its graph: {p}" for p in exc.problems], source.label) from exc
+        if spec.nonnegative:
+            low, high = info.range_of(OUTPUT_NAME)
+            if not low >= 0.0:
+                raise ModelRefusedError([f"declared nonnegative, but the graph's output may be negative "
+                                         f"(bounds [{low:.6g}, {high:.6g}])"], source.label)
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(seed)
+        worst, comparisons = 0.0, 0
+        for rows in (1, 7, 64):
+            x = (rng.standard_normal((rows, n_features)) * 2.0).astype(np.float32)
+            want = np.asarray(source.run(x), dtype=np.float64).reshape(rows, -1)
+            got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0].astype(np.float64)
+            if want.shape != got.shape:
+                raise ModelRefusedError([f"on {rows} row(s) the model gives shape {list(want.shape)}, the graph "
+                                         f"{list(got.shape)}; a regressor gives [N, 1]"], source.label)
+            error = np.abs(got - want)
+            if not np.all(error <= atol + rtol * np.abs(want)):
+                raise ModelRefusedError([f"the published graph disagrees with the model by {error.max():.3g} "
+                                         f"(atol {atol:g}, rtol {rtol:g})"], source.label)
+            worst, comparisons = max(worst, float(error.max())), comparisons + int(error.size)
+        probe_input = (rng.standard_normal((4, n_features)) * 2.0).astype(np.float32)
+        directions = spec.directions()
+        inputs, outputs = tensor_specs(INPUT_NAME, ["batch", n_features], OUTPUT_NAME, ["batch", 1])
+        return Prepared(
+            onnx_model=model, inputs=inputs, outputs=outputs, constraints=[],
+            probe=Probe(input=probe_input.tolist(), expected=session.run([OUTPUT_NAME], {INPUT_NAME: probe_input})[0].tolist(),
+                        atol=atol, rtol=rtol),
+            parity={"max_abs_error": {"onnx": worst}, "atol": atol, "rtol": rtol, "comparisons": comparisons,
+                    "reference": source.label},
+            info={"regressor": RegressorInfo(
+                features=[FeatureSpec(name=n, direction=d) for n, d in zip(spec.features, directions)],
+                monotone_features=[n for n, d in zip(spec.features, directions) if d != "free"],
+                nonnegative=spec.nonnegative)},
+            found=[f"input {prepared.original_input!r} -> 'features' [batch, {n_features}], output "
+                   f"{prepared.original_output!r} -> 'scores' [batch, 1]",
+                   f"parity: {comparisons} comparisons, max |error| {worst:.3g}"])
+
+
+EXPORT_KINDS: dict[str, ExportKind] = {adapter.kind: adapter for adapter in (SmootherExport(), ClassifierExport(),
+                                                                             RegressorExport())}
 assert tuple(EXPORT_KINDS) == KINDS, "every manifest kind needs an export adapter"
 
 

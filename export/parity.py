@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable, Protocol
 
 import numpy as np
 import torch
@@ -20,8 +20,15 @@ from torch import nn
 from export.artifacts import LoadedArtifact
 from export.errors import Mismatch, ParityError
 
-if TYPE_CHECKING:  # export.kinds imports this module
-    from export.kinds import ExportKind
+
+
+class ParityAdapter(Protocol):
+    """What check_parity asks of a kind (export.kinds.ExportKind provides it): the eager answer to
+    compare with, and an artifact's answer as that kind reads it."""
+
+    def parity_expected(self, reference: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]: ...
+
+    def parity_actual(self, name: str, output: np.ndarray, inputs: np.ndarray, reference: nn.Module) -> np.ndarray: ...
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +141,7 @@ def _run(artifact: LoadedArtifact, inputs: np.ndarray) -> tuple[np.ndarray | Non
 
 
 def check_parity(
-    adapter: "ExportKind",
+    adapter: ParityAdapter,
     reference: nn.Module,
     artifacts: Iterable[LoadedArtifact],
     cases: list[ParityCase],

@@ -44,7 +44,8 @@ MODEL_KINDS: dict[str, ModelKind] = {
     for entry in (ModelKind("smoother", MonotoneSmoother, SmootherConfig),
                   ModelKind("classifier", MonotoneClassifier, ClassifierConfig))
 }
-assert tuple(MODEL_KINDS) == KINDS, "every manifest kind needs a model class"
+# regressors are imported ONNX graphs (monoserve import), not trained here
+assert set(MODEL_KINDS) <= set(KINDS), "every trained kind is a manifest kind"
 
 
 def model_kind(model: nn.Module) -> str:

@@ -16,6 +16,10 @@ Streaming (`client.stream_smooth(signal_or_chunks)`, sync and async): yields the
 as they are answered, over a WebSocket (the `websockets` library) or over HTTP with a carried state.
 
 Needs numpy, httpx and websockets only (`pip install monoserve[client]`): no torch, no service code.
+
+Over 500 lines on purpose: this is the whole public client, sync and async, one-shot and streamed,
+in the one module users import (`from monoserve.client import Client`); the two clients share
+every request, answer and error helper above them.
 """
 
 from __future__ import annotations

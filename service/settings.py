@@ -156,6 +156,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     default_smoother: str | None = None
     default_classifier: str | None = None
+    default_regressor: str | None = None
     # Small requests run inline on the event loop, where a worker-thread hop costs more than their
     # work (measured: docs/service.md). Bodies above inline_max_body_bytes are decoded, inferred and
     # encoded in a worker thread; below it, inference runs inline when the model's predicted time
@@ -227,7 +228,8 @@ class Settings(BaseSettings):
         return max(1, self.cpu_threads // self.workers)
 
     def default_model(self, kind: str) -> str | None:
-        return {"smoother": self.default_smoother, "classifier": self.default_classifier}.get(kind)
+        return {"smoother": self.default_smoother, "classifier": self.default_classifier,
+                "regressor": self.default_regressor}.get(kind)
 
 
 @lru_cache(maxsize=1)

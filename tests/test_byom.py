@@ -57,7 +57,8 @@ def write_toml(path: Path, text: str) -> Path:
     ({"kind": "classifier", "features": ["a"], "labels": ["y"], "output": "logits", "monotone": {"a": 2}}, "'monotone.a'"),
     ({"kind": "classifier", "features": ["a"], "labels": ["y"], "output": "scores", "monotone": "all"}, "'output'"),
     ({"kind": "classifier", "features": ["a"], "labels": ["y"], "monotone": "all"}, "'output': missing"),
-    ({"kind": "regressor"}, "'kind'"),
+    ({"kind": "ranker"}, "'kind'"),
+    ({"kind": "regressor", "features": ["a"]}, "'monotone': missing"),
 ])
 def test_declaration_errors_name_the_key(data, key):
     with pytest.raises(SpecError) as refused:

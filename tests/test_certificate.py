@@ -325,7 +325,8 @@ def test_an_honest_graph_passes_the_graph_checks():
 @pytest.mark.parametrize("edit, fragment", [
     (lambda m: m.graph.output[0].__setattr__("name", "other") or m.graph.node[-1].output.__setitem__(0, "other"),
      "the graph's outputs are ['other'], the manifest's are ['scores']"),
-    (lambda m: m.opset_import.append(helper.make_opsetid("ai.onnx.ml", 3)), "imports opset domain 'ai.onnx.ml'"),
+    (lambda m: m.opset_import.append(helper.make_opsetid("com.microsoft", 1)), "imports opset domain 'com.microsoft'"),
+    (lambda m: m.opset_import.append(helper.make_opsetid("ai.onnx.ml", 9)), "imports ai.onnx.ml opset 9"),
     (lambda m: m.graph.node.insert(0, helper.make_node("Sin", ["features"], ["unused"], name="off_path")),
      "node off_path (#0 Sin -> unused): op Sin is not modelled"),
     (lambda m: m.graph.node[3].CopyFrom(helper.make_node("Div", ["logits", "logits"], ["scores"], name="head")),

@@ -162,10 +162,13 @@ def test_smoother_raw_infer_equals_smooth(client, server, shape):
         assert response.parameters["mode"].string_param == (mode or "same") and len(response.raw_output_contents) == 1
 
 
-def test_smoother_raw_float64_input(client, server):
-    signal = np.random.default_rng(5).standard_normal((2, 4, 100))  # FP64 in, converted like a float64 .npy
-    result = client.infer("smoother", [raw_input("signal", signal)], model_version="1")
-    np.testing.assert_array_equal(result.as_numpy("smoothed"), smooth(server[0], signal))
+@pytest.mark.parametrize("dtype,datatype", [(np.float64, "FP64"), (np.int64, "INT64")])
+def test_a_raw_datatype_other_than_the_models_is_invalid_argument(client, dtype, datatype):
+    """As Triton: no silent conversion (an INT64 beyond 2**24 would be rounded to float32)."""
+    signal = (np.random.default_rng(5).standard_normal((2, 4, 100)) * 100).astype(dtype)
+    status, message = status_of(lambda: client.infer("smoother", [raw_input("signal", signal)], model_version="1"))
+    assert status == "StatusCode.INVALID_ARGUMENT", message
+    assert f"datatype {datatype} is not the model's" in message and "is FP32" in message
 
 
 def test_smoother_typed_infer_equals_smooth(stub, server):
@@ -176,13 +179,14 @@ def test_smoother_typed_infer_equals_smooth(stub, server):
     assert output.name == "smoothed" and output.datatype == "FP32" and list(output.shape) == [3, 120]
     got = np.asarray(output.contents.fp32_contents, dtype=np.float32).reshape(output.shape)
     np.testing.assert_array_equal(got, smooth(server[0], signal, "causal"))
-    # typed FP64 and INT32 values, as /smooth converts JSON numbers
+    # typed FP64 and INT32 values: a datatype the model does not declare is refused, naming both
     integers = np.arange(-30, 30, dtype=np.int32).reshape(2, 30)
     for field, datatype, values in (("fp64_contents", "FP64", signal.astype(np.float64)),
                                     ("int_contents", "INT32", integers)):
-        response = stub[0].ModelInfer(typed_request("smoother", "signal", values, field, datatype), timeout=30)
-        got = np.asarray(response.outputs[0].contents.fp32_contents, dtype=np.float32).reshape(values.shape)
-        np.testing.assert_array_equal(got, smooth(server[0], values.astype(np.float32)))
+        with pytest.raises(grpc.RpcError) as refused:
+            stub[0].ModelInfer(typed_request("smoother", "signal", values, field, datatype), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"datatype {datatype} is not the model's" in refused.value.details()
 
 
 @pytest.mark.parametrize("model,width", [("classifier", len(CLASSIFIER_FEATURES)), ("multilabel", 3)])
@@ -421,12 +425,14 @@ def chunked(signal: np.ndarray, cuts: list[int]) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("mode", ["same", "causal", "valid"])
 def test_sequence_of_smoother_chunks_equals_one_shot(client, server, mode):
-    """Two sequences interleaved in one stream ([C, n] and [n] chunks, an empty chunk among them):
+    """Three sequences interleaved in one stream ([C, n], [n] and [1, C, n] chunks, an empty chunk among them):
     each sequence's answers, concatenated, are /smooth's answer of its whole signal, bit for bit."""
     rng = np.random.default_rng(11)
     first = (rng.standard_normal((3, 500)) * 4).astype(np.float32)
     second = rng.standard_normal(230).astype(np.float32)
-    plans = {7: chunked(first, [1, 1, 40, 41, 300]), "b": chunked(second, [5, 100, 229])}
+    third = rng.standard_normal((1, 2, 300)).astype(np.float32)  # the metadata's declared shape, as tritonclient sends it
+    plans = {7: chunked(first, [1, 1, 40, 41, 300]), "b": chunked(second, [5, 100, 229]),
+             "triton": chunked(third, [7, 8, 150])}
     requests, order = [], []
     for step in range(max(len(chunks) for chunks in plans.values())):
         for sequence_id, chunks in plans.items():
@@ -444,6 +450,8 @@ def test_sequence_of_smoother_chunks_equals_one_shot(client, server, mode):
         got[sequence_id].append(result.as_numpy("smoothed"))
     np.testing.assert_array_equal(np.concatenate(got[7], axis=1), smooth(server[0], first, mode))
     np.testing.assert_array_equal(np.concatenate(got["b"]), smooth(server[0], second, mode))
+    assert all(answer.ndim == 3 for answer in got["triton"])  # answered in the chunks' nesting
+    np.testing.assert_array_equal(np.concatenate(got["triton"], axis=-1), smooth(server[0], third, mode))
     # the answers come as the samples they complete: causal answers every sample at once
     if mode == "causal":
         assert [a.shape[-1] for a in got["b"]] == [c.shape[-1] for c in plans["b"]]

@@ -30,7 +30,7 @@ from contract.graph import GraphRefused, IoSpec, check_graph
 from contract.manifest import Manifest
 from contract.tensors import seal_external_data, tensor_problems
 from export.byom import ModelRefusedError, import_onnx
-from export.core import prove_staged
+from export.finalize import prove_staged
 from export.errors import ProofRefusedError
 from hostile_onnx import (
     CANARY_BYTES,

@@ -80,7 +80,7 @@ SIGNAL = rng.standard_normal((3, 700)).astype(np.float32)
     {"inputs": [tensor(SIGNAL.reshape(-1).tolist(), [3, 700])]},  # flat data, row-major
     {"inputs": [tensor(SIGNAL.tolist(), [3, 700])], "parameters": {"mode": "causal"}, "id": "r1"},  # nested
     {"inputs": [tensor(SIGNAL.tolist(), [1, 3, 700])], "outputs": [{"name": "smoothed", "parameters": {"binary_data": True}}]},
-    {"inputs": [tensor(list(range(2100)), [3, 700], datatype="INT32")]},  # integers
+    {"inputs": [tensor(list(range(2100)), [3, 700])]},  # JSON integers as FP32 data
     {"inputs": [tensor([1e39] * 10, [10])]},  # beyond float32: inf on both roads (check_finite refuses it later)
     {"inputs": [tensor(SIGNAL.tolist(), [3, 700]), tensor([[1.0, 2.0]], [1, 2], name="x")]},  # two inputs
 ])

@@ -37,50 +37,63 @@ def test_import_linter_contracts_hold():
 
 
 def test_import_linter_catches_an_upward_import_between_rooms(tmp_path):
-    """The rooms' layers contract over a small tree: the compute room reaching up into the pipeline
-    (the cycle this layout removed: kinds -> pipeline) is reported, naming the import."""
+    """The layers contracts over a small tree: the compute room reaching up into the pipeline, and
+    export's kinds reaching up into byom (two of the cycles this layout removed), are reported,
+    naming the imports."""
     (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
-    for package in ("contract", "models", "export", "monoserve", "torchref"):
+    for package in ("contract", "models", "export", "monoserve", "torchref", "batch"):
         (tmp_path / package).mkdir()
         (tmp_path / package / "__init__.py").write_text("")
     service = tmp_path / "service"
-    service.mkdir()
-    (service / "__init__.py").write_text("")
-    _rooms(service)
-    for module in ("app", "server", "cli"):
-        (service / f"{module}.py").write_text("from service.edge import fastpath\n")
+    _layer_modules(tmp_path)
     (service / "edge" / "fastpath.py").write_text("from service.pipeline import endpoint\n")
     (service / "pipeline" / "endpoint.py").write_text("from service.compute import kinds\n")
     (service / "compute" / "kinds.py").write_text("from service.pipeline.endpoint import InferRequest\n")
     (service / "compute" / "engines.py").write_text("def load():\n    import torch\n")
     (service / "repository" / "torchscript_proof.py").write_text("def prove():\n    import torch\n    from torchref import modules\n")
     (tmp_path / "torchref" / "modules.py").write_text("import torch\n")
+    (tmp_path / "export" / "kinds.py").write_text("def prepare():\n    from export.byom import Prepared\n")
     result = _lint(tmp_path)
     assert result.returncode != 0
     out = " ".join(result.stdout.split())
-    assert "service rooms are one-way layers" in out and "BROKEN" in out
+    assert "service rooms are one-way layers" in out and "export is one-way layers" in out
     assert "service.compute.kinds -> service.pipeline.endpoint" in out
+    assert "export.kinds -> export.byom" in out
+    assert "2 broken" in out
 
 
-def _rooms(service: Path) -> None:
-    """The rooms and entry points the layers contract names (it refuses a missing layer)."""
-    for room in ("edge", "protocols", "pipeline", "repository", "compute", "base"):
-        (service / room).mkdir()
-        (service / room / "__init__.py").write_text("")
-    for module in ("app", "server", "cli"):
-        (service / f"{module}.py").touch()
+def _layer_modules(tree: Path) -> None:
+    """Every module the layers contracts name, empty (import-linter refuses a missing layer)."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    for contract in config["tool"]["importlinter"]["contracts"]:
+        for layer in contract.get("layers", []):
+            for module in layer.replace(":", "|").split("|"):
+                parts = module.strip().split(".")
+                for depth in range(1, len(parts)):
+                    package = tree.joinpath(*parts[:depth])
+                    package.mkdir(exist_ok=True)
+                    (package / "__init__.py").touch()
+                if (tree.joinpath(*parts) / "__init__.py").exists():
+                    continue
+                if (ROOT.joinpath(*parts) / "__init__.py").exists():  # a package in the project: a package here
+                    tree.joinpath(*parts).mkdir(exist_ok=True)
+                    (tree.joinpath(*parts) / "__init__.py").touch()
+                else:
+                    tree.joinpath(*parts[:-1], parts[-1] + ".py").touch()
 
 
 def test_import_linter_catches_a_broken_layer(tmp_path):
     """The same contracts over a small tree whose contract package imports torch and models."""
     (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
-    for package in ("contract", "models", "export", "service", "monoserve", "torchref"):
+    for package in ("contract", "models", "export", "service", "monoserve", "torchref", "batch"):
         (tmp_path / package).mkdir()
         (tmp_path / package / "__init__.py").write_text("")
     (tmp_path / "contract" / "rules.py").write_text("import torch\nfrom models import smoother\n")
     (tmp_path / "models" / "smoother.py").write_text("")
     # the allowed lazy imports (pyproject's ignore_imports must all match)
-    _rooms(tmp_path / "service")
+    _layer_modules(tmp_path)
     (tmp_path / "service" / "compute" / "engines.py").write_text("def load():\n    import torch\n")
     (tmp_path / "service" / "repository" / "torchscript_proof.py").write_text("def prove():\n    import torch\n    from torchref import modules\n")
     (tmp_path / "torchref" / "modules.py").write_text("import torch\n")
@@ -89,6 +102,8 @@ def test_import_linter_catches_a_broken_layer(tmp_path):
     (tmp_path / "export" / "kinds.py").write_text("")
     (tmp_path / "service" / "app.py").write_text("from export import core\n")
     (tmp_path / "export" / "core.py").write_text("")
+    (tmp_path / "service" / "offline.py").write_text("from batch import job\n")  # batch builds on service, not back
+    (tmp_path / "batch" / "job.py").write_text("")
     result = _lint(tmp_path)
     assert result.returncode != 0
     out = result.stdout
@@ -96,12 +111,13 @@ def test_import_linter_catches_a_broken_layer(tmp_path):
     assert "contract.rules -> torch" in out and "contract.rules -> models.smoother" in out
     assert "service.app -> export.core" in out and "service.reference -> export.kinds" in out
     assert "models never imports export or service KEPT" in out
+    assert "service.offline -> batch.job" in out
 
 
 SERVING_MODULES = [
     "service.app", "service.cli", "service.repository.prover", "service.compute.engines", "service.repository.registry", "service.compute.inference",
     "contract.checks", "contract.modes", "contract.manifest", "contract.certificate", "contract.files",
-    "export.cli", "export.validation", "export.publish", "monoserve.cli",
+    "export.cli", "export.validation", "export.publish", "monoserve.cli", "batch.job", "batch.local",
 ]
 
 

@@ -112,9 +112,20 @@ def test_smoother_infer_agrees_with_smooth(client, server, binary, shape):
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
-def test_smoother_infer_binary_float64_input_and_no_outputs_named(client, server, binary):
-    """FP64 in, like a float64 .npy body; no outputs named: tritonclient asks for binary_data_output."""
-    signal = np.random.default_rng(5).standard_normal((2, 4, 100))
+@pytest.mark.parametrize("dtype,datatype", [(np.float64, "FP64"), (np.int64, "INT64"), (np.int32, "INT32")])
+def test_a_datatype_other_than_the_models_is_400_naming_both(client, binary, dtype, datatype):
+    """As OIP (and Triton) say: no silent conversion (an INT64 beyond 2**24 would be rounded)."""
+    signal = (np.random.default_rng(5).standard_normal((2, 4, 100)) * 100).astype(dtype)
+    with pytest.raises(InferenceServerException) as raised:
+        client.infer("smoother", [infer_input("signal", signal, binary)], model_version="1")
+    assert raised.value.status() == "400"
+    assert f"datatype {datatype} is not the model's" in raised.value.message() and "is FP32" in raised.value.message()
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_smoother_infer_no_outputs_named(client, server, binary):
+    """No outputs named: tritonclient asks for binary_data_output."""
+    signal = np.random.default_rng(5).standard_normal((2, 4, 100)).astype(np.float32)
     result = client.infer("smoother", [infer_input("signal", signal, binary)], model_version="1")
     smooth = httpx.post(f"{server}/smooth", json={"signal": signal.tolist()})
     np.testing.assert_array_equal(result.as_numpy("smoothed"), np.asarray(smooth.json()["smoothed"], dtype=np.float32))

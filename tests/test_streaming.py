@@ -114,10 +114,12 @@ def test_delays_and_flushes(registry):
 def test_bad_chunks_and_short_streams_are_400(registry):
     served = registry.resolve("smoother", "smoother")
     stream = SmoothStream.open(served, "same")
-    for bad in (np.ones(4, np.float32), np.ones((1, 2, 3), np.float32), np.array([[1.0, np.nan]], np.float32),
-                np.ones((0, 3), np.float32)):
-        with pytest.raises(BadRequestError):
+    for bad, reason in ((np.array(1.0, np.float32), "1 to 3 dimensions"), (np.ones((1, 1, 2, 3), np.float32), "1 to 3 dimensions"),
+                        (np.array([[1.0, np.nan]], np.float32), "non-finite"), (np.ones((0, 3), np.float32), "channel"),
+                        (np.ones((2, 0, 3), np.float32), "channel"), ([[1.0]], "must be an array")):
+        with pytest.raises(BadRequestError, match=reason):
             stream.push(bad)
+    assert stream.channels is None and stream.lead is None  # a refused chunk changed nothing
     stream.push(np.ones((2, 4), np.float32))
     with pytest.raises(BadRequestError, match="2 channel"):
         stream.push(np.ones((3, 4), np.float32))
@@ -183,3 +185,45 @@ def test_a_gone_or_replaced_version_is_409(tmp_path):
     assert registry.resolve("smoother", "smoother", 2).manifest.smoother.kernel_size == 7
     with pytest.raises(VersionGoneError):
         resume(registry, codec.unseal(token))
+
+
+@pytest.mark.parametrize("mode", ["same", "causal", "valid"])
+def test_every_nesting_of_one_shot_is_a_chunk_and_is_answered_in_it(registry, mode):
+    """[n], [C, n] and [B, C, n] (service.compute.shapes): the rows are the stream's channels (B x C, fixed by
+    the first chunk) and each answer comes in its chunk's nesting; the concatenation is one-shot's."""
+    from service.compute.kinds import SERVICE_KINDS
+    from service.compute.request import InferRequest, Limits, MemoryBudget
+
+    served = registry.resolve("smoother", "smoother")
+    rng = np.random.default_rng(3)
+    for shape in ((40,), (3, 40), (2, 3, 40), (1, 2, 40)):
+        signal = rng.standard_normal(shape).astype(np.float32)
+        stream = SmoothStream.open(served, mode)
+        answers = [stream.step(signal[..., :15]), stream.step(signal[..., 15:33]), stream.step(signal[..., 33:], end=True)]
+        assert all(answer.shape[:-1] == shape[:-1] for answer in answers)
+        kind = SERVICE_KINDS["smoother"]
+        limits = Limits(MemoryBudget(2**30), 10**7, 10**5, 10**6)
+        call = kind.prepare(served, InferRequest("smoother", inputs=signal, params={"mode": mode}), limits)
+        np.testing.assert_allclose(np.concatenate(answers, axis=-1), kind.infer(call, type("S", (), {"smooth_method": "auto"})),
+                                   rtol=1e-6, atol=1e-6)
+    stream = SmoothStream.open(served, mode)
+    stream.step(np.ones((1, 2, 10), np.float32))
+    with pytest.raises(BadRequestError, match="2 channel"):
+        stream.step(np.ones((3, 10), np.float32))
+    assert stream.step(np.ones((2, 10), np.float32)).shape[:-1] == (2,)  # the same rows in another nesting
+    codec = StateCodec(SECRET)
+    resumed = resume(registry, codec.unseal(codec.seal(stream)))
+    assert resumed.lead == (2,) and resumed.step(None, end=True).shape[:-1] == (2,)  # the tail in the last nesting
+
+
+def test_a_state_unused_for_longer_than_the_idle_timeout_is_expired_408(registry):
+    from service.base.errors import RequestTimeoutError
+
+    stream = SmoothStream.open(registry.resolve("smoother", "smoother"), "causal")
+    stream.push(np.ones((2, 5), np.float32))
+    codec = StateCodec(SECRET, max_age_s=3600, idle_s=5)
+    token = codec.seal(stream, now=1000.0)
+    assert codec.unseal(token, now=1004.5).seen == 5  # paused, within the idle timeout
+    with pytest.raises(RequestTimeoutError, match="unused for 6 s, longer than the idle timeout of 5 s") as expired:
+        codec.unseal(token, now=1006.0)
+    assert expired.value.status == 408

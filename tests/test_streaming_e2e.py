@@ -31,7 +31,7 @@ from test_service_e2e import running_server, serving_processes
 TOKEN = "stream-test-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 SECRET = "a shared stream secret, 32 bytes+"
-IDLE_S = 2.0
+IDLE_S = 6.0  # also the HTTP stream states' idle rule: long enough for the slower tests' steps on a loaded machine
 MAX_OPEN = 4
 MAX_FRAME = 1024 * 1024
 ENV = {"MONOSERVE_API_TOKEN": TOKEN, "MONOSERVE_STREAM_SECRET": SECRET, "MONOSERVE_STREAM_IDLE_TIMEOUT_S": str(IDLE_S),
@@ -201,7 +201,8 @@ def test_oversized_frame_is_refused_before_it_is_read(server, client):
 @pytest.mark.parametrize("frame, expected", [
     (json.dumps({"signal": [["a", 1.0]]}), "only numbers"),
     (json.dumps({"signal": [[1.0, None]]}), "non-finite"),
-    (json.dumps({"signal": [1.0, 2.0]}), "2 dimensions"),
+    (json.dumps({"signal": [1.0, 2.0]}), "2 channel"),  # an [n] chunk is one channel; the stream has 2
+    (json.dumps({"signal": [[[[1.0, 2.0]]]]}), "1 to 3 dimensions"),
     (json.dumps({"signal": [[1.0]], "extra": 1}), "unknown field"),
     (json.dumps([1, 2]), "JSON object"),
     ("{not json", "malformed JSON"),

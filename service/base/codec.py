@@ -404,6 +404,12 @@ def _npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
     return header.getvalue()
 
 
+@functools.lru_cache(maxsize=32)
+def _descr(dtype: np.dtype) -> str:
+    """numpy's .npy descr of a dtype (cached: ~3 us a call, once per streamed frame otherwise)."""
+    return np.lib.format.dtype_to_descr(dtype)
+
+
 MAX_JOINED_ROWS = 4096  # above this many rows, one contiguous copy is cheaper than joining rows
 
 
@@ -414,7 +420,7 @@ def encode_npy(array: np.ndarray) -> bytes:
     Joining the header and the rows builds the bytes in one pass, where ascontiguousarray +
     tobytes + concatenation would copy the data three times.
     """
-    head = _npy_header(np.lib.format.dtype_to_descr(array.dtype), array.shape)
+    head = _npy_header(_descr(array.dtype), array.shape)
     if array.flags.c_contiguous:
         return b"".join((head, array.reshape(-1)))
     rows = array.reshape(-1, array.shape[-1])

@@ -20,7 +20,8 @@ from contract.manifest import KINDS, Manifest
 from contract.modes import EDGE_MODES
 from contract.policy import CLASSIFIER_RULE, NORMALIZED_RULE, SMOOTHER_RULES, SUM_TOLERANCE
 from service.base import codec
-from service.base.errors import BadRequestError, PayloadTooLargeError
+from service.base.errors import BadRequestError
+from service.compute import shapes
 from service.compute.explain.view import ExplainView
 from service.compute.inference import ClassifyCall, SmoothCall, decisions, infer_classify, infer_smooth, records_to_array
 from service.compute.request import InferRequest, InferResult, Limits
@@ -32,6 +33,9 @@ Proofs = list[tuple[str, list[tuple[int | None, str, str]]]]
 class ServiceKind(ABC):
     kind: ClassVar[str]
     section: ClassVar[str]  # the manifest's section of kind-specific facts ("smoother", "classifier")
+    # The request's wire form, which protocols read instead of the kind's name: "signal" ([B, C, L],
+    # an edge mode) or "rows" ([N, F] instances, by position or by feature name).
+    wire: ClassVar[str]
     # the trusted wrapper class in torchref.modules that the TorchScript proof rebuilds (service/repository/torchscript_proof.py)
     reference_class: ClassVar[str]
 
@@ -116,10 +120,11 @@ class ServiceKind(ABC):
 class SmootherKind(ServiceKind):
     kind = "smoother"
     section = "smoother"
+    wire = "signal"
     reference_class = "FullCorrelation"
 
     def policy_checks(self, proof: Any, graph: Any, file: str, check: Callable[..., None]) -> None:
-        from contract.certificate import smoother_kernel
+        from contract.certificate.uses import smoother_kernel
 
         manifest = proof.manifest
         smoother = manifest.smoother
@@ -170,16 +175,11 @@ class SmootherKind(ServiceKind):
         mode = request.params.get("mode") or info.default_mode
         if mode not in EDGE_MODES or mode not in info.edge_modes:
             raise BadRequestError(f"unknown mode {str(mode)[:40]!r}; expected one of {list(info.edge_modes)}", field="mode")
-        if not 1 <= signal.ndim <= 3:
-            raise BadRequestError(
-                f"'signal' must have 1 to 3 dimensions ([L], [C, L] or [B, C, L]), got {signal.ndim} (shape {list(signal.shape)})",
-                field="signal", shape=list(signal.shape))
+        shapes.check_rank(signal)  # the nestings every transport accepts, refused with one reason
         if signal.size == 0:
             raise BadRequestError(f"'signal' is empty (shape {list(signal.shape)})", field="signal", shape=list(signal.shape))
         length = signal.shape[-1]
-        if length > limits.max_signal_length:
-            raise PayloadTooLargeError(f"signal length {length} exceeds the limit of {limits.max_signal_length} samples",
-                                       field="signal", limit=limits.max_signal_length)
+        shapes.check_length(length, limits.max_signal_length)
         kernel = info.kernel_size
         if mode == "valid" and length < kernel:
             raise BadRequestError(
@@ -202,6 +202,7 @@ class SmootherKind(ServiceKind):
 class ClassifierKind(ServiceKind):
     kind = "classifier"
     section = "classifier"
+    wire = "rows"
     reference_class = "ClassifierScores"
     batchable = True
 
@@ -212,7 +213,7 @@ class ClassifierKind(ServiceKind):
         return {"labels": list(info.labels), "thresholds": dict(zip(info.labels, info.label_thresholds))}
 
     def policy_checks(self, proof: Any, graph: Any, file: str, check: Callable[..., None]) -> None:
-        from contract.certificate import output_layer
+        from contract.certificate.uses import output_layer
 
         manifest = proof.manifest
         if manifest.classifier.scope == "none":  # an unconstrained baseline: only a policy that allows it gets here
@@ -278,7 +279,7 @@ class ClassifierKind(ServiceKind):
 
     # -- serving --
     def prepare(self, served: Any, request: InferRequest, limits: Limits) -> ClassifyCall:
-        info = served.manifest.classifier
+        info = self.info(served.manifest)
         assert info is not None
         names = [f.name for f in info.features]
         features = records_to_array(request.records, names) if request.records is not None else request.inputs
@@ -330,7 +331,68 @@ class ClassifierKind(ServiceKind):
                             "decisions": decisions(output, info.labels, threshold)})
 
 
-SERVICE_KINDS: dict[str, ServiceKind] = {adapter.kind: adapter for adapter in (SmootherKind(), ClassifierKind())}
+class RegressorKind(ClassifierKind):
+    """A regressor [N, F] -> [N, 1] (trees, linear or neural): one score per instance, at POST /score.
+
+    Requests are read as a classifier's instances are (rows, or objects keyed by feature name); the
+    proof certifies every non-free feature's direction from the graph, and `nonnegative` from its
+    interval bounds. There is no TorchScript reference: regressors are imported ONNX graphs."""
+
+    kind = "regressor"
+    section = "regressor"
+    reference_class = ""
+
+    def summary(self, manifest: Manifest) -> dict[str, Any]:
+        info = manifest.regressor
+        return {} if info is None else {"features": [f.name for f in info.features]}
+
+    def policy_checks(self, proof: Any, graph: Any, file: str, check: Callable[..., None]) -> None:
+        manifest = proof.manifest
+        if manifest.regressor.nonnegative:
+            low, high = graph.range_of(manifest.outputs[0].name)
+            if not low >= 0.0:
+                raise ValueError(f"the regressor is declared nonnegative, but its output {manifest.outputs[0].name!r} "
+                                 f"may be negative (bounds [{low:.6g}, {high:.6g}])")
+
+    def certificate_plan(self, proof: Any) -> tuple[Proofs, str] | None:
+        manifest = proof.manifest
+        features = proof.policy.certified_features(manifest)
+        if not features:
+            return None
+        return ([(manifest.inputs[0].name, features)],
+                f"the score is monotone in {len(features)} feature(s) as declared")
+
+    def uncertified_reason(self, manifest: Manifest) -> str:
+        return "every feature is free: no direction to certify"
+
+    def reference_rules(self, manifest: Manifest, tensors: dict[str, np.ndarray]) -> list[str]:
+        return ["a regressor has no TorchScript reference module: it is served from model.onnx only"]
+
+    def warmup_inputs(self, manifest: Manifest, rng: np.random.Generator) -> list[np.ndarray]:
+        n = len(manifest.regressor.features)
+        return [rng.standard_normal((1, n)).astype(np.float32), rng.standard_normal((64, n)).astype(np.float32),
+                rng.standard_normal((1024, n)).astype(np.float32)]
+
+    def expected_shape(self, manifest: Manifest, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (shape[0], 1)
+
+    def result(self, call: ClassifyCall, output: np.ndarray) -> InferResult:
+        return InferResult(call.served, {"scores": np.ascontiguousarray(output[:, 0])}, {})
+
+    def explain_view(self, served: Any) -> ExplainView:
+        """POST /explain on a regressor: one score, no threshold of its own (a request may give one);
+        the proven directions are every non-free feature's (each certified, contract.policy)."""
+        manifest = served.manifest
+        info = manifest.regressor
+        claimed = set(info.monotone_features)
+        directions = [f.direction if f.name in claimed else "free" for f in info.features]
+        ranges = {name: (r.low, r.high) for name, r in (manifest.feature_ranges or {}).items()}
+        return ExplainView([f.name for f in info.features], directions, ["score"], None, ranges, served.engine.run,
+                           score_name="score")
+
+
+SERVICE_KINDS: dict[str, ServiceKind] = {adapter.kind: adapter for adapter in (SmootherKind(), ClassifierKind(),
+                                                                                RegressorKind())}
 assert tuple(SERVICE_KINDS) == KINDS, "every manifest kind needs a service adapter"
 
 

@@ -101,7 +101,7 @@ class _HeaderDeadline:
         super().data_received(data)  # type: ignore[misc]
         # Judged after parsing: a chunk that completes the headers (and carries body bytes) is fine;
         # body bytes still arriving after an early answer (uvicorn discards them) are not headers.
-        if not self._in_headers():
+        if not self._in_headers() or self._upgraded():
             self._disarm_header_timer()
             return
         self._count_header_bytes(data)
@@ -120,9 +120,18 @@ class _HeaderDeadline:
         self._disarm_header_timer()
         super().connection_lost(exc)  # type: ignore[misc]
 
+    def _upgraded(self) -> bool:
+        """The connection was handed to another protocol (a WebSocket upgrade): it is no longer HTTP.
+        uvicorn keeps the transport and calls `set_protocol`, so this protocol's deadline would
+        otherwise close a stream that merely pauses (the stream has its own idle timeout)."""
+        transport = self.transport  # type: ignore[attr-defined]
+        return transport is not None and transport.get_protocol() is not self
+
     def _on_header_timeout(self) -> None:
         self._header_timer = None
         transport = self.transport  # type: ignore[attr-defined]
+        if self._upgraded():
+            return
         if self._in_headers() and not transport.is_closing():
             log.info("closing a connection whose request headers did not arrive within %.3g s", self._header_timeout_s)
             transport.close()
@@ -164,7 +173,9 @@ try:
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            if self.cycle is not self._cycle_at_begin:  # the headers are complete: the common case, inlined
+            if self.cycle is not self._cycle_at_begin or self.transport.get_protocol() is not self:
+                # the headers are complete (the common case, inlined), or the connection became a
+                # WebSocket (uvicorn upgrades before it makes a cycle): no header deadline either way
                 timer = self._header_timer
                 if timer is not None:
                     timer.cancel()

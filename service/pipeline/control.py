@@ -54,12 +54,15 @@ def grpc_peer_host(peer: str | None) -> str | None:
     return None
 
 
-def _bearer(authorization: str | None) -> str:
+def bearer_token(authorization: str | None, missing: str) -> bytes:
+    """The token of an `Authorization: Bearer <token>` value (the scheme in any case, spaces around the
+    token ignored): the one parser for the API token (service.pipeline.endpoint.check_authorization)
+    and the admin token. 401 with the message `missing` when there is none."""
     scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
-        raise UnauthorizedError("the model control API needs 'Authorization: Bearer <admin token>'",
-                                headers={"WWW-Authenticate": "Bearer"})
-    return given.strip()
+    given = given.strip()
+    if scheme.lower() != "bearer" or not given:
+        raise UnauthorizedError(missing, headers={"WWW-Authenticate": "Bearer"})
+    return given.encode()
 
 
 def _secret(value: Any) -> bytes | None:
@@ -88,7 +91,7 @@ def check_control_access(settings: Any, authorization: str | None, peer_host: st
                                   _secret(settings.api_token) if settings.control_accepts_api_token else None)
               if token is not None]
     if tokens:
-        given = _bearer(authorization).encode()
+        given = bearer_token(authorization, "the model control API needs 'Authorization: Bearer <admin token>'")
         # every token compared (constant time each), so the time says nothing about which one is set
         if not any([hmac.compare_digest(given, token) for token in tokens]):
             raise UnauthorizedError("wrong admin token for the model control API", headers={"WWW-Authenticate": "Bearer"})

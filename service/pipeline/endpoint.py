@@ -31,6 +31,10 @@ in `InferRequest.context["kind"]` (a step of a stream on a smoother: service.pro
 /smooth with a carried state, service.protocols.grpc_stream for a gRPC sequence), optionally with its own
 `resolve` (the version a stream is pinned to), still limited and answered here.
 Limits, resolution, inference (with batching), metrics and errors are shared by all protocols.
+
+A little over 500 lines on purpose: the stages above, in the order a request meets them, in one
+module (the shared types went down to service.compute.request, the handle to
+service.pipeline.service, the token parser to service.pipeline.control).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from anyio import to_thread
 
 from service.base import codec, context as request_context, deadlines
 from service.pipeline.batching import QueueFullError
+from service.pipeline.control import bearer_token
 from service.base.errors import (
     BadRequestError,
     ModelUnavailableError,
@@ -267,11 +272,8 @@ def check_authorization(settings: Any, authorization: str | None) -> None:
     token = settings.api_token
     if token is None:
         return
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not given:
-        raise UnauthorizedError("missing API token: send 'Authorization: Bearer <token>'",
-                                headers={"WWW-Authenticate": "Bearer"})
-    if not hmac.compare_digest(given.strip().encode(), token.get_secret_value().encode()):
+    given = bearer_token(authorization, "missing API token: send 'Authorization: Bearer <token>'")
+    if not hmac.compare_digest(given, token.get_secret_value().encode()):
         raise UnauthorizedError("wrong API token", headers={"WWW-Authenticate": "Bearer"})
 
 

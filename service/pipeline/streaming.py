@@ -2,7 +2,8 @@
 the one-shot answer of the whole signal.
 
 The promise (docs/service.md, "Streaming"): for every edge mode and every way a signal is cut into
-chunks ([C, n] each, n >= 0, the channel count C fixed by the first chunk), the concatenation along
+chunks ([n], [C, n] or [B, C, n] each, n >= 0, the rows C (or B x C) fixed by the first chunk; an
+answer comes in its chunk's nesting), the concatenation along
 time of `push(chunk)` for every chunk and of `end()` equals `/smooth` of the whole signal with the
 same model version and mode (within float32 rounding; bit for bit when the same convolution path
 runs). It holds because every mode is a slice of the *full* correlation (contract.modes): the
@@ -24,9 +25,9 @@ in `valid` mode, is an error (the one-shot request would be a 400).
 API (stable; the WebSocket route, the HTTP carried state and the gRPC stream all use it):
 
     stream = SmoothStream.open(served, mode)      # served: a ProvenVersion (the version is pinned)
-    out = stream.push(chunk)                      # chunk [C, n] float32 -> [C, m] float32
+    out = stream.push(chunk)                      # chunk [n] | [C, n] | [B, C, n] -> rows [C, m] float32
     tail = stream.end()                           # -> [C, t]; the stream is closed afterwards
-    out = stream.step(chunk_or_None, end=False)   # push, and with end=True the tail after it
+    out = stream.step(chunk_or_None, end=False)   # push, and with end=True the tail after it, nested as the chunk
     codec = StateCodec(secret)                    # secret: bytes shared by every worker/replica
     token = codec.seal(stream)                    # a str carrying everything the next chunk needs
     stream = resume(registry, codec.unseal(token), model=..., version=..., mode=...)  # 400 / 409
@@ -34,7 +35,7 @@ API (stable; the WebSocket route, the HTTP carried state and the gRPC stream all
     stream = open_stream(registry, model, version, mode)   # resolve + open (404/400/503 as /smooth)
     hub = StreamHub.from_settings(settings)       # per worker: hub.acquire()/release() (503 over
                                                   # MONOSERVE_STREAM_MAX_OPEN), hub.codec (the secret)
-    stream.check_chunk(array)                     # 400 unless a finite [C, n] with the stream's C
+    stream.check_chunk(array)                     # 400 unless finite, of 1-3 dims, with the stream's rows
     stream.work_elements(n)                       # for the pipeline's inline/thread rule:
         # served.predicted_seconds(...) * 1e6 <= settings.inline_max_inference_us -> inline
 
@@ -53,7 +54,9 @@ The signature is checked (constant time) before anything in it is parsed or allo
 or altered state is a 400 without further work; a genuine state only ever holds what this service
 produced (its size bounded by the frames the service accepted). A state names its version by number
 and by digest: a version re-published with other files under the same number is "gone" (409).
-A state older than `max_age_s` is refused (400), so a state cannot be replayed forever.
+A state older than `max_age_s` is refused (400), so a state cannot be replayed forever; and as each
+answer issues a new state, one older than `idle_s` (MONOSERVE_STREAM_IDLE_TIMEOUT_S, the idle rule
+of every stream transport) belongs to a stream unused for that long: refused as expired (408).
 """
 
 from __future__ import annotations
@@ -70,7 +73,8 @@ import orjson
 
 from contract.modes import EDGE_MODES, mode_slice
 from service.base import codec
-from service.base.errors import BadRequestError, ServiceError, VersionGoneError
+from service.compute import shapes
+from service.base.errors import BadRequestError, RequestTimeoutError, ServiceError, VersionGoneError
 from service.compute.inference import full_correlation_of
 
 if TYPE_CHECKING:
@@ -89,10 +93,10 @@ def _slice_bounds(mode: str, kernel_size: int) -> int:
 class SmoothStream:
     """One stream: the pinned version, the mode, the channel count and the last K-1 padded samples."""
 
-    __slots__ = ("served", "mode", "channels", "tail", "seen", "kernel_size", "start", "ended")
+    __slots__ = ("served", "mode", "channels", "tail", "seen", "kernel_size", "start", "ended", "lead")
 
     def __init__(self, served: ProvenVersion, mode: str, channels: int | None = None,
-                 tail: np.ndarray | None = None, seen: int = 0):
+                 tail: np.ndarray | None = None, seen: int = 0, lead: tuple[int, ...] | None = None):
         info = served.manifest.smoother
         if info is None:
             raise BadRequestError(f"model {served.manifest.name!r} is a {served.kind}, not a smoother",
@@ -105,6 +109,7 @@ class SmoothStream:
         self.tail = tail  # [C, K-1] float32: the last K-1 samples of the padded signal (None before the first sample)
         self.seen = seen  # samples per channel received so far
         self.ended = False
+        self.lead = lead  # the leading dimensions of the last chunk: how answers are nested
 
     @classmethod
     def open(cls, served: ProvenVersion, mode: str | None = None) -> SmoothStream:
@@ -143,28 +148,34 @@ class SmoothStream:
 
     # -- chunks ---------------------------------------------------------------------------------
     def check_chunk(self, chunk: Any, field: str = "signal") -> np.ndarray:
-        """`chunk` as a C-contiguous float32 [C, n] with this stream's channel count (400 otherwise)."""
+        """`chunk` as a C-contiguous float32 array in its own nesting ([n], [C, n] or [B, C, n], as
+        one-shot /smooth takes: service.compute.shapes) whose rows (C, or B x C) are this stream's channel
+        count (400 otherwise). Changes nothing: a refused chunk leaves the stream as it was."""
         if not isinstance(chunk, np.ndarray):
-            raise BadRequestError(f"'{field}' must be an array [channels, samples]", field=field)
-        if chunk.ndim != 2:
-            raise BadRequestError(f"a stream chunk must have 2 dimensions [channels, samples], got shape "
-                                  f"{list(chunk.shape)}", field=field, shape=list(chunk.shape))
-        channels, samples = chunk.shape
+            raise BadRequestError(f"'{field}' must be an array ({shapes.SIGNAL_NESTINGS})", field=field)
+        shapes.check_rank(chunk, field)
+        channels, samples = shapes.rows_of(chunk.shape), chunk.shape[-1]
         if channels < 1:
-            raise BadRequestError("a stream chunk needs at least one channel", field=field, shape=list(chunk.shape))
+            raise BadRequestError(f"a stream chunk needs at least one channel, got shape {list(chunk.shape)}",
+                                  field=field, shape=list(chunk.shape))
         if self.channels is not None and channels != self.channels:
             raise BadRequestError(f"this stream has {self.channels} channel(s) (fixed by its first chunk), the chunk "
-                                  f"has {channels}", field=field, expected=self.channels, got=channels)
+                                  f"has {channels} (shape {list(chunk.shape)})", field=field, expected=self.channels,
+                                  got=channels)
         chunk = np.ascontiguousarray(chunk, dtype=np.float32)
         if samples:
             codec.check_finite(chunk, field)  # the service's one finite check (a fast path for small chunks)
         return chunk
 
-    def push(self, chunk: np.ndarray, method: str = "auto") -> np.ndarray:
-        """The answers that `chunk` [C, n] completes: [C, m] float32 (m may be 0 while same/valid wait)."""
+    def push(self, chunk: np.ndarray, method: str = "auto", checked: bool = False) -> np.ndarray:
+        """The answers that `chunk` ([n], [C, n] or [B, C, n]) completes, as rows [C, m] float32 (m may
+        be 0 while same/valid wait); `step` answers in the chunk's own nesting."""
         if self.ended:
             raise BadRequestError("the stream has ended")
-        chunk = self.check_chunk(chunk)
+        if not checked:  # a transport that refused bad chunks before computing passes checked=True (one check a frame)
+            chunk = self.check_chunk(chunk)
+        self.lead = chunk.shape[:-1]
+        chunk = shapes.as_rows(chunk)
         channels, samples = chunk.shape
         if self.channels is None:
             self.channels = channels
@@ -201,16 +212,22 @@ class SmoothStream:
         out = self._valid(np.concatenate((self.tail, right), axis=1), method)  # full[length : length + K-1]
         return np.ascontiguousarray(out[:, first - length : stop - length])
 
-    def step(self, chunk: np.ndarray | None, end: bool = False, method: str = "auto") -> np.ndarray:
+    def step(self, chunk: np.ndarray | None, end: bool = False, method: str = "auto", checked: bool = False) -> np.ndarray:
         """One request's or frame's answer: `push(chunk)` (None: no new samples), and with `end` the
-        flushed tail after it, in one [C, m] array."""
-        out = self.push(chunk, method) if chunk is not None else None
+        flushed tail after it, in one array nested as the chunk (as the last chunk when None).
+        `checked`: `chunk` is what `check_chunk` returned for this stream (not checked again)."""
+        out = self.push(chunk, method, checked) if chunk is not None else None
         if not end:
             if out is None:
                 raise BadRequestError("a stream chunk needs a 'signal' unless it ends the stream", field="signal")
-            return out
+            return self.nested(out)
         tail = self.end(method)
-        return tail if out is None else np.concatenate((out, tail), axis=1)
+        return self.nested(tail if out is None else np.concatenate((out, tail), axis=1))
+
+    def nested(self, rows: np.ndarray) -> np.ndarray:
+        """An answer [C, m] in the nesting of the stream's last chunk ([C, m] before any)."""
+        lead = self.lead if self.lead is not None else (rows.shape[0],)
+        return shapes.nested(rows, lead)
 
     def _valid(self, work: np.ndarray, method: str) -> np.ndarray:
         """Valid correlation of each row of `work` [C, M] with the kernel: [C, M - K + 1] float32,
@@ -222,7 +239,8 @@ class SmoothStream:
     # -- state ----------------------------------------------------------------------------------
     def header(self, issued: float) -> dict[str, Any]:
         return {"f": STATE_FORMAT, "model": self.model, "version": self.version, "digest": self.served.artifact_digest,
-                "mode": self.mode, "channels": self.channels, "seen": self.seen, "issued": round(issued, 3)}
+                "mode": self.mode, "channels": self.channels, "seen": self.seen, "issued": round(issued, 3),
+                "lead": None if self.lead is None else list(self.lead)}
 
 
 @dataclass
@@ -237,6 +255,7 @@ class StreamState:
     seen: int
     issued: float
     tail: bytes
+    lead: tuple[int, ...] | None = None  # the last chunk's leading dimensions (the answers' nesting)
 
 
 def _b64encode(data: bytes) -> str:
@@ -250,11 +269,15 @@ def _b64decode(text: str) -> bytes:
 class StateCodec:
     """Seals a stream's state into a signed token and opens one (HMAC-SHA256 with a shared secret)."""
 
-    def __init__(self, secret: bytes, max_age_s: float = 0.0, max_bytes: int = 16 * 1024 * 1024):
+    def __init__(self, secret: bytes, max_age_s: float = 0.0, max_bytes: int = 16 * 1024 * 1024,
+                 idle_s: float = 0.0):
         if len(secret) < 16:
             raise ValueError("the stream state secret needs at least 16 bytes")
         self._key = hashlib.sha256(b"monoserve stream state v1\n" + secret).digest()
         self.max_age_s = max_age_s  # 0: states never expire
+        # A state is issued with each answer, so its age is the time its stream has been unused: the
+        # idle rule of every stream transport (MONOSERVE_STREAM_IDLE_TIMEOUT_S; 0: none).
+        self.idle_s = idle_s
         self.max_bytes = max_bytes
 
     def _mac(self, body: bytes) -> bytes:
@@ -287,13 +310,18 @@ class StateCodec:
             header = orjson.loads(header_bytes)
             state = StreamState(str(header["model"]), int(header["version"]), str(header["digest"]),
                                 str(header["mode"]), None if header["channels"] is None else int(header["channels"]),
-                                int(header["seen"]), float(header["issued"]), tail)
+                                int(header["seen"]), float(header["issued"]), tail,
+                                None if header.get("lead") is None else tuple(int(dim) for dim in header["lead"]))
             if header["f"] != STATE_FORMAT or not newline:
                 raise ValueError(f"state format {header['f']!r}")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:  # signed by us: another format version
             raise BadRequestError(f"'state' has a format this service does not read ({str(exc)[:80]})",
                                   field="state") from None
         now = time.time() if now is None else now
+        if self.idle_s and now - state.issued > self.idle_s:
+            raise RequestTimeoutError(f"'state' expired: its stream was unused for {now - state.issued:.0f} s, longer "
+                                      f"than the idle timeout of {self.idle_s:g} s (MONOSERVE_STREAM_IDLE_TIMEOUT_S): "
+                                      f"start a new stream", field="state", idle_timeout_s=self.idle_s)
         if self.max_age_s and now - state.issued > self.max_age_s:
             raise BadRequestError(f"'state' expired: issued {now - state.issued:.0f} s ago, states live "
                                   f"{self.max_age_s:g} s", field="state")
@@ -344,7 +372,11 @@ def resume(registry: ModelRegistry, state: StreamState, model: str | None = None
         tail = np.frombuffer(state.tail, dtype=np.float32).reshape(channels, history).copy()
     elif state.tail:
         raise BadRequestError("'state' does not fit the version it names", field="state")
-    return SmoothStream(served, state.mode, state.channels, tail, state.seen)
+    lead = state.lead
+    if lead is not None and (not 1 <= len(lead) + 1 <= shapes.MAX_SIGNAL_DIMS
+                             or shapes.rows_of((*lead, 0)) != (state.channels or 0)):
+        raise BadRequestError("'state' does not fit the version it names", field="state")
+    return SmoothStream(served, state.mode, state.channels, tail, state.seen, lead)
 
 
 def open_stream(registry: ModelRegistry, model: str | None, version: int | None, mode: str | None) -> SmoothStream:
@@ -364,17 +396,17 @@ class StreamHub:
     `secret`: the configured key (MONOSERVE_STREAM_SECRET); None: a random one for this process
     (service.server gives the workers of one server a common one)."""
 
-    def __init__(self, max_open: int, secret: bytes | None = None, max_age_s: float = 0.0):
+    def __init__(self, max_open: int, secret: bytes | None = None, max_age_s: float = 0.0, idle_s: float = 0.0):
         import os
 
         self.max_open = max_open
         self.open = 0
-        self.codec = StateCodec(secret if secret else os.urandom(32), max_age_s=max_age_s)
+        self.codec = StateCodec(secret if secret else os.urandom(32), max_age_s=max_age_s, idle_s=idle_s)
 
     @classmethod
     def from_settings(cls, settings: Any) -> StreamHub:
         secret = settings.stream_secret.get_secret_value().encode() if settings.stream_secret is not None else None
-        return cls(settings.stream_max_open, secret, settings.stream_state_max_age_s)
+        return cls(settings.stream_max_open, secret, settings.stream_state_max_age_s, settings.stream_idle_timeout_s)
 
     def acquire(self) -> None:
         """Count one more open stream; 503 when this worker already has `max_open`."""

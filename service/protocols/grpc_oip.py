@@ -33,7 +33,7 @@ import grpc
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from service.base import codec
+from service.base import codec, refusals
 from service.protocols import oip
 from service.pipeline import endpoint as pipeline
 from service.base.errors import BadRequestError
@@ -284,22 +284,16 @@ class GrpcInferAdapter:
 
 
 # -- errors -----------------------------------------------------------------------------------
-_STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
-           404: grpc.StatusCode.NOT_FOUND, 408: grpc.StatusCode.DEADLINE_EXCEEDED,
-           403: grpc.StatusCode.PERMISSION_DENIED, 409: grpc.StatusCode.FAILED_PRECONDITION,
-           413: grpc.StatusCode.RESOURCE_EXHAUSTED, 415: grpc.StatusCode.INVALID_ARGUMENT,
-           429: grpc.StatusCode.RESOURCE_EXHAUSTED, 501: grpc.StatusCode.UNIMPLEMENTED,
-           503: grpc.StatusCode.UNAVAILABLE}
-
-
 def grpc_status(status: int, headers: Mapping[str, str] | None) -> tuple[grpc.StatusCode, tuple[tuple[str, str], ...]]:
-    """The gRPC status of an HTTP-style one, and its trailing metadata: a 503 that says when to retry
-    (a full in-flight budget or batching queue) is RESOURCE_EXHAUSTED with grpc-retry-pushback-ms."""
+    """The gRPC status of an HTTP-style one (service.base.refusals, the one table every transport maps
+    from), and its trailing metadata: a 503 that says when to retry (a full in-flight budget or
+    batching queue) is RESOURCE_EXHAUSTED with grpc-retry-pushback-ms."""
     retry_after = (headers or {}).get("Retry-After")
-    if status == 503 and retry_after is not None:
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, (("grpc-retry-pushback-ms", str(int(float(retry_after) * 1000))),)
-    default = grpc.StatusCode.FAILED_PRECONDITION if 400 <= status < 500 else grpc.StatusCode.INTERNAL
-    return _STATUS.get(status, default), ()
+    refusal = refusals.refusal_of(status, retry=retry_after is not None)
+    code = getattr(grpc.StatusCode, refusal.grpc)
+    if refusal is refusals.BUSY and retry_after is not None:
+        return code, (("grpc-retry-pushback-ms", str(int(float(retry_after) * 1000))),)
+    return code, ()
 
 
 def reply_message(reply: pipeline.Reply) -> str:

@@ -139,7 +139,11 @@ class InferenceService:
         session = StreamSession(self.service, metadata)
         try:
             async for body in session.messages(requests):  # ends the call after the idle timeout
-                yield await session.answer(body)
+                answer = await session.answer(body)
+                refused = session.refused
+                if refused is not None and session.grpc_errors:  # Triton's triton_grpc_error: the status ends it
+                    await abort(context, refused.status, reply_message(refused), refused.headers)
+                yield answer
         finally:
             session.close()
             hub.release()

@@ -10,15 +10,19 @@ model. With Triton's sequence parameters it is a chunk of a streaming smoother s
 - `sequence_start: true` opens it on the model version the request resolves to (pinned for the
   whole sequence; FAILED_PRECONDITION once that version no longer serves) in the request's `mode`
   (parameter, default the model's); a start on an open id begins it anew;
-- each chunk is [samples] or [channels, samples] (the channel count fixed by the first chunk) and is
-  answered with the smoothed samples it completes ([channels, m] or [m]; m may be 0 while `same`
-  or `valid` wait for samples ahead);
+- each chunk is [samples], [channels, samples] or [batch, channels, samples] (service.compute.shapes: the
+  nestings one-shot /smooth takes, the last the model metadata's declared shape, what
+  tritonclient.grpc users send; its rows fixed by the first chunk) and is answered with the
+  smoothed samples it completes, in the chunk's nesting (m samples; m may be 0 while `same` or
+  `valid` wait for samples ahead);
 - `sequence_end: true` answers the chunk's samples and everything still owed, and closes it.
 
 The concatenation of a sequence's answers equals the one-shot /smooth (and ModelInfer) answer of
 the whole signal in the same mode, on the same version (service.pipeline.streaming's promise).
 
-A failed request answers `error_message` (Triton's convention) and the stream goes on; a chunk
+A failed request answers `error_message` (Triton's convention) and the stream goes on (with the
+metadata `triton_grpc_error: true`, Triton's opt-in, the first refusal ends the stream with its
+gRPC status and message instead, the status of service.base.refusals' one table); a chunk
 refused before the state changed (a bad shape, NaN) leaves its sequence open, one whose sequence
 ended or whose version is gone closes it. At most MAX_SEQUENCES sequences are open per stream,
 each holding channels x (kernel size - 1) float32 samples between chunks.
@@ -47,6 +51,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from service.compute import shapes
+from service.pipeline import endpoint as pipeline
 from service.protocols import oip
 from service.base.errors import BadRequestError, VersionGoneError
 from service.protocols.grpc_oip import (
@@ -71,6 +77,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROUTE = method_route("ModelStreamInfer")
+GRPC_ERROR_HEADER = "triton_grpc_error"
 MAX_SEQUENCES = 256
 TRANSPORT = "grpc"  # the metrics' transport label: one open sequence counts as one open stream
 
@@ -99,8 +106,7 @@ def stream_error(message: str) -> bytes:
 class SequenceCall:
     served: ProvenVersion  # the version the sequence is pinned to
     stream: SmoothStream
-    chunk: np.ndarray  # [C, n] float32
-    rank: int  # 1: [samples] in and out; 2: [channels, samples]
+    chunk: np.ndarray  # [n], [C, n] or [B, C, n] float32 (service.compute.shapes), answered in the same nesting
     end: bool
     sequence_id: int | str
 
@@ -114,23 +120,20 @@ class SequenceKind:
     def prepare(self, served: ProvenVersion, request: InferRequest, limits: Limits) -> SequenceCall:
         call: SequenceCall = request.context["sequence"]
         call.chunk = call.stream.check_chunk(call.chunk)  # 400 before the state changes
+        shapes.check_length(call.chunk.shape[-1], limits.max_signal_length)
         return call
 
     def work(self, call: SequenceCall) -> int:
-        return call.stream.work_elements(int(call.chunk.shape[1]))
+        return call.stream.work_elements(int(call.chunk.shape[-1]))
 
     def infer(self, call: SequenceCall, settings: Any) -> np.ndarray:
-        out = call.stream.push(call.chunk, settings.smooth_method)
-        if call.end:
-            out = np.concatenate((out, call.stream.end(settings.smooth_method)), axis=1)
-        return out
+        return call.stream.step(call.chunk, call.end, settings.smooth_method, checked=True)  # checked in prepare
 
     def batch_input(self, call: SequenceCall) -> np.ndarray:
         raise NotImplementedError("sequence chunks are not batched")
 
     def result(self, call: SequenceCall, output: np.ndarray) -> InferResult:
-        smoothed = np.ascontiguousarray(output[0] if call.rank == 1 else output)
-        return InferResult(call.served, {"smoothed": smoothed},
+        return InferResult(call.served, {"smoothed": np.ascontiguousarray(output)},
                            {"mode": call.stream.mode, "sequence_id": call.sequence_id, "sequence_end": call.end})
 
 
@@ -210,7 +213,8 @@ class StreamAdapter(GrpcInferAdapter):
                 raise BadRequestError(f"this stream has {MAX_SEQUENCES} open sequences, the most one stream holds: "
                                       f"end one (sequence_end) first", field="sequence_id")
             stream = SmoothStream.open(served, io.query(request)["mode"])
-            channels = tensor.array.shape[0] if tensor.array.ndim == 2 else 1
+            shapes.check_rank(tensor.array)
+            channels = shapes.rows_of(tensor.array.shape)
             # the tail this sequence keeps between requests, its own reservation until it closes
             held = self.account.limits(self.service.settings)
             try:
@@ -243,11 +247,7 @@ class StreamAdapter(GrpcInferAdapter):
                 raise BadRequestError(f"sequence {sequence_id!r} runs in mode {stream.mode!r}, the request asks for "
                                       f"{mode!r}", field="mode")
         array = tensor.array if tensor.array.dtype == np.float32 else tensor.array.astype(np.float32)
-        if array.ndim not in (1, 2):
-            raise BadRequestError(f"a sequence chunk is [samples] or [channels, samples], got shape {list(array.shape)}",
-                                  field="signal", shape=list(array.shape))
-        call = SequenceCall(stream.served, stream, array.reshape(1, -1) if array.ndim == 1 else array, array.ndim,
-                            flags["sequence_end"], sequence_id)
+        call = SequenceCall(stream.served, stream, array, flags["sequence_end"], sequence_id)
         self.current = call
         raw = request.parameters.get("binary_data_output", bool(message.raw_input_contents))
         return InferRequest("smoother", stream.model, stream.version, inputs=array, params={"mode": stream.mode},
@@ -262,6 +262,10 @@ class StreamSession:
         self.account = StreamAccount.for_service(service)
         self.adapter = StreamAdapter(service, self.account)
         self.idle_message: str | None = None  # set when the call is ended for sending nothing
+        # Triton's opt-in (metadata `triton_grpc_error: true`): the first refusal ends the stream with
+        # its gRPC status (service.base.refusals) instead of an error_message that carries no code.
+        self.grpc_errors = metadata.get(GRPC_ERROR_HEADER, "").strip().lower() == "true"
+        self.refused: pipeline.Reply | None = None  # the last request's refusal, if it was refused
 
     async def messages(self, requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """The call's messages, until it ends or sends nothing for the idle timeout (then
@@ -303,6 +307,7 @@ class StreamSession:
         adapter = self.adapter
         adapter.current = None
         reply = await run_pipeline(self.service, adapter, body, self.metadata, self.account.limits(self.service.settings))
+        self.refused = reply if reply.status != 200 else None
         call = adapter.current
         sequence = adapter.sequences.get(call.sequence_id) if call is not None else None
         if sequence is not None:

@@ -182,6 +182,7 @@ class ClassifyAdapter:
     """POST /classify: {"instances": [[...]] | [{feature: value}], "model"?, "version"?} or a .npy body."""
 
     route = "/classify"
+    kind = "classifier"
     query = frozenset({"model", "version"})
     working_ratio = staticmethod(npy_working_ratio)
 
@@ -216,7 +217,7 @@ class ClassifyAdapter:
         else:
             others, features = {}, _decode_npy(body, limits, "instances", npy_out)
         params = _params(query, others, "instances")
-        return InferRequest("classifier", model_param(params.get("model")), version_param(params.get("version")),
+        return InferRequest(self.kind, model_param(params.get("model")), version_param(params.get("version")),
                             inputs=features, records=records, context={"npy": npy_out})
 
     def encode(self, result: InferResult, request: InferRequest) -> Encoded:
@@ -235,6 +236,23 @@ class ClassifyAdapter:
                                     "decisions": result.facts["decisions"]}), codec.JSON_MEDIA_TYPE)
 
 
+class ScoreAdapter(ClassifyAdapter):
+    """POST /score: a regressor's instances, as /classify reads them -> {"model", "version", "scores"}."""
+
+    route = "/score"
+    kind = "regressor"
+
+    def encode(self, result: InferResult, request: InferRequest) -> Encoded:
+        manifest = result.served.manifest
+        scores = result.outputs["scores"]
+        if request.context["npy"]:
+            return Encoded(codec.encode_npy(scores), codec.NPY_MEDIA_TYPE,
+                           {"x-model": manifest.name, "x-model-version": str(manifest.version)})
+        return Encoded(codec.dumps({"model": manifest.name, "version": manifest.version, "scores": scores}),
+                       codec.JSON_MEDIA_TYPE)
+
+
 SMOOTH = SmoothAdapter()
 CLASSIFY = ClassifyAdapter()
-ADAPTERS = {SMOOTH.route: SMOOTH, CLASSIFY.route: CLASSIFY}
+SCORE = ScoreAdapter()
+ADAPTERS = {adapter.route: adapter for adapter in (SMOOTH, CLASSIFY, SCORE)}

@@ -36,6 +36,7 @@ from service.protocols import native
 from service.base.errors import BadRequestError, ModelUnavailableError, NotFoundError, PayloadTooLargeError
 from service.compute.request import InferRequest, InferResult, Limits
 from service.pipeline.endpoint import Encoded
+from service.compute.kinds import SERVICE_KINDS
 from service.compute.version import ProvenVersion
 
 if TYPE_CHECKING:
@@ -279,6 +280,7 @@ class ModelIO:
 
     kind: ClassVar[str]
     output_name: ClassVar[str]
+    datatype: ClassVar[str] = "FP32"  # the input's, as the metadata shows it: the only one accepted
     parameters: ClassVar[frozenset[str]] = frozenset({"binary_data_output"})
 
     def input_name(self, served: ProvenVersion) -> str:
@@ -297,12 +299,17 @@ class ModelIO:
 
     def check(self, request: OipRequest, served: ProvenVersion) -> InputTensor:
         """The request's one input, checked against this model (400 naming what is wrong)."""
-        _no_unknown(request.parameters, self.parameters, f"parameters (a {self.kind})")
+        _no_unknown(request.parameters, self.parameters, f"parameters (a {served.kind})")
         expected = self.input_name(served)
         names = [tensor.name for tensor in request.inputs]
         if names != [expected]:
             raise BadRequestError(f"model {served.manifest.name!r} takes one input named {expected!r}, got {names}",
                                   field="inputs", expected=[expected], got=names)
+        tensor = request.inputs[0]
+        if tensor.datatype != self.datatype:  # as Triton: no silent conversion (large INT64 would round)
+            raise BadRequestError(f"inputs[0].datatype {tensor.datatype} is not the model's: input {expected!r} of "
+                                  f"model {served.manifest.name!r} is {self.datatype}; send {self.datatype}",
+                                  field="inputs[0]", expected=self.datatype, got=tensor.datatype)
         if request.outputs is not None:
             unknown = sorted({item.name for item in request.outputs} - {self.output_name})
             if unknown:
@@ -319,7 +326,7 @@ class SmootherIO(ModelIO):
     def metadata_tensors(self, served: ProvenVersion) -> tuple[list[dict], list[dict]]:
         spec = served.manifest.inputs[0]
         shape = oip_shape(spec.shape)
-        return ([{"name": spec.name, "datatype": "FP32", "shape": shape}],
+        return ([{"name": spec.name, "datatype": self.datatype, "shape": shape}],
                 [{"name": self.output_name, "datatype": "FP32", "shape": [-1] * len(shape)}])
 
     def query(self, request: OipRequest) -> dict[str, Any]:
@@ -338,7 +345,7 @@ class ClassifierIO(ModelIO):
 
     def metadata_tensors(self, served: ProvenVersion) -> tuple[list[dict], list[dict]]:
         spec, out = served.manifest.inputs[0], served.manifest.outputs[0]
-        return ([{"name": spec.name, "datatype": "FP32", "shape": oip_shape(spec.shape)}],
+        return ([{"name": spec.name, "datatype": self.datatype, "shape": oip_shape(spec.shape)}],
                 [{"name": out.name, "datatype": "FP32", "shape": oip_shape(out.shape)}])
 
     def query(self, request: OipRequest) -> dict[str, Any]:
@@ -349,7 +356,10 @@ class ClassifierIO(ModelIO):
         return {self.output_name: scores.reshape(len(scores), -1)}
 
 
-MODEL_IO: dict[str, ModelIO] = {io.kind: io for io in (SmootherIO(), ClassifierIO())}
+# What a kind shows over OIP follows from its wire form (compute.kinds.ServiceKind.wire), not from its
+# name: a new kind of either form (a regressor is "rows", like a classifier) needs nothing here.
+IO_BY_WIRE: dict[str, ModelIO] = {"signal": SmootherIO(), "rows": ClassifierIO()}
+MODEL_IO: dict[str, ModelIO] = {kind: IO_BY_WIRE[adapter.wire] for kind, adapter in SERVICE_KINDS.items()}
 
 
 def platform(engine: str) -> str:

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from service.base.errors import BadRequestError, PayloadTooLargeError
+from service.base.errors import BadRequestError
+from service.compute import shapes
 from service.compute.request import InferRequest, InferResult, Limits
 from service.pipeline.streaming import SmoothStream, StateCodec, resume
 
@@ -45,7 +46,7 @@ def flag(value: Any, name: str) -> bool:
 @dataclass
 class StreamCall:
     stream: SmoothStream
-    chunk: np.ndarray | None  # [C, n] float32, or None (an end with no new samples)
+    chunk: np.ndarray | None  # [n], [C, n] or [B, C, n] float32, or None (an end with no new samples)
     end: bool
     codec: StateCodec
     metrics: Any
@@ -81,20 +82,17 @@ class SmoothStreamKind:
         chunk = request.inputs
         if chunk is not None:
             chunk = stream.check_chunk(chunk)
-            if chunk.shape[1] > limits.max_signal_length:
-                raise PayloadTooLargeError(f"chunk length {chunk.shape[1]} exceeds the limit of "
-                                           f"{limits.max_signal_length} samples", field="signal",
-                                           limit=limits.max_signal_length)
+            shapes.check_length(chunk.shape[-1], limits.max_signal_length)
         elif not context["end"]:
             raise BadRequestError("missing the signal to smooth (only the request that ends a stream may leave it out)",
                                   field="signal")
         return StreamCall(stream, chunk, context["end"], context["codec"], context["metrics"])
 
     def work(self, call: StreamCall) -> int:
-        return call.stream.work_elements(0 if call.chunk is None else call.chunk.shape[1])
+        return call.stream.work_elements(0 if call.chunk is None else call.chunk.shape[-1])
 
     def infer(self, call: StreamCall, settings: Any) -> np.ndarray:
-        return call.stream.step(call.chunk, call.end, settings.smooth_method)
+        return call.stream.step(call.chunk, call.end, settings.smooth_method, checked=True)  # checked in prepare
 
     def batch_input(self, call: StreamCall) -> np.ndarray:
         raise NotImplementedError("streams are not batched")
@@ -104,7 +102,7 @@ class SmoothStreamKind:
         state = None if call.end else call.codec.seal(stream)
         call.metrics.stream_frames.labels(TRANSPORT, stream.model).inc()
         if call.chunk is not None:
-            call.metrics.stream_samples.labels(TRANSPORT, stream.model).inc(call.chunk.shape[1])
+            call.metrics.stream_samples.labels(TRANSPORT, stream.model).inc(call.chunk.shape[-1])
         if call.end:
             call.metrics.streams_closed.labels(TRANSPORT, "ended").inc()
         return InferResult(stream.served, {"smoothed": output},

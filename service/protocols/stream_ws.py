@@ -6,8 +6,9 @@ The connection is accepted once the token (Authorization: Bearer, as every route
 the model version check out and this worker has a stream slot; the handshake answer names the
 pinned version (headers x-model, x-model-version, x-mode, x-kernel-size). Then per input frame one
 answer frame, in the frame's format:
-- binary: a `.npy` float32/float64 [C, n] chunk -> a `.npy` float32 [C, m] (m may be 0);
-- text: {"signal": [[...], ...]} -> {"model", "version", "smoothed": [[...]]}.
+- binary: a `.npy` float32/float64 chunk [n], [C, n] or [B, C, n] (service.compute.shapes: every
+  nesting one-shot /smooth takes) -> a `.npy` float32 in the same nesting, m samples (m may be 0);
+- text: {"signal": [...] | [[...], ...] | [[[...]]]} -> {"model", "version", "smoothed": ...}, the same.
 The text frame {"end": true} (it may carry a last "signal" too) ends the stream: its answer holds
 the flushed tail (`.npy` when the stream's chunks were binary; JSON with "end": true otherwise),
 then the server closes with 1000. The concatenation of the answers equals one-shot /smooth of the
@@ -38,7 +39,8 @@ import numpy as np
 import orjson
 from anyio import to_thread
 
-from service.base import codec, deadlines
+from service.base import codec, deadlines, refusals
+from service.compute import shapes
 from service.protocols import native
 from service.base.errors import (
     BadRequestError,
@@ -85,23 +87,44 @@ def close_reason(message: str) -> str:
 
 
 def close_code(exc: BaseException) -> int:
-    return 4000 + exc.status if isinstance(exc, ServiceError) else 1011
+    """4000 + the HTTP status (service.base.refusals' one table); 1011 for our own bug."""
+    return refusals.websocket_close_code(exc.status) if isinstance(exc, ServiceError) else refusals.WEBSOCKET_INTERNAL
+
+
+class _IdleTimer:
+    """A session's idle deadline: one coarse deadline (service.deadlines) re-armed for each wait,
+    not a timer, nor a new deadline object, per frame."""
+
+    __slots__ = ("timeout_s", "sweeper", "deadline")
+
+    def __init__(self, timeout_s: float):
+        task = asyncio.current_task()
+        assert task is not None
+        self.timeout_s = timeout_s
+        self.sweeper = deadlines.sweeper()
+        self.deadline = self.sweeper.add(timeout_s, task.cancel)
+        self.deadline.cancel()  # armed by each wait
+
+    async def within(self, awaitable: Awaitable[Any]) -> Any:
+        """`awaitable`, or _Idle after `timeout_s`."""
+        deadline = self.deadline
+        self.sweeper.rearm(deadline, self.timeout_s)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if not deadline.fired:
+                raise
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()
+            raise _Idle from None
+        finally:
+            deadline.cancel()
 
 
 async def _within(awaitable: Awaitable[Any], timeout_s: float) -> Any:
-    """`awaitable`, or _Idle after `timeout_s` (a coarse deadline: no timer per frame)."""
-    task = asyncio.current_task()
-    assert task is not None
-    deadline = deadlines.sweeper().add(timeout_s, task.cancel)
-    try:
-        return await awaitable
-    except asyncio.CancelledError:
-        if not deadline.fired:
-            raise
-        task.uncancel()
-        raise _Idle from None
-    finally:
-        deadline.cancel()
+    """`awaitable`, or _Idle after `timeout_s` (for a single wait; a session re-uses its _IdleTimer)."""
+    return await _IdleTimer(timeout_s).within(awaitable)
 
 
 def _decode_frame(message: dict[str, Any], limits: Limits) -> tuple[np.ndarray | None, bool, bool]:
@@ -198,9 +221,10 @@ class StreamSession:
         frames = self.metrics.stream_frames.labels(TRANSPORT, stream.model)
         samples = self.metrics.stream_samples.labels(TRANSPORT, stream.model)
         method = settings.smooth_method
+        idle = _IdleTimer(idle_s)
         while True:
             try:
-                message = await _within(self.receive(), idle_s)
+                message = await idle.within(self.receive())
             except _Idle:
                 raise RequestTimeoutError(f"no frame for {idle_s:g} s (MONOSERVE_STREAM_IDLE_TIMEOUT_S)") from None
             if message["type"] == "websocket.disconnect":
@@ -216,19 +240,21 @@ class StreamSession:
                 chunk, end, binary = _decode_frame(message, limits)
                 if chunk is not None:
                     chunk = stream.check_chunk(chunk)
+                    shapes.check_length(chunk.shape[-1], settings.max_signal_length)
                     self.binary = binary
                     if stream.channels is None:  # the tail this stream will hold, from now on
-                        self.held.reserve(chunk.shape[0] * (stream.kernel_size - 1) * 4, "the stream's state")
+                        self.held.reserve(shapes.rows_of(chunk.shape) * (stream.kernel_size - 1) * 4,
+                                          "the stream's state")
                 check_pinned(service.registry, stream)  # 409 once the pinned version is gone
                 out = await self._compute(stream, chunk, end, method)
                 if chunk is not None:
                     frames.inc()
-                    samples.inc(chunk.shape[1])
+                    samples.inc(chunk.shape[-1])
                 answer = self._encode(stream, out, end, binary or (end and chunk is None and self.binary))
             finally:
                 limits.close()
             try:
-                await _within(self.send(answer), idle_s)
+                await idle.within(self.send(answer))
             except _Idle:
                 # The client does not read: the session ends (its slot and budget come back); the
                 # close frame cannot be written past the full buffer, so none is sent.
@@ -244,12 +270,12 @@ class StreamSession:
             await asyncio.sleep(0)
 
     async def _compute(self, stream: SmoothStream, chunk: np.ndarray | None, end: bool, method: str) -> np.ndarray:
-        samples = 0 if chunk is None else chunk.shape[1]
+        samples = 0 if chunk is None else chunk.shape[-1]
         settings = self.settings
         inline = stream.served.predicted_seconds(stream.work_elements(samples)) * 1e6 <= settings.inline_max_inference_us
         if inline:
-            return stream.step(chunk, end, method)
-        return await to_thread.run_sync(stream.step, chunk, end, method, limiter=self.service.limiter)
+            return stream.step(chunk, end, method, True)
+        return await to_thread.run_sync(stream.step, chunk, end, method, True, limiter=self.service.limiter)
 
     @staticmethod
     def _encode(stream: SmoothStream, out: np.ndarray, end: bool, binary: bool) -> dict[str, Any]:

@@ -243,7 +243,7 @@ class _Proof:
 
     # 5 ------------------------------------------------------------------------------------
     def step_certificate(self) -> tuple[Status, str, dict]:
-        from contract.certificate import certify
+        from contract.certificate.report import certify
 
         manifest = self.manifest
         assert manifest is not None and self.graph_info is not None

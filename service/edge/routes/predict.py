@@ -60,6 +60,19 @@ class ClassifyResponse(BaseModel):
     decisions: list[list[str]] = Field(description="per instance, the labels whose score reaches the threshold ([] for none)")
 
 
+class ScoreRequest(BaseModel):
+    instances: list[list[float]] | list[dict[str, float]] = Field(
+        description="rows of feature values in the manifest's order, or objects keyed by feature name")
+    model: str | None = None
+    version: int | None = None
+
+
+class ScoreResponse(BaseModel):
+    model: str
+    version: int
+    scores: list[float] = Field(description="the regressor's score of each instance")
+
+
 class ErrorResponse(BaseModel):
     """Every error: a message, and fields such as `field`, `index`, `limit` naming what was wrong."""
 
@@ -124,3 +137,11 @@ async def smooth(request: Request) -> Response:
 async def classify(request: Request) -> Response:
     """Score instances: probabilities per label, the labels that pass the threshold per instance, the threshold."""
     return await _answer(request, native.CLASSIFY)
+
+
+@router.post("/score", response_model=ScoreResponse, responses=ERRORS,
+             openapi_extra=_docs(ScoreRequest, ".npy of float32/float64 [N, n_features]; model/version as query parameters",
+                                 MODEL_PARAMETERS))
+async def score(request: Request) -> Response:
+    """Score instances with a regressor (trees, linear or neural): one number per instance."""
+    return await _answer(request, native.SCORE)
