@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = (
     "models.cli",  # train, attack
     "export.cli",  # export, verify
     "service.cli",  # serve
+    "batch.cli",  # batch
 )
 
 

@@ -41,7 +41,7 @@ def test_import_linter_catches_an_upward_import_between_rooms(tmp_path):
     export's kinds reaching up into byom (two of the cycles this layout removed), are reported,
     naming the imports."""
     (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
-    for package in ("contract", "models", "export", "monoserve", "torchref"):
+    for package in ("contract", "models", "export", "monoserve", "torchref", "batch"):
         (tmp_path / package).mkdir()
         (tmp_path / package / "__init__.py").write_text("")
     service = tmp_path / "service"
@@ -87,7 +87,7 @@ def _layer_modules(tree: Path) -> None:
 def test_import_linter_catches_a_broken_layer(tmp_path):
     """The same contracts over a small tree whose contract package imports torch and models."""
     (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
-    for package in ("contract", "models", "export", "service", "monoserve", "torchref"):
+    for package in ("contract", "models", "export", "service", "monoserve", "torchref", "batch"):
         (tmp_path / package).mkdir()
         (tmp_path / package / "__init__.py").write_text("")
     (tmp_path / "contract" / "rules.py").write_text("import torch\nfrom models import smoother\n")
@@ -102,6 +102,8 @@ def test_import_linter_catches_a_broken_layer(tmp_path):
     (tmp_path / "export" / "kinds.py").write_text("")
     (tmp_path / "service" / "app.py").write_text("from export import core\n")
     (tmp_path / "export" / "core.py").write_text("")
+    (tmp_path / "service" / "offline.py").write_text("from batch import job\n")  # batch builds on service, not back
+    (tmp_path / "batch" / "job.py").write_text("")
     result = _lint(tmp_path)
     assert result.returncode != 0
     out = result.stdout
@@ -109,12 +111,13 @@ def test_import_linter_catches_a_broken_layer(tmp_path):
     assert "contract.rules -> torch" in out and "contract.rules -> models.smoother" in out
     assert "service.app -> export.core" in out and "service.reference -> export.kinds" in out
     assert "models never imports export or service KEPT" in out
+    assert "service.offline -> batch.job" in out
 
 
 SERVING_MODULES = [
     "service.app", "service.cli", "service.repository.prover", "service.compute.engines", "service.repository.registry", "service.compute.inference",
     "contract.checks", "contract.modes", "contract.manifest", "contract.certificate", "contract.files",
-    "export.cli", "export.validation", "export.publish", "monoserve.cli",
+    "export.cli", "export.validation", "export.publish", "monoserve.cli", "batch.job", "batch.local",
 ]
 
 
