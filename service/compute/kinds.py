@@ -261,7 +261,8 @@ class ClassifierKind(ServiceKind):
         return "scope 'none': an unconstrained classifier the policy allows; nothing to certify"
 
     def certify(self, proof: Any, seed: str, features: list[tuple[int | None, str, str]], outputs: list[str]) -> Any:
-        if proof.manifest.classifier.proof != "lipschitz":
+        info = proof.manifest.classifier  # None for a regressor (RegressorKind inherits this)
+        if info is None or info.proof != "lipschitz":
             return super().certify(proof, seed, features, outputs)
         from contract.lipschitz import certify_lipschitz
 
