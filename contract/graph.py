@@ -9,9 +9,10 @@ executes, read the same way, and built only from what the certificate models:
   external data, no duplicate names (initializers, inputs, node outputs), one data field per
   tensor, no non-finite constants;
 - no local functions, no subgraphs (If/Loop/Scan), only the default ONNX domain at a modelled
-  opset, and only the ops in ALLOWED_OPS, each with its attributes and dtypes checked; of the
-  ai.onnx.ml domain (opsets 1-5) only the tree ensembles, linear models and Scaler of
-  contract.mlops, each read and bounded (hostile trees refused) before anything sizes it;
+  opset, and only the ops in ALLOWED_OPS (and, upstream of a scope-"final" classifier's output layer,
+  HIDDEN_ONLY_OPS), each with its attributes and dtypes checked; of the ai.onnx.ml domain (opsets
+  1-5) only the tree ensembles, linear models and Scaler of contract.mlops, each read and bounded
+  (hostile trees refused) before anything sizes it;
 - nothing that turns finite values into NaN/Inf (a division by a tensor that may be 0, the log of
   one that may be <= 0, ...), by interval bounds (contract.certificate.GraphInfo).
 
@@ -43,14 +44,30 @@ ACTIVATIONS = {"Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Softplus", "Elu
                "Gelu"}  # Gelu: bounded, not monotone (contract.certificate.BOUNDED_BELOW_UNARY)
 ARITHMETIC = {"Add", "Sub", "Mul", "Div", "Neg", "Pow", "Sum", "Mean", "Max", "Min", "MatMul", "Gemm", "Conv"}
 STRUCTURE = {"Identity", "Dropout", "Cast", "CastLike", "Where", "Greater", "Constant", "ConstantOfShape", "Shape", "Reshape", "Flatten", "Squeeze",
-             "Unsqueeze", "Transpose", "Slice", "Gather", "Concat", "Pad", "Expand"}
-ALLOWED_OPS = ACTIVATIONS | ARITHMETIC | STRUCTURE
+             "Unsqueeze", "Transpose", "Slice", "Gather", "Concat", "Pad", "Expand", "Split"}
+# Order statistics and reductions the certificate models (non-decreasing in every element); TopK is
+# how torch writes sort (GroupSort/MaxMin activations), its indices output must go unused.
+ORDER = {"TopK", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceMean"}
+ALLOWED_OPS = ACTIVATIONS | ARITHMETIC | STRUCTURE | ORDER
+# Deterministic ops of the default domain whose time and memory are bounded by their inputs' sizes
+# and that give finite values for finite input, but that the certificate does not model: allowed
+# only in a classifier's hidden layers (upstream of its output layer) when its scope is "final",
+# whose proof needs nothing of the hidden layers but that they are computed (docs/export.md).
+HIDDEN_ONLY_OPS = {"LayerNormalization", "GroupNormalization", "InstanceNormalization", "Softmax", "LogSoftmax",
+                   "Abs", "Sign", "Sin", "Cos", "HardSwish", "Mish", "ReduceProd", "ReduceL1", "ReduceL2",
+                   "ReduceLogSumExp", "ReduceSumSquare"}
+# Normalizations divide by sqrt(variance + epsilon): finite only with epsilon > 0.
+_EPSILON_OPS = {"LayerNormalization", "GroupNormalization", "InstanceNormalization"}
 # Ops that may take integer inputs (shape arithmetic: Shape -> ... -> Reshape); everything else is float only.
 INTEGER_OK = {"Add", "Sub", "Mul", "Div", "Neg", "Max", "Min", "Identity", "Cast", "Constant", "ConstantOfShape",
               "Shape", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Gather", "Concat",
               "Expand"}
 INTEGER_TYPES = {TensorProto.INT64, TensorProto.INT32}
-PAD_MODES = {"constant", "edge", "reflect"}
+# Ops whose float data is their first input only (the others: shapes, axes, indices, counts, bounds).
+_DATA_FIRST = {"Reshape", "Expand", "Squeeze", "Unsqueeze", "Slice", "Gather", "Pad", "Clip", "Dropout", "Split", "TopK",
+               "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+               "ReduceLogSumExp", "ReduceSumSquare"}
+PAD_MODES = {"constant", "edge", "reflect", "wrap"}
 _DATA_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
 _DTYPES = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE, "float16": TensorProto.FLOAT16}
 
@@ -71,12 +88,17 @@ class GraphRefused(Exception):
 
 
 def check_graph(model: onnx.ModelProto, inputs: Sequence[IoSpec], outputs: Sequence[IoSpec],
-                file: str = "model.onnx", max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> GraphInfo:
+                file: str = "model.onnx", max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+                scope: str | None = None) -> GraphInfo:
     """The graph's facts (constants folded, shapes, bounds) when every check passes; GraphRefused otherwise.
 
     First, before any tensor is read: external data anywhere (contract.tensors), and declared
     tensor sizes over `max_tensor_bytes` or unlike the bytes held; no folded constant may exceed
-    `max_tensor_bytes` either (refused before it is evaluated)."""
+    `max_tensor_bytes` either (refused before it is evaluated).
+
+    `scope`: a classifier's scope. With "final", the ops of HIDDEN_ONLY_OPS are allowed upstream of
+    the output layer (contract.certificate.output_layer); anywhere else, and in any other scope,
+    they are refused naming the node and the op."""
     problems = tensor_problems(model, file, max_tensor_bytes)
     if problems:  # nothing below may read a tensor that points outside the file or lies about its size
         raise GraphRefused(problems)
@@ -85,7 +107,12 @@ def check_graph(model: onnx.ModelProto, inputs: Sequence[IoSpec], outputs: Seque
         raise GraphRefused(problems)
     problems += _io(model, inputs, outputs)
     problems += _tensors(model, file)
-    problems += _nodes(model)
+    hidden: list[tuple[int, str, str]] = []  # (index, label, op) of hidden-layer-only ops, judged once the graph is known
+    problems += _nodes(model, hidden)
+    if hidden and scope != "final":
+        problems += [f"node {label}: op {op} is not modelled by the certificate, so it cannot be proven in scope "
+                     f"{scope or 'all'!r} (it is allowed in hidden layers, before the output layer, with monotone = \"final\")"
+                     for _, label, op in hidden]
     if problems:
         raise GraphRefused(problems)
     try:
@@ -98,9 +125,35 @@ def check_graph(model: onnx.ModelProto, inputs: Sequence[IoSpec], outputs: Seque
     problems += _dtypes(model, info)
     problems += _after_folding(model, info)
     problems += [f"node {label} {why}" for label, why in info.hazards]
+    if hidden:
+        problems += _hidden_outside_layers(info, hidden, outputs[0].name if outputs else "")
     if problems:
         raise GraphRefused(problems)
     return info
+
+
+def _hidden_outside_layers(info: GraphInfo, hidden: list[tuple[int, str, str]], output: str) -> list[str]:
+    """Scope "final": every hidden-layer-only op must feed the output layer's input (the certificate
+    then holds that input fixed and proves the score non-decreasing in it, whatever computed it)."""
+    from contract.certificate import output_layer, producers
+
+    try:
+        layer = output_layer(info, output)
+    except ValueError as exc:
+        return [f"node {label}: op {op} is allowed only in hidden layers before the output layer, and none was found: {exc}"
+                for _, label, op in hidden]
+    made_by = producers(info.model)
+    upstream: set[int] = set()
+    pending = [layer.data_input]
+    while pending:
+        name = pending.pop()
+        if name not in made_by or made_by[name][0] in upstream:
+            continue
+        index, node = made_by[name]
+        upstream.add(index)
+        pending.extend(n for n in node.input if n)
+    return [f"node {label}: op {op} is allowed only in hidden layers before the output layer (node {layer.node}), "
+            "and this node is not one" for index, label, op in hidden if index not in upstream]
 
 
 def _first_line(text: str) -> str:
@@ -244,8 +297,9 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _nodes(model: onnx.ModelProto) -> list[str]:
+def _nodes(model: onnx.ModelProto, hidden: list[tuple[int, str, str]]) -> list[str]:
     problems = []
+    used = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
     width = _input_width(model)
     for index, node in enumerate(model.graph.node):
         label = node_label(node, index)
@@ -253,10 +307,20 @@ def _nodes(model: onnx.ModelProto) -> list[str]:
         if node.domain == mlops.DOMAIN:  # read (and bounded) before any shape inference or session sizes it
             problems += mlops.node_problems(node, label, width)
             continue
-        if op not in ALLOWED_OPS:
-            problems.append(f"node {label}: op {op} is not modelled by the proof (allowed: {', '.join(sorted(ALLOWED_OPS))})")
+        if op in HIDDEN_ONLY_OPS:
+            hidden.append((index, label, op))
+        elif op not in ALLOWED_OPS:
+            problems.append(f"node {label}: op {op} is not modelled by the proof, in any scope (allowed: "
+                            f"{', '.join(sorted(ALLOWED_OPS))}; in hidden layers of scope \"final\" also "
+                            f"{', '.join(sorted(HIDDEN_ONLY_OPS))})")
             continue
         attrs = _attrs(node)
+        if op in _EPSILON_OPS:
+            epsilon = float(attrs.get("epsilon", 1e-5))
+            if not (np.isfinite(epsilon) and epsilon > 0):
+                problems.append(f"node {label}: {op} with epsilon {epsilon:g} may divide by zero (needs epsilon > 0)")
+        if op == "TopK" and len(node.output) > 1 and node.output[1] in used:
+            problems.append(f"node {label}: TopK's indices output {node.output[1]!r} is used: only its values (a sort) are modelled")
         alpha = attrs.get("alpha")
         if op in ("LeakyRelu", "Elu", "HardSigmoid", "ThresholdedRelu") and alpha is not None and float(alpha) < 0:
             problems.append(f"node {label}: {op} with alpha {float(alpha):g} < 0 is not non-decreasing")
@@ -313,7 +377,7 @@ def _dtypes(model: onnx.ModelProto, info: GraphInfo) -> list[str]:
             if info.types.get(node.input[0]) != TensorProto.BOOL:
                 problems.append(f"node {label}: Where condition {node.input[0]!r} is not a bool tensor")
                 continue
-        data = types[:1] if op in ("Reshape", "Expand", "Squeeze", "Unsqueeze", "Slice", "Gather", "Pad", "Clip", "Dropout") else types
+        data = types[:1] if op in _DATA_FIRST else types
         for name, kind in zip(node.input, data):
             if kind in FLOAT_TYPES:
                 continue

@@ -88,6 +88,10 @@ class ClassifierInfo(_Strict):
     activation: Literal["relu", "leaky_relu", "tanh", "sigmoid", "softplus", "elu", "graph"] = "relu"
     transform: Literal["none", "log1p"] = "none"
     calibrated: bool = False
+    # How the monotonicity is proven: "signs" (the output layer nonnegative, and every certified
+    # feature's path of one sign: contract.certificate) or "lipschitz" (g(x) + lambda * sum_i s_i x_i
+    # with g's rate along each feature bounded by lambda: contract.lipschitz; scope "all" only).
+    proof: Literal["signs", "lipschitz"] = "signs"
 
     @model_validator(mode="after")
     def _one_threshold_per_label(self) -> "ClassifierInfo":
@@ -136,6 +140,9 @@ class SmootherInfo(_Strict):
     # The graphs output the full correlation (L + K - 1 samples); each mode is a slice of it
     # (contract.modes.mode_slice).
     output: Literal["full"] = "full"
+    # How the signal's edges are padded before the correlation (contract.padding); the graph's Pad
+    # node must pad this way (contract.certificate.smoother_kernel).
+    padding: Literal["replicate", "zeros", "reflect", "circular"] = "replicate"
 
 
 class FeatureRange(_Strict):

@@ -8,8 +8,9 @@ manifest that declares less than they require is refused before anything else is
   (and sums to 1 when the manifest says normalized); the output is non-decreasing in every sample;
 - classifier: the output layer's weight, as its Gemm/MatMul consumes it, is nonnegative and the
   score is non-decreasing in that layer's input; with scope "all" every score is monotone in each
-  non-free feature in its declared direction. Scope "final" promises nothing per feature (every
-  feature counts as free); scope "none" (an unconstrained baseline) promises nothing at all.
+  non-free feature in its declared direction. A Lipschitz-monotone classifier (proof "lipschitz",
+  scope "all") has no output layer rule: each non-free feature is proven by contract.lipschitz.
+  Scope "final" promises nothing per feature (every feature counts as free); scope "none" (an unconstrained baseline) promises nothing at all.
 
 Stricter policies are settings (MONOSERVE_ALLOW_FREE_FEATURES, ..._DECREASING_FEATURES,
 ..._UNCONSTRAINED). Pure Python: export and the service both import it.
@@ -66,7 +67,10 @@ class Policy:
         if scope == "none" and not self.allow_unconstrained:
             problems.append("scope 'none' (an unconstrained classifier) is refused by the policy "
                             "(set MONOSERVE_ALLOW_UNCONSTRAINED=true to serve it)")
-        if scope != "none" and not any(c.rule == CLASSIFIER_RULE for c in manifest.constraints):
+        lipschitz = info.proof == "lipschitz"
+        if lipschitz and scope != "all":
+            problems.append(f"a Lipschitz-monotone classifier is proven per feature: its scope must be 'all', not {scope!r}")
+        if scope != "none" and not lipschitz and not any(c.rule == CLASSIFIER_RULE for c in manifest.constraints):
             problems.append(f"the policy requires a {CLASSIFIER_RULE!r} output layer, which the manifest's constraints do not declare")
         names = [f.name for f in info.features]
         directions = {f.name: f.direction for f in info.features}

@@ -7,7 +7,7 @@ or probes in it: the export finds those on its own (docs/export.md, "Bring your 
     kind = "classifier"                           kind = "smoother"
     features = ["age", "income"]                  mode = "same"        # valid | same | causal
     labels = ["default"]                          normalized = true
-    output = "logits"          # or "probabilities"
+    output = "logits"          # or "probabilities"     padding = "zeros"   # replicate | zeros | reflect | circular
     monotone = "final"         # "all" | "final" | {age = 1, income = -1}
     threshold = 0.5            # optional
     ranges = {age = [18, 90]}  # optional: each feature's range for POST /explain
@@ -129,6 +129,8 @@ class SmootherSpec(_Strict):
     # edges replicated), causal (output[t] from x[<= t], left edge replicated); contract.modes.
     mode: Literal["valid", "same", "causal"]
     normalized: bool  # the kernel sums to 1
+    # How the module pads the signal's edges (contract.padding): served exactly as declared.
+    padding: Literal["replicate", "zeros", "reflect", "circular"] = "replicate"
 
 
 Spec = Annotated[Union[ClassifierSpec, RegressorSpec, SmootherSpec], Field(discriminator="kind")]

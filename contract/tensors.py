@@ -9,7 +9,7 @@ data is refused wherever a tensor can carry it, not only on `graph.initializer`:
 - node attributes of type TENSOR (`Constant.value`, `ConstantOfShape.value`), TENSORS,
   SPARSE_TENSOR (`Constant.sparse_value`) and SPARSE_TENSORS;
 - the same inside every subgraph (If/Loop/Scan bodies, GRAPH and GRAPHS attributes, at any depth),
-  local functions and training_info graphs.
+  local functions (their nodes and their attributes' default values) and training_info graphs.
 
 The walk is iterative (a deeply nested graph cannot exhaust the Python stack) and only looks at
 the protobuf fields: it never reads tensor data. Alongside, each tensor's declared size (the
@@ -73,28 +73,35 @@ def _node_tensors(nodes: Sequence[onnx.NodeProto], where: str) -> Iterator[tuple
     for index, node in enumerate(nodes):
         label = f"{where}node #{index} {node.op_type}" + (f" {short(node.name)}" if node.name else "")
         for attr in node.attribute:
-            at = f"{label} attribute {short(attr.name)}"
-            if attr.type == AttributeProto.TENSOR or attr.HasField("t"):
-                yield at, attr.t
-            for i, tensor in enumerate(attr.tensors):
-                yield f"{at}[{i}]", tensor
-            if attr.type == AttributeProto.SPARSE_TENSOR or attr.HasField("sparse_tensor"):
-                yield f"{at} (sparse values)", attr.sparse_tensor.values
-                yield f"{at} (sparse indices)", attr.sparse_tensor.indices
-            for i, sparse in enumerate(attr.sparse_tensors):
-                yield f"{at}[{i}] (sparse values)", sparse.values
-                yield f"{at}[{i}] (sparse indices)", sparse.indices
-            if attr.HasField("g"):
-                yield f"{at} subgraph: ", attr.g
-            for i, graph in enumerate(attr.graphs):
-                yield f"{at} subgraph [{i}]: ", graph
+            yield from _attribute_tensors(attr, f"{label} attribute {short(attr.name)}")
+
+
+def _attribute_tensors(attr: onnx.AttributeProto, at: str) -> Iterator[tuple[str, Any]]:
+    if attr.type == AttributeProto.TENSOR or attr.HasField("t"):
+        yield at, attr.t
+    for i, tensor in enumerate(attr.tensors):
+        yield f"{at}[{i}]", tensor
+    if attr.type == AttributeProto.SPARSE_TENSOR or attr.HasField("sparse_tensor"):
+        yield f"{at} (sparse values)", attr.sparse_tensor.values
+        yield f"{at} (sparse indices)", attr.sparse_tensor.indices
+    for i, sparse in enumerate(attr.sparse_tensors):
+        yield f"{at}[{i}] (sparse values)", sparse.values
+        yield f"{at}[{i}] (sparse indices)", sparse.indices
+    if attr.HasField("g"):
+        yield f"{at} subgraph: ", attr.g
+    for i, graph in enumerate(attr.graphs):
+        yield f"{at} subgraph [{i}]: ", graph
 
 
 def carried_tensors(model: onnx.ModelProto) -> Iterator[tuple[str, TensorProto]]:
     """Every TensorProto the model carries, at any depth, with a label naming where (iterative)."""
     stack: list[tuple[str, onnx.GraphProto]] = [("", model.graph)]
     for function in model.functions:
-        yield from _expand(_node_tensors(function.node, f"function {short(function.name)}: "), stack)
+        where = f"function {short(function.name)}: "
+        # a function's attribute defaults (attribute_proto) are tensors too, used when a call omits them
+        for attr in function.attribute_proto:
+            yield from _expand(_attribute_tensors(attr, f"{where}default of attribute {short(attr.name)}"), stack)
+        yield from _expand(_node_tensors(function.node, where), stack)
     for index, info in enumerate(model.training_info):
         stack.append((f"training_info[{index}] initialization: ", info.initialization))
         stack.append((f"training_info[{index}] algorithm: ", info.algorithm))
@@ -215,7 +222,13 @@ def allocation_problems(model: onnx.ModelProto, input_shapes: dict[str, Sequence
     """Problems when running `model` on inputs of `input_shapes` could allocate more than
     `budget_bytes` in one tensor, decided by shape inference before anything runs (never executes
     the graph). With `require_known`, an allocating op whose output shape stays unknown is refused
-    too (without it, only the sizes known now are checked: before a session is made, say)."""
+    too (without it, only the sizes known now are checked: before a session is made, say).
+    Subgraphs (If/Loop/Scan bodies) and local functions are refused: their tensors' sizes are not
+    bounded by the top graph's shapes (a 1 GiB ConstantOfShape in an If branch), nor modelled by
+    the proof."""
+    nested = _nested_graph_problem(model, file)
+    if nested is not None:
+        return [nested]
     concrete = onnx.ModelProto()
     concrete.CopyFrom(model)
     del concrete.graph.value_info[:]
@@ -268,6 +281,17 @@ def allocation_problems(model: onnx.ModelProto, input_shapes: dict[str, Sequence
     return problems
 
 
+def _nested_graph_problem(model: onnx.ModelProto, file: str) -> str | None:
+    if model.functions:
+        return (f"{file} defines local function {short(model.functions[0].name)}: its memory cannot be bounded "
+                "before running it (nor is it modelled by the proof)")
+    for index, node in enumerate(model.graph.node):
+        if any(attr.HasField("g") or len(attr.graphs) for attr in node.attribute):
+            return (f"{file}: node #{index} {node.op_type} has a subgraph: its memory cannot be bounded before "
+                    "running it (control flow is not modelled by the proof either)")
+    return None
+
+
 def folded_output_bytes(node: onnx.NodeProto, feeds: dict[str, Any], static_shapes: dict[str, list[int] | None]
                         ) -> int | None:
     """The bytes a constant node's outputs would take if evaluated now (None: cannot be known).
@@ -283,8 +307,8 @@ def folded_output_bytes(node: onnx.NodeProto, feeds: dict[str, Any], static_shap
         if shape is None:
             shape = _shape_from_inputs(node, feeds)
             if shape is None:
-                if require_known and node.op_type in ALLOCATING_OPS:
-                    return None
+                if node.op_type in ALLOCATING_OPS:
+                    return None  # an allocating op of unknown output size is never evaluated
                 continue
         total += math.prod(shape) * 8  # 8 bytes: float64/int64, the widest the evaluator returns here
     return total

@@ -83,3 +83,16 @@ def bounded_walk(root: str | Path, limits: WalkLimits = WalkLimits()) -> Iterato
                                       "without walking further")
             yield relative, info
         stack.extend(reversed(children))
+
+
+def bounded_listing(directory: str | Path, max_entries: int = MAX_ENTRIES) -> list[os.DirEntry]:
+    """The entries of one folder (not below it), in name order; WalkRefused past `max_entries`
+    (a model folder with a million entries is not listed on every poll)."""
+    listed: list[os.DirEntry] = []
+    with os.scandir(directory) as listing:
+        for entry in listing:
+            if len(listed) >= max_entries:
+                raise WalkRefused(f"{_shown(os.fspath(directory))} holds more than {max_entries} entries: refused "
+                                  "without listing further")
+            listed.append(entry)
+    return sorted(listed, key=lambda entry: entry.name)

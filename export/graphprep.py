@@ -114,6 +114,77 @@ def _fold_batch_norms(graph: onnx.GraphProto) -> int:
     return folded
 
 
+# Ops through which a TopK's k may be computed from static dimensions (torch writes a sort as
+# TopK(x, Reshape(Gather(Shape(x), -1), [1]))).
+_SHAPE_ARITHMETIC = {"Shape", "Gather", "Reshape", "Unsqueeze", "Squeeze", "Cast", "Identity", "Concat", "Slice"}
+
+
+def _fix_sort_sizes(model: onnx.ModelProto) -> int:
+    """Each TopK whose k is computed at run time from dimensions that are static (a sort over a
+    fixed-size axis: GroupSort) gets k as a constant, so that shape inference, and with it the
+    memory bound of every later node (contract.tensors.allocation_problems), knows its output's
+    size. Evaluated on the inferred static shapes only; anything else is left as it is."""
+    from onnx.reference import ReferenceEvaluator
+
+    graph = model.graph
+    made_by = {name: node for node in graph.node for name in node.output if name}
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # noqa: BLE001 - an aid only: the graph check judges the graph
+        return 0
+    shapes = {vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+              for vi in [*inferred.graph.value_info, *inferred.graph.input] if vi.type.tensor_type.HasField("shape")}
+
+    def value(name: str, depth: int = 0) -> np.ndarray | None:
+        if name in constants:
+            return constants[name]
+        node = made_by.get(name)
+        if node is None or node.op_type not in _SHAPE_ARITHMETIC or depth > 16:
+            return None
+        if node.op_type == "Shape":
+            dims = shapes.get(node.input[0])
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            if dims is None:
+                return None
+            dims = dims[attrs.get("start", 0):attrs.get("end", len(dims))]
+            if any(d is None for d in dims):  # a dynamic dimension: only a Gather of static ones can help
+                return _partial_shape(dims)
+            return np.asarray(dims, dtype=np.int64)
+        feeds = {}
+        for operand in node.input:
+            if operand:
+                known = value(operand, depth + 1)
+                if known is None or (isinstance(known, np.ndarray) and known.dtype == object and node.op_type != "Gather"):
+                    return None
+                feeds[operand] = known
+        if node.op_type == "Gather" and feeds[node.input[0]].dtype == object:
+            picked = np.take(feeds[node.input[0]], feeds[node.input[1]].astype(np.int64), axis=0)
+            return None if np.any(picked == None) else np.asarray(picked, dtype=np.int64)  # noqa: E711
+        try:
+            return np.asarray(ReferenceEvaluator(node).run(None, feeds)[0])
+        except Exception:  # noqa: BLE001
+            return None
+
+    fixed = 0
+    for index, node in enumerate(graph.node):
+        if node.op_type != "TopK" or len(node.input) < 2 or node.input[1] in constants:
+            continue
+        k = value(node.input[1])
+        if k is None or k.dtype == object:
+            continue
+        name = f"{node.name or 'topk'}_{index}.k"
+        graph.initializer.append(numpy_helper.from_array(np.asarray(k, dtype=np.int64).reshape(1), name))
+        node.input[1] = name
+        fixed += 1
+    return fixed
+
+
+def _partial_shape(dims: list) -> np.ndarray:
+    """A shape with unknown (None) dimensions, as an object array: only a Gather of known ones resolves."""
+    return np.asarray(dims, dtype=object)
+
+
 def prepare_classifier_graph(model: onnx.ModelProto, n_features: int, n_labels: int, output: str) -> PreparedGraph:
     """A copy of `model` with the service's io names, a Sigmoid when `output` is "logits", BatchNorm folded."""
     prepared = onnx.ModelProto()
@@ -142,6 +213,7 @@ def prepare_classifier_graph(model: onnx.ModelProto, n_features: int, n_labels: 
             raise GraphShapeError(f"graph {what} {value.name!r} has {dims[1]} columns, the declaration's {key!r} lists {size}")
     del graph.value_info[:]  # intermediate shapes are inferred again, never trusted
     _fold_batch_norms(graph)
+    _fix_sort_sizes(prepared)
     final = LOGITS_NAME if output == "logits" else OUTPUT_NAME
     _free(graph, INPUT_NAME, {source_input})
     _rename(graph, source_input, INPUT_NAME)

@@ -165,6 +165,8 @@ class SmootherExport(ExportKind):
         import tempfile
         from pathlib import Path
 
+        import onnx
+
         from contract.checks import check_all
         from export import artifacts
         from export.errors import ModelRefusedError
@@ -172,7 +174,7 @@ class SmootherExport(ExportKind):
         from export.fir import NotAFilterError, artifact_output, find_kernel
 
         try:
-            found = find_kernel(source.run, spec.mode, atol, rtol, seed)
+            found = find_kernel(source.run, spec.mode, atol, rtol, seed, spec.padding)
         except NotAFilterError as exc:
             raise ModelRefusedError([f"not one shared FIR kernel: {exc}"], source.label) from exc
         kernel = found.kernel
@@ -190,6 +192,9 @@ class SmootherExport(ExportKind):
         with tempfile.TemporaryDirectory(prefix="monoserve-byom-") as tmp:
             path = Path(tmp) / "model.onnx"
             model = artifacts.write_onnx(wrapper, signature, path, None, check=False)  # byom checks the final graph
+            if spec.padding != "replicate":
+                model = _set_pad_mode(model, spec.padding)
+                onnx.save(model, str(path))
             loaded = artifacts.load_artifact("onnx", path, signature, model)
         location = artifacts.locate_tensor("kernel", kernel, loaded.tensors)
         if location is None:
@@ -205,22 +210,50 @@ class SmootherExport(ExportKind):
                 raise ModelRefusedError([f"the written graph disagrees with the module on input {list(shape)} "
                                          f"(shape {list(got.shape)} vs {list(expected.shape)})"], source.label)
             worst = max(worst, float(np.max(np.abs(got - expected))),
-                        float(np.max(np.abs(artifact_output(x, kernel, spec.mode) - expected))))
+                        float(np.max(np.abs(artifact_output(x, kernel, spec.mode, spec.padding) - expected))))
         inputs, outputs = tensor_specs(signature.input_name, signature.input_shape, signature.output_name, signature.output_shape)
         constraints = [ConstraintEntry(tensor="kernel", rule=rule["rule"], tolerance=float(rule.get("tolerance", 0.0)),
                                        axis=int(rule.get("axis", -1)), locations={"onnx": location}) for rule in specs]
         return Prepared(
             onnx_model=model, inputs=inputs, outputs=outputs, constraints=constraints,
-            probe=self.probe(None, wrapper, atol, rtol),
+            probe=self.probe(None, wrapper, atol, rtol) if spec.padding == "replicate" else _padded_probe(kernel, spec.padding, atol, rtol),
             parity={"max_abs_error": {"onnx": worst}, "atol": atol, "rtol": rtol, "comparisons": found.comparisons,
                     "reference": f"{source.label} ({spec.mode})"},
             info={"smoother": SmootherInfo(kernel_size=int(kernel.size), param="declared", normalized=spec.normalized,
-                                           edge_modes=list(EDGE_MODES), default_mode=spec.mode)},
+                                           edge_modes=list(EDGE_MODES), default_mode=spec.mode, padding=spec.padding)},
             found=[f"kernel: {kernel.size} taps by impulse response (sum {float(kernel.sum()):.6g}), one kernel shared by "
                    f"{'every channel' if found.channels_probed > 1 else 'its single channel'}; linear, shift-invariant",
-                   f"alignment: {spec.mode!r}; module vs published smoother max |error| {found.max_abs_error:.3g}",
+                   f"alignment: {spec.mode!r}, padding {spec.padding!r}; module vs published smoother max |error| "
+                   f"{found.max_abs_error:.3g}",
                    f"constrained tensor: model.onnx:{location} (the Conv weight)"],
             draw_card=lambda figure: self.draw_card(figure, {"kernel": kernel}))
+
+
+def _set_pad_mode(model: Any, padding: str) -> Any:
+    """The written smoother graph (FullCorrelation: one Pad, mode edge) made to pad as declared."""
+    import onnx
+
+    from contract.padding import ONNX_PAD_MODES
+
+    pads = [node for node in model.graph.node if node.op_type == "Pad"]
+    if len(pads) != 1:
+        raise ArtifactError(f"the written smoother graph has {len(pads)} Pad nodes, expected 1")
+    del pads[0].attribute[:]
+    pads[0].attribute.append(onnx.helper.make_attribute("mode", ONNX_PAD_MODES[padding]))
+    if any(o.domain in ("", "ai.onnx") and o.version < 19 for o in model.opset_import) and padding == "circular":
+        raise ArtifactError("circular padding (ONNX Pad mode wrap) needs opset 19 or newer")
+    return model
+
+
+def _padded_probe(kernel: np.ndarray, padding: str, atol: float, rtol: float) -> Probe:
+    """The probe of a smoother that pads as declared: long enough for reflect (K samples and more)."""
+    from export.fir import full_correlation
+
+    rng = np.random.default_rng(1234)
+    length = max(8, kernel.size + 3)
+    probe_input = np.stack([np.linspace(0.0, 1.0, length), rng.standard_normal(length)])[None].astype(np.float32)
+    expected = full_correlation(probe_input, kernel, padding)
+    return Probe(input=probe_input.tolist(), expected=expected.tolist(), atol=atol, rtol=rtol)
 
 
 class ClassifierExport(ExportKind):
@@ -292,12 +325,11 @@ class ClassifierExport(ExportKind):
 
     def prepare_user_model(self, source: Any, spec: Any, atol: float, rtol: float, seed: int) -> Any:
         from contract.certificate.uses import output_layer
-        from contract.checks import check_rule
         from contract.graph import GraphRefused, IoSpec, check_graph
         from export.errors import ModelRefusedError
         from export.prepared import Prepared, tensor_specs
         from export.probe import ProbeSession
-        from export.graphprep import INPUT_NAME, OUTPUT_NAME, GraphShapeError, prepare_classifier_graph, weight_source
+        from export.graphprep import INPUT_NAME, OUTPUT_NAME, GraphShapeError, prepare_classifier_graph
 
         n_features, n_labels = len(spec.features), len(spec.labels)
         graph = source.classifier_graph(n_features)
@@ -315,7 +347,7 @@ class ClassifierExport(ExportKind):
         model = prepared.model
         try:
             info = check_graph(model, [IoSpec(INPUT_NAME, "float32", ["batch", n_features])],
-                               [IoSpec(OUTPUT_NAME, "float32", ["batch", n_labels])])
+                               [IoSpec(OUTPUT_NAME, "float32", ["batch", n_labels])], scope=spec.scope)
         except GraphRefused as exc:
             raise ModelRefusedError([f"the proof cannot model its graph: {p}" for p in exc.problems], source.label) from exc
         low, high = info.range_of(OUTPUT_NAME)
@@ -326,25 +358,16 @@ class ClassifierExport(ExportKind):
         try:
             layer = output_layer(info, OUTPUT_NAME)
         except ValueError as exc:
-            raise ModelRefusedError([f"no output layer found: {exc}"], source.label) from exc
-        stored = weight_source(model, info.constants, layer.input_name)
-        location = stored if stored in info.constants else layer.input_name
-        params = source.parameter_names()
-        if stored in params:
-            yours = f" (your parameter {stored!r})"
-        elif params:  # a weight computed in forward, constant-folded by the exporter under its own name
-            yours = f" (computed in forward from your parameters, not one of them: {params[:8]})"
+            from export.lipschitz import NotProvenError, lipschitz_proof
+
+            try:
+                lipschitz = lipschitz_proof(info, spec, INPUT_NAME, OUTPUT_NAME, exc)
+            except NotProvenError as refused:
+                raise ModelRefusedError(refused.problems, source.label) from refused
+            constraints, proof, found_proof, draw = [], "lipschitz", lipschitz.found, lipschitz.draw_card
         else:
-            yours = ""
-        violations = check_rule("nonnegative", f"model.onnx:{stored}", layer.values)
-        if violations and stored in info.constants:  # name the entries as the user's tensor stores them ([out, in])
-            violations = check_rule("nonnegative", f"model.onnx:{stored}", info.constants[stored]) or violations
-        if violations:
-            raise ModelRefusedError(
-                [f"the output layer's weight {stored!r}{yours} at node {layer.node} must be nonnegative "
-                 f"({len(violations)} negative entr{'y' if len(violations) == 1 else 'ies'}; clamp it after each "
-                 "optimizer step, layer.weight.clamp_(min=0), or parametrize it with torch.nn.utils.parametrize)"]
-                + [str(v) for v in violations], source.label)
+            constraints, found_proof, draw = self._clamped_output_layer(source, model, info, layer)
+            proof = "signs"
         session = ProbeSession(model, source.label, INPUT_NAME)  # no external data, memory bounded per shape
 
         def published(x: np.ndarray) -> np.ndarray:
@@ -372,7 +395,6 @@ class ClassifierExport(ExportKind):
         probe_input = (rng.standard_normal((4, n_features)) * 2.0).astype(np.float32)
         directions = spec.directions()
         inputs, outputs = tensor_specs(INPUT_NAME, ["batch", n_features], OUTPUT_NAME, ["batch", n_labels])
-        constraints = [ConstraintEntry(tensor=stored, rule="nonnegative", locations={"onnx": location})]
         return Prepared(
             onnx_model=model, inputs=inputs, outputs=outputs, constraints=constraints,
             probe=Probe(input=probe_input.tolist(), expected=eager(probe_input).tolist(), atol=atol, rtol=rtol),
@@ -382,13 +404,43 @@ class ClassifierExport(ExportKind):
                 features=[FeatureSpec(name=n, direction=d) for n, d in zip(spec.features, directions)],
                 labels=list(spec.labels), threshold=spec.threshold, scope=spec.scope, method="declared",
                 monotone_features=[n for n, d in zip(spec.features, directions) if d != "free"] if spec.scope == "all" else [],
-                activation="graph")},
+                activation="graph", proof=proof)},
             found=[f"input {prepared.original_input!r} -> 'features' [batch, {n_features}], output "
                    f"{prepared.original_output!r} -> 'scores' [batch, {n_labels}]"
                    + (" (a Sigmoid added: the declaration says logits)" if spec.output == "logits" else ""),
-                   f"output layer: node {layer.node}, weight model.onnx:{stored}{yours}, nonnegative",
+                   found_proof,
                    f"parity: {comparisons} comparisons, max |error| {worst:.3g}"],
-            draw_card=lambda figure: _draw_output_layer(figure, stored, np.asarray(layer.values)))
+            draw_card=draw)
+
+    @staticmethod
+    def _clamped_output_layer(source: Any, model: Any, info: Any, layer: Any) -> tuple[list, str, Any]:
+        """The output layer's weight, traced to the user's tensor and checked nonnegative:
+        (the manifest's constraints, what was found, the card plot); ModelRefusedError otherwise."""
+        from contract.checks import check_rule
+        from export.errors import ModelRefusedError
+        from export.graphprep import weight_source
+
+        stored = weight_source(model, info.constants, layer.input_name)
+        location = stored if stored in info.constants else layer.input_name
+        params = source.parameter_names()
+        if stored in params:
+            yours = f" (your parameter {stored!r})"
+        elif params:  # a weight computed in forward, constant-folded by the exporter under its own name
+            yours = f" (computed in forward from your parameters, not one of them: {params[:8]})"
+        else:
+            yours = ""
+        violations = check_rule("nonnegative", f"model.onnx:{stored}", layer.values)
+        if violations and stored in info.constants:  # name the entries as the user's tensor stores them ([out, in])
+            violations = check_rule("nonnegative", f"model.onnx:{stored}", info.constants[stored]) or violations
+        if violations:
+            raise ModelRefusedError(
+                [f"the output layer's weight {stored!r}{yours} at node {layer.node} must be nonnegative "
+                 f"({len(violations)} negative entr{'y' if len(violations) == 1 else 'ies'}; clamp it after each "
+                 "optimizer step, layer.weight.clamp_(min=0), or parametrize it with torch.nn.utils.parametrize)"]
+                + [str(v) for v in violations], source.label)
+        return ([ConstraintEntry(tensor=stored, rule="nonnegative", locations={"onnx": location})],
+                f"output layer: node {layer.node}, weight model.onnx:{stored}{yours}, nonnegative",
+                lambda figure: _draw_output_layer(figure, stored, np.asarray(layer.values)))
 
 
 def _draw_output_layer(figure: Any, name: str, weights: np.ndarray) -> None:

@@ -113,6 +113,23 @@ def carrier_models(location: str) -> dict[str, onnx.ModelProto]:
         [helper.make_node("Bias", [], ["bias"], domain="hostile.fn")], add_name="bias",
         functions=[function])
     models["local function"].opset_import.append(helper.make_opsetid("hostile.fn", 1))
+    graphs_attr = helper.make_node("Identity", ["mm_in"], ["mm_out"])
+    graphs_attr.attribute.append(onnx.AttributeProto(name="bodies", type=onnx.AttributeProto.GRAPHS, graphs=[branch]))
+    models["graphs attribute"] = _identity_classifier([graphs_attr])
+    model = _identity_classifier([])
+    model.training_info.add().algorithm.CopyFrom(branch)
+    models["training_info"] = model
+    indices = onnx.SparseTensorProto(values=numpy_helper.from_array(np.array([1.0], np.float32), "iv"), dims=[1])
+    indices.indices.CopyFrom(external_tensor("ii", location, 1, TensorProto.INT64))
+    models["sparse indices"] = _identity_classifier(
+        [helper.make_node("Constant", [], ["bias"], sparse_value=indices)], add_name="bias")
+    defaults = helper.make_function("hostile.fd", "Bias", [], ["out"],
+                                    [helper.make_node("Constant", [], ["out"], value=helper.make_tensor("z", f, [1], [0.0]))],
+                                    [helper.make_opsetid("", OPSET)])
+    defaults.attribute_proto.append(helper.make_attribute("w", external_tensor("fw", location, 1, f)))
+    models["function attribute default"] = _identity_classifier(
+        [helper.make_node("Bias", [], ["bias"], domain="hostile.fd")], add_name="bias", functions=[defaults])
+    models["function attribute default"].opset_import.append(helper.make_opsetid("hostile.fd", 1))
     return models
 
 
@@ -142,3 +159,19 @@ def constant_of_shape_bomb_smoother(elements: int = 2**28) -> onnx.ModelProto:
 def save(model: onnx.ModelProto, path: Path) -> Path:
     path.write_bytes(model.SerializeToString())  # as written: onnx.save would look for external data
     return path
+
+
+def subgraph_bomb_smoother(elements: int = 2**28) -> onnx.ModelProto:
+    """constant_of_shape_bomb_smoother's 1 GiB ConstantOfShape moved into an If branch: the top
+    graph's shapes are all small, the allocation happens inside the subgraph when it runs."""
+    f = TensorProto.FLOAT
+    branch = helper.make_graph(
+        [helper.make_node("ConstantOfShape", ["big_shape"], ["big"], value=helper.make_tensor("v", f, [1], [0.0])),
+         helper.make_node("ReduceSum", ["big"], ["zero"], keepdims=0)],
+        "bomb", [], [helper.make_tensor_value_info("zero", f, [])])
+    nodes = [helper.make_node("If", ["always"], ["zero"], then_branch=branch, else_branch=branch),
+             helper.make_node("Add", ["signal", "zero"], ["smoothed"])]
+    inits = [numpy_helper.from_array(np.array([elements], np.int64), "big_shape"),
+             numpy_helper.from_array(np.array(True), "always")]
+    return _model(nodes, [helper.make_tensor_value_info("signal", f, ["batch", "channels", "length"])],
+                  [helper.make_tensor_value_info("smoothed", f, ["batch", "channels", "length"])], inits)

@@ -262,10 +262,11 @@ def test_unclamped_final_weight_is_refused_naming_the_parameter(tmp_path):
 
 
 def test_an_op_the_proof_cannot_model_is_refused_naming_node_and_op(tmp_path):
+    """Cos in a hidden layer: allowed in scope "final" (tests/test_byom_nets.py), not in scope "all"."""
     path = tmp_path / "cos.onnx"
     onnx.save(helper_classifier(op="Cos"), path)
     message = refused(tmp_path, lambda repo: import_onnx(path, repo, "m", {
-        "kind": "classifier", "features": FEATURES, "labels": ["y"], "output": "logits", "monotone": "final"}))
+        "kind": "classifier", "features": FEATURES, "labels": ["y"], "output": "logits", "monotone": "all"}))
     assert "act" in message and "Cos" in message and "not modelled" in message
 
 

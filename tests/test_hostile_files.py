@@ -39,6 +39,7 @@ from hostile_onnx import (
     dims_bomb_classifier,
     exfiltrating_smoother,
     save,
+    subgraph_bomb_smoother,
 )
 from service.repository.prover import prove_version
 from service_fixtures import fresh_repo
@@ -215,11 +216,15 @@ def run_measured(arguments: list[str], cwd: Path) -> tuple[int, str, float]:
     return result.returncode, log.read_text(), int(peak.read_text()) / 1024
 
 
-@pytest.mark.parametrize("case", ["1 GiB dims, 4 bytes on disk", "ConstantOfShape of 1 GiB"])
+@pytest.mark.parametrize("case", ["1 GiB dims, 4 bytes on disk", "ConstantOfShape of 1 GiB",
+                                  "ConstantOfShape of 1 GiB in an If branch"])
 def test_import_refuses_the_bombs_without_a_traceback_and_under_500_mb(workdir, case):
     if case.startswith("1 GiB dims"):
         path, spec = save(dims_bomb_classifier(), workdir / "bomb.onnx"), _spec(workdir, "classifier")
         fragment = "initializer 'W' declares 1073741824 bytes"
+    elif case.endswith("If branch"):  # the top graph's shapes are small: it once peaked at 1.4 GB and published
+        path, spec = save(subgraph_bomb_smoother(), workdir / "bomb.onnx"), _spec(workdir)
+        fragment = "node #0 If has a subgraph: its memory cannot be bounded before running it"
     else:
         path, spec = save(constant_of_shape_bomb_smoother(), workdir / "bomb.onnx"), _spec(workdir)
         fragment = "ConstantOfShape would allocate 1073741824 bytes"
@@ -286,3 +291,21 @@ def test_ten_thousand_unknown_keys_are_named_by_a_bounded_message(workdir):
     assert code == 2
     assert "key 'unknown_0': unknown key" in output and "and 9980 more key(s)" in output
     assert len(output) < 4096, len(output)
+
+
+def test_a_graph_shape_inference_cannot_follow_is_refused_by_name_before_any_folding():
+    """Constants of shapes [2] and [3] added: strict shape inference fails, so no folded constant's
+    size is known. The graph is refused with that reason (it once raised NameError while folding)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    f = TensorProto.FLOAT
+    nodes = [helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.ones(2, np.float32), "c")),
+             helper.make_node("Constant", [], ["d"], value=numpy_helper.from_array(np.ones(3, np.float32), "d")),
+             helper.make_node("Add", ["c", "d"], ["e"]),
+             helper.make_node("MatMul", ["features", "W"], ["scores"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("features", f, ["batch", 2])],
+                              [helper.make_tensor_value_info("scores", f, ["batch", 1])],
+                              [numpy_helper.from_array(np.array([[0.5], [0.25]], np.float32), "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.raises(GraphRefused, match="shape inference fails"):
+        check_graph(model, [IoSpec("features", "float32", ["batch", 2])], [IoSpec("scores", "float32", ["batch", 1])])

@@ -140,3 +140,28 @@ def test_serve_starts_beside_a_2000_deep_folder_and_keeps_loading_new_versions(t
         assert httpx.get(f"{server.base}/models/smoother", timeout=10).json()["serving_version"] == 3
         assert httpx.get(f"{server.base}/models/classifier", timeout=10).json()["state"] == "serving"
     assert "RecursionError" not in server.output
+
+
+def test_a_crowded_or_oddly_named_model_folder_never_stops_the_others(tmp_path):
+    """A model folder is listed with a bound too (ModelRegistry._plan_model): past it that model keeps
+    what it serves and says why, the others load. A folder named '²' ('²'.isdigit() is true but
+    int('²') fails) once made every poll raise; non-ASCII digits are not version numbers."""
+    from service.repository.registry import MAX_MODEL_ENTRIES
+
+    repo = fresh_repo(tmp_path, models=("smoother", "classifier"))
+    (repo / "classifier" / "²").mkdir()
+    (repo / "classifier" / "\u0663").mkdir()  # ARABIC-INDIC DIGIT THREE: int() reads it as 3
+    registry = ModelRegistry(repo)
+    registry.load()
+    assert sorted(registry.models["classifier"].reports) == [1] and registry.ready
+    served = registry.models["smoother"]
+    for index in range(MAX_MODEL_ENTRIES + 1):
+        (repo / "smoother" / f"junk{index}").touch()
+    copy_version(repo, "classifier", 1, 2)
+    registry.refresh()
+    assert registry.models["smoother"] is served and served.latest.manifest.version == 1  # kept as it was
+    assert registry.models["classifier"].latest.manifest.version == 2  # the others load on
+    fresh = ModelRegistry(repo)
+    fresh.load()  # a first load: the crowded model is listed with its reason, the others serve
+    assert f"more than {MAX_MODEL_ENTRIES} entries" in fresh.models["smoother"].reason
+    assert fresh.models["classifier"].latest.manifest.version == 2

@@ -5,6 +5,8 @@ proofs, real ONNX Runtime sessions, hypothesis cutting signals into chunks; and 
 from __future__ import annotations
 
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +19,8 @@ from service.repository.registry import ModelRegistry
 from service.pipeline.streaming import SmoothStream, StateCodec, check_pinned, open_stream, resume
 from service_fixtures import KERNEL_SIZE, build_smoother, copy_version, fresh_repo
 
+sys.path.insert(0, str(Path(__file__).parent))
+
 SECRET = b"a test secret of enough bytes!!!"
 
 
@@ -24,7 +28,21 @@ SECRET = b"a test secret of enough bytes!!!"
 def repo(tmp_path_factory):
     repo = fresh_repo(tmp_path_factory.mktemp("stream"), models=("smoother", "classifier"))
     build_smoother(repo, tmp_path_factory.mktemp("ckpt"), name="wide", kernel_size=31)  # direct/FFT paths too
+    publish_padded_smoothers(repo)
     return repo
+
+
+PADDED = {"zeros": ("zeros", 5), "reflect": ("reflect", 7), "circular": ("circular", 5), "reflect-wide": ("reflect", 31)}
+
+
+def publish_padded_smoothers(repo) -> None:
+    """Users' smoothers that pad their edges otherwise than by replication (contract.padding), as declared."""
+    from byom.net_models import PaddedFir
+    from export.byom import export_module
+
+    for name, (padding, kernel_size) in PADDED.items():
+        export_module(PaddedFir(kernel_size, padding), repo, name,
+                      {"kind": "smoother", "mode": "same", "normalized": True, "padding": padding})
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +81,12 @@ def run_stream(stream: SmoothStream, chunks: list[np.ndarray], codec: StateCodec
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), mode=st.sampled_from(["causal", "same", "valid"]), channels=st.integers(1, 5),
-       model=st.sampled_from(["smoother", "wide"]), carried=st.booleans())
+       model=st.sampled_from(["smoother", "wide", *PADDED]), carried=st.booleans())
 def test_stream_equals_one_shot_for_every_chunking(registry, data, mode, channels, model, carried):
     served = registry.resolve("smoother", model)
     kernel = served.manifest.smoother.kernel_size
-    length = data.draw(st.integers(kernel if mode == "valid" else 1, 120), label="length")
+    shortest = kernel if mode == "valid" or served.manifest.smoother.padding == "reflect" else 1
+    length = data.draw(st.integers(shortest, 120), label="length")
     sizes = data.draw(st.lists(st.integers(0, 40), max_size=12), label="sizes")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     signal = (rng.standard_normal((channels, length)) * 10 + rng.standard_normal((channels, 1)) * 50).astype(np.float32)
@@ -78,11 +97,12 @@ def test_stream_equals_one_shot_for_every_chunking(registry, data, mode, channel
     np.testing.assert_allclose(streamed, expected, rtol=1e-6, atol=1e-6 * float(np.abs(signal).max()))
 
 
+@pytest.mark.parametrize("model", ["wide", "reflect-wide"])
 @pytest.mark.parametrize("method", ["engine", "direct", "fft"])
 @pytest.mark.parametrize("mode", ["causal", "same", "valid"])
-def test_every_convolution_path_streams(registry, mode, method):
+def test_every_convolution_path_streams(registry, mode, method, model):
     """The stream forced onto each path (as MONOSERVE_SMOOTH_METHOD does) against one-shot on it."""
-    served = registry.resolve("smoother", "wide")
+    served = registry.resolve("smoother", model)
     signal = np.random.default_rng(2).standard_normal((3, 700)).astype(np.float32)
     for sizes in ([1] * 5 + [33] * 10, [300, 0, 1, 64]):
         streamed = run_stream(SmoothStream.open(served, mode), cut(signal, sizes), method=method)
@@ -109,6 +129,30 @@ def test_delays_and_flushes(registry):
     assert valid.push(chunk).shape == (2, 0)
     assert valid.push(np.ones((2, KERNEL_SIZE), dtype=np.float32)).shape == (2, 3 + KERNEL_SIZE - KERNEL_SIZE + 1)
     assert same.end().shape == (2, min(3, half)) and causal.end().shape == (2, 0) and valid.end().shape == (2, 0)
+
+
+def test_padding_that_needs_later_samples_holds_them(registry):
+    """Reflect padding answers once K samples arrived (the left edge mirrors them); circular padding
+    answers only at the end (the left edge is the signal's end), holding at most MAX_HELD_ELEMENTS;
+    in mode valid neither reads the padding, so both answer at once."""
+    from service.base.errors import PayloadTooLargeError
+    from service.pipeline.streaming import MAX_HELD_ELEMENTS
+
+    reflect, circular = registry.resolve("smoother", "reflect"), registry.resolve("smoother", "circular")
+    stream = SmoothStream.open(reflect, "causal")
+    assert stream.push(np.ones((2, 6), np.float32)).shape == (2, 0) and stream.pending() == 6
+    assert stream.push(np.ones((2, 1), np.float32)).shape == (2, 7)
+    short = SmoothStream.open(reflect, "same")
+    short.push(np.ones((1, 6), np.float32))
+    with pytest.raises(BadRequestError, match="reflect padding needs at least 7 samples"):
+        short.end()
+    held = SmoothStream.open(circular, "causal")
+    for _ in range(3):
+        assert held.push(np.ones((2, 10), np.float32)).shape == (2, 0)
+    assert held.end().shape == (2, 30)
+    assert SmoothStream.open(circular, "valid").push(np.ones((1, 10), np.float32)).shape == (1, 6)
+    with pytest.raises(PayloadTooLargeError, match="answers only when it ends"):
+        SmoothStream.open(circular, "same").push(np.zeros((4, MAX_HELD_ELEMENTS // 4 + 1), np.float32))
 
 
 def test_bad_chunks_and_short_streams_are_400(registry):

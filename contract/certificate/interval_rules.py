@@ -79,6 +79,10 @@ def _range_transfer(info: Any, node: onnx.NodeProto, label: str) -> tuple[float,
             return _widen(0.0, float(np.float64(max(abs(first[0]), abs(first[1]))) ** p))
     if op == "Neg":
         return (-first[1], -first[0])
+    if op in ("ReduceSum", "ReduceSumSquare", "ReduceL1"):
+        return _sum_range(info, node, attrs, first)
+    if op in HIDDEN_RANGES:
+        return HIDDEN_RANGES[op](info, node, attrs, first)
     if op == "Add":
         return _widen(ranges[0][0] + ranges[1][0], ranges[0][1] + ranges[1][1])
     if op == "Sub":
@@ -169,9 +173,52 @@ def _range_transfer(info: Any, node: onnx.NodeProto, label: str) -> tuple[float,
         value = attrs.get("value")
         return _array_range(numpy_helper.to_array(value)) if value is not None else (0.0, 0.0)
     if op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Gather", "GatherElements",
-              "GatherND", "Expand", "Tile", "Split", "ReduceMax", "ReduceMin"):
-        return first
+              "GatherND", "Expand", "Tile", "Split", "ReduceMax", "ReduceMin", "ReduceMean", "TopK"):
+        return first  # (TopK: its values; its indices output is refused wherever it is used)
     return FULL
+
+
+def _layer_norm_range(info: Any, node: onnx.NodeProto, attrs: dict, first: tuple[float, float]) -> tuple[float, float]:
+    """LayerNormalization over the last axis of n elements: each normalized value lies within
+    sqrt(n - 1) of 0 (epsilon > 0 only shrinks it), then scale and bias apply."""
+    width = info.last_dims.get(node.input[0])
+    scale = info.constants.get(node.input[1]) if len(node.input) > 1 else None
+    bias = info.constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(1)
+    if int(attrs.get("axis", -1)) != -1 or not width or scale is None or bias is None:
+        return FULL
+    reach = float(np.sqrt(max(width - 1, 0))) * float(np.max(np.abs(np.asarray(scale, dtype=np.float64))))
+    bias = np.asarray(bias, dtype=np.float64)
+    return _widen(float(bias.min()) - reach, float(bias.max()) + reach)
+
+
+def _sum_range(info: Any, node: onnx.NodeProto, attrs: dict, first: tuple[float, float]) -> tuple[float, float]:
+    """A sum over the last axis of n elements (a static size): n times each element's bounds."""
+    axes = info.constants.get(node.input[1]) if len(node.input) > 1 and node.input[1] else attrs.get("axes")
+    width = info.last_dims.get(node.input[0])
+    if axes is None or [int(a) for a in np.asarray(axes).reshape(-1)] != [-1] or not width:
+        return FULL
+    if node.op_type != "ReduceSum":
+        first = (0.0, _magnitude(first) ** (2 if node.op_type == "ReduceSumSquare" else 1))
+    with np.errstate(all="ignore"):
+        return _widen(width * first[0], width * first[1])
+
+
+def _magnitude(first: tuple[float, float]) -> float:
+    return max(abs(first[0]), abs(first[1]))
+
+
+# Ranges of the hidden-layer-only ops (contract.graph.HIDDEN_ONLY_OPS) that have finite ones.
+HIDDEN_RANGES = {
+    "LayerNormalization": _layer_norm_range,
+    "Softmax": lambda info, node, attrs, first: (0.0, 1.0),
+    "LogSoftmax": lambda info, node, attrs, first: (-INF, 0.0),
+    "Abs": lambda info, node, attrs, first: (0.0 if first[0] <= 0 <= first[1] else min(abs(first[0]), abs(first[1])), _magnitude(first)),
+    "Sign": lambda info, node, attrs, first: (-1.0, 1.0),
+    "Sin": lambda info, node, attrs, first: (-1.0, 1.0),
+    "Cos": lambda info, node, attrs, first: (-1.0, 1.0),
+    "HardSwish": lambda info, node, attrs, first: _widen(-0.375, max(first[1], 0.0)),
+    "Mish": lambda info, node, attrs, first: _widen(-0.3089, max(first[1], 0.0)),
+}
 
 
 # Elementwise activations of users' hidden layers that are finite for finite input but NOT monotone

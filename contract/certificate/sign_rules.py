@@ -164,6 +164,10 @@ class _Interpreter:
             if len(inputs) > 1 and not isinstance(inputs[1], Independent):
                 return Unknown(label, f"{op} axes depend on the input")
             return collapse(inputs[0], label, op)
+        if op == "TopK":  # each order statistic is non-decreasing in every element; the indices are not values
+            if len(inputs) > 1 and not isinstance(inputs[1], Independent):
+                return Unknown(label, "TopK's k depends on the input")
+            return [collapse(inputs[0], label, op), Unknown(label, "TopK's indices output is not modelled")]
         if op in DATA_INPUTS:
             return self._data_movement(node, label, inputs, attrs)
         if op in BOUNDED_BELOW_UNARY and all(isinstance(v, Independent) for v in inputs):

@@ -72,11 +72,14 @@ def _layer_weight(info: GraphInfo, node: onnx.NodeProto, label: str) -> WeightUs
 _PASS_THROUGH = {"Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten"}
 
 
-def smoother_kernel(info: GraphInfo, signal: str, output: str, kernel_size: int) -> tuple[str, str, np.ndarray]:
+def smoother_kernel(info: GraphInfo, signal: str, output: str, kernel_size: int,
+                    padding: str = "replicate") -> tuple[str, str, np.ndarray]:
     """(Conv label, weight name, weight as the Conv consumes it) of a smoother graph, which must compute
     exactly the full correlation the served fast paths compute with that kernel: signal -> reshapes ->
-    Pad(edge, K-1 both sides of the last axis) -> one plain Conv -> reshapes -> output. ValueError
-    names the node that breaks this. (The warm-up checks the output shape, which pins the reshapes.)"""
+    Pad(K-1 both sides of the last axis, the mode of the manifest's `padding`: edge, constant 0,
+    reflect or wrap; contract.padding) -> one plain Conv -> reshapes -> output. ValueError names the
+    node that breaks this. (The warm-up checks the output shape, which pins the reshapes.)"""
+    from contract.padding import ONNX_PAD_MODES
     convs = [(index, node) for index, node in enumerate(info.model.graph.node) if node.op_type == "Conv"]
     if len(convs) != 1:
         raise ValueError(f"a smoother graph must apply exactly one Conv (its kernel), found {len(convs)}")
@@ -116,10 +119,15 @@ def smoother_kernel(info: GraphInfo, signal: str, output: str, kernel_size: int)
     pads = info.constants.get(pad.input[1]) if len(pad.input) > 1 else None
     mode = _attributes(pad).get("mode", b"constant")
     expected = [0, 0, kernel_size - 1, 0, 0, kernel_size - 1]
-    if mode not in (b"edge", "edge") or pads is None or [int(p) for p in np.asarray(pads).reshape(-1)] != expected \
-            or (len(pad.input) > 3 and pad.input[3]):
-        raise ValueError(f"node {pad_label}: a smoother pads by edge replication with pads {expected} "
-                         f"(K - 1 = {kernel_size - 1} on both sides of the last axis)")
+    wanted = ONNX_PAD_MODES[padding]
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    value = info.constants.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else np.zeros(1)
+    if mode != wanted or pads is None or [int(p) for p in np.asarray(pads).reshape(-1)] != expected \
+            or (len(pad.input) > 3 and pad.input[3]) or value is None or np.any(np.asarray(value) != 0):
+        words = {"replicate": "edge replication", "zeros": "zeros", "reflect": "reflection", "circular": "wrapping around"}
+        raise ValueError(f"node {pad_label}: a smoother with {padding!r} padding pads by {words[padding]} (ONNX Pad mode "
+                         f"{wanted!r}, value 0) with pads {expected} (K - 1 = {kernel_size - 1} on both sides of the last "
+                         f"axis); this one has mode {mode!r}")
     source, found = back_through_reshapes(pad.input[0])
     if source != signal:
         where = f"node {node_label(found[1], found[0])}" if found else f"tensor {source!r}"

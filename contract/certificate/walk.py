@@ -78,8 +78,8 @@ class GraphInfo:
                 info.types.setdefault(vi.name, vi.type.tensor_type.elem_type)
         for name, array in info.constants.items():
             info.last_dims[name] = int(array.shape[-1]) if array.ndim else None
-        if fold:
-            info._fold_constants()
+        if fold and info.inference_error is None:  # without shapes a folded constant's size is unknown:
+            info._fold_constants()  # check_graph refuses such a graph; nothing is evaluated first
         info._propagate_ranges()
         return info
 

@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from contract.padding import pad as pad_signal
+
 Method = Literal["auto", "engine", "direct", "fft"]
 METHODS: tuple[str, ...] = ("auto", "engine", "direct", "fft")
 
@@ -50,17 +52,11 @@ def choose_method(kernel_size: int, length: int) -> Literal["engine", "direct", 
     return "direct"
 
 
-def edge_pad(signals: np.ndarray, left: int, right: int | None = None) -> np.ndarray:
-    """[N, L] -> [N, left + L + right], replicating the first and last sample (float32, C order)."""
+def edge_pad(signals: np.ndarray, left: int, right: int | None = None, padding: str = "replicate") -> np.ndarray:
+    """[N, L] -> [N, left + L + right] (float32, C order), padded as the smoother's `padding` says
+    (contract.padding: replicate, by default, repeats the first and last sample)."""
     right = left if right is None else right
-    n, length = signals.shape
-    out = np.empty((n, left + length + right), dtype=np.float32)
-    out[:, left : left + length] = signals
-    if left:
-        out[:, :left] = signals[:, :1]
-    if right:
-        out[:, left + length :] = signals[:, -1:]
-    return out
+    return pad_signal(signals, left, right, padding)
 
 
 def block_size(kernel_size: int) -> int:
@@ -68,7 +64,7 @@ def block_size(kernel_size: int) -> int:
     return 32 if kernel_size <= 48 else 64 if kernel_size <= 128 else 128
 
 
-def full_correlation_direct(signals: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+def full_correlation_direct(signals: np.ndarray, kernel: np.ndarray, padding: str = "replicate") -> np.ndarray:
     """Direct correlation as blocked matrix products (see the module docstring)."""
     n, length = signals.shape
     kernel_size = kernel.shape[0]
@@ -76,8 +72,13 @@ def full_correlation_direct(signals: np.ndarray, kernel: np.ndarray) -> np.ndarr
     block = block_size(kernel_size)
     blocks = -(-out_length // block)
     window = block + kernel_size - 1
-    # Left K-1 copies of the first sample; on the right enough copies of the last for whole blocks.
-    padded = edge_pad(signals, kernel_size - 1, blocks * block - length)
+    # K-1 padded samples on the left; on the right K-1 padded samples, then anything up to whole blocks
+    # (the outputs they make are cut off below).
+    if padding == "replicate":  # the default, padded in one copy
+        padded = edge_pad(signals, kernel_size - 1, blocks * block - length)
+    else:
+        padded = np.zeros((n, kernel_size - 1 + blocks * block + kernel_size - 1), dtype=np.float32)
+        padded[:, : length + 2 * (kernel_size - 1)] = edge_pad(signals, kernel_size - 1, kernel_size - 1, padding)
     banded = np.zeros((window, block), dtype=np.float32)  # banded[j + i, j] = kernel[i]
     for column in range(block):
         banded[column : column + kernel_size, column] = kernel
@@ -96,12 +97,12 @@ def full_correlation_engine(signals: np.ndarray, session: Any) -> np.ndarray:
     return full.reshape(signals.shape[0], -1)
 
 
-def full_correlation_fft(signals: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+def full_correlation_fft(signals: np.ndarray, kernel: np.ndarray, padding: str = "replicate") -> np.ndarray:
     """Overlap-add convolution of the edge-padded signal with the reversed kernel."""
     from scipy.signal import oaconvolve  # imported on first use: scipy.signal costs ~0.2 s
 
     kernel_size = kernel.shape[0]
-    padded = edge_pad(signals, kernel_size - 1)
+    padded = edge_pad(signals, kernel_size - 1, kernel_size - 1, padding)
     # valid length = (L + 2(K-1)) - K + 1 = L + K - 1; correlation = convolution with kernel[::-1]
     reversed_kernel = np.ascontiguousarray(kernel[::-1], dtype=np.float32)[None, :]
     out = oaconvolve(padded, reversed_kernel, mode="valid", axes=-1)
@@ -114,12 +115,14 @@ def full_correlation(
     *,
     session: Any | None = None,
     method: Method = "auto",
+    padding: str = "replicate",
 ) -> np.ndarray:
     """Full correlation of each row of `signals` [N, L] with `kernel` [K] -> [N, L + K - 1] float32.
 
     `session`: an ONNX Runtime session of the exported smoother with this same kernel (needed for
     "engine"; without one, "auto" never picks it). `method`: "auto" (the measured rule),
-    "engine", "direct" or "fft". The result may be a view (rows contiguous).
+    "engine", "direct" or "fft"; `padding`: how the edges are padded (contract.padding; the engine's
+    graph pads as its manifest says). The result may be a view (rows contiguous).
     """
     if method not in METHODS:
         raise ValueError(f"unknown convolution method {method!r}; expected one of {', '.join(METHODS)}")
@@ -136,9 +139,9 @@ def full_correlation(
         if method == "engine" and session is None:
             method = "direct"
     if method == "fft":
-        return full_correlation_fft(signals, kernel)
+        return full_correlation_fft(signals, kernel, padding)
     if method == "engine":
         if session is None:
             raise ValueError("method 'engine' needs the ONNX Runtime session of the exported smoother")
         return full_correlation_engine(signals, session)
-    return full_correlation_direct(signals, kernel)
+    return full_correlation_direct(signals, kernel, padding)

@@ -58,7 +58,7 @@ def full_correlation_of(served: ProvenVersion, signal: np.ndarray, method: str =
     if method == "engine":
         return served.engine.run(signal)  # [B, C, L + K - 1]
     flat = signal.reshape(batch * channels, length)
-    return full_correlation(flat, kernel, method=method).reshape(batch, channels, -1)
+    return full_correlation(flat, kernel, method=method, padding=info.padding).reshape(batch, channels, -1)
 
 
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from contract.manifest import KINDS, ClassifierInfo, Manifest, RegressorInfo, SmootherInfo, register_section
 from contract.modes import EDGE_MODES
+from contract.padding import min_length
 from contract.policy import (CLASSIFIER_RULE, KIND_RULES, NORMALIZED_RULE, SMOOTHER_RULES, SUM_TOLERANCE, PolicyRule,
                              register_rule)
 from service.base import codec
@@ -77,6 +78,12 @@ class ServiceKind(ABC):
 
     def uncertified_reason(self, manifest: Manifest) -> str:
         return "nothing to certify"
+
+    def certify(self, proof: Any, seed: str, features: list[tuple[int | None, str, str]], outputs: list[str]) -> Any:
+        """The certificate (contract.certificate.Certificate) of `outputs` in `features` of `seed`."""
+        from contract.certificate import certify
+
+        return certify(proof.graph_info, seed, features, outputs=outputs)
 
     def certificate_problem(self, manifest: Manifest, findings: list) -> str | None:
         """A kind-specific reason to refuse a certificate whose failures list is empty."""
@@ -141,7 +148,7 @@ class SmootherKind(ServiceKind):
         manifest = proof.manifest
         smoother = manifest.smoother
         label, weight_name, weight = smoother_kernel(graph, manifest.inputs[0].name, manifest.outputs[0].name,
-                                                     smoother.kernel_size)
+                                                     smoother.kernel_size, smoother.padding)
         where = f"node {label} weight {file}:{weight_name}"
         for rule in SMOOTHER_RULES:
             check(rule, where, weight, tolerance=0.0, axis=-1)
@@ -170,7 +177,8 @@ class SmootherKind(ServiceKind):
 
     def warmup_inputs(self, manifest: Manifest, rng: np.random.Generator) -> list[np.ndarray]:
         k = manifest.smoother.kernel_size
-        return [rng.standard_normal((1, 1, 1)).astype(np.float32),
+        shortest = min_length(manifest.smoother.padding, k)  # reflect padding needs K samples
+        return [rng.standard_normal((1, 1, shortest)).astype(np.float32),
                 rng.standard_normal((1, 1, k + 7)).astype(np.float32),
                 rng.standard_normal((2, 3, 4096)).astype(np.float32)]
 
@@ -196,6 +204,11 @@ class SmootherKind(ServiceKind):
         if mode == "valid" and length < kernel:
             raise BadRequestError(
                 f"mode 'valid' needs at least {kernel} samples (the kernel size), got {length}",
+                field="signal", kernel_size=kernel, length=length)
+        shortest = min_length(info.padding, kernel)
+        if length < shortest:
+            raise BadRequestError(
+                f"{info.padding} padding needs at least {shortest} samples (the kernel size), got {length}",
                 field="signal", kernel_size=kernel, length=length)
         codec.check_finite(signal, "signal")
         rank = signal.ndim
@@ -231,6 +244,8 @@ class ClassifierKind(ServiceKind):
         manifest = proof.manifest
         if manifest.classifier.scope == "none":  # an unconstrained baseline: only a policy that allows it gets here
             return
+        if manifest.classifier.proof == "lipschitz":  # no output layer: every feature is proven by its rate bound
+            return
         layer = output_layer(graph, manifest.outputs[0].name)
         proof.output_layer = layer
         check(CLASSIFIER_RULE, f"output layer node {layer.node} weight {file}:{layer.input_name}",
@@ -241,6 +256,11 @@ class ClassifierKind(ServiceKind):
         info = manifest.classifier
         if info.scope == "none":
             return None
+        if info.proof == "lipschitz":
+            features = proof.policy.certified_features(manifest)
+            return ([(manifest.inputs[0].name, features)],
+                    f"every score is monotone in {len(features)} feature(s) as declared: g(x) + lambda * sum_i s_i x_i "
+                    "with g's rate along each feature bounded by lambda (contract.lipschitz)")
         layer = proof.output_layer
         assert layer is not None
         proofs: Proofs = [(layer.data_input, [(None, f"output layer input {layer.data_input!r}", "increasing")])]
@@ -252,6 +272,15 @@ class ClassifierKind(ServiceKind):
 
     def uncertified_reason(self, manifest: Manifest) -> str:
         return "scope 'none': an unconstrained classifier the policy allows; nothing to certify"
+
+    def certify(self, proof: Any, seed: str, features: list[tuple[int | None, str, str]], outputs: list[str]) -> Any:
+        info = proof.manifest.classifier  # None for a regressor (RegressorKind inherits this)
+        if info is None or info.proof != "lipschitz":
+            return super().certify(proof, seed, features, outputs)
+        from contract.lipschitz import certify_lipschitz
+
+        certificate, _ = certify_lipschitz(proof.graph_info, seed, features, outputs)
+        return certificate
 
     def reference_rules(self, manifest: Manifest, tensors: dict[str, np.ndarray]) -> list[str]:
         # sigmoid(L_n(relu(...relu(L_0((x - mean) / scale * sign))))): with every L_k for k >= 1

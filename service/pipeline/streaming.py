@@ -72,9 +72,14 @@ import numpy as np
 import orjson
 
 from contract.modes import EDGE_MODES, mode_slice
+from contract.padding import history as padding_history
+from contract.padding import lead as padding_lead
+from contract.padding import left_edge as padding_left
+from contract.padding import min_length as padding_min_length
+from contract.padding import right_edge as padding_right
 from service.base import codec
 from service.compute import shapes
-from service.base.errors import BadRequestError, RequestTimeoutError, ServiceError, VersionGoneError
+from service.base.errors import BadRequestError, PayloadTooLargeError, RequestTimeoutError, ServiceError, VersionGoneError
 from service.compute.inference import full_correlation_of
 
 if TYPE_CHECKING:
@@ -83,6 +88,10 @@ if TYPE_CHECKING:
 
 STATE_FORMAT = 1
 _MAC_BYTES = 32
+# What a stream that answers only when it ends (circular padding) may hold: 1 MiB of float32 in all
+# channels (256 open streams per worker hold at most 256 MiB; its carried state stays far below the
+# state codec's cap). A longer circular signal is one-shot /smooth's job.
+MAX_HELD_ELEMENTS = 256 * 1024
 
 
 def _slice_bounds(mode: str, kernel_size: int) -> int:
@@ -93,7 +102,8 @@ def _slice_bounds(mode: str, kernel_size: int) -> int:
 class SmoothStream:
     """One stream: the pinned version, the mode, the channel count and the last K-1 padded samples."""
 
-    __slots__ = ("served", "mode", "channels", "tail", "seen", "kernel_size", "start", "ended", "lead")
+    __slots__ = ("served", "mode", "channels", "tail", "seen", "kernel_size", "start", "ended", "lead", "padding",
+                 "edge_lead", "history")
 
     def __init__(self, served: ProvenVersion, mode: str, channels: int | None = None,
                  tail: np.ndarray | None = None, seen: int = 0, lead: tuple[int, ...] | None = None):
@@ -105,8 +115,15 @@ class SmoothStream:
         self.mode = mode
         self.kernel_size = int(info.kernel_size)
         self.start = _slice_bounds(mode, self.kernel_size)  # first index of `full` this mode answers
+        self.padding = info.padding
+        # samples held before the left edge is known (None: the whole signal, circular padding), and
+        # padded samples kept between chunks after that (contract.padding)
+        self.edge_lead = padding_lead(self.padding, self.kernel_size, mode)
+        self.history = padding_history(self.padding, self.kernel_size)
         self.channels = channels
-        self.tail = tail  # [C, K-1] float32: the last K-1 samples of the padded signal (None before the first sample)
+        # [C, history] float32: the last samples of the padded signal once the stream answers; before
+        # that (seen < edge_lead) the raw samples so far; None before the first sample
+        self.tail = tail
         self.seen = seen  # samples per channel received so far
         self.ended = False
         self.lead = lead  # the leading dimensions of the last chunk: how answers are nested
@@ -138,9 +155,25 @@ class SmoothStream:
         """Bytes the stream holds between chunks (its tail)."""
         return 0 if self.tail is None else int(self.tail.nbytes)
 
+    @property
+    def answering(self) -> bool:
+        """Whether the left edge is known, so chunks are answered as they come (else they are held)."""
+        return self.edge_lead is not None and self.seen >= self.edge_lead
+
+    def tail_width(self) -> int:
+        """Samples per channel the state holds after `seen` samples."""
+        return 0 if not self.seen else (self.history if self.answering else self.seen)
+
+    def state_bytes_bound(self, channels: int) -> int:
+        """The most bytes this stream's state may hold with `channels` channels (for the in-flight budget):
+        its padded history, or for a stream that answers only when it ends all it may hold until then."""
+        if self.edge_lead is None:
+            return MAX_HELD_ELEMENTS * 4
+        return channels * max(self.history, self.edge_lead - 1) * 4
+
     def pending(self) -> int:
         """Samples per channel received but not yet answered (answered by later chunks or `end`)."""
-        return min(self.seen, self.start)
+        return min(self.seen, self.start) if self.answering else self.seen
 
     def work_elements(self, samples: int) -> int:
         """Input elements one push of `samples` samples convolves (for the inline/thread decision)."""
@@ -169,7 +202,8 @@ class SmoothStream:
 
     def push(self, chunk: np.ndarray, method: str = "auto", checked: bool = False) -> np.ndarray:
         """The answers that `chunk` ([n], [C, n] or [B, C, n]) completes, as rows [C, m] float32 (m may
-        be 0 while same/valid wait); `step` answers in the chunk's own nesting."""
+        be 0 while same/valid wait, or while the left edge of reflect/circular padding is not known
+        yet); `step` answers in the chunk's own nesting."""
         if self.ended:
             raise BadRequestError("the stream has ended")
         if not checked:  # a transport that refused bad chunks before computing passes checked=True (one check a frame)
@@ -182,14 +216,24 @@ class SmoothStream:
         if samples == 0:
             return np.empty((channels, 0), dtype=np.float32)
         history = self.kernel_size - 1
-        if self.tail is None:  # the left edge: K-1 copies of the first sample
-            self.tail = np.repeat(chunk[:, :1], history, axis=1)
-        work = np.concatenate((self.tail, chunk), axis=1) if history else chunk  # [C, K-1+n]
-        out = self._valid(work, method)  # full[seen : seen + n]
-        if history:
-            self.tail = np.ascontiguousarray(work[:, -history:])
-        drop = max(0, self.start - self.seen)
-        self.seen += samples
+        if not self.answering:  # hold the raw samples until the left edge is known
+            raw = chunk if self.tail is None else np.concatenate((self.tail, chunk), axis=1)
+            if self.edge_lead is None or raw.shape[1] < self.edge_lead:
+                if channels * raw.shape[1] > MAX_HELD_ELEMENTS:
+                    raise PayloadTooLargeError(
+                        f"a stream with {self.padding} padding answers only when it ends, and holds at most "
+                        f"{MAX_HELD_ELEMENTS} samples in all channels until then (smooth a longer signal with one-shot "
+                        "/smooth)", field="signal", limit=MAX_HELD_ELEMENTS)
+                self.tail, self.seen = raw, raw.shape[1]
+                return np.empty((channels, 0), dtype=np.float32)
+            work = np.concatenate((padding_left(raw, self.kernel_size, self.padding, self.mode), raw), axis=1)
+            before, self.seen = 0, raw.shape[1]
+        else:
+            work = np.concatenate((self.tail[:, self.tail.shape[1] - history:], chunk), axis=1) if history else chunk
+            before, self.seen = self.seen, self.seen + samples
+        out = self._valid(work, method)  # full[before : seen]
+        self.tail = np.ascontiguousarray(work[:, work.shape[1] - self.history:])
+        drop = max(0, self.start - before)
         return out[:, drop:] if drop else out
 
     def end(self, method: str = "auto") -> np.ndarray:
@@ -203,13 +247,21 @@ class SmoothStream:
         if self.mode == "valid" and length < kernel_size:
             raise BadRequestError(f"mode 'valid' needs at least {kernel_size} samples (the kernel size), the stream "
                                   f"had {length}", field="signal", kernel_size=kernel_size, length=length)
+        shortest = padding_min_length(self.padding, kernel_size)
+        if length < shortest:
+            raise BadRequestError(f"{self.padding} padding needs at least {shortest} samples (the kernel size), the "
+                                  f"stream had {length}", field="signal", kernel_size=kernel_size, length=length)
         whole = mode_slice(self.mode, length, kernel_size)
+        if not self.answering:  # the whole signal was held (circular padding): answer it as one-shot /smooth
+            full = full_correlation_of(self.served, self.tail[None], method)[0]
+            return np.ascontiguousarray(full[:, whole])
         first, stop = max(length, whole.start), whole.stop  # owed: full[first : stop]
         if stop <= first or kernel_size == 1:
             return np.empty((self.channels, 0), dtype=np.float32)
         history = kernel_size - 1
-        right = np.repeat(self.tail[:, -1:], history, axis=1)  # the right edge: K-1 copies of the last sample
-        out = self._valid(np.concatenate((self.tail, right), axis=1), method)  # full[length : length + K-1]
+        right = padding_right(self.tail, kernel_size, self.padding, self.mode)  # the right edge's K-1 samples
+        work = np.concatenate((self.tail[:, self.tail.shape[1] - history:], right), axis=1)
+        out = self._valid(work, method)  # full[length : length + K-1]
         return np.ascontiguousarray(out[:, first - length : stop - length])
 
     def step(self, chunk: np.ndarray | None, end: bool = False, method: str = "auto", checked: bool = False) -> np.ndarray:
@@ -363,20 +415,20 @@ def resume(registry: ModelRegistry, state: StreamState, model: str | None = None
     info = served.manifest.smoother
     if info is None or state.mode not in info.edge_modes:
         raise BadRequestError("'state' does not fit the version it names", field="state")
-    history = info.kernel_size - 1
-    tail = None
-    if state.seen:
-        channels = state.channels or 0
-        if channels < 1 or len(state.tail) != channels * history * 4:
-            raise BadRequestError("'state' does not fit the version it names", field="state")
-        tail = np.frombuffer(state.tail, dtype=np.float32).reshape(channels, history).copy()
-    elif state.tail:
-        raise BadRequestError("'state' does not fit the version it names", field="state")
     lead = state.lead
     if lead is not None and (not 1 <= len(lead) + 1 <= shapes.MAX_SIGNAL_DIMS
                              or shapes.rows_of((*lead, 0)) != (state.channels or 0)):
         raise BadRequestError("'state' does not fit the version it names", field="state")
-    return SmoothStream(served, state.mode, state.channels, tail, state.seen, lead)
+    stream = SmoothStream(served, state.mode, state.channels, None, state.seen, lead)
+    width = stream.tail_width()  # the padded history, or the raw samples held before the left edge is known
+    if state.seen:
+        channels = state.channels or 0
+        if channels < 1 or len(state.tail) != channels * width * 4:
+            raise BadRequestError("'state' does not fit the version it names", field="state")
+        stream.tail = np.frombuffer(state.tail, dtype=np.float32).reshape(channels, width).copy()
+    elif state.tail:
+        raise BadRequestError("'state' does not fit the version it names", field="state")
+    return stream
 
 
 def open_stream(registry: ModelRegistry, model: str | None, version: int | None, mode: str | None) -> SmoothStream:

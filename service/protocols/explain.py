@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
-import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -27,6 +25,7 @@ from service.compute.explain.additive import Additivity, analyze
 from service.compute.explain.explainer import ExplainOptions, Instances, explain, parse_curves, parse_tolerance, proven
 from service.compute.explain.view import ExplainView
 from service.compute.kinds import service_kind
+from service.compute.per_version import PerVersion
 from service.compute.request import InferRequest, InferResult, Limits
 from service.pipeline.endpoint import Encoded
 from service.protocols import native, oip
@@ -45,22 +44,13 @@ MAX_CURVE_VALUES = 1_000_000  # scores in one answer's curves (about 20 MB of JS
 
 
 # -- the additive form of each served version, read once from its proven model.onnx -------------
-_ADDITIVITY: dict[int, tuple[weakref.ref, Additivity]] = {}
-_ADDITIVITY_LOCK = threading.Lock()
+_ADDITIVITY: PerVersion[Additivity] = PerVersion()
 
 
 def additivity_of(served: ProvenVersion) -> Additivity:
     """The version's additive form (or why it has none), from model.onnx read again and checked
     against the manifest's checksum: exactly the bytes that were proven."""
-    key = id(served)
-    with _ADDITIVITY_LOCK:
-        cached = _ADDITIVITY.get(key)
-        if cached is not None and cached[0]() is served:
-            return cached[1]
-    result = _analyze(served)
-    with _ADDITIVITY_LOCK:
-        _ADDITIVITY[key] = (weakref.ref(served, lambda _ref, key=key: _ADDITIVITY.pop(key, None)), result)
-    return result
+    return _ADDITIVITY.get(served, _analyze)
 
 
 def _analyze(served: ProvenVersion) -> Additivity:
@@ -88,9 +78,15 @@ def _features(manifest: Any) -> list:
 
 
 # -- parsing against the version ----------------------------------------------------------------
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise BadRequestError(f"{where} must be a finite number, got {str(value)[:40]!r}", field=where)
+    # the model computes in float32: a finite double beyond its range (1e39) would become infinity
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or abs(value) > FLOAT32_MAX):
+        raise BadRequestError(f"{where} must be a finite number within float32's range (|v| <= {FLOAT32_MAX:.4g}), "
+                              f"got {str(value)[:40]!r}", field=where)
     return float(np.float32(value))
 
 

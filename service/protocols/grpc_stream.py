@@ -218,7 +218,7 @@ class StreamAdapter(GrpcInferAdapter):
             # the tail this sequence keeps between requests, its own reservation until it closes
             held = self.account.limits(self.service.settings)
             try:
-                held.reserve(channels * (stream.kernel_size - 1) * 4, "a sequence's state")
+                held.reserve(stream.state_bytes_bound(channels), "a sequence's state")
             except Exception:
                 held.close()
                 raise

@@ -243,8 +243,7 @@ class StreamSession:
                     shapes.check_length(chunk.shape[-1], settings.max_signal_length)
                     self.binary = binary
                     if stream.channels is None:  # the tail this stream will hold, from now on
-                        self.held.reserve(shapes.rows_of(chunk.shape) * (stream.kernel_size - 1) * 4,
-                                          "the stream's state")
+                        self.held.reserve(stream.state_bytes_bound(shapes.rows_of(chunk.shape)), "the stream's state")
                 check_pinned(service.registry, stream)  # 409 once the pinned version is gone
                 out = await self._compute(stream, chunk, end, method)
                 if chunk is not None:

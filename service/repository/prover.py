@@ -159,7 +159,8 @@ class _Proof:
         specs = [[IoSpec(t.name, t.dtype, t.shape) for t in tensors] for tensors in (self.manifest.inputs, self.manifest.outputs)]
         try:
             self.graph_info = check_graph(model, specs[0], specs[1], file=self._file("onnx"),
-                                          max_tensor_bytes=self.max_file_bytes)
+                                          max_tensor_bytes=self.max_file_bytes,
+                                          scope=self.manifest.classifier.scope if self.manifest.classifier else None)
         except GraphRefused as exc:
             raise StepFailed(str(exc), problems=exc.problems) from exc
         ops = sorted({node.op_type for node in model.graph.node})
@@ -243,8 +244,6 @@ class _Proof:
 
     # 5 ------------------------------------------------------------------------------------
     def step_certificate(self) -> tuple[Status, str, dict]:
-        from contract.certificate.report import certify
-
         manifest = self.manifest
         assert manifest is not None and self.graph_info is not None
         output_name = manifest.outputs[0].name
@@ -255,7 +254,7 @@ class _Proof:
         proofs, claim = plan
         findings, failures = [], []
         for seed, features in proofs:
-            certificate = certify(self.graph_info, seed, features, outputs=[output_name])
+            certificate = adapter.certify(self, seed, features, [output_name])
             findings += certificate.findings
             failures += certificate.failures
         details = {"ok": not failures, "findings": [f.to_dict() for f in findings]}

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from contract.manifest import KINDS, Manifest
-from contract.walk import MAX_FILES, WalkRefused, bounded_walk
+from contract.walk import MAX_FILES, WalkRefused, bounded_listing, bounded_walk
 from contract.policy import Policy
 from service.base.errors import BadRequestError, ModelUnavailableError, NotFoundError
 from service.compute.kinds import service_kind
@@ -36,6 +36,8 @@ from service.compute.version import STEPS
 
 log = logging.getLogger(__name__)
 
+MAX_REPOSITORY_ENTRIES = 4096  # model folders listed per poll; past it nothing is refreshed
+MAX_MODEL_ENTRIES = 1024  # entries of one model folder listed per poll; past it the model is not refreshed
 MAX_FINGERPRINT_FILES = MAX_FILES  # a version directory holds a handful of files; a hostile one is refused
 REFUSED = "refused"  # the first item of a refused directory's fingerprint: ("refused", why)
 DIRECTORY_STEP = "directory"  # the step a version refused by its folder alone fails (contract.walk)
@@ -96,6 +98,8 @@ class ModelEntry:
     served: dict[int, ProvenVersion] = field(default_factory=dict)
     declared_kind: str | None = None  # from a readable manifest, even of a refused version
     proved_at: dict[int, float] = field(default_factory=dict)
+    problem: str | None = None  # why its folder was not looked at (past a listing limit)
+
     @property
     def latest(self) -> ProvenVersion | None:
         return self.served[max(self.served)] if self.served else None
@@ -110,6 +114,8 @@ class ModelEntry:
         """Why no version serves (None when one does)."""
         if self.served:
             return None
+        if self.problem is not None:
+            return f"model {self.name!r}: {self.problem}"
         if not self.reports:
             return f"model {self.name!r} has no version directories"
         parts = [f"version {v}: {r.reason}" for v, r in sorted(self.reports.items(), reverse=True)]
@@ -232,7 +238,10 @@ class ModelRegistry:
             self._records = {}
             return plan
         try:
-            model_dirs = {p.name: p for p in self.repo.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))}
+            model_dirs = {e.name: Path(e.path) for e in bounded_listing(self.repo, MAX_REPOSITORY_ENTRIES)
+                          if e.is_dir() and not e.name.startswith((".", "_"))}
+        except WalkRefused as exc:  # every model keeps what it serves
+            return Plan(dict(self.models), f"model repository not refreshed: {exc}")
         except OSError as exc:
             return Plan(dict(self.models), f"model repository {str(self.repo)!r} cannot be listed: {exc}")
         plan = Plan({}, None)
@@ -248,7 +257,7 @@ class ModelRegistry:
                     plan.removed.append(key)
                 continue
             entry = self._plan_model(name, model_dir, retry_refused, plan)
-            if entry.reports:  # no version directory yet (e.g. export still staging): not a model yet
+            if entry.reports or entry.problem:  # no version directory yet (e.g. export still staging): not a model yet
                 plan.models[name] = entry
         for key in [k for k in self._records if k[0] in self.unloaded]:  # unloaded: let their engines go
             del self._records[key]
@@ -259,8 +268,12 @@ class ModelRegistry:
 
     def _plan_model(self, name: str, model_dir: Path, retry_refused: bool, plan: Plan) -> ModelEntry:
         entry = ModelEntry(name, model_dir)
-        try:
-            version_dirs = {int(p.name): p for p in model_dir.iterdir() if p.name.isdigit() and p.is_dir()}
+        try:  # bounded like a version's walk; ASCII digits only ('²'.isdigit() is true, int('²') fails)
+            version_dirs = {int(e.name): Path(e.path) for e in bounded_listing(model_dir, MAX_MODEL_ENTRIES)
+                            if e.name.isascii() and e.name.isdigit() and e.is_dir()}
+        except WalkRefused as exc:  # this model alone keeps what it serves; the others load on
+            log.warning("model %s not refreshed: %s", name, exc)
+            return self.models.get(name) or ModelEntry(name, model_dir, problem=str(exc))
         except OSError:
             version_dirs = {}
         for key in [k for k in self._records if k[0] == name and k[1] not in version_dirs]:
@@ -277,7 +290,8 @@ class ModelRegistry:
                     record = self._prove(name, number, version_dir, current)
                 except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen folder: this version only
                     log.exception("proving %s/%d failed", name, number)
-                    record = self._refused(name, number, version_dir, None, DIRECTORY_STEP,
+                    # remembered under its fingerprint: proved again once its folder changes, not on every poll
+                    record = self._refused(name, number, version_dir, current, DIRECTORY_STEP,
                                            f"unexpected error: {type(exc).__name__}: {str(exc)[:200]}")
                 self._records[(name, number)] = record
                 if record.proven is not None:

@@ -10,8 +10,6 @@ with an ExplainView (service.explain) gets one response curve per feature and ou
 from __future__ import annotations
 
 import logging
-import threading
-import weakref
 from html import escape
 from typing import Any
 
@@ -19,6 +17,7 @@ import numpy as np
 
 from service.compute.explain import search
 from service.compute.explain.view import CountingScorer, ExplainView
+from service.compute.per_version import PerVersion
 from service.edge.ui import svg
 from service.edge.ui.window import Minute
 from service.repository.registry import iso_time
@@ -44,23 +43,19 @@ article.version{border-top:1px solid #e6e8ec;padding-top:6px}code{font-size:12px
 
 
 # -- per version figures, computed once per served version ------------------------------------
-_FIGURES: dict[int, tuple[weakref.ref, str]] = {}
-_FIGURES_LOCK = threading.Lock()
+_FIGURES: PerVersion[str] = PerVersion()
 
 
 def figures(served: Any) -> str:
-    key = id(served)
-    with _FIGURES_LOCK:
-        cached = _FIGURES.get(key)
-        if cached is not None and cached[0]() is served:
-            return cached[1]
+    return _FIGURES.get(served, _draw)
+
+
+def _draw(served: Any) -> str:
     try:
         html = _kernel_figure(served) + _curve_figures(served)
     except Exception as exc:  # noqa: BLE001 - one version that cannot be drawn must not take the page down
         log.exception("console: cannot draw %s/%s", served.manifest.name, served.manifest.version)
         html = f'<p class="failed">could not draw this version: {escape(type(exc).__name__)}</p>'
-    with _FIGURES_LOCK:
-        _FIGURES[key] = (weakref.ref(served, lambda _ref, key=key: _FIGURES.pop(key, None)), html)
     return html
 
 

@@ -45,6 +45,9 @@ def _families(metrics: Metrics) -> Any:
 
 
 def snapshot(metrics: Metrics) -> Snapshot:
+    # counts and stage times are batched on the event loop (service.base.metrics): fold them in first,
+    # as a scrape does (called on the loop: the window's task and the /ui route)
+    metrics.fold()
     taken = Snapshot(time.monotonic())
     bounds = [repr(float(b)) for b in LATENCY_BUCKETS] + ["+Inf"]
     for family in _families(metrics):
