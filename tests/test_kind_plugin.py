@@ -6,6 +6,7 @@ OIP REST and OIP gRPC (tritonclient), each answer equal to numpy's. No protocol 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def write_scaler(repo: Path, name: str, factor: np.ndarray) -> Path:
     # written as JSON: this (test) process has not registered the kind, so its Manifest cannot hold the section
     manifest.update(kind="scaler", scaler=ScalerInfo(features=[FeatureSpec(name=f) for f in FEATURES]).model_dump())
     del manifest["classifier"]
-    (version_dir / "manifest.json").write_text(__import__("json").dumps(manifest, indent=2))
+    (version_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return version_dir
 
 
