@@ -50,6 +50,12 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def batch_command(args: argparse.Namespace) -> int:
+    try:
+        import pyarrow  # noqa: F401 - the `batch` extra; the serving image has the command but not the extra
+    except ImportError:
+        print("monoserve batch: needs the batch extra (pip install 'monoserve[batch]', or 'monoserve[ray]' "
+              "for --engine ray)", file=sys.stderr)
+        return 2
     from batch.errors import BatchError
     from batch.job import run_batch
     from batch.spec import BatchJob

@@ -147,3 +147,26 @@ def test_one_registry_of_kinds_serves_the_prover_and_the_pipeline():
                 for number, line in enumerate(path.read_text().splitlines(), 1)
                 if re.search(r"\bkind\s*==\s*['\"]", line)]
     assert branches == []
+
+
+@pytest.mark.parametrize("absent", ["batch", "pyarrow"])
+def test_the_console_script_works_without_an_optional_package(absent):
+    """The serving image has neither batch/ nor pyarrow: `monoserve` must still parse its commands
+    (the image's build runs `monoserve train --help`), and `monoserve batch` says which extra it needs."""
+    code = ("import sys\n"  # a finder that says the package is not installed, as pip would leave it
+            "class Absent:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            f"        if name.split('.')[0] == {absent!r}:\n"
+            "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+            "sys.meta_path.insert(0, Absent())\n"
+            "from monoserve.cli import build_parser, main\n"
+            "commands = build_parser()._subparsers._group_actions[0].choices\n"
+            "print(sorted(commands))\n"
+            "if 'batch' in commands: print('exit', main(['batch', '--repo', 'r', '--model', 'm', '--input', 'i', '--output', 'o']))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "'serve'" in result.stdout and "'train'" in result.stdout and "'export'" in result.stdout
+    if absent == "batch":
+        assert "'batch'" not in result.stdout
+    else:
+        assert "exit 2" in result.stdout and "needs the batch extra" in result.stderr
