@@ -427,3 +427,39 @@ def encode_npy(array: np.ndarray) -> bytes:
     if rows.strides[-1] == array.itemsize and rows.shape[0] <= MAX_JOINED_ROWS:
         return b"".join((head, *rows))
     return b"".join((head, np.ascontiguousarray(array).reshape(-1)))
+
+
+# A body this big is sent as its parts, never joined: one copy fewer of a large answer.
+CHUNKED_MIN_BYTES = 256 * 1024
+
+
+class Chunks:
+    """A response body as buffers sent one after another (the server writes each from its memory):
+    an .npy header and the rows of a result, which a join would copy once more. `len()` is the
+    body's size in bytes; `bytes()` joins it, for a layer that needs one object."""
+
+    __slots__ = ("parts", "nbytes")
+
+    def __init__(self, parts: tuple[bytes | memoryview, ...]):
+        self.parts = parts
+        self.nbytes = sum(len(part) for part in parts)
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+
+def npy_body(array: np.ndarray) -> bytes | Chunks:
+    """`encode_npy(array)`'s bytes, as Chunks (no copy of the data) when the array is large and its
+    rows are each contiguous."""
+    if array.nbytes < CHUNKED_MIN_BYTES or array.ndim == 0:
+        return encode_npy(array)
+    head = _npy_header(_descr(array.dtype), array.shape)
+    if array.flags.c_contiguous:
+        return Chunks((head, memoryview(array.reshape(-1)).cast("B")))
+    rows = array.reshape(-1, array.shape[-1])
+    if rows.strides[-1] != array.itemsize or rows.shape[0] > MAX_JOINED_ROWS:
+        return encode_npy(array)
+    return Chunks((head, *(memoryview(row).cast("B") for row in rows)))

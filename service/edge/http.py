@@ -15,17 +15,22 @@ that it does not cut off a client still uploading a body that was refused early 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from service.base.deadlines import Deadline, DeadlineSweeper, sweeper
+from service.base.extensions import BODY_INTO
 
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 64 * 1024
+
+_DISCARD_CHUNK = 256 * 1024
 
 
 def _configured_header_timeout_s() -> float:
@@ -145,7 +150,74 @@ class H11HeaderDeadline(_HeaderDeadline, H11Protocol):
         return self.conn.their_state is h11.SEND_BODY and self.cycle is not None and self.cycle.response_complete
 
 
+class _BodyReader(asyncio.BufferedProtocol):
+    """The rest of one request body, read from the socket straight into the application's buffer.
+
+    uvicorn's path copies every body byte five times in user space (uvloop's bytes, the parser's
+    on_body bytes, the cycle's bytearray, receive()'s bytes, the application's buffer:
+    docs/performance.md); this one reads with recv_into into the final buffer and copies nothing.
+    The HTTP protocol hands the transport to it (`transport.set_protocol`, which uvloop and asyncio
+    both honour between reads) for exactly the bytes the body has left, so a pipelined request
+    behind the body stays in the socket, and takes the transport back when they have arrived.
+
+    If the application stops waiting (its body deadline cancelled it), the reader goes on reading
+    the body's remaining bytes into a scratch buffer and dropping them, so that the connection
+    stays in step for the answer and a next request; closing the connection ends it as usual.
+    """
+
+    __slots__ = ("http", "view", "position", "progress", "done", "_scratch", "_remaining")
+
+    def __init__(self, http: Any, view: memoryview, progress: Callable[[int], None] | None,
+                 done: asyncio.Future) -> None:
+        self.http, self.view, self.progress, self.done = http, view, progress, done
+        self.position = 0
+        self._scratch: memoryview | None = None  # set when the application stopped waiting
+        self._remaining = 0
+
+    def abandon(self) -> None:
+        """Keep the connection in step without the application: read and drop the body's rest."""
+        if self._scratch is None:
+            self._remaining = len(self.view) - self.position
+            self._scratch = memoryview(bytearray(min(_DISCARD_CHUNK, max(1, self._remaining))))
+            self.view = memoryview(b"")
+            self.progress = None
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._scratch is not None:
+            return self._scratch[: min(len(self._scratch), self._remaining)]
+        return self.view[self.position:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._scratch is not None:
+            self._remaining -= nbytes
+            if self._remaining <= 0:
+                self.http._body_read(self)
+            return
+        self.position += nbytes
+        if self.progress is not None:
+            self.progress(self.position)
+        if self.position >= len(self.view):
+            self.http._body_read(self)
+            if not self.done.done():
+                self.done.set_result(self.position)
+
+    def eof_received(self) -> bool | None:
+        return self.http.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(self.position)  # short: the pipeline sees the client went away
+        self.http.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.http.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.http.resume_writing()
+
+
 try:
+    import httptools
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class HttpToolsHeaderDeadline(_HeaderDeadline, HttpToolsProtocol):
@@ -161,8 +233,13 @@ try:
         def _draining(self) -> bool:
             return self.cycle is not None and self.cycle.response_complete and not self._message_complete
 
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._extensions = {BODY_INTO: self._body_into}  # one dict per connection, not per request
+
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self.scope["extensions"] = self._extensions
             self._cycle_at_begin = self.cycle
             self._message_complete = False
             self._drain_started = None
@@ -188,6 +265,51 @@ try:
             # 413/503), so its cycle cannot tell whether the body is complete
             self._message_complete = True
             super().on_message_complete()
+
+        async def _body_into(self, view: memoryview, progress: Callable[[int], None] | None = None) -> int:
+            """Fill `view` with the current request's next body bytes; the count written (short
+            only when the client went away). Called by the application in place of its further
+            receive() calls, after it has admitted the body (limits, budget) and received its first
+            chunk (which sends any 100 Continue)."""
+            cycle = self.cycle
+            pending = cycle.body  # body bytes parsed since the application's last receive()
+            written = min(len(pending), len(view))
+            if written:
+                view[:written] = pending[:written]
+                cycle.body = bytearray()
+                if progress is not None:
+                    progress(written)
+            if not cycle.more_body or cycle.disconnected or written == len(view) or self.transport.is_closing():
+                return written
+            # the parser has counted the body bytes it has seen; the reader takes exactly the rest,
+            # then a fresh parser (in _body_read) starts at the next request
+            done: asyncio.Future = self.loop.create_future()
+            step = None if progress is None else (lambda count: progress(written + count))
+            reader = _BodyReader(self, view[written:], step, done)
+            self.transport.set_protocol(reader)
+            self.flow.resume_reading()  # uvicorn pauses reading while its own buffer is full
+            try:
+                return written + await done
+            except asyncio.CancelledError:
+                if not done.done():
+                    reader.abandon()
+                raise
+
+        def _body_read(self, reader: _BodyReader) -> None:
+            """The reader has the whole body: the request's message is complete, and the connection
+            goes back to this protocol with a parser at the start of the next request."""
+            if self.transport.get_protocol() is reader and not self.transport.is_closing():
+                self.transport.set_protocol(self)
+            self.parser = httptools.HttpRequestParser(self)
+            try:
+                self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn's own
+            except AttributeError:  # pragma: no cover - httptools < 0.6.3
+                pass
+            self._message_complete = True
+            cycle = self.cycle
+            if cycle is not None:
+                cycle.more_body = False
+                cycle.message_event.set()
 
 except ImportError:  # pragma: no cover - uvicorn without httptools (the serve extra installs it)
     HttpToolsHeaderDeadline = None  # type: ignore[assignment,misc]

@@ -53,6 +53,7 @@ import numpy as np
 from anyio import to_thread
 
 from service.base import codec, context as request_context, deadlines
+from service.base.extensions import BODY_INTO, BodyInto
 from service.pipeline.batching import QueueFullError
 from service.pipeline.control import bearer_token
 from service.base.errors import (
@@ -81,7 +82,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 # -- what adapters and kinds exchange ---------------------------------------------------------
 @dataclass
 class Encoded:
-    body: bytes
+    body: bytes | codec.Chunks  # Chunks: a large answer's parts, sent without a join (send_reply)
     media_type: str
     headers: dict[str, str] | None = None
 
@@ -113,7 +114,7 @@ class ModelKind(Protocol):
 @dataclass
 class Reply:
     status: int
-    body: bytes
+    body: bytes | codec.Chunks
     media_type: str
     headers: dict[str, str] | None = None
 
@@ -147,7 +148,7 @@ def check_content_encoding(value: str | None) -> None:
 
 
 async def read_body(receive: Receive, declared_length: str | None, max_bytes: int, timeout_s: float, limits: Limits,
-                    working_ratio: float = 0.0, min_rate: float = 0.0) -> bytes:
+                    working_ratio: float = 0.0, min_rate: float = 0.0, body_into: BodyInto | None = None) -> bytes:
     """The whole body, within `max_bytes` (413, before reading when the length is declared), within
     its deadline (408), with its bytes reserved in the in-flight budget first (503).
 
@@ -157,7 +158,8 @@ async def read_body(receive: Receive, declared_length: str | None, max_bytes: in
     `timeout_s`). So no body holds its reservation for more than `timeout_s + max_bytes / min_rate`.
 
     A declared length is read into one preallocated buffer (no list of chunks joined at the end,
-    which would hold the body twice)."""
+    which would hold the body twice); with `body_into` (the HTTP server's extension,
+    service.edge.http), the bytes after the first chunk go from the socket straight into it."""
     size: int | None = None
     if declared_length is not None:
         try:
@@ -181,7 +183,7 @@ async def read_body(receive: Receive, declared_length: str | None, max_bytes: in
     deadline = deadlines.sweeper().add(timeout_s, task.cancel)
     extend = _Extension(deadline, min_rate) if min_rate > 0 else None
     try:
-        body = await _receive_all(receive, size, max_bytes, limits, extend)
+        body = await _receive_all(receive, size, max_bytes, limits, extend, body_into)
     except asyncio.CancelledError:
         if not deadline.fired:
             raise  # cancelled by someone else (shutdown)
@@ -217,7 +219,7 @@ class _Extension:
 
 
 async def _receive_all(receive: Receive, size: int | None, max_bytes: int, limits: Limits,
-                       extend: Callable[[int], None] | None = None) -> bytes:
+                       extend: Callable[[int], None] | None = None, body_into: BodyInto | None = None) -> bytes:
     if size is not None:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -238,6 +240,13 @@ async def _receive_all(receive: Receive, size: int | None, max_bytes: int, limit
                 if extend is not None:
                     extend(position)
             if not message.get("more_body", False):
+                break
+            if body_into is not None and position < size:  # the rest, straight from the socket
+                start = position
+                step = None if extend is None else (lambda count: extend(start + count))
+                position += await body_into(memoryview(buffer)[position:], step)
+                if position < size:
+                    raise ClientDisconnected
                 break
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -316,7 +325,8 @@ def _kinds() -> Mapping[str, ModelKind]:
 
 
 async def handle(service: Service, adapter: ProtocolAdapter, receive: Receive, headers: Mapping[str, str],
-                 query_string: bytes | str, limits: Limits | None = None) -> Reply | None:
+                 query_string: bytes | str, limits: Limits | None = None, body_into: BodyInto | None = None
+                 ) -> Reply | None:
     """Answer one request end to end; None when the client went away before its body arrived.
 
     `headers`: lower-case names (only content-type, content-length, content-encoding, accept and
@@ -339,7 +349,7 @@ async def handle(service: Service, adapter: ProtocolAdapter, receive: Receive, h
         read_start = time.perf_counter_ns() if marks is not None else 0
         body = await read_body(receive, headers.get("content-length"), settings.max_body_bytes, settings.body_timeout_s,
                                limits, working_ratio(headers) if working_ratio is not None else 0.0,
-                               settings.body_min_rate_bytes_s)
+                               settings.body_min_rate_bytes_s, body_into)
         if marks is not None:
             marks.append(("read", read_start, time.perf_counter_ns()))
         encoded, model = await _run(service, adapter, body, headers, query, limits, context)
@@ -509,6 +519,11 @@ def asgi_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return {key.decode("latin-1"): value.decode("latin-1") for key, value in raw if key in _WANTED_HEADERS}
 
 
+def body_bytes(body: bytes | codec.Chunks) -> bytes:
+    """A reply's body as one object (a layer that cannot send parts: FastAPI's Response)."""
+    return bytes(body) if isinstance(body, codec.Chunks) else body
+
+
 async def send_reply(send: Callable[[dict[str, Any]], Awaitable[None]], reply: Reply, request_id: str | None = None) -> None:
     raw_headers = [(b"content-length", str(len(reply.body)).encode()), (b"content-type", reply.media_type.encode("latin-1"))]
     if request_id is not None:
@@ -516,14 +531,22 @@ async def send_reply(send: Callable[[dict[str, Any]], Awaitable[None]], reply: R
     if reply.headers:
         raw_headers += [(name.lower().encode("latin-1"), str(value).encode("latin-1")) for name, value in reply.headers.items()]
     await send({"type": "http.response.start", "status": reply.status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": reply.body})
+    body = reply.body
+    if isinstance(body, codec.Chunks):  # each part written from its own memory, none joined
+        *parts, last = body.parts
+        for part in parts:
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        body = last
+    await send({"type": "http.response.body", "body": body})
 
 
 async def serve_asgi(service: Service, adapter: ProtocolAdapter, scope: dict[str, Any], receive: Receive,
                      send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
     headers = asgi_headers(scope["headers"])
     context = request_context.begin(request_context.accept(headers.get(request_context.HEADER)))
-    reply = await handle(service, adapter, receive, headers, scope.get("query_string", b""))
+    extensions = scope.get("extensions")
+    body_into = extensions.get(BODY_INTO) if extensions is not None else None
+    reply = await handle(service, adapter, receive, headers, scope.get("query_string", b""), None, body_into)
     if reply is not None:
         context.status = reply.status
         await send_reply(send, reply, context.id)

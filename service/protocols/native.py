@@ -137,7 +137,7 @@ class SmoothAdapter:
         if result.facts.get("stream"):
             return _encode_stream(result, request)
         if request.context["npy"]:
-            return Encoded(codec.encode_npy(smoothed), codec.NPY_MEDIA_TYPE,
+            return Encoded(codec.npy_body(smoothed), codec.NPY_MEDIA_TYPE,
                            {"x-model": manifest.name, "x-model-version": str(manifest.version), "x-mode": mode})
         return Encoded(codec.dumps({"model": manifest.name, "version": manifest.version, "mode": mode,
                                     "smoothed": np.ascontiguousarray(smoothed)}), codec.JSON_MEDIA_TYPE)

@@ -120,7 +120,7 @@ async def _answer(request: Request, adapter: pipeline.ProtocolAdapter) -> Respon
     reply = await pipeline.handle(service, adapter, request.receive, request.headers, request.scope.get("query_string", b""))
     if reply is None:  # the client went away: nobody reads this
         return Response(status_code=400)
-    return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=reply.headers)
+    return Response(pipeline.body_bytes(reply.body), status_code=reply.status, media_type=reply.media_type, headers=reply.headers)
 
 
 @router.post("/smooth", response_model=SmoothResponse, responses=ERRORS,
