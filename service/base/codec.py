@@ -451,15 +451,21 @@ class Chunks:
         return b"".join(self.parts)
 
 
+def data_parts(array: np.ndarray) -> tuple[memoryview, ...] | None:
+    """`array`'s bytes in C order as views of its memory: one when it is contiguous, one per row when
+    only its rows are (a smoothed signal: a slice of the engine's output); None otherwise."""
+    if array.flags.c_contiguous:
+        return (memoryview(array.reshape(-1)).cast("B"),)
+    rows = array.reshape(-1, array.shape[-1])
+    if rows.strides[-1] != array.itemsize or rows.shape[0] > MAX_JOINED_ROWS:
+        return None
+    return tuple(memoryview(row).cast("B") for row in rows)
+
+
 def npy_body(array: np.ndarray) -> bytes | Chunks:
     """`encode_npy(array)`'s bytes, as Chunks (no copy of the data) when the array is large and its
     rows are each contiguous."""
-    if array.nbytes < CHUNKED_MIN_BYTES or array.ndim == 0:
+    parts = data_parts(array) if array.nbytes >= CHUNKED_MIN_BYTES and array.ndim > 0 else None
+    if parts is None:
         return encode_npy(array)
-    head = _npy_header(_descr(array.dtype), array.shape)
-    if array.flags.c_contiguous:
-        return Chunks((head, memoryview(array.reshape(-1)).cast("B")))
-    rows = array.reshape(-1, array.shape[-1])
-    if rows.strides[-1] != array.itemsize or rows.shape[0] > MAX_JOINED_ROWS:
-        return encode_npy(array)
-    return Chunks((head, *(memoryview(row).cast("B") for row in rows)))
+    return Chunks((_npy_header(_descr(array.dtype), array.shape), *parts))

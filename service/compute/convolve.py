@@ -40,7 +40,6 @@ METHODS: tuple[str, ...] = ("auto", "engine", "direct", "fft")
 FFT_MIN_KERNEL = 192
 ENGINE_MAX_KERNEL = 11
 ENGINE_MAX_WORK = 40_000
-DIRECT_BLOCK_ELEMENTS = 1 << 19  # window samples per matmul call: bounds the copy numpy makes of them
 
 
 def choose_method(kernel_size: int, length: int) -> Literal["engine", "direct", "fft"]:
@@ -59,35 +58,58 @@ def edge_pad(signals: np.ndarray, left: int, right: int | None = None, padding: 
     return pad_signal(signals, left, right, padding)
 
 
-def block_size(kernel_size: int) -> int:
-    """Outputs per window: large enough to amortize the K - 1 overlap, small enough to stay in cache."""
-    return 32 if kernel_size <= 48 else 64 if kernel_size <= 128 else 128
+DIRECT_BLOCK = 32  # outputs per block row of the direct method
 
 
 def full_correlation_direct(signals: np.ndarray, kernel: np.ndarray, padding: str = "replicate") -> np.ndarray:
-    """Direct correlation as blocked matrix products (see the module docstring)."""
+    """Direct correlation as T + 1 accumulated matrix products, T = ceil((K - 1) / P).
+
+    Each padded signal is cut into rows of P samples (a reshape: no copy) and the rows of every
+    signal are stacked into one [R, P] matrix. Output block b needs samples of rows b .. b + T, so
+    out[b] = sum_t rows[b + t] @ band_t, with band_t the t-th [P, P] slice of the banded (Toeplitz)
+    kernel matrix. Each product reads a contiguous matrix that BLAS takes as it is (the earlier
+    form, one product of overlapping windows, made numpy copy the windows or leave BLAS), and all
+    signals go in the same T + 1 calls: about 2x faster for the 31-tap smoother (bench/convolve_crossover.py).
+    The rows where one signal's blocks run into the next signal's are computed and cut off.
+    """
     n, length = signals.shape
     kernel_size = kernel.shape[0]
     out_length = length + kernel_size - 1
-    block = block_size(kernel_size)
+    block = DIRECT_BLOCK
+    taps = -(-(kernel_size - 1) // block)  # T: further rows each output block reads
     blocks = -(-out_length // block)
-    window = block + kernel_size - 1
-    # K-1 padded samples on the left; on the right K-1 padded samples, then anything up to whole blocks
-    # (the outputs they make are cut off below).
+    per_signal = blocks + taps  # rows of padded samples per signal
+    total = per_signal * block
     if padding == "replicate":  # the default, padded in one copy
-        padded = edge_pad(signals, kernel_size - 1, blocks * block - length)
+        padded = edge_pad(signals, kernel_size - 1, total - length - (kernel_size - 1))
     else:
-        padded = np.zeros((n, kernel_size - 1 + blocks * block + kernel_size - 1), dtype=np.float32)
+        padded = np.zeros((n, total), dtype=np.float32)
         padded[:, : length + 2 * (kernel_size - 1)] = edge_pad(signals, kernel_size - 1, kernel_size - 1, padding)
-    banded = np.zeros((window, block), dtype=np.float32)  # banded[j + i, j] = kernel[i]
+    band = np.zeros(((taps + 1) * block, block), dtype=np.float32)  # band[j + i, j] = kernel[i]
     for column in range(block):
-        banded[column : column + kernel_size, column] = kernel
-    windows = np.lib.stride_tricks.sliding_window_view(padded, window, axis=-1)[:, ::block]  # [N, blocks, window]
-    out = np.empty((n, blocks, block), dtype=np.float32)
-    step = max(1, DIRECT_BLOCK_ELEMENTS // max(1, n * window))
-    for start in range(0, blocks, step):
-        np.matmul(windows[:, start : start + step], banded, out=out[:, start : start + step])
-    return out.reshape(n, blocks * block)[:, :out_length]
+        band[column : column + kernel_size, column] = kernel
+    rows = padded.reshape(n * per_signal, block)
+    products = n * per_signal - taps  # output rows with all their T further rows in the matrix
+    out = np.empty((n * per_signal, block), dtype=np.float32)
+    _accumulate_products(rows, band, out[:products], taps, block)
+    out[products:] = 0.0  # the last signal's cut-off tail rows: never read, but not left uninitialized
+    return out.reshape(n, total)[:, :out_length]
+
+
+def _accumulate_products(rows: np.ndarray, band: np.ndarray, out: np.ndarray, taps: int, block: int) -> None:
+    """out = sum_t rows[t : t + len(out)] @ band[t * block : (t + 1) * block], in place.
+
+    BLAS sgemm with beta = 1 accumulates into `out` without a temporary; it is called on the
+    transposes (C-order arrays are Fortran-order transposes), so nothing is copied."""
+    from scipy.linalg import blas
+
+    count = out.shape[0]
+    target = out.T
+    for tap in range(taps + 1):
+        result = blas.sgemm(1.0, band[tap * block : (tap + 1) * block].T, rows[tap : tap + count].T,
+                            beta=0.0 if tap == 0 else 1.0, c=target, overwrite_c=1)
+        if result.ctypes.data != target.ctypes.data:  # pragma: no cover - BLAS wrapper copied: keep its answer
+            target[...] = result
 
 
 def full_correlation_engine(signals: np.ndarray, session: Any) -> np.ndarray:

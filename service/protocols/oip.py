@@ -252,7 +252,7 @@ def encode_infer(model: str, version: int, request: OipRequest, outputs: dict[st
         datatype = next(name for name, dtype in DATATYPES.items() if dtype == array.dtype.newbyteorder("<"))
         tensor: dict[str, Any] = {"name": item.name, "datatype": datatype, "shape": list(array.shape)}
         if item.binary if item.binary is not None else request.binary_output:
-            blob = _flat(array.astype(array.dtype.newbyteorder("<"), copy=False))  # joined below: one copy
+            blob = array.astype(array.dtype.newbyteorder("<"), copy=False)  # joined or sent as parts below
             tensor["parameters"] = {"binary_data_size": blob.nbytes}
             blobs.append(blob)
         else:
@@ -266,7 +266,12 @@ def encode_infer(model: str, version: int, request: OipRequest, outputs: dict[st
     header = codec.dumps(response)
     if not blobs:
         return Encoded(header, codec.JSON_MEDIA_TYPE)
-    return Encoded(b"".join((header, *blobs)), BINARY_MEDIA_TYPE, {HEADER_LENGTH: str(len(header))})
+    headers = {HEADER_LENGTH: str(len(header))}
+    if sum(blob.nbytes for blob in blobs) >= codec.CHUNKED_MIN_BYTES:  # large: sent from the arrays' memory
+        parts = [codec.data_parts(blob) for blob in blobs]
+        if all(part is not None for part in parts):
+            return Encoded(codec.Chunks((header, *(view for part in parts for view in part))), BINARY_MEDIA_TYPE, headers)
+    return Encoded(b"".join((header, *(_flat(blob) for blob in blobs))), BINARY_MEDIA_TYPE, headers)
 
 
 # -- per model kind ---------------------------------------------------------------------------
