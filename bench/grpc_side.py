@@ -5,8 +5,8 @@ sent as ModelInfer with raw_input_contents by bench/grpc_load.py (N calls in fli
 
     .venv/bin/python bench/grpc_side.py [--servers monoserve,mlserver,kserve,pytriton] [--workloads ...] [--duration 4]
 
-As bench/run.py does for HTTP: each server alone, pinned to CPU 0 (taskset), the load generator in its
-own process on CPU 1, loopback only; every answer checked against in-process ONNX Runtime before a
+As bench/run.py does for HTTP: the servers started together, each pinned to CPU 0 (taskset), and
+interleaved within each cell (idle but the one being timed), the load generator in its own process on CPU 1, loopback only; every answer checked against in-process ONNX Runtime before a
 workload is timed; the server's CPU time read from /proc over the timed window. Concurrency 1 and 64
 (8 x 125,000 smooth: 1). Writes bench/results/grpc_side.json and prints a Markdown table
 (docs/performance.md). `make bench-grpc` runs it.
@@ -133,9 +133,12 @@ def to_markdown(rows: list[dict], servers: list[str], unavailable: dict[str, str
 
 def measure_grpc(work: Path, prepared: dict, registry: ProcessRegistry, servers: list[str], workload_names: list[str],
                  duration: float) -> dict:
-    """Each server started alone with its OIP gRPC port, every answer checked, each workload timed at
-    1 and 64 calls in flight (the heavy one at 1); {"rows", "checks", "unavailable"}. bench/run.py
-    calls this in the same run as its HTTP cells; `make bench-grpc` runs it alone."""
+    """Every server started with its OIP gRPC port (all at once, idle but the one being timed), every
+    answer checked, then each workload timed at 1 and 64 calls in flight (the heavy one at 1) with
+    the servers interleaved within each cell, as bench/run.py does for HTTP: every server of a cell
+    is timed within seconds of the others, under the same background load. {"rows", "checks",
+    "unavailable"}. bench/run.py calls this in the same run as its HTTP cells; `make bench-grpc`
+    runs it alone."""
     logs, bodies = work / "logs", work / "bodies"
     bodies.mkdir(parents=True, exist_ok=True)
     workloads = [WORKLOADS[name] for name in workload_names]
@@ -145,42 +148,52 @@ def measure_grpc(work: Path, prepared: dict, registry: ProcessRegistry, servers:
         body_files[workload.name] = bodies / f"{workload.name}.grpc"
         body_files[workload.name].write_bytes(raw_infer_request(workload.model, workload.input_name, workload.array()))
     rows, checks, unavailable = [], {}, {}
-    for name in servers:
-        port, grpc_port = free_port(), free_port()
-        try:
-            argv, env, ready = server_argv(name, prepared["repo"], work, port, grpc_port)
-            if name != "monoserve":
-                env = {**peer_specs_module.peer_env(prepared["onnx"]), **env}
-            process = registry.start(argv, SERVER_CPUS, env, logs / f"{name}-grpc.log")
-            wait_ready(process, f"http://127.0.0.1:{port}{ready}")
-        except RuntimeError as exc:
-            unavailable[name] = f"{exc}; log: {log_tail(logs / f'{name}-grpc.log')}"
-            log.error("[%s] could not start: %s", name, unavailable[name])
-            continue
-        target = f"127.0.0.1:{grpc_port}"
-        for workload in workloads:
-            body = body_files[workload.name].read_bytes()
+    running: dict[str, tuple[subprocess.Popen, str]] = {}
+    try:
+        for name in servers:
+            port, grpc_port = free_port(), free_port()
             try:
-                check = check_grpc_answer(target, workload, body, references[workload.name])
-            except Exception as exc:  # an answer we cannot read: reported, not timed
-                check = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-            checks[f"{name}/{workload.name}"] = check
-            if not check["ok"]:
-                log.error("[%s] %s: bad gRPC answer, not timed: %s", name, workload.name, check)
+                argv, env, ready = server_argv(name, prepared["repo"], work, port, grpc_port)
+                if name != "monoserve":
+                    env = {**peer_specs_module.peer_env(prepared["onnx"]), **env}
+                process = registry.start(argv, SERVER_CPUS, env, logs / f"{name}-grpc.log")
+                wait_ready(process, f"http://127.0.0.1:{port}{ready}")
+            except RuntimeError as exc:
+                unavailable[name] = f"{exc}; log: {log_tail(logs / f'{name}-grpc.log')}"
+                log.error("[%s] could not start: %s", name, unavailable[name])
                 continue
-            for concurrency in ((1,) if workload.name == HEAVY else (1, 64)):
-                wait_idle(process.pid)
+            running[name] = (process, f"127.0.0.1:{grpc_port}")
+        checked: dict[str, list[str]] = {workload.name: [] for workload in workloads}
+        for name, (process, target) in running.items():
+            for workload in workloads:
+                body = body_files[workload.name].read_bytes()
                 try:
-                    result = run_load(target, body_files[workload.name], concurrency, duration, process.pid)
-                except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
-                    log.error("[%s] %s c=%d: %s", name, workload.name, concurrency, exc)
-                    checks[f"{name}/{workload.name}/c{concurrency}"] = {"ok": False, "error": str(exc)[:500]}
-                    continue
-                rows.append({"server": name, "workload": workload.name, "concurrency": concurrency, **result})
-                log.info("[%s] gRPC %-20s c=%-3d %8.1f req/s p50 %7.2f ms p99 %7.2f ms err %s cpu %3.0f%%", name,
-                         workload.name, concurrency, result["req_per_s"], result["p50_ms"], result["p99_ms"],
-                         result["errors"], result["server_cpu_percent"])
-        registry.stop(process)
+                    check = check_grpc_answer(target, workload, body, references[workload.name])
+                except Exception as exc:  # an answer we cannot read: reported, not timed
+                    check = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+                checks[f"{name}/{workload.name}"] = check
+                if check["ok"]:
+                    checked[workload.name].append(name)
+                else:
+                    log.error("[%s] %s: bad gRPC answer, not timed: %s", name, workload.name, check)
+        for workload in workloads:
+            for concurrency in ((1,) if workload.name == HEAVY else (1, 64)):
+                for name in checked[workload.name]:
+                    process, target = running[name]
+                    wait_idle(process.pid)
+                    try:
+                        result = run_load(target, body_files[workload.name], concurrency, duration, process.pid)
+                    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+                        log.error("[%s] %s c=%d: %s", name, workload.name, concurrency, exc)
+                        checks[f"{name}/{workload.name}/c{concurrency}"] = {"ok": False, "error": str(exc)[:500]}
+                        continue
+                    rows.append({"server": name, "workload": workload.name, "concurrency": concurrency, **result})
+                    log.info("[%s] gRPC %-20s c=%-3d %8.1f req/s p50 %7.2f ms p99 %7.2f ms err %s cpu %3.0f%%", name,
+                             workload.name, concurrency, result["req_per_s"], result["p50_ms"], result["p99_ms"],
+                             result["errors"], result["server_cpu_percent"])
+    finally:
+        for process, _ in running.values():
+            registry.stop(process)
     return {"rows": rows, "checks": checks, "unavailable": unavailable}
 
 

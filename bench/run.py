@@ -18,7 +18,7 @@ What it does, in order:
    then drives each workload with wrk pinned to WRK_CPUS, each run bounded by --duration, and
    reads the server's CPU time and RSS from /proc; waits for the server to go idle between runs;
 4. runs the OIP gRPC cells of the service, MLServer, KServe and PyTriton (--grpc), each server
-   started again with its gRPC port (bench/grpc_side.py's measure_grpc);
+   started again with its gRPC port, interleaved within each cell (bench/grpc_side.py's measure_grpc);
 5. stops every process it started (also on Ctrl-C or failure) and writes
    bench/results/bench[_quick][_TAG].json and .md (bench/tables.py puts several runs side by side).
 """
@@ -1115,7 +1115,7 @@ def main(argv: list[str] | None = None) -> int:
         grpc_servers = [] if args.grpc == "none" else [
             name for name in args.grpc.split(",")
             if (name == "monoserve" or name in peers) and (include is None or name in include)]
-        if grpc_servers:  # the gRPC cells, same run: each server again, alone, with its gRPC port
+        if grpc_servers:  # the gRPC cells, same run: each server again with its gRPC port, interleaved per cell
             from grpc_side import GRPC_WORKLOADS, measure_grpc
 
             chosen_grpc = [w for w in GRPC_WORKLOADS if not args.workloads or w in args.workloads.split(",")]

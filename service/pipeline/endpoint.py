@@ -90,6 +90,7 @@ class Encoded:
 class ProtocolAdapter(Protocol):
     route: str
     query: frozenset[str]
+    batching: bool  # optional (default True): small requests may join the dynamic batcher
 
     def decode(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str], limits: Limits) -> InferRequest: ...
 
@@ -449,7 +450,7 @@ async def _run(service: Service, adapter: ProtocolAdapter, body: bytes, headers:
                                                limiter=service.limiter)
         else:
             kind, call, request = _decode(service, adapter, body, headers, query, limits, progress)
-            batcher = batcher_for(service, kind, call) if kind.batchable else None
+            batcher = batcher_for(service, kind, call) if kind.batchable and getattr(adapter, "batching", True) else None
             if batcher is not None:
                 start = time.perf_counter()
                 try:  # the queue wait + the shared engine call

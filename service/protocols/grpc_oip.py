@@ -241,6 +241,10 @@ class GrpcInferAdapter:
     """ModelInfer (and each request of ModelStreamInfer) as a ProtocolAdapter of service.pipeline.endpoint."""
 
     query = frozenset()
+    # No dynamic batching: grpc.aio hands the event loop one call per callback, so a batch rarely
+    # holds more than one request, and the queue's extra loop iteration costs more than it saves
+    # (docs/performance.md, issue 30: +4-8% calls/s at 1 and 64 in flight).
+    batching = False
 
     def __init__(self, service: Service, route: str, drop: frozenset[str] = frozenset()):
         self.service, self.route, self.drop = service, route, drop

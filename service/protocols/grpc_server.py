@@ -277,6 +277,8 @@ async def start_server(service: Service, lifecycle: Callable[[], Lifecycle | Non
         # Worker processes share the port (the kernel spreads connections); one process alone owns
         # it, so a second server on the same port fails to start instead of silently sharing it.
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+        # fewer, larger writes per connection: +8-12% calls/s for small calls here (docs/performance.md)
+        ("grpc.optimization_target", "throughput"),
     ]
     server = grpc.aio.server(options=options)
     servicer = InferenceService(service, lifecycle)
