@@ -6,7 +6,9 @@ sent as ModelInfer with raw_input_contents by bench/grpc_load.py (N calls in fli
     .venv/bin/python bench/grpc_side.py [--servers monoserve,mlserver,kserve,pytriton] [--workloads ...] [--duration 4]
 
 As bench/run.py does for HTTP: the servers started together, each pinned to CPU 0 (taskset), and
-interleaved within each cell (idle but the one being timed), the load generator in its own process on CPU 1, loopback only; every answer checked against in-process ONNX Runtime before a
+interleaved within each cell (the others in the idle scheduling class while one is timed:
+run.focus_cpu), the load generator in its own process on CPU 1, loopback only; every answer checked
+against in-process ONNX Runtime before a
 workload is timed; the server's CPU time read from /proc over the timed window. Concurrency 1 and 64
 (8 x 125,000 smooth: 1). Writes bench/results/grpc_side.json and prints a Markdown table
 (docs/performance.md). `make bench-grpc` runs it.
@@ -36,7 +38,7 @@ from grpc_load import CHANNEL_OPTIONS, MEASURING, parse_result  # noqa: E402
 from peers import specs as peer_specs_module  # noqa: E402
 from peers.setup import ensure_peer  # noqa: E402
 from prepare import DEFAULT_WORK, prepare  # noqa: E402
-from run import (SERVER_CPUS, WRK_CPUS, ProcessRegistry, cpu_seconds, free_port, install_stop_on_signals,  # noqa: E402
+from run import (SERVER_CPUS, WRK_CPUS, ProcessRegistry, cpu_seconds, focus_cpu, free_port, install_stop_on_signals,  # noqa: E402
                  log_tail, monoserve_argv, process_tree, reference_output, wait_idle, wait_ready)
 from workloads import WORKLOADS, Workload  # noqa: E402
 
@@ -180,6 +182,7 @@ def measure_grpc(work: Path, prepared: dict, registry: ProcessRegistry, servers:
             for concurrency in ((1,) if workload.name == HEAVY else (1, 64)):
                 for name in checked[workload.name]:
                     process, target = running[name]
+                    focus_cpu([other for other, _ in running.values()], process)
                     wait_idle(process.pid)
                     try:
                         result = run_load(target, body_files[workload.name], concurrency, duration, process.pid)

@@ -183,3 +183,33 @@ def test_ctrl_c_stops_started_servers(tmp_path: Path) -> None:
             signal.signal(sig, handler)
         registry.stop_all()
     assert process.poll() is not None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="leaving SCHED_IDLE needs CAP_SYS_NICE (the bench warns and goes on without)")
+def test_focus_cpu_puts_every_other_server_in_the_idle_class_and_the_timed_one_back():
+    """bench/run.py's focus_cpu: the timed server's threads (and its children's) in SCHED_OTHER,
+    every other server's in SCHED_IDLE; timing the next server swaps them."""
+    import subprocess
+
+    code = "import subprocess, sys, threading, time; threading.Thread(target=time.sleep, args=(60,), daemon=True).start(); " \
+           "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    servers = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 10
+        while any(len(bench_run.process_tree(s.pid)) < 2 for s in servers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        def policies(server) -> set[int]:
+            return {os.sched_getscheduler(int(tid)) for pid in bench_run.process_tree(server.pid)
+                    for tid in os.listdir(f"/proc/{pid}/task")}
+
+        for timed, other in ((servers[0], servers[1]), (servers[1], servers[0])):
+            bench_run.focus_cpu(servers, timed)
+            assert len(bench_run.process_tree(other.pid)) == 2  # the child is in the tree
+            assert policies(timed) == {os.SCHED_OTHER}
+            assert policies(other) == {os.SCHED_IDLE}
+    finally:
+        for server in servers:
+            for pid in bench_run.process_tree(server.pid):
+                os.kill(pid, signal.SIGKILL)
+            server.wait()
