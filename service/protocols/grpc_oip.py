@@ -134,17 +134,19 @@ def parse_bytes(body: bytes, raw: int) -> int:
     return raw * RAW_PARSE_BYTES + (len(body) - raw) * OTHER_PARSE_BYTES
 
 
-def working_bytes(body: bytes) -> int:
+def working_bytes(body: bytes, raw: int | None = None) -> int:
     """The memory a ModelInferRequest will take beyond its bytes, predicted from its wire: its parse,
-    and its raw tensors' values as FP32 (what clients send; other datatypes reserve more later)."""
-    raw = raw_contents_bytes(body)
+    and its raw tensors' values as FP32 (what clients send; other datatypes reserve more later).
+    `raw`: raw_contents_bytes(body), when the caller has it."""
+    raw = raw_contents_bytes(body) if raw is None else raw
     return parse_bytes(body, raw) + raw // 4 * RAW_VALUE_BYTES
 
 
-def parse_infer_request(body: bytes, limits: Limits) -> Any:
+def parse_infer_request(body: bytes, limits: Limits, raw: int | None = None) -> Any:
     """The ModelInferRequest in `body`, its parse's memory reserved first (413/503 when it cannot be;
-    drawn from what was reserved with the body, see GrpcInferAdapter.working_ratio)."""
-    limits.spend(parse_bytes(body, raw_contents_bytes(body)), "the decoded message")
+    drawn from what was reserved with the body, see GrpcInferAdapter.working_ratio). `raw`:
+    raw_contents_bytes(body), when the caller has it (the wire is walked once per message)."""
+    limits.spend(parse_bytes(body, raw_contents_bytes(body) if raw is None else raw), "the decoded message")
     try:
         return messages().ModelInferRequest.FromString(bytes(body))
     except DecodeError as exc:
@@ -249,6 +251,7 @@ class GrpcInferAdapter:
     def __init__(self, service: Service, route: str, drop: frozenset[str] = frozenset()):
         self.service, self.route, self.drop = service, route, drop
         self.working = 0  # working_bytes() of the message being answered (run_pipeline sets it)
+        self.raw: int | None = None  # raw_contents_bytes() of that message (run_pipeline sets it)
 
     def working_ratio(self, headers: Mapping[str, str]) -> float:
         """Working bytes per message byte, reserved with the message in one go (service.pipeline.endpoint):
@@ -258,7 +261,8 @@ class GrpcInferAdapter:
         return self.working / size if size else 0.0
 
     def decode(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str], limits: Limits) -> InferRequest:
-        message = parse_infer_request(body, limits)
+        raw, self.raw = self.raw, None  # this message's, set by run_pipeline: used once
+        message = parse_infer_request(body, limits, raw)
         sequence = sorted(SEQUENCE_PARAMETERS & set(message.parameters))
         if sequence:
             raise BadRequestError(f"parameters {sequence} belong to ModelStreamInfer: a sequence lives in one stream",
@@ -333,7 +337,8 @@ async def run_pipeline(service: Service, adapter: GrpcInferAdapter, body: bytes,
         return {"type": "http.request", "body": body, "more_body": False}
 
     headers = {"content-length": str(len(body))}
-    adapter.working = working_bytes(body)
+    adapter.raw = raw = raw_contents_bytes(body)
+    adapter.working = working_bytes(body, raw)
     if "authorization" in metadata:
         headers["authorization"] = metadata["authorization"]
     reply = await pipeline.handle(service, adapter, receive, headers, b"", limits)

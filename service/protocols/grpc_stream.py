@@ -160,7 +160,8 @@ class StreamAdapter(GrpcInferAdapter):
         self.gauge = service.metrics.streams_open.labels(TRANSPORT)
 
     def decode(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str], limits: Limits) -> InferRequest:
-        message = parse_infer_request(body, limits)
+        raw, self.raw = self.raw, None  # this message's, set by run_pipeline: used once
+        message = parse_infer_request(body, limits, raw)
         if not SEQUENCE_PARAMETERS & set(message.parameters):
             return self.decode_message(message, limits)
         return self._chunk(message, limits)
