@@ -1155,7 +1155,7 @@ def main(argv: list[str] | None = None) -> int:
 
             chosen_grpc = [w for w in GRPC_WORKLOADS if not args.workloads or w in args.workloads.split(",")]
             grpc_cells = measure_grpc(args.work, prepared, registry, grpc_servers, chosen_grpc,
-                                      max(plan.duration, 2.0))
+                                      max(plan.duration, 4.0))  # gRPC cells: 4 s (2 s spread the gRPC ratios too much)
             grpc_cells["servers"] = grpc_servers
         inprocess_runs.append(measure_inprocess(args.work, plan, "end"))
         inprocess = fastest_inprocess(inprocess_runs)
