@@ -420,13 +420,7 @@ def encode_npy(array: np.ndarray) -> bytes:
     Joining the header and the rows builds the bytes in one pass, where ascontiguousarray +
     tobytes + concatenation would copy the data three times.
     """
-    head = _npy_header(_descr(array.dtype), array.shape)
-    if array.flags.c_contiguous:
-        return b"".join((head, array.reshape(-1)))
-    rows = array.reshape(-1, array.shape[-1])
-    if rows.strides[-1] == array.itemsize and rows.shape[0] <= MAX_JOINED_ROWS:
-        return b"".join((head, *rows))
-    return b"".join((head, np.ascontiguousarray(array).reshape(-1)))
+    return b"".join((_npy_header(_descr(array.dtype), array.shape), *contiguous_parts(array)))
 
 
 # A body this big is sent as its parts, never joined: one copy fewer of a large answer.
@@ -460,6 +454,11 @@ def data_parts(array: np.ndarray) -> tuple[memoryview, ...] | None:
     if rows.strides[-1] != array.itemsize or rows.shape[0] > MAX_JOINED_ROWS:
         return None
     return tuple(memoryview(row).cast("B") for row in rows)
+
+
+def contiguous_parts(array: np.ndarray) -> tuple[memoryview, ...]:
+    """data_parts(array), or one contiguous copy when its rows are not contiguous either."""
+    return data_parts(array) or (memoryview(np.ascontiguousarray(array).reshape(-1)).cast("B"),)
 
 
 def npy_body(array: np.ndarray) -> bytes | Chunks:

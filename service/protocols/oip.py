@@ -266,12 +266,9 @@ def encode_infer(model: str, version: int, request: OipRequest, outputs: dict[st
     header = codec.dumps(response)
     if not blobs:
         return Encoded(header, codec.JSON_MEDIA_TYPE)
-    headers = {HEADER_LENGTH: str(len(header))}
-    if sum(blob.nbytes for blob in blobs) >= codec.CHUNKED_MIN_BYTES:  # large: sent from the arrays' memory
-        parts = [codec.data_parts(blob) for blob in blobs]
-        if all(part is not None for part in parts):
-            return Encoded(codec.Chunks((header, *(view for part in parts for view in part))), BINARY_MEDIA_TYPE, headers)
-    return Encoded(b"".join((header, *(_flat(blob) for blob in blobs))), BINARY_MEDIA_TYPE, headers)
+    parts = (header, *(part for blob in blobs for part in codec.contiguous_parts(blob)))
+    large = sum(blob.nbytes for blob in blobs) >= codec.CHUNKED_MIN_BYTES  # large: sent from the arrays' memory
+    return Encoded(codec.Chunks(parts) if large else b"".join(parts), BINARY_MEDIA_TYPE, {HEADER_LENGTH: str(len(header))})
 
 
 # -- per model kind ---------------------------------------------------------------------------
