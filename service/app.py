@@ -146,7 +146,11 @@ class MonoserveApp(FastAPI):
     """FastAPI, with POST /smooth and /classify answered by service.edge.fastpath before FastAPI's own
     request handling (the same code and answers as the FastAPI routes, at a fraction of the cost;
     docs/performance.md). MONOSERVE_HOT_PATH=false sends them through the FastAPI routes. The
-    WebSocket /smooth/stream is always answered by service.protocols.stream_ws (raw ASGI)."""
+    WebSocket /smooth/stream is always answered by service.protocols.stream_ws (raw ASGI).
+    `hot_lane`: the same hot routes for the serving process's HTTP protocol (service.edge.http),
+    which answers them before building an ASGI request at all."""
+
+    hot_lane: fastpath.HotLane | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         service: Service = self.state.service
@@ -201,6 +205,9 @@ def create_app(settings: Settings | None = None, *, serve_grpc: bool = False) ->
     app.state.service = Service(settings=settings, metrics=Metrics())
     app.state.lifecycle = None  # set by the lifespan once the repository is loaded
     app.state.serve_grpc = serve_grpc
+    # the hot routes for service.edge.http's protocol, which answers them below ASGI (None: it leaves
+    # every request to this app, as any other server does)
+    app.hot_lane = fastpath.HotLane(app.state.service) if settings.hot_path else None
     register_error_handlers(app)
     app.include_router(predict.router)
     for kind_route in native.add_kind_routes(SERVICE_KINDS):  # the routes registered kinds declare (ServiceKind.route)

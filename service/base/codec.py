@@ -41,6 +41,13 @@ def media_type(header: str | None) -> str:
     """'Application/JSON; charset=utf-8' -> 'application/json'; a missing header means JSON."""
     if not header:
         return JSON_MEDIA_TYPE
+    if len(header) <= 128:  # the few short values clients send again and again; long ones are not kept
+        return _short_media_type(header)
+    return header.split(";", 1)[0].strip().lower()
+
+
+@functools.lru_cache(maxsize=256)
+def _short_media_type(header: str) -> str:
     return header.split(";", 1)[0].strip().lower()
 
 

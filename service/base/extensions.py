@@ -14,3 +14,8 @@ from collections.abc import Awaitable, Callable
 BODY_INTO = "monoserve.body_into"
 
 BodyInto = Callable[[memoryview, "Callable[[int], None] | None"], Awaitable[int]]
+
+# `body_ready() -> bytes | None`: the request's whole body when it has already arrived (nothing of it
+# received yet), else None. Not an ASGI extension: service.edge.http's hot lane hands it to the
+# pipeline directly (service.pipeline.endpoint.serve), which then needs no deadline nor receive().
+BodyReady = Callable[[], "bytes | None"]

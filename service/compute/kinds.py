@@ -323,18 +323,22 @@ class ClassifierKind(ServiceKind):
     def prepare(self, served: Any, request: InferRequest, limits: Limits) -> ClassifyCall:
         info = self.info(served.manifest)
         assert info is not None
-        names = [f.name for f in info.features]
-        features = records_to_array(request.records, names) if request.records is not None else request.inputs
+        width = len(info.features)  # the names are made only for records and for error messages
+        if request.records is not None:
+            features = records_to_array(request.records, [f.name for f in info.features])
+        else:
+            features = request.inputs
         if features is None:
             raise BadRequestError("missing the instances to classify", field="instances")
         if features.size == 0:
             raise BadRequestError(f"'instances' is empty (shape {list(features.shape)})", field="instances")
         if features.ndim != 2:
             raise BadRequestError(
-                f"'instances' must be a list of instances, each a list of {len(names)} numbers: got shape {list(features.shape)}",
+                f"'instances' must be a list of instances, each a list of {width} numbers: got shape {list(features.shape)}",
                 field="instances", shape=list(features.shape))
         limits.check_rows(int(features.shape[0]), "instances")
-        if features.shape[1] != len(names):
+        if features.shape[1] != width:
+            names = [f.name for f in info.features]
             raise BadRequestError(
                 f"each instance needs {len(names)} features {names}, got {features.shape[1]}",
                 field="instances", expected=len(names), got=int(features.shape[1]), features=names)

@@ -49,11 +49,41 @@ def is_hot(scope: Scope) -> bool:
     return path in HOT_ROUTES or oip_infer_route(path) is not None
 
 
+def hot_adapter(service: Service, path: str) -> pipeline.ProtocolAdapter | None:
+    """The adapter answering a POST to `path` on the hot path; None for any other path."""
+    adapter = HOT_ROUTES.get(path)
+    if adapter is None:
+        route = oip_infer_route(path)
+        if route is None:
+            return None
+        name, version, label = route
+        adapter = oip.OipAdapter(service, name, version, label)
+    return adapter
+
+
 async def answer_hot(service: Service, scope: Scope, receive: Receive, send: Send) -> None:
     """POST /smooth, /classify or an OIP infer, end to end, through the pipeline the FastAPI routes use."""
-    path = scope["path"]
-    adapter = HOT_ROUTES.get(path)
-    if adapter is None:  # OIP infer (is_hot checked the path)
-        name, version, route = oip_infer_route(path)  # type: ignore[misc]
-        adapter = oip.OipAdapter(service, name, version, route)
+    adapter = hot_adapter(service, scope["path"])
+    assert adapter is not None  # is_hot checked the path
     await pipeline.serve_asgi(service, adapter, scope, receive, send)
+
+
+class HotLane:
+    """The hot routes, for an HTTP protocol that answers them itself, below ASGI (service.edge.http):
+    uvicorn's per-request ASGI machinery (the scope's cycle, message dicts, the header checks of
+    every send, two writes per answer) cost more than this service's whole pipeline for a 1-sample
+    request (docs/performance.md). The protocol asks `adapter(path)` for each POST whose headers are
+    complete; when it has one, it calls `serve` with its own receive and writer: the same pipeline,
+    limits, deadlines and error mapping as `answer_hot` and the FastAPI routes."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def adapter(self, path: str) -> pipeline.ProtocolAdapter | None:
+        return hot_adapter(self.service, path)
+
+    def serve(self, adapter: pipeline.ProtocolAdapter, raw_headers: list[tuple[bytes, bytes]], path: str,
+              query_string: bytes, receive: Receive, body_into: Any, write_reply: pipeline.ReplyWriter,
+              body_ready: Any = None) -> Awaitable[None]:
+        return pipeline.serve(self.service, adapter, raw_headers, path, query_string, receive, body_into, write_reply,
+                              body_ready)

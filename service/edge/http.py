@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from service.base.codec import Chunks
 from service.base.deadlines import Deadline, DeadlineSweeper, sweeper
 from service.base.extensions import BODY_INTO
 
@@ -218,7 +220,134 @@ class _BodyReader(asyncio.BufferedProtocol):
 
 try:
     import httptools
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.protocols.http.httptools_impl import (
+        HEADER_RE,
+        HEADER_VALUE_RE,
+        STATUS_LINE,
+        HttpToolsProtocol,
+        RequestResponseCycle,
+    )
+
+    _JOIN_MAX = 64 * 1024  # an answer up to this size goes out with its head in one write; a bigger one in two
+
+    def _nothing() -> None:
+        pass
+
+    class _HotCycle(RequestResponseCycle):
+        """One request on a hot route (service.edge.fastpath.HotLane), answered below ASGI.
+
+        It is uvicorn's cycle as far as uvicorn's protocol can tell (the attributes its parser
+        callbacks, flow control, pipelining, keep-alive and shutdown read and write, and uvicorn's
+        own `receive`, which sends any 100 Continue), but the pipeline is called directly, and the
+        answer is written as head and body in one write, from the pipeline's Reply: no scope
+        dispatch through the app, no message dicts, no per-header checks of headers we made."""
+
+        def __init__(self, protocol: HttpToolsHeaderDeadline, lane: Any, adapter: Any, path: str, query: bytes,
+                     keep_alive: bool) -> None:
+            # only what uvicorn's protocol and receive() use (its own __init__ sets twenty attributes)
+            self.transport = protocol.transport
+            self.flow = protocol.flow
+            self.message_event = asyncio.Event()
+            self.on_response = protocol.on_response_complete
+            self.default_headers = protocol.server_state.default_headers
+            self.disconnected = False
+            self.keep_alive = keep_alive
+            self.waiting_for_100_continue = protocol.expect_100_continue
+            self.body = bytearray()
+            self.more_body = True
+            self.response_started = self.response_complete = False
+            self.lane, self.adapter, self.path, self.query = lane, adapter, path, query
+            self.headers, self.body_into = protocol.headers, protocol._body_into
+
+        async def run_asgi(self, app: Any) -> None:  # how uvicorn's protocol starts a cycle (queued ones too)
+            try:
+                await self.lane.serve(self.adapter, self.headers, self.path, self.query, self.receive, self.body_into,
+                                      self.write_reply, self.body_ready)
+            except BaseException as exc:  # as uvicorn's run_asgi: the pipeline maps every error, so this is a bug
+                log.error("Exception in the hot path of POST %s", self.path, exc_info=exc)
+                if not self.response_started and not self.disconnected:
+                    self.write_head(500, [b"content-type: text/plain; charset=utf-8\r\n", b"content-length: 21\r\n",
+                                          b"connection: close\r\n"], b"Internal Server Error", close=True)
+                elif not self.response_complete:
+                    self.transport.close()
+            else:
+                if not self.response_started and not self.disconnected:  # handle() gives None only on a disconnect
+                    log.error("the hot path of POST %s returned without an answer", self.path)
+                    self.transport.close()
+            finally:
+                self.on_response = _nothing
+
+        def body_ready(self) -> bytes | None:
+            """The whole body when the parser has already seen all of it (a small request arrives
+            with its headers in one read); None when more is to come, a 100 Continue is owed, or
+            the client is gone: then the pipeline receives it, under its deadline, as usual."""
+            if self.more_body or self.waiting_for_100_continue or self.disconnected or self.response_complete:
+                return None
+            body = bytes(self.body)
+            self.body = bytearray()
+            return body
+
+        async def write_reply(self, reply: Any, request_id: str | None) -> None:
+            """The pipeline's Reply, as uvicorn's send() would write it from send_reply's messages."""
+            if self.flow.write_paused and not self.disconnected:
+                await self.flow.drain()
+            if self.disconnected:
+                return
+            body = reply.body
+            lines = [b"content-length: %d\r\ncontent-type: " % len(body), reply.media_type.encode("latin-1"), b"\r\n"]
+            if request_id is not None:  # accepted only when sane, or our own (service.base.context)
+                lines.append(b"x-request-id: %s\r\n" % request_id.encode("latin-1"))
+            close = False
+            if reply.headers:
+                for name, value in reply.headers.items():
+                    name_bytes, value_bytes = name.lower().encode("latin-1"), str(value).encode("latin-1")
+                    if HEADER_RE.search(name_bytes) or HEADER_VALUE_RE.search(value_bytes):
+                        raise RuntimeError(f"invalid HTTP header {name!r}")  # as uvicorn: a 500, nothing sent
+                    if name_bytes == b"connection" and b"close" in [t.strip().lower() for t in value_bytes.split(b",")]:
+                        close = True
+                    lines.append(b"%s: %s\r\n" % (name_bytes, value_bytes))
+            if isinstance(body, Chunks):  # a large answer, each part written from its own memory
+                self.write_head(reply.status, lines, None, close)
+                for part in body.parts:
+                    if self.flow.write_paused and not self.disconnected:
+                        await self.flow.drain()
+                    if self.disconnected:
+                        return
+                    self.transport.write(part)
+                self._complete()
+            else:
+                self.write_head(reply.status, lines, body, close)
+
+        def write_head(self, status: int, lines: list[bytes], body: bytes | None, close: bool) -> None:
+            """Status line, headers and (unless None) the whole body; then the request is complete."""
+            self.response_started = True
+            self.waiting_for_100_continue = False
+            if close:
+                self.keep_alive = False
+            head = [STATUS_LINE[status]]
+            for name, value in self.default_headers:  # the server's (none as service.server runs it)
+                head += [name, b": ", value, b"\r\n"]
+            head += lines
+            if not self.keep_alive and not close:
+                head.append(b"connection: close\r\n")
+            head.append(b"\r\n")
+            if body is None:
+                self.transport.write(b"".join(head))
+                return
+            if len(body) <= _JOIN_MAX:
+                head.append(body)
+                self.transport.write(b"".join(head))
+            else:  # no copy of a large body to join it
+                self.transport.write(b"".join(head))
+                self.transport.write(body)
+            self._complete()
+
+        def _complete(self) -> None:
+            self.response_complete = True
+            self.message_event.set()
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
 
     class HttpToolsHeaderDeadline(_HeaderDeadline, HttpToolsProtocol):
         # uvicorn makes a new cycle when a request's headers are complete: the parser is reading
@@ -236,6 +365,55 @@ try:
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self._extensions = {BODY_INTO: self._body_into}  # one dict per connection, not per request
+            # the app's hot routes (service.app.MonoserveApp, service.edge.fastpath.HotLane); None
+            # under another app, with the hot path off, or when uvicorn wrapped the app in middleware
+            self._lane = getattr(self.app, "hot_lane", None) if self.limit_concurrency is None else None
+            self._keep_alive_deadline = self._sweeper.add(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+            self._keep_alive_deadline.cancel()  # armed when an answer is complete
+
+        def on_response_complete(self) -> None:
+            # uvicorn's, but the keep-alive timeout is the connection's coarse deadline
+            # (service.base.deadlines), re-armed, instead of a TimerHandle made and cancelled per
+            # request; uvicorn cancels it through timeout_keep_alive_task as before
+            self.server_state.total_requests += 1
+            if self.transport.is_closing():
+                return
+            self._unset_keepalive_if_required()
+            self.flow.resume_reading()
+            if self.pipeline:
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+            else:
+                deadline = self._keep_alive_deadline
+                self._sweeper.rearm(deadline, self.timeout_keep_alive)
+                self.timeout_keep_alive_task = deadline  # type: ignore[assignment]
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._keep_alive_deadline.cancel()
+            super().connection_lost(exc)
+
+        def on_headers_complete(self) -> None:
+            lane = self._lane
+            if lane is not None and self.parser.get_method() == b"POST" and not self.parser.should_upgrade():
+                parsed = httptools.parse_url(self.url)  # as uvicorn's on_headers_complete
+                path = parsed.path.decode("ascii")
+                if "%" in path:
+                    path = urllib.parse.unquote(path)
+                path = self.root_path + path
+                adapter = lane.adapter(path)
+                if adapter is not None:
+                    http_version = self.parser.get_http_version()
+                    keep_alive = http_version != "1.0" and self.parser.should_keep_alive()
+                    self.scope["method"], self.scope["path"] = "POST", path  # for anything that reads the scope
+                    cycle = _HotCycle(self, lane, adapter, path, parsed.query or b"", keep_alive)
+                    existing, self.cycle = self.cycle, cycle
+                    if existing is None or existing.response_complete:
+                        self._start_asgi_task(cycle, self.app)
+                    else:  # pipelined behind a request still being answered: uvicorn's queue
+                        self.flow.pause_reading()
+                        self.pipeline.appendleft((cycle, self.app))
+                    return
+            super().on_headers_complete()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()

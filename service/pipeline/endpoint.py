@@ -53,8 +53,8 @@ import numpy as np
 from anyio import to_thread
 
 from service.base import codec, context as request_context, deadlines
-from service.base.extensions import BODY_INTO, BodyInto
-from service.pipeline.batching import QueueFullError
+from service.base.extensions import BODY_INTO, BodyInto, BodyReady
+from service.pipeline.batching import DynamicBatcher, QueueFullError
 from service.pipeline.control import bearer_token
 from service.base.errors import (
     BadRequestError,
@@ -149,7 +149,8 @@ def check_content_encoding(value: str | None) -> None:
 
 
 async def read_body(receive: Receive, declared_length: str | None, max_bytes: int, timeout_s: float, limits: Limits,
-                    working_ratio: float = 0.0, min_rate: float = 0.0, body_into: BodyInto | None = None) -> bytes:
+                    working_ratio: float = 0.0, min_rate: float = 0.0, body_into: BodyInto | None = None,
+                    body_ready: BodyReady | None = None) -> bytes:
     """The whole body, within `max_bytes` (413, before reading when the length is declared), within
     its deadline (408), with its bytes reserved in the in-flight budget first (503).
 
@@ -160,7 +161,9 @@ async def read_body(receive: Receive, declared_length: str | None, max_bytes: in
 
     A declared length is read into one preallocated buffer (no list of chunks joined at the end,
     which would hold the body twice); with `body_into` (the HTTP server's extension,
-    service.edge.http), the bytes after the first chunk go from the socket straight into it."""
+    service.edge.http), the bytes after the first chunk go from the socket straight into it; with
+    `body_ready` (the same server's hot lane), a body that has already arrived whole is taken as it
+    is, with no deadline to arm and no receive() to await."""
     size: int | None = None
     if declared_length is not None:
         try:
@@ -177,6 +180,12 @@ async def read_body(receive: Receive, declared_length: str | None, max_bytes: in
         working = int(size * working_ratio)
         limits.reserve(size + working, "the request body")
         limits.prepaid = working
+        if body_ready is not None:
+            body = body_ready()
+            if body is not None:
+                if len(body) != size:
+                    raise BadRequestError(f"request body is {len(body)} bytes, its Content-Length says {size}")
+                return body
     # One coarse timer for every request's body deadline (service.base.deadlines): asyncio.timeout here
     # cost 5-12 us per request, a tenth of a small request's whole CPU time.
     task = asyncio.current_task()
@@ -326,8 +335,8 @@ def _kinds() -> Mapping[str, ModelKind]:
 
 
 async def handle(service: Service, adapter: ProtocolAdapter, receive: Receive, headers: Mapping[str, str],
-                 query_string: bytes | str, limits: Limits | None = None, body_into: BodyInto | None = None
-                 ) -> Reply | None:
+                 query_string: bytes | str, limits: Limits | None = None, body_into: BodyInto | None = None,
+                 body_ready: BodyReady | None = None) -> Reply | None:
     """Answer one request end to end; None when the client went away before its body arrived.
 
     `headers`: lower-case names (only content-type, content-length, content-encoding, accept and
@@ -350,7 +359,7 @@ async def handle(service: Service, adapter: ProtocolAdapter, receive: Receive, h
         read_start = time.perf_counter_ns() if marks is not None else 0
         body = await read_body(receive, headers.get("content-length"), settings.max_body_bytes, settings.body_timeout_s,
                                limits, working_ratio(headers) if working_ratio is not None else 0.0,
-                               settings.body_min_rate_bytes_s, body_into)
+                               settings.body_min_rate_bytes_s, body_into, body_ready)
         if marks is not None:
             marks.append(("read", read_start, time.perf_counter_ns()))
         encoded, model = await _run(service, adapter, body, headers, query, limits, context)
@@ -482,8 +491,6 @@ async def _run(service: Service, adapter: ProtocolAdapter, body: bytes, headers:
 def batcher_for(service: Service, kind: ModelKind, call: Any):
     """The dynamic batcher of the version serving `call`; None when batching is off or the request
     is as big as a batch (it gains nothing from the queue, and 64 of them would fill it)."""
-    from service.pipeline.batching import DynamicBatcher
-
     settings = service.settings
     features = kind.batch_input(call)
     if not settings.batching or features.shape[0] >= settings.max_batch_size:
@@ -541,18 +548,34 @@ async def send_reply(send: Callable[[dict[str, Any]], Awaitable[None]], reply: R
     await send({"type": "http.response.body", "body": body})
 
 
-async def serve_asgi(service: Service, adapter: ProtocolAdapter, scope: dict[str, Any], receive: Receive,
-                     send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-    headers = asgi_headers(scope["headers"])
+ReplyWriter = Callable[[Reply, "str | None"], Awaitable[None]]
+
+
+async def serve(service: Service, adapter: ProtocolAdapter, raw_headers: list[tuple[bytes, bytes]], path: str,
+                query_string: bytes, receive: Receive, body_into: BodyInto | None, write_reply: ReplyWriter,
+                body_ready: BodyReady | None = None) -> None:
+    """One POST request from an HTTP server layer: its request ID and context, `handle`, then the
+    reply through `write_reply(reply, request_id)`. `raw_headers`: ASGI's (lower-case name, value)
+    pairs. The ASGI hot path (serve_asgi) and the HTTP protocol's own hot lane (service.edge.http)
+    differ only in how they receive and write."""
+    headers = asgi_headers(raw_headers)
     context = request_context.begin(request_context.accept(headers.get(request_context.HEADER)))
-    extensions = scope.get("extensions")
-    body_into = extensions.get(BODY_INTO) if extensions is not None else None
-    reply = await handle(service, adapter, receive, headers, scope.get("query_string", b""), None, body_into)
+    reply = await handle(service, adapter, receive, headers, query_string, None, body_into, body_ready)
     if reply is not None:
         context.status = reply.status
-        await send_reply(send, reply, context.id)
+        await write_reply(reply, context.id)
     else:
         context.status = 499  # the client went away
-    request_context.finish(context, "POST", scope["path"], lambda: (adapter.route, headers))
+    request_context.finish(context, "POST", path, lambda: (adapter.route, headers))
 
 
+async def serve_asgi(service: Service, adapter: ProtocolAdapter, scope: dict[str, Any], receive: Receive,
+                     send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    extensions = scope.get("extensions")
+    body_into = extensions.get(BODY_INTO) if extensions is not None else None
+
+    async def write_reply(reply: Reply, request_id: str | None) -> None:
+        await send_reply(send, reply, request_id)
+
+    await serve(service, adapter, scope["headers"], scope["path"], scope.get("query_string", b""), receive, body_into,
+                write_reply)
