@@ -254,7 +254,7 @@ class Manifest(_Strict):
 
     def section(self, name: str) -> BaseModel | None:
         """The kind-specific section `name` ("smoother", "classifier", ... or a registered kind's)."""
-        if name in type(self).model_fields:
+        if name in _FIELD_NAMES:  # not type(self).model_fields: pydantic builds that answer on each access
             return getattr(self, name)
         return self._added_sections.get(name)
 
@@ -289,6 +289,8 @@ class Manifest(_Strict):
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
 
+
+_FIELD_NAMES = frozenset(Manifest.model_fields)  # Manifest has no subclasses: its fields are fixed
 
 SCHEMA_DOC = "docs/manifest.schema.json"  # the published JSON Schema (tests/test_manifest_schema.py keeps it current)
 

@@ -427,7 +427,7 @@ try:
                 self._sweeper.rearm(self._header_deadline, self._header_timeout_s)
 
         def data_received(self, data: bytes) -> None:
-            super().data_received(data)
+            HttpToolsProtocol.data_received(self, data)  # the mixin's check, inlined below (once per read)
             if self.cycle is not self._cycle_at_begin or self.transport.get_protocol() is not self:
                 # the headers are complete (the common case, inlined), or the connection became a
                 # WebSocket (uvicorn upgrades before it makes a cycle): no header deadline either way

@@ -206,6 +206,11 @@ class ModelRegistry:
         self.loaded = False
         # unloaded through the control API (name -> kind): not served until loaded again
         self.unloaded: dict[str, str | None] = {}
+        # (the models dict it was computed from, {(kind, name or None): the latest version}): what
+        # resolve() answers for a request naming no version. Every change of what serves replaces
+        # self.models (commit, close), and the entries of a committed dict are never changed in
+        # place, so the dict's identity says whether the cache still holds.
+        self._latest: tuple[dict[str, ModelEntry], dict[tuple[str, str | None], ProvenVersion]] = ({}, {})
         self.refreshed_at: float | None = None
         self._records: dict[tuple[str, int], VersionRecord] = {}
         self._was_ready = False  # see `ready`
@@ -462,6 +467,23 @@ class ModelRegistry:
 
     def resolve(self, kind: str, name: str | None = None, version: int | None = None) -> ProvenVersion:
         """The version that serves a request: 404 unknown, 400 wrong kind, 503 not valid."""
+        if version is not None:
+            return self._resolve(kind, name, version)
+        # the common request (the latest version): cached until what serves changes (a default
+        # model's name took a scan of every model per request). Only answers are cached, never
+        # refusals, so a client's made-up names cannot grow it.
+        models = self.models
+        computed_from, latest = self._latest
+        if computed_from is not models:
+            latest = {}
+            self._latest = (models, latest)
+        key = (kind, name or None)
+        found = latest.get(key)
+        if found is None:
+            found = latest[key] = self._resolve(kind, name, None)
+        return found
+
+    def _resolve(self, kind: str, name: str | None, version: int | None) -> ProvenVersion:
         entry = self.model(name if name else self.default_name(kind))
         if entry.kind is not None and entry.kind != kind:
             raise BadRequestError(f"model {entry.name!r} is a {entry.kind}, not a {kind}", model=entry.name)
