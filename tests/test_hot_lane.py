@@ -240,3 +240,27 @@ def test_the_lane_answers_the_hot_routes_only_when_the_hot_path_is_on(repo, hot_
         answers = read_answers(sock, 3)
     assert [status for status, _, _ in answers] == [200, 200, 200]
     assert CountingLane.served == (2 if hot_path else 0)
+
+
+class HeaderInjectingLane(fastpath.HotLane):
+    """The real lane, except that /classify answers with a header value that would split the
+    response (a name or label a hostile publisher managed to put in a manifest, say)."""
+
+    def serve(self, adapter, raw_headers, path, query_string, receive, body_into, write_reply, body_ready=None):
+        from service.pipeline.endpoint import Reply
+
+        async def answer():
+            await write_reply(Reply(200, b"{}", "application/json", {"x-model": "m\r\nx-injected: yes"}), "id-1")
+
+        return answer()
+
+
+def test_a_reply_header_that_would_split_the_response_is_a_500_and_nothing_of_it_is_sent(repo):
+    app = create_app(Settings(repo=repo, device="cpu", default_classifier="classifier"))
+    app.hot_lane = HeaderInjectingLane(app.state.service)
+    with in_thread(app) as port, socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(CASES[0][1])
+        ((status, headers, body),) = read_answers(sock, 1)
+        assert closed_by_server(sock)
+    assert status == 500 and body == b"Internal Server Error"
+    assert b"x-injected" not in dict(headers) and (b"connection", b"close") in headers
