@@ -463,8 +463,9 @@ class ModelRegistry:
     def resolve(self, kind: str, name: str | None = None, version: int | None = None) -> ProvenVersion:
         """The version that serves a request: 404 unknown, 400 wrong kind, 503 not valid."""
         entry = self.model(name if name else self.default_name(kind))
-        if entry.kind is not None and entry.kind != kind:
-            raise BadRequestError(f"model {entry.name!r} is a {entry.kind}, not a {kind}", model=entry.name)
+        entry_kind = entry.kind  # a property that looks up the newest version: read once
+        if entry_kind is not None and entry_kind != kind:
+            raise BadRequestError(f"model {entry.name!r} is a {entry_kind}, not a {kind}", model=entry.name)
         if version is None:
             latest = entry.latest
             if latest is None:
