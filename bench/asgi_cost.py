@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import sys
@@ -71,6 +72,13 @@ class Lifespan:
         await self.task
 
 
+@functools.cache
+def _extra_headers(workload: Workload) -> tuple[tuple[bytes, bytes], ...]:
+    """OIP's binary extension's header length (an oipbin body is a 400 without it); computed once
+    per workload: building it means building the body's JSON part, not a cost of the server."""
+    return tuple((name.lower().encode(), value.encode()) for name, value in workload.extra_headers.items())
+
+
 def http_scope(workload: Workload, body: bytes) -> dict[str, Any]:
     path = workload.route
     query = workload.query[1:].encode() if workload.fmt == "npy" else b""
@@ -79,6 +87,7 @@ def http_scope(workload: Workload, body: bytes) -> dict[str, Any]:
         (b"content-type", workload.content_type.encode()),
         (b"accept", workload.accept.encode()),
         (b"content-length", str(len(body)).encode()),
+        *_extra_headers(workload),
     ]
     return {
         "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",

@@ -8,6 +8,8 @@ and through service.protocols.oip's decoder directly.
 
 from __future__ import annotations
 
+import shutil
+
 import httpx
 import numpy as np
 import orjson
@@ -20,9 +22,11 @@ from tritonclient.utils import InferenceServerException
 
 from service.protocols import oip
 from service.app import create_app
+from service.pipeline import endpoint
 from service.base.errors import BadRequestError, PayloadTooLargeError, ServiceError
 from service.settings import Settings
 from service_fixtures import CLASSIFIER_FEATURES, MULTILABEL_FEATURES, MULTILABEL_LABELS, fresh_repo
+from test_reload import publish_copy
 from test_service_e2e import running_server
 
 
@@ -226,6 +230,14 @@ def test_binary_request_and_response_by_hand(app_client):
     ({"inputs": [{"name": "signal", "shape": [2], "datatype": "FP32", "data": [1, 2]}], "extra": 1}, b"", None, 400,
      "unknown field(s) ['extra']"),
     ({"inputs": []}, b"", None, 400, "'inputs' must be a non-empty list"),
+    ({"inputs": [{"name": "signal", "shape": [2], "datatype": "FP32", "data": [1, 2], "parameters": None}]}, b"", None, 400,
+     "inputs[0].parameters must be a JSON object, got NoneType"),
+    ({"inputs": [{"name": "signal", "shape": [2], "datatype": "FP32", "data": [1, 2], "parameters": {"x": 1}}]}, b"", None,
+     400, "unknown field(s) ['x'] in inputs[0].parameters"),
+    ({"inputs": [{"name": "signal", "shape": [2], "datatype": "FP32", "data": [1, 2]}], "parameters": {"x": 1}}, b"", None,
+     400, "unknown field(s) ['x'] in parameters (a smoother)"),
+    ({"inputs": [{"name": "features", "shape": [2], "datatype": "FP32", "data": [1, 2]}]}, b"", None, 400,
+     "takes one input named 'signal', got ['features']"),
     (binary_header("signal", [1, 5], 20), b"\0" * 20, 10**9, 400, "Inference-Header-Content-Length must be"),
 ])
 def test_malformed_requests_are_refused_with_the_reason(app_client, header, blobs, header_length, status, message):
@@ -259,6 +271,37 @@ def test_not_ready_and_token(tmp_path):
         assert metadata.status_code == 503 and "no valid version" in metadata.json()["error"]
 
 
+def test_a_request_runs_on_the_version_it_was_decoded_against(tmp_path):
+    """OIP resolves the model to decode (its input's name) and hands that version to the pipeline: a
+    version published, and the decoded one removed, between decode and inference change nothing for
+    the request in flight (resolving again would find version 1 gone: a 404 for a request naming none)."""
+    repo = fresh_repo(tmp_path, models=("classifier",))
+    with TestClient(create_app(Settings(repo=repo, device="cpu", cpu_threads=1, poll_interval_s=0))) as test_client:
+        service = test_client.app.state.service
+
+        class SwapAfterDecode(oip.OipAdapter):
+            def decode(self, body, headers, query, limits):
+                request = super().decode(body, headers, query, limits)
+                publish_copy(repo, "classifier", 1, 2)
+                shutil.rmtree(repo / "classifier" / "1")
+                service.registry.refresh()
+                return request
+
+        body = orjson.dumps({"inputs": [{"name": "features", "shape": [1, len(CLASSIFIER_FEATURES)], "datatype": "FP32",
+                                         "data": [0.5] * len(CLASSIFIER_FEATURES)}]})
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        adapter = SwapAfterDecode(service, "classifier", None, "/v2/models/{name}/infer")
+        reply = test_client.portal.call(endpoint.handle, service, adapter, receive, {"content-length": str(len(body))}, b"")
+        assert reply.status == 200, reply.body
+        assert orjson.loads(reply.body)["model_version"] == "1"
+        assert sorted(service.registry.model("classifier").served) == [2]  # the swap did happen
+        after = post_infer(test_client, "classifier", orjson.loads(body))
+        assert after.status_code == 200 and after.json()["model_version"] == "2"
+
+
 # -- the decoder ------------------------------------------------------------------------------
 def test_binary_inputs_are_views_of_the_body():
     data = np.arange(12, dtype=np.float32)
@@ -284,6 +327,19 @@ def test_json_nested_data_is_row_major():
     request = oip.decode_infer(orjson.dumps(
         {"inputs": [{"name": "features", "shape": [2, 3], "datatype": "INT32", "data": [[1, 2, 3], [4, 5, 6]]}]}), None)
     np.testing.assert_array_equal(request.inputs[0].array, np.array([[1, 2, 3], [4, 5, 6]], dtype=np.float32))
+
+
+@pytest.mark.parametrize("datatype", sorted(oip.DATATYPES))
+def test_binary_outputs_are_named_and_sent_little_endian_whatever_their_byte_order(datatype):
+    little = oip.DATATYPES[datatype]
+    request = oip.OipRequest(None, [], {"binary_data_output": True})
+    for dtype in (little, little.newbyteorder(">")):
+        values = np.arange(6, dtype=dtype).reshape(2, 3)
+        encoded = oip.encode_infer("m", 1, request, {"y": values}, {})
+        length = int(encoded.headers[oip.HEADER_LENGTH])
+        assert orjson.loads(encoded.body[:length])["outputs"] == [
+            {"name": "y", "datatype": datatype, "shape": [2, 3], "parameters": {"binary_data_size": values.nbytes}}]
+        np.testing.assert_array_equal(np.frombuffer(encoded.body[length:], dtype=little).reshape(2, 3), values)
 
 
 # -- fuzzing: any body is an answer with a status below 500 ----------------------------------

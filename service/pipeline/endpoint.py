@@ -404,8 +404,12 @@ def _decode(service: Service, adapter: ProtocolAdapter, body: bytes, headers: Ma
     registry = service.registry
     kind_name = request.kind or _kind_of(registry, request.model)
     kind = request.context.get("kind") or _kinds()[kind_name]  # an adapter's own, for a request that needs one
-    resolve = getattr(kind, "resolve", None)  # a kind may resolve by itself (a stream: the version its state pins)
-    served = resolve(service, request) if resolve is not None else registry.resolve(kind_name, request.model, request.version)
+    # An adapter that had to resolve the version to decode (OIP: its input's name) hands it over: resolving
+    # again would cost as much again, and could find another version if one were published in between.
+    served = request.context.get("served")
+    if served is None:
+        resolve = getattr(kind, "resolve", None)  # a kind may resolve by itself (a stream: the version its state pins)
+        served = resolve(service, request) if resolve is not None else registry.resolve(kind_name, request.model, request.version)
     progress.model = served.manifest.name
     context = progress.context
     if context is not None:  # for the request's log lines and span (service.base.context)

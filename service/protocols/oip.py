@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from service.pipeline.service import Service
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+HEADER_LENGTH_KEY = HEADER_LENGTH.lower()  # the pipeline's headers are keyed by lower-case names
 BINARY_MEDIA_TYPE = "application/octet-stream"
 
 # OIP datatype -> little-endian numpy dtype. BOOL, BYTES and BF16 have no meaning for these models.
@@ -52,6 +53,10 @@ DATATYPES: dict[str, np.dtype] = {
         ("INT8", "i1"), ("INT16", "<i2"), ("INT32", "<i4"), ("INT64", "<i8"),
         ("FP16", "<f2"), ("FP32", "<f4"), ("FP64", "<f8"))
 }
+# The other way round, for answers: one lookup per output (a dtype of another byte order misses it
+# and is looked up again as little-endian, OIP's byte order).
+DATATYPE_OF: dict[np.dtype, str] = {dtype: name for name, dtype in DATATYPES.items()}
+FLOAT32 = np.dtype(np.float32)
 REQUEST_FIELDS = frozenset({"id", "inputs", "outputs", "parameters"})
 TENSOR_FIELDS = frozenset({"name", "shape", "datatype", "parameters", "data"})
 # content_type is what KServe's own clients put on tensors ("np", ...); it changes nothing here.
@@ -95,9 +100,10 @@ def _object(value: Any, where: str) -> dict[str, Any]:
 
 
 def _no_unknown(payload: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
+    if payload.keys() <= allowed:  # the usual case: no set built
+        return
     unknown = sorted(set(payload) - allowed)
-    if unknown:
-        raise BadRequestError(f"unknown field(s) {unknown} in {where}; expected {sorted(allowed)}", field=where, fields=unknown)
+    raise BadRequestError(f"unknown field(s) {unknown} in {where}; expected {sorted(allowed)}", field=where, fields=unknown)
 
 
 def element_count(shape: Any, where: str, limit: int) -> tuple[tuple[int, ...], int]:
@@ -159,7 +165,7 @@ def decode_infer(body: bytes, header_length: str | None, admit: Callable[[int, n
     request_id = payload.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise BadRequestError(f"'id' must be a string, got {type(request_id).__name__}", field="id")
-    parameters = _object(payload.get("parameters", {}), "parameters")
+    parameters = _object(payload["parameters"], "parameters") if "parameters" in payload else {}
     if "binary_data_output" in parameters and not isinstance(parameters["binary_data_output"], bool):
         raise BadRequestError("parameters.binary_data_output must be true or false", field="parameters")
     raw_inputs = payload.get("inputs")
@@ -174,9 +180,11 @@ def decode_infer(body: bytes, header_length: str | None, admit: Callable[[int, n
         _no_unknown(tensor, TENSOR_FIELDS, where)
         name = _name(tensor, where)
         dtype = _datatype(tensor.get("datatype"), where)
-        tensor_parameters = _object(tensor.get("parameters", {}), f"{where}.parameters")
-        _no_unknown(tensor_parameters, TENSOR_PARAMETERS, f"{where}.parameters")
-        size = tensor_parameters.get("binary_data_size")
+        size = None
+        if "parameters" in tensor:  # (present but null is a 400 from _object)
+            tensor_parameters = _object(tensor["parameters"], f"{where}.parameters")
+            _no_unknown(tensor_parameters, TENSOR_PARAMETERS, f"{where}.parameters")
+            size = tensor_parameters.get("binary_data_size")
         if "data" in tensor:
             if size is not None:
                 raise BadRequestError(f"{where} has both 'data' and parameters.binary_data_size: send one", field=where)
@@ -237,22 +245,29 @@ def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
 
 # -- responses --------------------------------------------------------------------------------
 def _flat(array: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(array).reshape(-1)
+    return array.ravel()  # C order, contiguous (a copy only when the array is not): what orjson writes
 
 
 def encode_infer(model: str, version: int, request: OipRequest, outputs: dict[str, np.ndarray],
                  parameters: dict[str, Any]) -> Encoded:
     """An OIP infer response: the outputs asked for (all when none named), each as JSON data or as
     binary data after a JSON header whose length `Inference-Header-Content-Length` gives."""
-    wanted = request.outputs if request.outputs is not None else [RequestedOutput(name, None) for name in outputs]
+    binary_output = request.binary_output
+    # (name, binary?) pairs: an output's own binary_data wins over the request's binary_data_output
+    wanted = ([(name, binary_output) for name in outputs] if request.outputs is None else
+              [(item.name, binary_output if item.binary is None else item.binary) for item in request.outputs])
     tensors: list[dict[str, Any]] = []
     blobs: list[np.ndarray] = []
-    for item in wanted:
-        array = outputs[item.name]
-        datatype = next(name for name, dtype in DATATYPES.items() if dtype == array.dtype.newbyteorder("<"))
-        tensor: dict[str, Any] = {"name": item.name, "datatype": datatype, "shape": list(array.shape)}
-        if item.binary if item.binary is not None else request.binary_output:
-            blob = array.astype(array.dtype.newbyteorder("<"), copy=False)  # joined or sent as parts below
+    for name, binary in wanted:
+        array = outputs[name]
+        dtype = array.dtype
+        datatype = DATATYPE_OF.get(dtype)
+        if datatype is None:  # big-endian: named, and sent, as little-endian
+            dtype = dtype.newbyteorder("<")
+            datatype = DATATYPE_OF[dtype]
+        tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if binary:
+            blob = array.astype(dtype, copy=False)  # joined or sent as parts below
             tensor["parameters"] = {"binary_data_size": blob.nbytes}
             blobs.append(blob)
         else:
@@ -301,10 +316,11 @@ class ModelIO:
 
     def check(self, request: OipRequest, served: ProvenVersion) -> InputTensor:
         """The request's one input, checked against this model (400 naming what is wrong)."""
-        _no_unknown(request.parameters, self.parameters, f"parameters (a {served.kind})")
+        if request.parameters:  # (the message's text built only for a request that has some)
+            _no_unknown(request.parameters, self.parameters, f"parameters (a {served.kind})")
         expected = self.input_name(served)
-        names = [tensor.name for tensor in request.inputs]
-        if names != [expected]:
+        if len(request.inputs) != 1 or request.inputs[0].name != expected:
+            names = [tensor.name for tensor in request.inputs]
             raise BadRequestError(f"model {served.manifest.name!r} takes one input named {expected!r}, got {names}",
                                   field="inputs", expected=[expected], got=names)
         tensor = request.inputs[0]
@@ -397,13 +413,20 @@ def version_number(name: str, version: str | None) -> int | None:
 
 def resolve(service: "Service", name: str, version: str | None) -> ProvenVersion:
     """The version a request names (the newest valid one when none): 404 unknown, 503 not valid."""
+    return _resolve(service, name, version)[0]
+
+
+def _resolve(service: "Service", name: str, version: str | None) -> tuple[ProvenVersion, ModelIO]:
+    """resolve(...) and the version's ModelIO, found on the way (its kind is the entry's)."""
     registry = service.registry
     if registry is None:
         raise ModelUnavailableError("models are still loading")
     entry = registry.model(name)
-    if model_io(entry.kind) is None:
+    kind = entry.kind  # a property that looks up the newest version: read once
+    io = model_io(kind)
+    if io is None:
         raise ModelUnavailableError(entry.reason or f"model {name!r} is unavailable", model=name)
-    return registry.resolve(entry.kind, name, version_number(name, version))
+    return registry.resolve(kind, name, version_number(name, version)), io
 
 
 # Working memory per value reserved before allocating, as the native adapters reserve it.
@@ -420,9 +443,8 @@ class OipAdapter:
         self.service, self.name, self.version, self.route = service, name, version, route
 
     def decode(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str], limits: Limits) -> InferRequest:
-        served = resolve(self.service, self.name, self.version)
-        io = model_io(served.kind)
-        header_length = headers.get(HEADER_LENGTH.lower())
+        served, io = _resolve(self.service, self.name, self.version)
+        header_length = headers.get(HEADER_LENGTH_KEY)
         json_end = len(body)
         if header_length is not None and header_length.strip().isascii() and header_length.strip().isdigit():
             json_end = min(len(body), int(header_length.strip()))
@@ -434,9 +456,11 @@ class OipAdapter:
 
         request = decode_infer(body, header_length, admit, lists if json_end == len(body) else None)
         tensor = io.check(request, served)
-        array = tensor.array if tensor.array.dtype == np.float32 else tensor.array.astype(np.float32)
+        array = tensor.array if tensor.array.dtype == FLOAT32 else tensor.array.astype(np.float32)
+        # "served": the version the request was checked against is the one that runs it; the pipeline
+        # (service.pipeline.endpoint._decode) does not resolve the model a second time.
         return InferRequest(served.kind, self.name, served.manifest.version, inputs=array, params=io.query(request),
-                            context={"oip": request, "io": io})
+                            context={"oip": request, "io": io, "served": served})
 
     def encode(self, result: InferResult, request: InferRequest) -> Encoded:
         manifest = result.served.manifest

@@ -485,8 +485,9 @@ class ModelRegistry:
 
     def _resolve(self, kind: str, name: str | None, version: int | None) -> ProvenVersion:
         entry = self.model(name if name else self.default_name(kind))
-        if entry.kind is not None and entry.kind != kind:
-            raise BadRequestError(f"model {entry.name!r} is a {entry.kind}, not a {kind}", model=entry.name)
+        entry_kind = entry.kind  # a property that looks up the newest version: read once
+        if entry_kind is not None and entry_kind != kind:
+            raise BadRequestError(f"model {entry.name!r} is a {entry_kind}, not a {kind}", model=entry.name)
         if version is None:
             latest = entry.latest
             if latest is None:
