@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import numpy as np
@@ -91,14 +92,16 @@ class Recorder:
 
 
 @contextmanager
-def serving(app: Recorder, loop: str) -> Iterator[int]:
+def serving(app: Any, loop: str) -> Iterator[int]:
     port = free_port()
+    # as service.server runs uvicorn: no proxy-headers middleware around the app (the app's hot lane
+    # is found on the app itself: tests/test_hot_lane.py)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, loop=loop, http=HttpToolsHeaderDeadline,
-                            log_level="warning", lifespan="on")
+                            log_level="warning", lifespan="on", proxy_headers=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # an app's lifespan may prove models first (tests/test_hot_lane.py)
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
         time.sleep(0.02)
@@ -114,8 +117,9 @@ def request_bytes(body: bytes, path: str = "/upload", extra: bytes = b"") -> byt
             % (path.encode(), len(body), extra)) + body
 
 
-def read_responses(sock: socket.socket, count: int, timeout_s: float = 20.0) -> list[tuple[int, bytes]]:
-    """`count` HTTP responses (status, body) read off the socket, each with a Content-Length."""
+def read_answers(sock: socket.socket, count: int, timeout_s: float = 20.0) -> list[tuple[int, list[tuple[bytes, bytes]], bytes]]:
+    """`count` HTTP answers off the socket as (status, [(lower-case header name, value)], body), each
+    with a Content-Length; a 100 Continue is skipped."""
     sock.settimeout(timeout_s)
     data, answers = b"", []
     while len(answers) < count:
@@ -124,17 +128,24 @@ def read_responses(sock: socket.socket, count: int, timeout_s: float = 20.0) -> 
             assert chunk, f"connection closed after {len(answers)} answers: {data[:200]!r}"
             data += chunk
         head, data = data.split(b"\r\n\r\n", 1)
-        status = int(head.split(b" ", 2)[1])
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
         if status == 100:
             continue
-        length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        headers = [(name.strip().lower(), value.strip()) for name, value in (line.split(b":", 1) for line in lines[1:])]
+        length = int(dict(headers)[b"content-length"])
         while len(data) < length:
             chunk = sock.recv(65536)
             assert chunk, "connection closed mid-answer"
             data += chunk
-        answers.append((status, data[:length]))
+        answers.append((status, headers, data[:length]))
         data = data[length:]
     return answers
+
+
+def read_responses(sock: socket.socket, count: int, timeout_s: float = 20.0) -> list[tuple[int, bytes]]:
+    """`count` HTTP responses (status, body) read off the socket, each with a Content-Length."""
+    return [(status, body) for status, _, body in read_answers(sock, count, timeout_s)]
 
 
 def expected_answer(body: bytes) -> bytes:

@@ -15,21 +15,17 @@ from __future__ import annotations
 import io
 import json
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
-import uvicorn
 
 from service.app import create_app
 from service.edge import fastpath
-from service.edge.http import HttpToolsHeaderDeadline
 from service.settings import Settings
 from service_fixtures import CLASSIFIER_FEATURES, fresh_repo
-from test_service_e2e import free_port, running_server
+from test_body_into import read_answers, serving
+from test_service_e2e import running_server
 
 ROW = [1.0, 0.5, 2.0, 1.0][: len(CLASSIFIER_FEATURES)]
 
@@ -43,31 +39,6 @@ def request(path: str, body: bytes, content_type: str = "application/json", extr
             version: bytes = b"1.1") -> bytes:
     return (b"POST %s HTTP/%s\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\nX-Request-ID: fixed-id\r\n%s\r\n"
             % (path.encode(), version, content_type.encode(), len(body), extra)) + body
-
-
-def read_answers(sock: socket.socket, count: int, timeout_s: float = 20.0) -> list[tuple[int, list[tuple[bytes, bytes]], bytes]]:
-    """`count` answers as (status, [(lower-case header name, value)], body); 100 Continue skipped."""
-    sock.settimeout(timeout_s)
-    data, answers = b"", []
-    while len(answers) < count:
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            assert chunk, f"connection closed after {len(answers)} answers: {data[:200]!r}"
-            data += chunk
-        head, data = data.split(b"\r\n\r\n", 1)
-        lines = head.split(b"\r\n")
-        status = int(lines[0].split(b" ", 2)[1])
-        if status == 100:
-            continue
-        headers = [(name.strip().lower(), value.strip()) for name, value in (line.split(b":", 1) for line in lines[1:])]
-        length = int(dict(headers)[b"content-length"])
-        while len(data) < length:
-            chunk = sock.recv(65536)
-            assert chunk, "connection closed mid-answer"
-            data += chunk
-        answers.append((status, headers, data[:length]))
-        data = data[length:]
-    return answers
 
 
 def closed_by_server(sock: socket.socket, timeout_s: float = 10.0) -> bool:
@@ -205,26 +176,6 @@ class CountingLane(fastpath.HotLane):
         return super().serve(*args, **kwargs)
 
 
-@contextmanager
-def in_thread(app) -> Iterator[int]:
-    port = free_port()
-    # as service.server runs it: no proxy-headers middleware around the app (the lane is the app's)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="uvloop", http=HttpToolsHeaderDeadline,
-                            log_level="warning", lifespan="on", proxy_headers=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(15)
-
-
 @pytest.mark.parametrize("hot_path", [True, False])
 def test_the_lane_answers_the_hot_routes_only_when_the_hot_path_is_on(repo, hot_path):
     app = create_app(Settings(repo=repo, device="cpu", default_classifier="classifier", hot_path=hot_path))
@@ -234,7 +185,7 @@ def test_the_lane_answers_the_hot_routes_only_when_the_hot_path_is_on(repo, hot_
     else:
         assert app.hot_lane is None
     CountingLane.served = 0
-    with in_thread(app) as port, socket.create_connection(("127.0.0.1", port)) as sock:
+    with serving(app, "uvloop") as port, socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(CASES[0][1] + CASES[5][1])  # /classify, OIP infer
         sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")  # not a hot route: FastAPI
         answers = read_answers(sock, 3)
@@ -258,7 +209,7 @@ class HeaderInjectingLane(fastpath.HotLane):
 def test_a_reply_header_that_would_split_the_response_is_a_500_and_nothing_of_it_is_sent(repo):
     app = create_app(Settings(repo=repo, device="cpu", default_classifier="classifier"))
     app.hot_lane = HeaderInjectingLane(app.state.service)
-    with in_thread(app) as port, socket.create_connection(("127.0.0.1", port)) as sock:
+    with serving(app, "uvloop") as port, socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(CASES[0][1])
         ((status, headers, body),) = read_answers(sock, 1)
         assert closed_by_server(sock)
