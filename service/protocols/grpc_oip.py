@@ -280,8 +280,9 @@ class GrpcInferAdapter:
         # The answer's form: binary_data_output when given, else the request's own (Triton answers raw,
         # and tritonclient.grpc reads raw outputs only; it always sends raw inputs).
         raw = request.parameters.get("binary_data_output", bool(message.raw_input_contents))
+        # "served": the version the input was checked against runs it (the pipeline does not resolve again)
         return InferRequest(served.kind, message.model_name, served.manifest.version, inputs=array,
-                            params=io.query(request), context={"oip": request, "io": io, "raw": raw})
+                            params=io.query(request), context={"oip": request, "io": io, "raw": raw, "served": served})
 
     def encode(self, result: InferResult, request: InferRequest) -> Encoded:
         manifest = result.served.manifest
