@@ -98,9 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads (the server's CPUs)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, help="write the JSON here (default: stdout)")
+    parser.add_argument("--workloads", help="comma-separated workload names (default: every format-free one)")
     args = parser.parse_args(argv)
     budget = 0.5 if args.quick else 2.0
     names = [n for n in WORKLOADS if not n.endswith("_json") or n.startswith("classify")]  # compute is format-free
+    if args.workloads:
+        names = [n for n in args.workloads.split(",") if n in WORKLOADS]
     results = {name: measure_workload(args.work, WORKLOADS[name], args.threads, budget) for name in names}
     text = json.dumps({"threads": args.threads, "results": results}, indent=2)
     if args.out:

@@ -118,6 +118,30 @@ def test_summary_compares_the_best_run_of_each_server() -> None:
     assert targets["cold_start_s"]["value"] == 1.2
 
 
+def test_adjacent_references_give_the_ratio_against_the_faster_of_before_and_after() -> None:
+    """Issue 30, round three: the service's large .npy and OIP cells are bracketed by their reference
+    (in-process ONNX Runtime, the constant app) measured right before and right after them."""
+    result = synthetic_result()
+    result["servers"][0]["runs"] += [
+        {"server": "monoserve", "workload": "classify_1_oip", "concurrency": 64, "req_per_s": 4000.0,
+         "samples_per_s": 4000.0, "p99_ms": 10.0, "server_cpu_percent": 90.0}]
+    plain = bench_run.summarize(result)
+    # without adjacent references: the run-end in-process reference, the constant app's own cell
+    assert plain["smooth_large_npy_vs_inprocess"]["value"] == pytest.approx(40e6 / 50e6)
+    assert plain["classify_1_oip_c64_vs_ceiling"]["value"] == pytest.approx(4000 / 2500)
+    result["adjacent"] = {
+        "smooth_large_npy@1": {"reference": ["inprocess", "smooth_large_npy", 0], "before": 20e6, "after": 25e6},
+        "smooth_large_npy@16": {"reference": ["inprocess", "smooth_large_npy", 0], "before": 80e6, "after": 60e6},
+        "classify_1_oip@64": {"reference": ["ceiling", "classify_1_json", 64], "before": 3200.0, "after": None},
+    }
+    targets = bench_run.summarize(result)
+    large = targets["smooth_large_npy_vs_inprocess"]
+    # per cell against its faster reference (30/25 and 40/80), the best cell kept; the old ratio beside it
+    assert large["value"] == pytest.approx(30e6 / 25e6) and large["vs_run_ends"] == pytest.approx(40e6 / 50e6)
+    oip = targets["classify_1_oip_c64_vs_ceiling"]
+    assert oip["value"] == pytest.approx(4000 / 3200) and oip["vs_classify_cell"] == pytest.approx(4000 / 2500)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (bench/run.py installs it)")
 def test_wrk_lua_script_reports_requests_and_status_errors(tmp_path: Path) -> None:
