@@ -154,8 +154,9 @@ class MonoserveApp(FastAPI):
 
     async def __call__(self, scope, receive, send) -> None:
         service: Service = self.state.service
-        if service.settings.hot_path and fastpath.is_hot(scope):
-            await fastpath.answer_hot(service, scope, receive, send)  # sets its own request context
+        adapter = fastpath.hot_route(service, scope) if service.settings.hot_path else None
+        if adapter is not None:
+            await fastpath.answer_hot(service, scope, receive, send, adapter)  # sets its own request context
             return
         if stream_ws.is_stream(scope):  # WebSocket /smooth/stream (raw ASGI: close codes, backpressure)
             await stream_ws.serve_stream(service, scope, receive, send)

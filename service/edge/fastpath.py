@@ -3,7 +3,7 @@
 FastAPI's own per-request machinery (its middleware stack, routing, dependency solving, Request
 and Response objects) costs more than a whole small classification (docs/performance.md:
 about 130 us of CPU per request for a FastAPI endpoint that returns a constant). `MonoserveApp`
-(service.app) hands these two routes to `answer_hot`, which passes the raw ASGI scope and
+(service.app) hands these routes (`hot_route`) to `answer_hot`, which passes the raw ASGI scope and
 receive channel to the one endpoint pipeline (service.pipeline.endpoint.serve_asgi) that the FastAPI routes
 call too: the same body reader, query parser, limits, token check and error mapping. Every other
 request, and these paths with another method, goes through FastAPI unchanged. The FastAPI routes
@@ -42,11 +42,11 @@ def oip_infer_route(path: str) -> tuple[str, str | None, str] | None:
     return None
 
 
-def is_hot(scope: Scope) -> bool:
+def hot_route(service: Service, scope: Scope) -> pipeline.ProtocolAdapter | None:
+    """The adapter of a POST to a hot route (its path parsed once); None for every other request."""
     if scope["type"] != "http" or scope["method"] != "POST":
-        return False
-    path = scope["path"]
-    return path in HOT_ROUTES or oip_infer_route(path) is not None
+        return None
+    return hot_adapter(service, scope["path"])
 
 
 def hot_adapter(service: Service, path: str) -> pipeline.ProtocolAdapter | None:
@@ -61,10 +61,9 @@ def hot_adapter(service: Service, path: str) -> pipeline.ProtocolAdapter | None:
     return adapter
 
 
-async def answer_hot(service: Service, scope: Scope, receive: Receive, send: Send) -> None:
+async def answer_hot(service: Service, scope: Scope, receive: Receive, send: Send,
+                     adapter: pipeline.ProtocolAdapter) -> None:
     """POST /smooth, /classify or an OIP infer, end to end, through the pipeline the FastAPI routes use."""
-    adapter = hot_adapter(service, scope["path"])
-    assert adapter is not None  # is_hot checked the path
     await pipeline.serve_asgi(service, adapter, scope, receive, send)
 
 
