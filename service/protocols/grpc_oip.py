@@ -26,6 +26,7 @@ this module is the infer adapter and the message handling that ModelInfer and Mo
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,8 @@ CONTENTS_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int
 TYPED_FIELDS = tuple(dict.fromkeys(CONTENTS_FIELD.values()))
 DATATYPE_OF = {dtype: name for name, dtype in oip.DATATYPES.items()}
 SEQUENCE_PARAMETERS = frozenset({"sequence_id", "sequence_start", "sequence_end"})  # Triton's, streams only
+# numpy byte orders that are little-endian here: "<", "|" (one byte) and "=" on a little-endian machine
+NATIVE_LITTLE = frozenset("<|=") if sys.byteorder == "little" else frozenset("<|")
 
 # Memory a message's parse may take, per byte of the message, reserved before parsing: raw tensor
 # bytes are held once by the message and once more when read out of it; any other byte can be a
@@ -167,7 +170,9 @@ def _input_array(message: Any, index: int, limits: Limits) -> oip.InputTensor:
         raise BadRequestError(f"{where}.datatype {datatype[:40]!r} is not supported; expected one of "
                               f"{sorted(oip.DATATYPES)}", field=where, supported=sorted(oip.DATATYPES))
     shape, count = oip.element_count(list(tensor.shape), where, limits.max_elements)
-    filled = [name for name in TYPED_FIELDS if len(getattr(tensor.contents, name))]
+    # the typed fields that hold values, in field order (TYPED_FIELDS's): ListFields names only the non-empty
+    # ones, in one call instead of a getattr per field (most requests carry raw tensors: no contents at all)
+    filled = [field.name for field, _ in tensor.contents.ListFields()] if tensor.HasField("contents") else []
     if message.raw_input_contents:
         if filled:
             raise BadRequestError(f"{where} has values in contents.{filled[0]} and the request has raw_input_contents: "
@@ -204,7 +209,8 @@ def oip_request(message: Any, limits: Limits, drop: frozenset[str] = frozenset()
     if not message.inputs:
         raise BadRequestError("'inputs' must hold at least one tensor", field="inputs")
     inputs = [_input_array(message, index, limits) for index in range(len(message.inputs))]
-    parameters = {key: parameter_value(value) for key, value in message.parameters.items() if key not in drop}
+    parameters = ({key: parameter_value(value) for key, value in message.parameters.items() if key not in drop}
+                  if message.parameters else {})
     if "binary_data_output" in parameters and not isinstance(parameters["binary_data_output"], bool):
         raise BadRequestError("parameters.binary_data_output must be a bool_param", field="parameters")
     outputs = None
@@ -229,7 +235,8 @@ def encode_response(model: str, version: int, request: oip.OipRequest, outputs: 
     wanted = [item.name for item in request.outputs] if request.outputs is not None else list(outputs)
     for name in wanted:
         array = outputs[name]
-        little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+        # little-endian on the wire: the engines' outputs already are (on this machine), no new dtype to build
+        little = array if array.dtype.byteorder in NATIVE_LITTLE else array.astype(array.dtype.newbyteorder("<"))
         datatype = DATATYPE_OF[little.dtype]
         tensor = response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
         if raw:
@@ -263,7 +270,7 @@ class GrpcInferAdapter:
     def decode(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str], limits: Limits) -> InferRequest:
         raw, self.raw = self.raw, None  # this message's, set by run_pipeline: used once
         message = parse_infer_request(body, limits, raw)
-        sequence = sorted(SEQUENCE_PARAMETERS & set(message.parameters))
+        sequence = sorted(SEQUENCE_PARAMETERS & set(message.parameters)) if message.parameters else None
         if sequence:
             raise BadRequestError(f"parameters {sequence} belong to ModelStreamInfer: a sequence lives in one stream",
                                   field="parameters")
@@ -342,6 +349,7 @@ async def run_pipeline(service: Service, adapter: GrpcInferAdapter, body: bytes,
     adapter.working = working_bytes(body, raw)
     if "authorization" in metadata:
         headers["authorization"] = metadata["authorization"]
-    reply = await pipeline.handle(service, adapter, receive, headers, b"", limits)
+    # the whole message is here: taken as it is (no body deadline to arm, receive() never awaited)
+    reply = await pipeline.handle(service, adapter, receive, headers, b"", limits, body_ready=lambda: body)
     assert reply is not None  # the whole body is there: no disconnect
     return reply
