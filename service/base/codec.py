@@ -287,9 +287,12 @@ def _small_magnitude_bound(data: list, budget: int) -> float:
         if len(data) > budget:
             return math.inf
         try:
-            return math.hypot(*data)
+            bound = math.hypot(*data)
         except OverflowError:  # an integer beyond float64: the errstate road, where numpy refuses it
             return math.inf
+        except TypeError:  # a list among the numbers (nesting _all_numbers refused but named no item):
+            return max(map(abs, data))  # the TypeError of abs(), whose text the 400 has always quoted
+        return bound if bound == bound else math.inf  # NaN (a NaN among them): no bound, the errstate road
     if len(data) > budget:
         return math.inf
     largest = 0.0
