@@ -100,7 +100,7 @@ def _object(value: Any, where: str) -> dict[str, Any]:
 
 
 def _no_unknown(payload: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
-    if payload.keys() <= allowed:  # the usual case: no set built
+    if allowed.issuperset(payload):  # the usual case: no set built (a quarter cheaper than keys() <= allowed)
         return
     unknown = sorted(set(payload) - allowed)
     raise BadRequestError(f"unknown field(s) {unknown} in {where}; expected {sorted(allowed)}", field=where, fields=unknown)
@@ -113,7 +113,7 @@ def element_count(shape: Any, where: str, limit: int) -> tuple[tuple[int, ...], 
         raise BadRequestError(f"{where}.shape must be a list of at most {MAX_DIMS} dimensions, got {shape!r}"[:300], field=where)
     count = 1
     for dim in shape:
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
+        if type(dim) is not int or dim < 0:  # exactly int (as JSON and protobuf give): a bool is not a dimension
             raise BadRequestError(f"{where}.shape must hold nonnegative integers, got {shape!r}"[:300], field=where)
         count *= dim
         if count > limit:
@@ -158,7 +158,9 @@ def decode_infer(body: bytes, header_length: str | None, admit: Callable[[int, n
                                   f"got {header_length!r}"[:300], field=HEADER_LENGTH)
         binary_start = int(text)
     text = body[:binary_start] if binary_start < len(body) else body
-    payload = codec.loads_with_arrays(text, _is_input_data, brackets)
+    # (a small body goes straight to orjson: the simdjson road would decline it, after a call)
+    payload = (codec.loads_with_arrays(text, _is_input_data, brackets) if len(text) >= codec.FAST_JSON_MIN_BYTES
+               else None)
     if payload is None:
         payload = codec.loads_object(text)
     _no_unknown(payload, REQUEST_FIELDS, "the request")
@@ -441,9 +443,24 @@ class OipAdapter:
 
     def __init__(self, service: "Service", name: str, version: str | None, route: str):
         self.service, self.name, self.version, self.route = service, name, version, route
+        # (registry.models, version, its ModelIO) of the last resolution: an adapter kept for its path
+        # (service.edge.fastpath.HotLane) answers the next request from it while the registry's models
+        # dict is the same object. Every change of what serves replaces that dict and never changes a
+        # committed one (the same rule as ModelRegistry.resolve's cache); refusals are not kept.
+        self._resolved: tuple[dict[str, Any], ProvenVersion, ModelIO] | None = None
+
+    def resolved(self) -> tuple[ProvenVersion, ModelIO]:
+        """_resolve(...) of this adapter's model and version, from the last answer while it holds."""
+        registry = self.service.registry
+        kept = self._resolved
+        if kept is not None and registry is not None and kept[0] is registry.models:
+            return kept[1], kept[2]
+        served, io = _resolve(self.service, self.name, self.version)
+        self._resolved = (registry.models, served, io)  # (registry is not None: _resolve refuses that)
+        return served, io
 
     def decode(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str], limits: Limits) -> InferRequest:
-        served, io = _resolve(self.service, self.name, self.version)
+        served, io = self.resolved()
         header_length = headers.get(HEADER_LENGTH_KEY)
         json_end = len(body)
         if header_length is not None and header_length.strip().isascii() and header_length.strip().isdigit():
