@@ -67,7 +67,8 @@ MAX_DIMS = 8  # far more than any model here takes; bounds the work on a hostile
 
 
 # -- requests ---------------------------------------------------------------------------------
-@dataclass
+# (slots: built for every request, and a slotted instance is cheaper to make than one with a __dict__)
+@dataclass(slots=True)
 class InputTensor:
     name: str
     datatype: str
@@ -75,13 +76,13 @@ class InputTensor:
     array: np.ndarray  # of the declared shape and datatype (binary data: a view of the body)
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestedOutput:
     name: str
     binary: bool | None  # None: follow the request's binary_data_output
 
 
-@dataclass
+@dataclass(slots=True)
 class OipRequest:
     id: str | None
     inputs: list[InputTensor]
@@ -246,8 +247,22 @@ def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
 
 
 # -- responses --------------------------------------------------------------------------------
-def _flat(array: np.ndarray) -> np.ndarray:
-    return array.ravel()  # C order, contiguous (a copy only when the array is not): what orjson writes
+def _output_tensor(name: str, array: np.ndarray, binary: bool, blobs: list[np.ndarray]) -> dict[str, Any]:
+    """One output's entry of the response: its data inline (JSON), or its size with its bytes appended to `blobs`."""
+    dtype = array.dtype
+    datatype = DATATYPE_OF.get(dtype)
+    if datatype is None:  # big-endian: named, and sent, as little-endian
+        dtype = dtype.newbyteorder("<")
+        datatype = DATATYPE_OF[dtype]
+    # (the shape as its tuple: orjson writes a tuple as the same JSON array a list gives, without the list)
+    tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": array.shape}
+    if binary:
+        blob = array.astype(dtype, copy=False)  # joined or sent as parts below
+        tensor["parameters"] = {"binary_data_size": blob.nbytes}
+        blobs.append(blob)
+    else:  # flat, in C order, contiguous (a copy only when the array is not): what orjson writes
+        tensor["data"] = array.ravel()
+    return tensor
 
 
 def encode_infer(model: str, version: int, request: OipRequest, outputs: dict[str, np.ndarray],
@@ -255,26 +270,15 @@ def encode_infer(model: str, version: int, request: OipRequest, outputs: dict[st
     """An OIP infer response: the outputs asked for (all when none named), each as JSON data or as
     binary data after a JSON header whose length `Inference-Header-Content-Length` gives."""
     binary_output = request.binary_output
-    # (name, binary?) pairs: an output's own binary_data wins over the request's binary_data_output
-    wanted = ([(name, binary_output) for name in outputs] if request.outputs is None else
-              [(item.name, binary_output if item.binary is None else item.binary) for item in request.outputs])
     tensors: list[dict[str, Any]] = []
     blobs: list[np.ndarray] = []
-    for name, binary in wanted:
-        array = outputs[name]
-        dtype = array.dtype
-        datatype = DATATYPE_OF.get(dtype)
-        if datatype is None:  # big-endian: named, and sent, as little-endian
-            dtype = dtype.newbyteorder("<")
-            datatype = DATATYPE_OF[dtype]
-        tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        if binary:
-            blob = array.astype(dtype, copy=False)  # joined or sent as parts below
-            tensor["parameters"] = {"binary_data_size": blob.nbytes}
-            blobs.append(blob)
-        else:
-            tensor["data"] = _flat(array)
-        tensors.append(tensor)
+    if request.outputs is None:  # every output, as binary_data_output says (the usual request: no pairs built)
+        for name in outputs:
+            tensors.append(_output_tensor(name, outputs[name], binary_output, blobs))
+    else:  # an output's own binary_data wins over the request's binary_data_output
+        for item in request.outputs:
+            binary = binary_output if item.binary is None else item.binary
+            tensors.append(_output_tensor(item.name, outputs[item.name], binary, blobs))
     response: dict[str, Any] = {"model_name": model, "model_version": str(version), "outputs": tensors}
     if request.id is not None:
         response["id"] = request.id
