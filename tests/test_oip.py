@@ -9,6 +9,7 @@ and through service.protocols.oip's decoder directly.
 from __future__ import annotations
 
 import shutil
+import warnings
 
 import httpx
 import numpy as np
@@ -20,8 +21,10 @@ from hypothesis import strategies as st
 from fastapi.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
-from service.protocols import oip
+from service.protocols import native, oip
 from service.app import create_app
+from service.base import codec
+from service.edge import fastpath
 from service.pipeline import endpoint
 from service.base.errors import BadRequestError, PayloadTooLargeError, ServiceError
 from service.settings import Settings
@@ -300,6 +303,69 @@ def test_a_request_runs_on_the_version_it_was_decoded_against(tmp_path):
         assert sorted(service.registry.model("classifier").served) == [2]  # the swap did happen
         after = post_infer(test_client, "classifier", orjson.loads(body))
         assert after.status_code == 200 and after.json()["model_version"] == "2"
+
+
+def handle_with(test_client: TestClient, adapter, body: bytes) -> endpoint.Reply:
+    """One request through the pipeline with the given adapter (what the hot lane does with a kept one)."""
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    service = test_client.app.state.service
+    return test_client.portal.call(endpoint.handle, service, adapter, receive, {"content-length": str(len(body))}, b"")
+
+
+def test_the_hot_lane_keeps_an_oip_adapter_per_path_and_resolves_again_when_the_models_change(tmp_path):
+    """The lane keeps the adapter of an OIP path and the adapter keeps its model's resolution: a version
+    published, or the model removed, must show in the next answer of the kept adapter, exactly as a
+    new adapter would answer."""
+    repo = fresh_repo(tmp_path, models=("classifier",))
+    with TestClient(create_app(Settings(repo=repo, device="cpu", cpu_threads=1, poll_interval_s=0))) as test_client:
+        service = test_client.app.state.service
+        lane = fastpath.HotLane(service)
+        path = "/v2/models/classifier/infer"
+        adapter = lane.adapter(path)
+        assert isinstance(adapter, oip.OipAdapter) and lane.adapter(path) is adapter
+        versioned = lane.adapter("/v2/models/classifier/versions/1/infer")
+        assert versioned is not adapter and (versioned.name, versioned.version) == ("classifier", "1")
+        assert lane.adapter("/classify") is native.CLASSIFY
+        assert lane.adapter("/v2/models/classifier/ready") is None
+        long_path = f"/v2/models/{'m' * fastpath.KEPT_PATH_CHARS}/infer"  # not kept: a new adapter each time
+        assert lane.adapter(long_path) is not lane.adapter(long_path) and lane.adapter(long_path).name == "m" * 512
+
+        body = orjson.dumps({"inputs": [{"name": "features", "shape": [1, len(CLASSIFIER_FEATURES)], "datatype": "FP32",
+                                         "data": [0.5] * len(CLASSIFIER_FEATURES)}]})
+        first = handle_with(test_client, adapter, body)
+        assert first.status == 200 and orjson.loads(first.body)["model_version"] == "1"
+        assert adapter.resolved()[0] is adapter.resolved()[0]  # kept while the models are the same
+
+        publish_copy(repo, "classifier", 1, 2)
+        service.registry.refresh()
+        assert lane.adapter(path) is adapter
+        second = handle_with(test_client, adapter, body)
+        assert second.status == 200 and orjson.loads(second.body)["model_version"] == "2"
+        assert handle_with(test_client, versioned, body).status == 200  # version 1 still served by its path
+
+        shutil.rmtree(repo / "classifier")
+        service.registry.refresh()
+        gone = handle_with(test_client, adapter, body)
+        fresh = handle_with(test_client, oip.OipAdapter(service, "classifier", None, fastpath.OIP_INFER), body)
+        assert gone.status == fresh.status == 404 and gone.body == fresh.body
+
+
+def test_small_lists_at_the_edge_of_float32_convert_without_a_warning_and_keep_their_messages():
+    """to_float32 bounds a small list's magnitudes with math.hypot: values beyond float32 (also beside
+    a NaN, whose hypot is NaN) go the errstate road, and the refusals keep their texts."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow outside errstate would raise RuntimeWarning here
+        assert codec.to_float32([1.0, 3.5e38, -3.5e38], "x").tolist() == [1.0, np.inf, -np.inf]
+        assert np.isinf(codec.to_float32([[float("nan"), 1e39]], "x")[0, 1])
+        assert np.isinf(codec.to_float32([[1.0, 2.0], [float("nan"), 2**128]], "x")[1, 1])
+        edge = codec.to_float32([codec.FLOAT32_MAX, -codec.FLOAT32_MAX], "x")
+        assert np.isfinite(edge).all() and edge[0] == np.finfo(np.float32).max
+    with pytest.raises(BadRequestError, match=r"bad operand type for abs\(\): 'list'"):
+        codec.to_float32([1, [2]], "x")  # a list among numbers: the text it has always had
+    with pytest.raises(BadRequestError, match="beyond float32 range: int too large to convert to float"):
+        codec.to_float32([2**1100, 1.0], "x")
 
 
 # -- the decoder ------------------------------------------------------------------------------

@@ -275,19 +275,31 @@ SMALL_ARRAY = 64  # below this, checks on Python numbers beat numpy calls (~1 us
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _small_max_abs(data: list, budget: int) -> float:
-    """The largest magnitude in a nested list of numbers (checked by `_all_numbers`) of at most
-    `budget` values; inf when it holds more (then numpy converts under errstate and check_finite
-    refuses what overflowed)."""
+def _small_magnitude_bound(data: list, budget: int) -> float:
+    """An upper bound on the magnitudes in a nested list of numbers (checked by `_all_numbers`) of at
+    most `budget` values; inf when it holds more (then numpy converts under errstate and check_finite
+    refuses what overflowed). A list of numbers is bounded by math.hypot of its values (never below
+    its largest magnitude): one C call, where max(map(abs, ...)) cost three times the instructions.
+    The bound only chooses whether numpy converts under errstate: the array is the same either way."""
     if not data:
         return 0.0
     if type(data[0]) is not list:
-        return max(map(abs, data)) if len(data) <= budget else math.inf  # ints stay ints: no overflow
+        if len(data) > budget:
+            return math.inf
+        try:
+            bound = math.hypot(*data)
+        except OverflowError:  # an integer beyond float64: the errstate road, where numpy refuses it
+            return math.inf
+        except TypeError:  # a list among the numbers (nesting _all_numbers refused but named no item):
+            return max(map(abs, data))  # the TypeError of abs(), whose text the 400 has always quoted
+        return bound if bound == bound else math.inf  # NaN (a NaN among them): no bound, the errstate road
     if len(data) > budget:
         return math.inf
     largest = 0.0
     for row in data:
-        largest = max(largest, _small_max_abs(row, budget))
+        bound = _small_magnitude_bound(row, budget)
+        if bound > largest:  # (not max(): its argument parsing costs more than the rest of this loop)
+            largest = bound
         budget -= len(row)
         if budget < 0:
             return math.inf
@@ -312,7 +324,7 @@ def to_float32(data: Any, field: str) -> np.ndarray:
                 message = f"'{field}' contains a non-finite value (null; NaN and Inf are refused too) at index {list(index)}"
             raise BadRequestError(message, field=field, index=list(index))
     try:
-        if _small_max_abs(data, SMALL_ARRAY) <= FLOAT32_MAX:  # cannot overflow: no errstate (1.8 us of ~3)
+        if _small_magnitude_bound(data, SMALL_ARRAY) <= FLOAT32_MAX:  # cannot overflow: no errstate (1.8 us of ~3)
             return np.asarray(data, dtype=np.float32)
         with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused by check_finite
             return np.asarray(data, dtype=np.float32)
