@@ -26,7 +26,6 @@ this module is the infer adapter and the message handling that ModelInfer and Mo
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -51,10 +50,7 @@ CONTENTS_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int
                   "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
                   "FP64": "fp64_contents", "BYTES": "bytes_contents"}
 TYPED_FIELDS = tuple(dict.fromkeys(CONTENTS_FIELD.values()))
-DATATYPE_OF = {dtype: name for name, dtype in oip.DATATYPES.items()}
 SEQUENCE_PARAMETERS = frozenset({"sequence_id", "sequence_start", "sequence_end"})  # Triton's, streams only
-# numpy byte orders that are little-endian here: "<", "|" (one byte) and "=" on a little-endian machine
-NATIVE_LITTLE = frozenset("<|=") if sys.byteorder == "little" else frozenset("<|")
 
 # Memory a message's parse may take, per byte of the message, reserved before parsing: raw tensor
 # bytes are held once by the message and once more when read out of it; any other byte can be a
@@ -235,9 +231,8 @@ def encode_response(model: str, version: int, request: oip.OipRequest, outputs: 
     wanted = [item.name for item in request.outputs] if request.outputs is not None else list(outputs)
     for name in wanted:
         array = outputs[name]
-        # little-endian on the wire: the engines' outputs already are (on this machine), no new dtype to build
-        little = array if array.dtype.byteorder in NATIVE_LITTLE else array.astype(array.dtype.newbyteorder("<"))
-        datatype = DATATYPE_OF[little.dtype]
+        dtype, datatype = oip.wire_dtype(array.dtype)
+        little = array.astype(dtype, copy=False)
         tensor = response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
         if raw:
             response.raw_output_contents.append(np.ascontiguousarray(little).tobytes())

@@ -247,13 +247,19 @@ def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
 
 
 # -- responses --------------------------------------------------------------------------------
-def _output_tensor(name: str, array: np.ndarray, binary: bool, blobs: list[np.ndarray]) -> dict[str, Any]:
-    """One output's entry of the response: its data inline (JSON), or its size with its bytes appended to `blobs`."""
-    dtype = array.dtype
+def wire_dtype(dtype: np.dtype) -> tuple[np.dtype, str]:
+    """An output's dtype as it is sent (little-endian) and its datatype name, for REST and gRPC alike:
+    one dict lookup for what the engines give (native little-endian), a new dtype only for big-endian."""
     datatype = DATATYPE_OF.get(dtype)
     if datatype is None:  # big-endian: named, and sent, as little-endian
         dtype = dtype.newbyteorder("<")
         datatype = DATATYPE_OF[dtype]
+    return dtype, datatype
+
+
+def _output_tensor(name: str, array: np.ndarray, binary: bool, blobs: list[np.ndarray]) -> dict[str, Any]:
+    """One output's entry of the response: its data inline (JSON), or its size with its bytes appended to `blobs`."""
+    dtype, datatype = wire_dtype(array.dtype)
     # (the shape as its tuple: orjson writes a tuple as the same JSON array a list gives, without the list)
     tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": array.shape}
     if binary:
