@@ -154,7 +154,8 @@ class MonoserveApp(FastAPI):
 
     async def __call__(self, scope, receive, send) -> None:
         service: Service = self.state.service
-        adapter = fastpath.hot_route(service, scope) if service.settings.hot_path else None
+        lane = self.hot_lane  # None when MONOSERVE_HOT_PATH=false
+        adapter = fastpath.hot_route(lane, scope) if lane is not None else None
         if adapter is not None:
             await fastpath.answer_hot(service, scope, receive, send, adapter)  # sets its own request context
             return
@@ -206,8 +207,8 @@ def create_app(settings: Settings | None = None, *, serve_grpc: bool = False) ->
     app.state.service = Service(settings=settings, metrics=Metrics())
     app.state.lifecycle = None  # set by the lifespan once the repository is loaded
     app.state.serve_grpc = serve_grpc
-    # the hot routes for service.edge.http's protocol, which answers them below ASGI (None: it leaves
-    # every request to this app, as any other server does)
+    # the hot routes and their kept adapters: for this app's ASGI hot path, and for service.edge.http's
+    # protocol, which answers them below ASGI (None: the hot path is off, every request goes to FastAPI)
     app.hot_lane = fastpath.HotLane(app.state.service) if settings.hot_path else None
     register_error_handlers(app)
     app.include_router(predict.router)

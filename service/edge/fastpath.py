@@ -43,16 +43,12 @@ def oip_infer_route(path: str) -> tuple[str, str | None, str] | None:
     return None
 
 
-def hot_route(service: Service, scope: Scope) -> pipeline.ProtocolAdapter | None:
-    """The adapter of a POST to a hot route (its path parsed once); None for every other request."""
+def hot_route(lane: HotLane, scope: Scope) -> pipeline.ProtocolAdapter | None:
+    """The adapter of a POST to a hot route (its path parsed once, OIP adapters kept by the lane);
+    None for every other request."""
     if scope["type"] != "http" or scope["method"] != "POST":
         return None
-    return hot_adapter(service, scope["path"])
-
-
-def hot_adapter(service: Service, path: str) -> pipeline.ProtocolAdapter | None:
-    """The adapter answering a POST to `path` on the hot path; None for any other path."""
-    return HOT_ROUTES.get(path) or oip_adapter(service, path)
+    return lane.adapter(scope["path"])
 
 
 def oip_adapter(service: Service, path: str) -> oip.OipAdapter | None:
@@ -77,7 +73,8 @@ async def answer_hot(service: Service, scope: Scope, receive: Receive, send: Sen
 
 
 class HotLane:
-    """The hot routes, for an HTTP protocol that answers them itself, below ASGI (service.edge.http):
+    """The hot routes and their adapters (OIP ones kept per path), for the ASGI hot path
+    (`hot_route`, `answer_hot`) and for an HTTP protocol that answers them itself, below ASGI (service.edge.http):
     uvicorn's per-request ASGI machinery (the scope's cycle, message dicts, the header checks of
     every send, two writes per answer) cost more than this service's whole pipeline for a 1-sample
     request (docs/performance.md). The protocol asks `adapter(path)` for each POST whose headers are
