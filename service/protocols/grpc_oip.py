@@ -330,21 +330,17 @@ async def run_pipeline(service: Service, adapter: GrpcInferAdapter, body: bytes,
                        limits: Limits | None = None) -> pipeline.Reply:
     """One infer message through service.pipeline.endpoint.handle, as a body already received
     (`limits`: a stream's message's, counted against its stream's share)."""
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:  # never asked twice: the length is declared
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
     headers = {"content-length": str(len(body))}
     adapter.raw = raw = raw_contents_bytes(body)
     adapter.working = working_bytes(body, raw)
     if "authorization" in metadata:
         headers["authorization"] = metadata["authorization"]
-    # the whole message is here: taken as it is (no body deadline to arm, receive() never awaited)
-    reply = await pipeline.handle(service, adapter, receive, headers, b"", limits, body_ready=lambda: body)
+    # the whole message is here: taken as it is (no body deadline to arm, nothing to receive)
+    reply = await pipeline.handle(service, adapter, _nothing_to_receive, headers, b"", limits, body_ready=lambda: body)
     assert reply is not None  # the whole body is there: no disconnect
     return reply
+
+
+async def _nothing_to_receive() -> dict[str, Any]:
+    """run_pipeline's receive(): never awaited, as the message is handed over whole (body_ready)."""
+    raise AssertionError("a gRPC message is handed to the pipeline whole: nothing is left to receive")
